@@ -345,6 +345,11 @@ class Raft:
     def propose(self, data: bytes) -> None:
         self.step(Message(type=MT.PROP, from_=self.id, entries=(Entry(term=0, index=0, data=data),)))
 
+    def propose_batch(self, datas: tuple[bytes, ...]) -> None:
+        if not datas:
+            return
+        self.step(Message(type=MT.PROP, from_=self.id, entries=tuple(Entry(term=0, index=0, data=d) for d in datas)))
+
     def propose_conf_change(self, cc: ConfChange) -> None:
         data = confchange.encode_conf_change(cc)
         self.step(

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 from raft.core.config import Config
 from raft.core.errors import RaftInvariantError, StepLocalMessage, StepPeerNotFound
@@ -92,6 +92,11 @@ class RawNode:
         """Propose data for the log. Raises ProposalDropped when it cannot be
         accepted now (no leader, leadership transfer, size limit)."""
         self.raft.propose(data)
+
+    def propose_batch(self, datas: Sequence[bytes]) -> None:
+        """Propose several entries in one message (one append per follower).
+        All are accepted or all dropped (ProposalDropped)."""
+        self.raft.propose_batch(tuple(datas))
 
     def propose_conf_change(self, cc: ConfChange) -> None:
         self.raft.propose_conf_change(cc)
@@ -185,7 +190,10 @@ class RawNode:
         self._outstanding = None
         log = self.raft.raft_log
         if rd.snapshot is not None:
+            # The host restored its state machine from the snapshot: that is
+            # applied up to the snapshot's index (etcd's appliedSnap).
             log.stable_snap_to(rd.snapshot.metadata.index)
+            log.applied_to(rd.snapshot.metadata.index)
         if rd.entries:
             last = rd.entries[-1]
             log.stable_to(last.index, last.term)
