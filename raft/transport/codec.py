@@ -1,0 +1,369 @@
+"""Conversion between the core's Message dataclasses and the wire (flotillapb.raft).
+
+Pure functions and two small stateful helpers, no I/O:
+
+- ``message_to_pb`` / ``message_from_pb``: one Message, any type. Snapshot
+  *data* is never part of a wire Message: only the metadata travels, and
+  ``message_from_pb`` returns a Snapshot with empty data.
+- ``encode_batch`` / ``decode_batch``: everything one node has for another,
+  for all groups. Heartbeats and heartbeat responses that use only heartbeat
+  fields become compact ``Heartbeat`` records; the batch's ``runs`` keep the
+  exact order, so ``decode_batch(encode_batch(f, t, items)) == items``.
+- ``SnapshotChunker`` / ``SnapshotAssembler``: a MSG_SNAP message and its data
+  as a sequence of ``SnapshotChunk``, and back.
+
+Anything a peer can get wrong raises ``CodecError``; the caller drops the
+stream or the snapshot and the process carries on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Sequence
+from typing import cast
+
+from flotillapb import raft_pb2 as pb
+from raft.core.errors import RaftError
+from raft.core.types import (
+    LOCAL_MESSAGES,
+    ConfState,
+    Entry,
+    EntryKind,
+    Message,
+    MessageType,
+    Snapshot,
+    SnapshotMetadata,
+)
+
+__all__ = [
+    "DEFAULT_CHUNK_SIZE",
+    "CodecError",
+    "SnapshotAssembler",
+    "SnapshotChunker",
+    "decode_batch",
+    "encode_batch",
+    "is_compact_heartbeat",
+    "message_from_pb",
+    "message_to_pb",
+]
+
+DEFAULT_CHUNK_SIZE = 1 << 20
+"""Bytes of snapshot data per SnapshotChunk (1 MiB)."""
+
+_HEARTBEAT_TYPES = (MessageType.HEARTBEAT, MessageType.HEARTBEAT_RESP)
+
+
+class CodecError(RaftError):
+    """A message, batch or snapshot chunk that cannot be converted: from a peer,
+    a malformed input (drop the stream); from the local side, a bug."""
+
+
+# -- one message ----------------------------------------------------------------
+
+
+def message_to_pb(msg: Message) -> pb.Message:
+    """The wire form of msg, of any type. A snapshot's data is left out."""
+    out = pb.Message(
+        type=cast(pb.MessageType, int(msg.type)),
+        to=msg.to,
+        from_=msg.from_,
+        term=msg.term,
+        log_term=msg.log_term,
+        index=msg.index,
+        entries=[
+            pb.Entry(term=e.term, index=e.index, kind=cast(pb.EntryKind, int(e.kind)), data=e.data) for e in msg.entries
+        ],
+        commit=msg.commit,
+        reject=msg.reject,
+        reject_hint=msg.reject_hint,
+        context=msg.context,
+    )
+    if msg.snapshot is not None:
+        meta = msg.snapshot.metadata
+        out.snapshot.SetInParent()  # present even when every field is zero
+        out.snapshot.index = meta.index
+        out.snapshot.term = meta.term
+        out.snapshot.conf_state.voters.extend(meta.conf_state.voters)
+        out.snapshot.conf_state.learners.extend(meta.conf_state.learners)
+    return out
+
+
+def message_from_pb(m: pb.Message) -> Message:
+    """The core Message of a wire message; a snapshot comes back with empty data."""
+    try:
+        mtype = MessageType(m.type)
+        entries = tuple(Entry(term=e.term, index=e.index, kind=EntryKind(e.kind), data=e.data) for e in m.entries)
+    except ValueError as exc:
+        raise CodecError(f"malformed message: {exc}") from exc
+    snapshot: Snapshot | None = None
+    if m.HasField("snapshot"):
+        s = m.snapshot
+        snapshot = Snapshot(
+            metadata=SnapshotMetadata(
+                index=s.index,
+                term=s.term,
+                conf_state=ConfState(voters=tuple(s.conf_state.voters), learners=tuple(s.conf_state.learners)),
+            )
+        )
+    return Message(
+        type=mtype,
+        to=m.to,
+        from_=m.from_,
+        term=m.term,
+        log_term=m.log_term,
+        index=m.index,
+        entries=entries,
+        commit=m.commit,
+        snapshot=snapshot,
+        reject=m.reject,
+        reject_hint=m.reject_hint,
+        context=m.context,
+    )
+
+
+# -- batches --------------------------------------------------------------------
+
+
+def is_compact_heartbeat(msg: Message) -> bool:
+    """True when msg travels as a Heartbeat record: a heartbeat (response) that
+    sets no field beyond to, from_, term, commit and context."""
+    return (
+        msg.type in _HEARTBEAT_TYPES
+        and msg.log_term == 0
+        and msg.index == 0
+        and not msg.entries
+        and msg.snapshot is None
+        and not msg.reject
+        and msg.reject_hint == 0
+    )
+
+
+def encode_batch(from_node: int, to_node: int, items: Iterable[tuple[int, Message]]) -> pb.MessageBatch:
+    """One MessageBatch carrying items, (group_id, message) pairs, in order.
+
+    Raises CodecError for a local message type or a message carrying snapshot
+    data (snapshots go through the snapshot stream).
+    """
+    messages: list[pb.GroupMessage] = []
+    heartbeats: list[pb.Heartbeat] = []
+    runs: list[int] = []
+    in_heartbeats = False  # which list the current run takes from
+    run = 0
+    for group_id, msg in items:
+        if msg.type in LOCAL_MESSAGES:
+            raise CodecError(f"group={group_id} local message {msg.type.name} cannot be sent")
+        if msg.snapshot is not None and msg.snapshot.data:
+            raise CodecError(f"group={group_id} snapshot data must go through the snapshot stream")
+        compact = is_compact_heartbeat(msg)
+        if compact != in_heartbeats:
+            runs.append(run)
+            in_heartbeats = compact
+            run = 0
+        run += 1
+        if compact:
+            heartbeats.append(
+                pb.Heartbeat(
+                    group_id=group_id,
+                    to=msg.to,
+                    from_=msg.from_,
+                    term=msg.term,
+                    commit=msg.commit,
+                    context=msg.context,
+                    response=msg.type == MessageType.HEARTBEAT_RESP,
+                )
+            )
+        else:
+            messages.append(pb.GroupMessage(group_id=group_id, msg=message_to_pb(msg)))
+    runs.append(run)
+    # [m] or [m, h]: all messages, then all heartbeats, which an empty `runs` says.
+    return pb.MessageBatch(
+        from_node=from_node,
+        to_node=to_node,
+        messages=messages,
+        heartbeats=heartbeats,
+        runs=runs if len(runs) > 2 else (),
+    )
+
+
+def _heartbeat_from_pb(h: pb.Heartbeat) -> Message:
+    return Message(
+        type=MessageType.HEARTBEAT_RESP if h.response else MessageType.HEARTBEAT,
+        to=h.to,
+        from_=h.from_,
+        term=h.term,
+        commit=h.commit,
+        context=h.context,
+    )
+
+
+def decode_batch(batch: pb.MessageBatch) -> list[tuple[int, Message]]:
+    """The (group_id, message) pairs of batch, in the order they were encoded.
+
+    Raises CodecError when the batch is malformed (unknown types, local
+    message types, inconsistent runs)."""
+    n_msgs = len(batch.messages)
+    n_hbs = len(batch.heartbeats)
+    runs: Sequence[int] = batch.runs if batch.runs else (n_msgs, n_hbs)
+    out: list[tuple[int, Message]] = []
+    mi = hi = 0
+    for k, run in enumerate(runs):
+        if k % 2 == 0:
+            if mi + run > n_msgs:
+                raise CodecError(f"malformed batch: runs {list(runs)} exceed {n_msgs} messages")
+            for gm in batch.messages[mi : mi + run]:
+                msg = message_from_pb(gm.msg)
+                if msg.type in LOCAL_MESSAGES:
+                    raise CodecError(f"malformed batch: local message {msg.type.name} group={gm.group_id}")
+                out.append((gm.group_id, msg))
+            mi += run
+        else:
+            if hi + run > n_hbs:
+                raise CodecError(f"malformed batch: runs {list(runs)} exceed {n_hbs} heartbeats")
+            out.extend((h.group_id, _heartbeat_from_pb(h)) for h in batch.heartbeats[hi : hi + run])
+            hi += run
+    if mi != n_msgs or hi != n_hbs:
+        raise CodecError(f"malformed batch: runs {list(runs)} do not cover {n_msgs} messages and {n_hbs} heartbeats")
+    return out
+
+
+# -- snapshots ------------------------------------------------------------------
+
+
+class SnapshotChunker:
+    """Cuts a MSG_SNAP message and its data into SnapshotChunks of chunk_size bytes.
+
+    Feed the data in pieces of any size with ``add`` (each returns the chunks
+    it completed), then call ``finish`` for the last chunk. The first chunk
+    carries the header (msg without snapshot data); only the last has
+    ``last`` set."""
+
+    def __init__(
+        self,
+        from_node: int,
+        to_node: int,
+        group_id: int,
+        msg: Message,
+        *,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+    ) -> None:
+        if msg.type != MessageType.SNAP or msg.snapshot is None:
+            raise CodecError(f"group={group_id} not a snapshot message: {msg.type.name}")
+        if chunk_size <= 0:
+            raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+        self._from_node = from_node
+        self._to_node = to_node
+        self._group_id = group_id
+        self._header: pb.Message | None = message_to_pb(msg)
+        self._chunk_size = chunk_size
+        self._buf = bytearray()
+        self._offset = 0  # offset of _buf in the snapshot data
+        self._finished = False
+
+    def _chunk(self, *, last: bool) -> pb.SnapshotChunk:
+        chunk = pb.SnapshotChunk(
+            from_node=self._from_node,
+            to_node=self._to_node,
+            group_id=self._group_id,
+            offset=self._offset,
+            data=bytes(self._buf),
+            last=last,
+        )
+        if self._header is not None:
+            chunk.header.CopyFrom(self._header)
+            self._header = None
+        self._offset += len(self._buf)
+        self._buf = bytearray()
+        return chunk
+
+    def add(self, piece: bytes | bytearray | memoryview) -> list[pb.SnapshotChunk]:
+        if self._finished:
+            raise RuntimeError("SnapshotChunker.add after finish")
+        out: list[pb.SnapshotChunk] = []
+        view = memoryview(piece).cast("B")
+        pos = 0
+        while pos < len(view):
+            # A full buffer is emitted only once more data follows, so that
+            # the final chunk, from finish(), is never empty unless all is.
+            if len(self._buf) == self._chunk_size:
+                out.append(self._chunk(last=False))
+            take = min(self._chunk_size - len(self._buf), len(view) - pos)
+            self._buf += view[pos : pos + take]
+            pos += take
+        return out
+
+    def finish(self) -> pb.SnapshotChunk:
+        if self._finished:
+            raise RuntimeError("SnapshotChunker.finish called twice")
+        self._finished = True
+        return self._chunk(last=True)
+
+    @property
+    def total_bytes(self) -> int:
+        return self._offset + len(self._buf)
+
+
+class SnapshotAssembler:
+    """Rebuilds one snapshot from its chunks, checking each as it comes.
+
+    ``add`` returns True once the last chunk is in; ``result`` then gives
+    (from_node, group_id, message) with the full snapshot data."""
+
+    def __init__(self, *, node_id: int, max_bytes: int) -> None:
+        self._node_id = node_id
+        self._max_bytes = max_bytes
+        self._header: Message | None = None
+        self._from_node = 0
+        self._group_id = 0
+        self._pieces: list[bytes] = []
+        self._received = 0
+        self._done = False
+
+    @property
+    def received_bytes(self) -> int:
+        return self._received
+
+    @property
+    def group_id(self) -> int:
+        return self._group_id
+
+    @property
+    def from_node(self) -> int:
+        return self._from_node
+
+    def add(self, chunk: pb.SnapshotChunk) -> bool:
+        if self._done:
+            raise CodecError("snapshot chunk after the last one")
+        if chunk.to_node != self._node_id:
+            raise CodecError(f"snapshot chunk for node {chunk.to_node} reached node {self._node_id}")
+        if self._header is None:
+            if not chunk.HasField("header"):
+                raise CodecError("first snapshot chunk has no header")
+            header = message_from_pb(chunk.header)
+            if header.type != MessageType.SNAP or header.snapshot is None:
+                raise CodecError(f"snapshot header is {header.type.name} without snapshot metadata")
+            self._header = header
+            self._from_node = chunk.from_node
+            self._group_id = chunk.group_id
+        elif chunk.from_node != self._from_node or chunk.group_id != self._group_id:
+            raise CodecError(
+                f"snapshot chunk of node={chunk.from_node} group={chunk.group_id} in a snapshot "
+                f"of node={self._from_node} group={self._group_id}"
+            )
+        if chunk.offset != self._received:
+            raise CodecError(
+                f"group={self._group_id} snapshot chunk at offset {chunk.offset}, expected {self._received}"
+            )
+        self._received += len(chunk.data)
+        if self._received > self._max_bytes:
+            raise CodecError(f"group={self._group_id} snapshot larger than {self._max_bytes} bytes")
+        if chunk.data:
+            self._pieces.append(chunk.data)
+        self._done = chunk.last
+        return self._done
+
+    def result(self) -> tuple[int, int, Message]:
+        if not self._done or self._header is None or self._header.snapshot is None:
+            raise CodecError("snapshot incomplete")
+        snap = Snapshot(metadata=self._header.snapshot.metadata, data=b"".join(self._pieces))
+        self._pieces = []
+        return self._from_node, self._group_id, dataclasses.replace(self._header, snapshot=snap)
