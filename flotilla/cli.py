@@ -4,6 +4,7 @@ Subcommands so far:
 
     flotilla [-v] demo [--seed N]   three Raft nodes in one process (no I/O, no sleeps)
     flotilla [-v] raftnode ...      one process hosting many Raft groups (flotilla/raftnode.py)
+    flotilla bench-raft SCENARIO    runtime figures on 3 local processes (flotilla/benchraft.py)
 """
 
 from __future__ import annotations
@@ -156,6 +157,10 @@ def _build_parser() -> argparse.ArgumentParser:
     from flotilla import raftnode as raftnode_mod
 
     raftnode_mod.add_arguments(raftnode)
+    bench_raft = sub.add_parser("bench-raft", help="figures of the multi-group Raft runtime on 3 local processes")
+    from flotilla import benchraft
+
+    benchraft.add_arguments(bench_raft)
     return parser
 
 
@@ -175,4 +180,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from flotilla import raftnode as raftnode_mod
 
         return raftnode_mod.main(args)
+    if args.command == "bench-raft":
+        from flotilla import benchraft
+
+        return benchraft.main(args)
     raise AssertionError(f"unhandled command {args.command!r}")

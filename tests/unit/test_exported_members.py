@@ -7,7 +7,7 @@ from inspect import ismodule
 
 import pytest
 
-PACKAGES = ["raft.core"]
+PACKAGES = ["raft.core", "raft.transport", "raft.storage"]
 
 
 @pytest.mark.parametrize("package", PACKAGES)

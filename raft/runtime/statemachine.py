@@ -1,0 +1,44 @@
+"""The seam between the runtime and an application's replicated state machine.
+
+shard/ and placement/ implement `StateMachine`. The runtime calls it on the
+event loop, in log order, one group at a time:
+
+- `apply(entries, wb)` for committed NORMAL entries (payloads already
+  unwrapped from the runtime's proposal envelope; no-op entries of new
+  leaders are not passed). It stages its effects *and its applied index* in
+  `wb` (the process's RocksDB WriteBatch for this round), so both land
+  atomically, and returns one result per entry (handed to whoever proposed
+  it). It must be deterministic: same entries, same state, same results on
+  every replica.
+- `applied_index()` is what it has durably applied (read back at restart);
+  the runtime replays the log from there.
+- `snapshot()` returns the state at `applied_index()`; `restore(data, index,
+  wb)` replaces the state by a snapshot's.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, Sequence
+
+from raft.core.types import Entry
+
+
+class WriteBatchLike(Protocol):
+    def put(self, key: bytes, value: bytes) -> None: ...
+
+    def delete(self, key: bytes) -> None: ...
+
+
+class StateMachine(Protocol):
+    def applied_index(self) -> int: ...
+
+    def apply(self, entries: Sequence[Entry], wb: Any) -> list[object]: ...
+
+    def on_applied_index(self, index: int, wb: Any) -> None:
+        """Record that everything up to index is applied (also for entries
+        that carried nothing for the application, like no-ops and conf changes)."""
+        ...
+
+    def snapshot(self) -> bytes: ...
+
+    def restore(self, data: bytes, index: int, wb: Any) -> None: ...

@@ -1,0 +1,222 @@
+"""GroupHost in one process: real RocksDB, the in-memory LocalTransport, virtual time.
+
+The test drives time: each step advances the FakeClock by one tick and lets
+the loop run (the persist thread and transport tasks), until a condition
+holds or a real-time deadline passes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from pathlib import Path
+
+import pytest
+
+from raft.core import ConfState, StateRole
+from raft.runtime.clock import FakeClock
+from raft.runtime.host import GroupHost, HostConfig
+from raft.runtime.registers import RegisterMachine
+from raft.storage.rocks import FatalStorageError, RocksLogStore, open_db
+from raft.transport.local import LocalNetwork
+
+TICK = 0.1
+
+
+class Cluster:
+    def __init__(self, tmp: Path, groups: int, *, quiesce_ticks: int = 0, nodes: tuple[int, ...] = (1, 2, 3)) -> None:
+        self.tmp = tmp
+        self.groups = groups
+        self.node_ids = nodes
+        self.clock = FakeClock()
+        self.net = LocalNetwork()
+        self.cfg = HostConfig(tick_interval_s=TICK, quiesce_ticks=quiesce_ticks)
+        self.hosts: dict[int, GroupHost] = {}
+        self.machines: dict[int, dict[int, RegisterMachine]] = {}
+        self.stores: dict[int, RocksLogStore] = {}
+        self.dbs: dict[int, object] = {}
+        self.tasks: dict[int, asyncio.Task[None]] = {}
+
+    async def start(self) -> None:
+        for n in self.node_ids:
+            db = open_db(self.tmp / f"n{n}")
+            store = RocksLogStore(db, keep_snapshot_data=True)
+            store.recover()
+            host = GroupHost(n, store, self.net.transport(n), clock=self.clock, rng=random.Random(n), config=self.cfg)
+            self.machines[n] = {}
+            for gid in range(1, self.groups + 1):
+                self.machines[n][gid] = RegisterMachine(db, gid)
+                await host.create_group(gid, self.machines[n][gid], bootstrap=ConfState(voters=self.node_ids))
+            self.hosts[n], self.stores[n], self.dbs[n] = host, store, db
+        for a in self.hosts.values():
+            for b in self.hosts.values():
+                a.set_peer(b.node_id, b._transport.address)  # noqa: SLF001 - test wiring
+        for n, h in self.hosts.items():
+            self.tasks[n] = asyncio.create_task(h.run())
+
+    async def until(self, pred, *, what: str, timeout_s: float = 30.0) -> None:  # type: ignore[no-untyped-def]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while not pred():
+            for n, t in self.tasks.items():
+                if t.done() and not t.cancelled() and t.exception() is not None:
+                    raise AssertionError(f"host {n} failed") from t.exception()
+            if loop.time() > deadline:
+                raise AssertionError(f"timed out waiting for {what}")
+            self.clock.advance(TICK)
+            await asyncio.sleep(0.002)  # sleep-ok: lets the persist thread and transport tasks run; time is the FakeClock's
+
+    def leader(self, gid: int) -> int | None:
+        best = None
+        for n, h in self.hosts.items():
+            if self.tasks[n].done():
+                continue
+            st = h.status(gid)
+            if st.soft_state.role == StateRole.LEADER and (best is None or st.hard_state.term > best[0]):
+                best = (st.hard_state.term, n)
+        return None if best is None else best[1]
+
+    def all_led(self) -> bool:
+        return all(self.leader(g) is not None for g in range(1, self.groups + 1))
+
+    async def stop(self) -> None:
+        for t in self.tasks.values():
+            t.cancel()
+        await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+        for n, s in self.stores.items():
+            s.close()
+            self.dbs[n].close()  # type: ignore[attr-defined]
+
+
+async def test_group_commit_persists_many_groups_with_one_sync(tmp_path: Path) -> None:
+    c = Cluster(tmp_path, groups=20)
+    await c.start()
+    try:
+        await c.until(c.all_led, what="leaders")
+        # Put every group's leadership on node 1 so one host persists all proposals.
+        for g in range(1, 21):
+            lead = c.leader(g)
+            if lead != 1:
+                assert lead is not None
+                c.hosts[lead].transfer_leader(g, 1)
+        await c.until(lambda: all(c.leader(g) == 1 for g in range(1, 21)), what="node 1 leads every group")
+        h = c.hosts[1]
+        syncs0, persisted0 = h.stats.syncs, h.stats.entries_persisted
+        results = await asyncio.gather(*(h.propose(g, b"k=%d" % g) for g in range(1, 21)))
+        assert all(isinstance(r, int) and r > 0 for r in results)
+        entries = h.stats.entries_persisted - persisted0
+        syncs = h.stats.syncs - syncs0
+        assert entries >= 20
+        # 20 groups' proposals, issued in one loop turn, share the same persist rounds.
+        assert syncs <= 4, f"{entries} entries took {syncs} syncs"
+    finally:
+        await c.stop()
+
+
+async def test_idle_groups_quiesce_and_wake_on_proposal(tmp_path: Path) -> None:
+    c = Cluster(tmp_path, groups=10, quiesce_ticks=5)
+    await c.start()
+    try:
+        await c.until(c.all_led, what="leaders")
+        await c.until(lambda: all(h.is_quiet(g) for h in c.hosts.values() for g in range(1, 11)), what="all quiet")
+        async def ticks(n: int) -> None:
+            for _ in range(n):
+                c.clock.advance(TICK)
+                await asyncio.sleep(0.001)  # sleep-ok: let each virtual tick be processed
+
+        await ticks(5)  # answers to heartbeats that were in flight when the groups went quiet
+        sent = {n: h.stats.messages_sent for n, h in c.hosts.items()}
+        ticked = {n: h.stats.ticks for n, h in c.hosts.items()}
+        await ticks(50)
+        assert all(c.hosts[n].stats.ticks > ticked[n] for n in c.node_ids)
+        assert {n: h.stats.messages_sent for n, h in c.hosts.items()} == sent, "quiet groups sent Raft messages"
+        lead = c.leader(3)
+        assert lead is not None
+        index = await c.hosts[lead].propose(3, b"x=1")
+        assert isinstance(index, int)
+        assert not c.hosts[lead].is_quiet(3)
+        await c.until(lambda: all(c.machines[n][3].get(b"x") == b"1" for n in c.node_ids), what="applied everywhere")
+        assert all(c.hosts[lead].is_quiet(g) for g in (1, 2, 4)), "other groups must stay quiet"
+    finally:
+        await c.stop()
+
+
+async def test_quiet_followers_wake_and_elect_when_leader_node_dies(tmp_path: Path) -> None:
+    c = Cluster(tmp_path, groups=6, quiesce_ticks=5)
+    await c.start()
+    try:
+        await c.until(c.all_led, what="leaders")
+        await c.until(lambda: all(h.is_quiet(g) for h in c.hosts.values() for g in range(1, 7)), what="all quiet")
+        victim = c.leader(1)
+        assert victim is not None
+        led_by_victim = [g for g in range(1, 7) if c.leader(g) == victim]
+        c.net.isolate(victim)
+        c.tasks[victim].cancel()
+        await asyncio.gather(c.tasks[victim], return_exceptions=True)
+        await c.until(
+            lambda: all(c.leader(g) not in (None, victim) for g in led_by_victim),
+            what="new leaders for the dead node's groups",
+        )
+    finally:
+        await c.stop()
+
+
+async def test_concurrent_reads_share_one_read_index(tmp_path: Path) -> None:
+    c = Cluster(tmp_path, groups=1)
+    await c.start()
+    try:
+        await c.until(c.all_led, what="leader")
+        lead = c.leader(1)
+        assert lead is not None
+        h = c.hosts[lead]
+        await h.propose(1, b"a=1")
+        raft = h._groups[1].node.raft  # noqa: SLF001 - counting ReadIndex requests
+        calls = []
+        orig = h._groups[1].node.read_index  # noqa: SLF001
+
+        def counting(ctx: bytes) -> None:
+            calls.append(ctx)
+            orig(ctx)
+
+        h._groups[1].node.read_index = counting  # type: ignore[method-assign]  # noqa: SLF001
+        indexes = await asyncio.gather(*(h.read_index(1) for _ in range(50)))
+        assert len(set(indexes)) == 1 and indexes[0] >= raft.raft_log.committed - 1
+        assert 1 <= len(calls) <= 2, f"{len(calls)} ReadIndex requests for 50 concurrent reads"
+        # A follower's read index waits until the follower applied it.
+        f = next(n for n in c.node_ids if n != lead)
+        idx = await c.hosts[f].read_index(1)
+        assert c.hosts[f].status(1).applied >= idx
+        assert c.machines[f][1].get(b"a") == b"1"
+    finally:
+        await c.stop()
+
+
+async def test_storage_failure_stops_the_host(tmp_path: Path) -> None:
+    c = Cluster(tmp_path, groups=1, nodes=(1,))
+    await c.start()
+    try:
+        await c.until(c.all_led, what="leader")
+        store = c.stores[1]
+
+        class FailingSync:
+            """The real DB, whose WAL sync fails (a disk that went away)."""
+
+            def __init__(self, db: object) -> None:
+                self._db = db
+
+            def __getattr__(self, name: str) -> object:
+                return getattr(self._db, name)
+
+            def flush_wal(self, sync: bool) -> None:
+                raise OSError("injected: fsync failed")
+
+        store._db = FailingSync(store._db)  # type: ignore[assignment]  # noqa: SLF001 - failing-sync seam
+        with pytest.raises(TimeoutError):
+            await c.hosts[1].propose(1, b"x=1", timeout_s=2.0)
+        task = c.tasks[1]
+        await c.until(task.done, what="host stopped")
+        exc = task.exception()
+        assert isinstance(exc, BaseExceptionGroup)
+        assert any(isinstance(e, FatalStorageError) for e in exc.exceptions)
+    finally:
+        await c.stop()
