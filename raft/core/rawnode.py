@@ -161,16 +161,18 @@ class RawNode:
             else:
                 after.append(m)
         hard_changed = hard != self._prev_hard
+        snapshot = r.raft_log.pending_snapshot()
         rd = Ready(
             soft_state=soft if soft != self._prev_soft else None,
             hard_state=hard if hard_changed else None,
             entries=entries,
-            snapshot=r.raft_log.pending_snapshot(),
+            snapshot=snapshot,
             committed_entries=r.raft_log.next_committed_entries(),
             messages=tuple(r.msgs),
             messages_after_persist=tuple(after),
             read_states=tuple(r.read_states),
             must_sync=bool(entries)
+            or snapshot is not None
             or (hard_changed and (hard.term != self._prev_hard.term or hard.vote != self._prev_hard.vote)),
         )
         r.msgs = []
