@@ -37,6 +37,17 @@ FORBIDDEN = frozenset(
 MANDATORY_PACKAGE = "raft/core"
 OPTIONAL_MODULES = (
     "shard/statemachine.py",
+    "shard/slots.py",
+    "shard/hlc.py",
+    "shard/keys.py",
+    "shard/engine.py",
+    "shard/types.py",
+    "shard/errors.py",
+    "shard/codec.py",
+    "shard/mvcc.py",
+    "shard/mvcc_range.py",
+    "shard/txn.py",
+    "shard/snapshot.py",
     "placement/state.py",
     "placement/scheduler.py",
     "router/slots.py",

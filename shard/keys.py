@@ -1,0 +1,305 @@
+"""Storage layout of shard data in the process's RocksDB (keys and records).
+
+The process has one RocksDB. First bytes already taken: ``0x01`` Raft log
+store (``raft/storage/keys.py``), ``0x03`` RegisterMachine. Shard data uses
+``0x04``-``0x06``; nobody else may. Integers are unsigned big-endian, so byte
+order is numeric order::
+
+    0x04 | slot u16 | esc(key) 0x00 0x01 | ~revision u64   -> MVCC record
+    0x05 | slot u16 | revision u64 | sub u32                -> user key (revision index)
+    0x06 | shard_id u64 | kind u8 [| router_id u64]         -> shard meta record
+
+MVCC keys. ``esc`` keeps byte order and makes encodings prefix-free: every
+0x00 of the user key becomes 0x00 0xFF, and 0x00 0x01 ends the key. So within
+a slot user keys sort exactly as raw keys do, and all versions of one key are
+one contiguous run. ``~revision`` is ``2**64 - 1 - revision``: versions run
+newest first, and "the latest version at or below R" is one seek to
+``mvcc_key(slot, key, R)``. A user key [a, b) range in a slot is the storage
+range [esc(a) 0x00 0x01, esc(b) 0x00 0x01) under the slot prefix.
+
+Every user-data key starts with its slot: splitting a shard moves nothing, and
+dropping a replica deletes whole slot prefixes (``0x04|slot`` and ``0x05|slot``).
+
+Revision index. One entry per change, ordered by (revision, sub) within a
+slot: the watch history of a shard is a merge of its slots' runs. Sub is the
+change's position inside its revision (a txn writes many keys at one
+revision, etcd's sub-revision).
+
+Meta kinds (per shard, so two shards on one node never collide):
+
+    0x01 STATE   applied index, revision, compact revision, closed timestamp
+    0x02 SLOTS   the cluster's slot count and the slot ranges the shard owns
+    0x10 DEDUP   per router id: the latest applied sequence and its outcome
+
+Records are struct-packed and versioned by their first byte (never pickle)::
+
+    MVCC   B ver=1 | B flags (1 = tombstone) | Q create_revision | Q version
+           | q lease | value (rest)
+    STATE  B ver=1 | Q applied | Q revision | Q compact | Q closed_ts
+    SLOTS  B ver=1 | I slot_count | I n | n * (I lo | I hi)
+    DEDUP  B ver=1 | Q seq | outcome (rest, see shard/codec.py)
+
+A record with an unknown version or a wrong length raises ``RecordError``.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from dataclasses import dataclass
+
+DATA_PREFIX = b"\x04"
+REV_PREFIX = b"\x05"
+META_PREFIX = b"\x06"
+FORMAT_VERSION = 1
+
+MAX_U64 = (1 << 64) - 1
+TERMINATOR = b"\x00\x01"
+_KEY_END = b"\x00\x02"  # sorts after every version of the key it ends
+
+_SLOT = struct.Struct(">H")
+_REV = struct.Struct(">Q")
+_REV_SUB = struct.Struct(">QI")
+_META = struct.Struct(">QB")
+_MVCC_HEAD = struct.Struct(">BBQQq")
+_STATE = struct.Struct(">BQQQQ")
+_SLOTS_HEAD = struct.Struct(">BII")
+_RANGE = struct.Struct(">II")
+_DEDUP_HEAD = struct.Struct(">BQ")
+
+TOMBSTONE = 0x01
+
+
+class RecordError(ValueError):
+    """A stored key or value this codec cannot decode: corruption or an
+    unknown format version."""
+
+
+class MetaKind(enum.IntEnum):
+    STATE = 0x01
+    SLOTS = 0x02
+    DEDUP = 0x10
+
+
+def escape(key: bytes) -> bytes:
+    return key.replace(b"\x00", b"\x00\xff")
+
+
+def unescape(esc: bytes) -> bytes:
+    return esc.replace(b"\x00\xff", b"\x00")
+
+
+def _prefix_end(prefix: bytes) -> bytes:
+    """The least key greater than every key starting with prefix."""
+    p = bytearray(prefix)
+    while p:
+        if p[-1] != 0xFF:
+            p[-1] += 1
+            return bytes(p)
+        p.pop()
+    raise ValueError("prefix of only 0xff bytes has no end")
+
+
+# --- MVCC keys -------------------------------------------------------------------
+
+
+def data_prefix(slot: int) -> bytes:
+    return DATA_PREFIX + _SLOT.pack(slot)
+
+
+def data_slot_end(slot: int) -> bytes:
+    return _prefix_end(data_prefix(slot))
+
+
+def key_prefix(slot: int, key: bytes) -> bytes:
+    """Every version of key starts with this."""
+    return DATA_PREFIX + _SLOT.pack(slot) + escape(key) + TERMINATOR
+
+
+def key_end(slot: int, key: bytes) -> bytes:
+    """Sorts after every version of key and before the next user key."""
+    return DATA_PREFIX + _SLOT.pack(slot) + escape(key) + _KEY_END
+
+
+def mvcc_key(slot: int, key: bytes, revision: int) -> bytes:
+    if not 0 <= revision <= MAX_U64:
+        raise ValueError(f"revision out of range: {revision}")
+    return key_prefix(slot, key) + _REV.pack(MAX_U64 - revision)
+
+
+def mvcc_bounds(slot: int, key: bytes, range_end: bytes) -> tuple[bytes, bytes]:
+    """Storage bounds [lo, hi) of the etcd range [key, range_end) in slot.
+    Empty range_end: the single key; ``"\\0"``: every key >= key."""
+    lo = key_prefix(slot, key)
+    if not range_end:
+        return lo, key_end(slot, key)
+    if range_end == b"\x00":
+        return lo, data_slot_end(slot)
+    return lo, key_prefix(slot, range_end)
+
+
+def parse_mvcc_key(storage_key: bytes) -> tuple[int, bytes, int]:
+    """(slot, user key, revision) of an MVCC storage key."""
+    if len(storage_key) < 13 or storage_key[:1] != DATA_PREFIX or storage_key[-10:-8] != TERMINATOR:
+        raise RecordError(f"not an MVCC key: {storage_key!r}")
+    (slot,) = _SLOT.unpack_from(storage_key, 1)
+    (inv,) = _REV.unpack_from(storage_key, len(storage_key) - 8)
+    return slot, unescape(storage_key[3:-10]), MAX_U64 - inv
+
+
+def revision_of(storage_key: bytes) -> int:
+    (inv,) = _REV.unpack_from(storage_key, len(storage_key) - 8)
+    return MAX_U64 - inv
+
+
+def user_key_of(storage_key: bytes) -> bytes:
+    return unescape(storage_key[3:-10])
+
+
+def key_end_of(storage_key: bytes) -> bytes:
+    """key_end() of the user key of an MVCC storage key, without decoding it."""
+    return storage_key[:-9] + b"\x02"
+
+
+def seek_key_of(storage_key: bytes, revision: int) -> bytes:
+    """The mvcc_key() of the same user key at another revision."""
+    return storage_key[:-8] + _REV.pack(MAX_U64 - revision)
+
+
+# --- revision index ----------------------------------------------------------------
+
+
+def rev_prefix(slot: int) -> bytes:
+    return REV_PREFIX + _SLOT.pack(slot)
+
+
+def rev_slot_end(slot: int) -> bytes:
+    return _prefix_end(rev_prefix(slot))
+
+
+def rev_key(slot: int, revision: int, sub: int) -> bytes:
+    return REV_PREFIX + _SLOT.pack(slot) + _REV_SUB.pack(revision, sub)
+
+
+def parse_rev_key(storage_key: bytes) -> tuple[int, int, int]:
+    """(slot, revision, sub) of a revision-index key."""
+    if len(storage_key) != 15 or storage_key[:1] != REV_PREFIX:
+        raise RecordError(f"not a revision index key: {storage_key!r}")
+    (slot,) = _SLOT.unpack_from(storage_key, 1)
+    revision, sub = _REV_SUB.unpack_from(storage_key, 3)
+    return slot, revision, sub
+
+
+# --- meta keys ---------------------------------------------------------------------
+
+
+def meta_prefix(shard_id: int) -> bytes:
+    return META_PREFIX + struct.pack(">Q", shard_id)
+
+
+def meta_end(shard_id: int) -> bytes:
+    return _prefix_end(meta_prefix(shard_id))
+
+
+def state_key(shard_id: int) -> bytes:
+    return META_PREFIX + _META.pack(shard_id, MetaKind.STATE)
+
+
+def slots_key(shard_id: int) -> bytes:
+    return META_PREFIX + _META.pack(shard_id, MetaKind.SLOTS)
+
+
+def dedup_prefix(shard_id: int) -> bytes:
+    return META_PREFIX + _META.pack(shard_id, MetaKind.DEDUP)
+
+
+def dedup_key(shard_id: int, router_id: int) -> bytes:
+    return dedup_prefix(shard_id) + _REV.pack(router_id)
+
+
+def router_of_dedup_key(storage_key: bytes) -> int:
+    if len(storage_key) != 18:
+        raise RecordError(f"not a dedup key: {storage_key!r}")
+    (router_id,) = _REV.unpack_from(storage_key, 10)
+    return router_id
+
+
+# --- records -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class MvccRecord:
+    """One version of a key. A tombstone marks a delete (the key is absent
+    from its revision until the next put)."""
+
+    create_revision: int = 0
+    version: int = 0
+    lease: int = 0
+    value: bytes = b""
+    tombstone: bool = False
+
+
+def encode_mvcc(record: MvccRecord) -> bytes:
+    flags = TOMBSTONE if record.tombstone else 0
+    return (
+        _MVCC_HEAD.pack(FORMAT_VERSION, flags, record.create_revision, record.version, record.lease)
+        + record.value
+    )
+
+
+def is_tombstone(raw: bytes) -> bool:
+    """Whether an encoded MVCC record is a tombstone, without decoding it."""
+    return bool(raw[1] & TOMBSTONE)
+
+
+def decode_mvcc(raw: bytes) -> MvccRecord:
+    if len(raw) < _MVCC_HEAD.size or raw[0] != FORMAT_VERSION:
+        raise RecordError(f"bad MVCC record ({len(raw)} bytes, version {raw[:1]!r})")
+    _, flags, create, version, lease = _MVCC_HEAD.unpack_from(raw)
+    return MvccRecord(create, version, lease, bytes(raw[_MVCC_HEAD.size :]), bool(flags & TOMBSTONE))
+
+
+@dataclass(frozen=True, slots=True)
+class ShardState:
+    applied: int = 0
+    revision: int = 0
+    compact_revision: int = 0
+    closed_ts: int = 0
+
+
+def encode_state(state: ShardState) -> bytes:
+    return _STATE.pack(FORMAT_VERSION, state.applied, state.revision, state.compact_revision, state.closed_ts)
+
+
+def decode_state(raw: bytes) -> ShardState:
+    if len(raw) != _STATE.size or raw[0] != FORMAT_VERSION:
+        raise RecordError(f"bad shard state record ({len(raw)} bytes)")
+    _, applied, revision, compact, closed = _STATE.unpack(raw)
+    return ShardState(applied, revision, compact, closed)
+
+
+def encode_slots(slot_count: int, ranges: tuple[tuple[int, int], ...]) -> bytes:
+    return _SLOTS_HEAD.pack(FORMAT_VERSION, slot_count, len(ranges)) + b"".join(
+        _RANGE.pack(lo, hi) for lo, hi in ranges
+    )
+
+
+def decode_slots(raw: bytes) -> tuple[int, tuple[tuple[int, int], ...]]:
+    if len(raw) < _SLOTS_HEAD.size or raw[0] != FORMAT_VERSION:
+        raise RecordError("bad slots record")
+    _, slot_count, n = _SLOTS_HEAD.unpack_from(raw)
+    if len(raw) != _SLOTS_HEAD.size + n * _RANGE.size:
+        raise RecordError("bad slots record length")
+    ranges = tuple(_RANGE.unpack_from(raw, _SLOTS_HEAD.size + i * _RANGE.size) for i in range(n))
+    return slot_count, ranges
+
+
+def encode_dedup(seq: int, outcome: bytes) -> bytes:
+    return _DEDUP_HEAD.pack(FORMAT_VERSION, seq) + outcome
+
+
+def decode_dedup(raw: bytes) -> tuple[int, bytes]:
+    if len(raw) < _DEDUP_HEAD.size or raw[0] != FORMAT_VERSION:
+        raise RecordError("bad dedup record")
+    _, seq = _DEDUP_HEAD.unpack_from(raw)
+    return seq, bytes(raw[_DEDUP_HEAD.size :])

@@ -1,0 +1,126 @@
+"""A shard's snapshot: its meta records and every record of the slots it owns,
+as one versioned byte stream that can be produced and ingested in chunks.
+
+    header   B version=1 | Q shard_id | Q applied | I slot_count | I n | n * (I lo | I hi)
+    records  * (I key length | I value length | key | value)   storage keys, ascending per part
+
+Records are the storage records themselves (shard/keys.py): the shard's meta
+keys first, then for each owned slot range its MVCC run, then its revision
+index run. ``iter_chunks`` cuts the stream at record boundaries, the header
+alone in the first chunk, so the concatenation of the chunks is the
+snapshot; a receiver can ``ingest`` them as they come.
+
+Pure: reads go through a KvReader, writes to a WriteBatch.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from shard import keys, slots
+from shard.engine import scan
+
+if TYPE_CHECKING:
+    from shard.engine import KvReader, WriteBatch
+
+FORMAT_VERSION = 1
+DEFAULT_CHUNK_BYTES = 1 << 20
+
+_HEAD = struct.Struct(">BQQII")
+_RANGE = struct.Struct(">II")
+_REC = struct.Struct(">II")
+
+
+class SnapshotError(ValueError):
+    """Snapshot data this codec cannot read."""
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotHeader:
+    shard_id: int
+    applied: int
+    slot_count: int
+    ranges: slots.SlotRanges
+
+
+def encode_header(h: SnapshotHeader) -> bytes:
+    return _HEAD.pack(FORMAT_VERSION, h.shard_id, h.applied, h.slot_count, len(h.ranges)) + b"".join(
+        _RANGE.pack(lo, hi) for lo, hi in h.ranges
+    )
+
+
+def decode_header(data: bytes) -> tuple[SnapshotHeader, int]:
+    """The header and the offset where the records start."""
+    if len(data) < _HEAD.size or data[0] != FORMAT_VERSION:
+        raise SnapshotError("not a shard snapshot (bad header or version)")
+    _, shard_id, applied, slot_count, n = _HEAD.unpack_from(data)
+    end = _HEAD.size + n * _RANGE.size
+    if len(data) < end:
+        raise SnapshotError("snapshot header cut short")
+    ranges = tuple(_RANGE.unpack_from(data, _HEAD.size + i * _RANGE.size) for i in range(n))
+    return SnapshotHeader(shard_id, applied, slot_count, ranges), end
+
+
+def slot_spans(ranges: slots.SlotRanges) -> Iterator[tuple[bytes, bytes]]:
+    """The storage key ranges holding the records of the given slots."""
+    for lo, hi in ranges:
+        yield keys.data_prefix(lo), keys.data_slot_end(hi - 1)
+        yield keys.rev_prefix(lo), keys.rev_slot_end(hi - 1)
+
+
+def iter_records(reader: KvReader, shard_id: int, ranges: slots.SlotRanges) -> Iterator[tuple[bytes, bytes]]:
+    """Every record of the shard: its meta, then its slots' data."""
+    yield from scan(reader, keys.meta_prefix(shard_id), keys.meta_end(shard_id))
+    for lo, hi in slot_spans(ranges):
+        yield from scan(reader, lo, hi)
+
+
+def iter_chunks(
+    reader: KvReader, header: SnapshotHeader, chunk_bytes: int = DEFAULT_CHUNK_BYTES
+) -> Iterator[bytes]:
+    yield encode_header(header)
+    buf: list[bytes] = []
+    size = 0
+    for k, v in iter_records(reader, header.shard_id, header.ranges):
+        rec = _REC.pack(len(k), len(v)) + k + v
+        buf.append(rec)
+        size += len(rec)
+        if size >= chunk_bytes:
+            yield b"".join(buf)
+            buf, size = [], 0
+    if buf:
+        yield b"".join(buf)
+
+
+def iter_chunk_records(chunk: bytes, offset: int = 0) -> Iterator[tuple[bytes, bytes]]:
+    """The records of one chunk (or of a whole snapshot from offset)."""
+    off = offset
+    n = len(chunk)
+    while off < n:
+        if off + _REC.size > n:
+            raise SnapshotError("snapshot record cut short")
+        klen, vlen = _REC.unpack_from(chunk, off)
+        off += _REC.size
+        if off + klen + vlen > n:
+            raise SnapshotError("snapshot record cut short")
+        yield bytes(chunk[off : off + klen]), bytes(chunk[off + klen : off + klen + vlen])
+        off += klen + vlen
+
+
+def clear(wb: WriteBatch, shard_id: int, ranges: slots.SlotRanges) -> None:
+    """Delete everything a replica of the shard keeps for these slots."""
+    wb.delete_range(keys.meta_prefix(shard_id), keys.meta_end(shard_id))
+    for lo, hi in slot_spans(ranges):
+        wb.delete_range(lo, hi)
+
+
+def ingest(chunk: bytes, wb: WriteBatch, offset: int = 0) -> int:
+    """Stage a chunk's records into wb; returns how many."""
+    n = 0
+    for k, v in iter_chunk_records(chunk, offset):
+        wb.put(k, v)
+        n += 1
+    return n

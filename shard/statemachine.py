@@ -1,0 +1,388 @@
+"""ShardStateMachine: etcd's multi-version key-value semantics for one shard,
+as the runtime's StateMachine (raft/runtime/statemachine.py).
+
+Each committed entry is one ``Command`` (shard/codec.py). Applying it:
+
+1. The leader's closed timestamp (piggybacked, or a ``ClosedTs`` entry)
+   raises the shard's ``closed_ts``.
+2. Dedup (Raft thesis 6.3): per router id the latest applied ``seq`` and its
+   outcome are kept (replicated, in the engine). A command with a seq at or
+   below that is not applied again: the same seq gets the stored outcome,
+   an older one ``OutcomeUnknown``.
+3. A writing command gets ``rev = max(prev_rev + 1, stamp, closed_ts + 1)``
+   (shard/hlc.py): one revision for all the writes of a txn. A command that
+   writes nothing (a failed or read-only txn, a delete of nothing, an error)
+   leaves the revision alone.
+4. The result is an ``Applied``: the outcome (a response, or the ShardError
+   etcd would answer) and the events to fan out to watchers.
+
+Reads (``range``, ``events_since``) serve the applied state. Everything is
+read through the engine plus the writes staged in the current apply batch
+(``StagedView``), because the runtime writes the batch only after the round.
+Reads must run on the thread that applies, or use ``reader(frozen=True)``.
+
+Pure: the engine is passed in; no I/O, clocks, threads or asyncio here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Union
+
+from shard import hlc, keys, mvcc, mvcc_range, slots
+from shard import snapshot as snap
+from shard.codec import CodecError, decode_command, decode_outcome, encode_outcome
+from shard.engine import StagedView, scan
+from shard.errors import (
+    FutureRevision,
+    InvalidCommand,
+    InvalidSplit,
+    OutcomeUnknown,
+    RevisionCompacted,
+    ShardError,
+)
+from shard.txn import DEFAULT_MAX_TXN_OPS, Executor, check_owned, validate_op
+from shard.types import (
+    AckResponse,
+    ClosedTs,
+    Command,
+    CompactionRequest,
+    CompactionResponse,
+    DeleteRangeRequest,
+    Event,
+    PutRequest,
+    RangeRequest,
+    RangeResponse,
+    Request,
+    Response,
+    Split,
+    TxnRequest,
+)
+
+if TYPE_CHECKING:
+    from raft.core.types import Entry
+    from shard.engine import KvEngine, KvReader, WriteBatch
+
+Outcome = Union[Response, ShardError]
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """What applying one entry produced. `revision` is the shard's revision
+    after it; `duplicate` says the outcome came from the dedup table."""
+
+    index: int
+    revision: int
+    outcome: Outcome
+    events: tuple[Event, ...] = ()
+    duplicate: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return not isinstance(self.outcome, ShardError)
+
+
+def validate(request: Request | RangeRequest, max_txn_ops: int = DEFAULT_MAX_TXN_OPS) -> None:
+    """etcd's checks of a request, before it is proposed (or served): raise
+    the RequestError etcd would answer."""
+    if isinstance(request, (PutRequest, DeleteRangeRequest, TxnRequest, RangeRequest)):
+        validate_op(request, max_txn_ops)
+    elif isinstance(request, (CompactionRequest, ClosedTs, Split)):
+        return
+    else:
+        raise TypeError(f"not a shard request: {type(request).__name__}")
+
+
+@dataclass(frozen=True, slots=True)
+class ShardReader:
+    """The applied state of a shard at one moment, for reads: the store view
+    plus the revisions and slots that go with it."""
+
+    view: KvReader
+    ranges: slots.SlotRanges
+    slot_count: int
+    revision: int
+    compact_revision: int
+    readable_revision: int
+    max_txn_ops: int = DEFAULT_MAX_TXN_OPS
+
+    def _check_read_revision(self, revision: int) -> None:
+        if revision <= 0:  # etcd reads the current revision
+            return
+        if revision > self.readable_revision:
+            raise FutureRevision()
+        if revision < self.compact_revision:
+            raise RevisionCompacted()
+
+    def range(self, r: RangeRequest) -> RangeResponse:
+        validate_op(r, self.max_txn_ops)
+        check_owned(r, self.ranges, self.slot_count)
+        self._check_read_revision(r.revision)
+        at_rev = r.revision if r.revision > 0 else None
+        return mvcc_range.evaluate(self.view, self.ranges, self.slot_count, r, at_rev, self.revision)
+
+    def events_since(
+        self, key: bytes, range_end: bytes, start_rev: int, limit: int = 0, prev_kv: bool = False
+    ) -> tuple[Event, ...]:
+        if start_rev < self.compact_revision:
+            raise RevisionCompacted()
+        return mvcc.events_since(self.view, self.ranges, self.slot_count, key, range_end, start_rev, limit, prev_kv)
+
+
+class ShardStateMachine:
+    def __init__(
+        self,
+        engine: KvEngine,
+        shard_id: int,
+        slot_count: int = slots.DEFAULT_SLOTS,
+        slot_ranges: slots.SlotRanges | None = None,
+        max_txn_ops: int = DEFAULT_MAX_TXN_OPS,
+    ) -> None:
+        """Open the shard's state from the engine. slot_count and slot_ranges
+        describe a new shard; a shard with state on disk keeps its own."""
+        self._engine = engine
+        self.shard_id = shard_id
+        self.max_txn_ops = max_txn_ops
+        self._staged: StagedView | None = None
+        raw_slots = engine.get(keys.slots_key(shard_id))
+        if raw_slots is not None:
+            self._slot_count, ranges = keys.decode_slots(raw_slots)
+            self._ranges: slots.SlotRanges = slots.normalize(ranges)
+            self._slots_dirty = False
+        else:
+            if not 0 < slot_count <= slots.MAX_SLOTS:
+                raise ValueError(f"slot count must be in 1..{slots.MAX_SLOTS}, got {slot_count}")
+            self._slot_count = slot_count
+            self._ranges = slots.normalize(slot_ranges if slot_ranges is not None else slots.full(slot_count))
+            self._slots_dirty = True
+        self._load_state(engine)
+
+    def _load_state(self, reader: KvReader) -> None:
+        raw = reader.get(keys.state_key(self.shard_id))
+        st = keys.decode_state(raw) if raw is not None else keys.ShardState()
+        self._applied = st.applied
+        self._revision = st.revision
+        self._compact = st.compact_revision
+        self._closed_ts = st.closed_ts
+        self._dedup: dict[int, tuple[int, bytes]] = {}
+        prefix = keys.dedup_prefix(self.shard_id)
+        for k, v in scan(reader, prefix, prefix + b"\xff" * 8 + b"\x00"):
+            self._dedup[keys.router_of_dedup_key(k)] = keys.decode_dedup(v)
+
+    # --- what the node reads ---------------------------------------------------------
+
+    @property
+    def slot_count(self) -> int:
+        return self._slot_count
+
+    @property
+    def slot_ranges(self) -> slots.SlotRanges:
+        return self._ranges
+
+    @property
+    def revision(self) -> int:
+        """The revision of the last write applied (0 before any)."""
+        return self._revision
+
+    @property
+    def compact_revision(self) -> int:
+        return self._compact
+
+    @property
+    def closed_ts(self) -> int:
+        return self._closed_ts
+
+    @property
+    def readable_revision(self) -> int:
+        """The highest revision a read may name here: the state at any revision
+        up to the closed timestamp is final once the closed timestamp applied."""
+        return max(self._revision, self._closed_ts)
+
+    def owns(self, key: bytes) -> bool:
+        return slots.contains(self._ranges, slots.slot_of(key, self._slot_count))
+
+    def last_seq(self, router_id: int) -> int:
+        """The latest sequence applied for a router (0: none)."""
+        found = self._dedup.get(router_id)
+        return found[0] if found is not None else 0
+
+    def reader(self, frozen: bool = False) -> ShardReader:
+        """The applied state for reads. frozen: later applies do not change
+        what it reads in memory (for reading off the applying thread; the
+        engine underneath stays live, which reads at a fixed revision do not
+        notice, as versions are never rewritten, unless a compaction passes
+        that revision meanwhile)."""
+        view: KvReader = self._engine
+        if self._staged is not None:
+            view = self._staged.freeze() if frozen else self._staged
+        return ShardReader(
+            view, self._ranges, self._slot_count, self._revision, self._compact, self.readable_revision, self.max_txn_ops
+        )
+
+    def range(self, r: RangeRequest) -> RangeResponse:
+        """etcd's Range over this shard's slots, at r.revision (0: now)."""
+        return self.reader().range(r)
+
+    def events_since(
+        self, key: bytes, range_end: bytes, start_rev: int, limit: int = 0, prev_kv: bool = False
+    ) -> tuple[Event, ...]:
+        """The events of [key, range_end) from start_rev on (see mvcc.events_since)."""
+        return self.reader().events_since(key, range_end, start_rev, limit, prev_kv)
+
+    # --- the runtime's StateMachine ---------------------------------------------------------
+
+    def applied_index(self) -> int:
+        return self._applied
+
+    def _stage(self, wb: WriteBatch) -> StagedView:
+        # A new batch means the runtime wrote the previous one: start over.
+        if self._staged is None or self._staged.batch is not wb:
+            self._staged = StagedView(self._engine, wb)
+        return self._staged
+
+    def release_staged(self) -> None:
+        """Forget the staged writes (call once their batch is written, to free
+        memory early; optional)."""
+        self._staged = None
+
+    def apply(self, entries: Sequence[Entry], wb: WriteBatch) -> list[object]:
+        view = self._stage(wb)
+        out: list[object] = [self._apply_entry(e.index, e.data, view) for e in entries]
+        if entries:
+            self._applied = entries[-1].index
+            self._write_state(view)
+        return out
+
+    def on_applied_index(self, index: int, wb: WriteBatch) -> None:
+        self._applied = index
+        self._write_state(self._stage(wb))
+
+    def _write_state(self, view: StagedView) -> None:
+        st = keys.ShardState(self._applied, self._revision, self._compact, self._closed_ts)
+        view.put(keys.state_key(self.shard_id), keys.encode_state(st))
+        if self._slots_dirty:
+            view.put(keys.slots_key(self.shard_id), keys.encode_slots(self._slot_count, self._ranges))
+            self._slots_dirty = False
+
+    def _apply_entry(self, index: int, data: bytes, view: StagedView) -> Applied:
+        try:
+            cmd = decode_command(data)
+        except CodecError as exc:
+            return Applied(index, self._revision, InvalidCommand(f"log entry is not a valid shard command: {exc}"))
+        self._closed_ts = max(self._closed_ts, cmd.closed_ts)
+        if isinstance(cmd.request, ClosedTs):
+            self._closed_ts = max(self._closed_ts, cmd.request.ts)
+        if cmd.router_id:
+            last = self._dedup.get(cmd.router_id)
+            if last is not None and cmd.seq <= last[0]:
+                outcome: Outcome = decode_outcome(last[1]) if cmd.seq == last[0] else OutcomeUnknown()
+                return Applied(index, self._revision, outcome, (), True)
+        outcome, events = self._execute(cmd, view)
+        if cmd.router_id:
+            encoded = encode_outcome(outcome)
+            self._dedup[cmd.router_id] = (cmd.seq, encoded)
+            view.put(keys.dedup_key(self.shard_id, cmd.router_id), keys.encode_dedup(cmd.seq, encoded))
+        return Applied(index, self._revision, outcome, events)
+
+    def _execute(self, cmd: Command, view: StagedView) -> tuple[Outcome, tuple[Event, ...]]:
+        req = cmd.request
+        try:
+            if isinstance(req, (PutRequest, DeleteRangeRequest, TxnRequest)):
+                return self._write(cmd, req, view)
+            if isinstance(req, CompactionRequest):
+                return self._compact_to(req, view), ()
+            if isinstance(req, ClosedTs):
+                return AckResponse(self._revision), ()
+            if isinstance(req, Split):
+                return self._split(req, view), ()
+        except ShardError as err:
+            return err, ()
+        return InvalidCommand(f"unexpected request {type(req).__name__}"), ()
+
+    def _write(
+        self, cmd: Command, req: PutRequest | DeleteRangeRequest | TxnRequest, view: StagedView
+    ) -> tuple[Outcome, tuple[Event, ...]]:
+        validate_op(req, self.max_txn_ops)
+        check_owned(req, self._ranges, self._slot_count)
+        new_rev = hlc.next_revision(self._revision, cmd.stamp, self._closed_ts)
+        if new_rev > hlc.MAX_REVISION:
+            raise InvalidCommand(f"revision {new_rev} overflows int64")
+        ex = Executor(
+            view, self._ranges, self._slot_count, self._revision, new_rev, self.readable_revision, self._compact
+        )
+        resp: Response
+        if isinstance(req, PutRequest):
+            ex.check(req)
+            resp = ex.put(req)
+        elif isinstance(req, DeleteRangeRequest):
+            resp = ex.delete_range(req)
+        else:
+            resp = ex.txn(req)
+        if ex.changes:
+            self._revision = new_rev
+        return resp, tuple(ex.events)
+
+    def _compact_to(self, req: CompactionRequest, view: StagedView) -> CompactionResponse:
+        if req.revision <= self._compact:
+            raise RevisionCompacted()
+        if req.revision > self.readable_revision:
+            raise FutureRevision()
+        mvcc.compact(view, view, self._ranges, self._compact, req.revision)
+        self._compact = req.revision
+        return CompactionResponse(self._revision)
+
+    def _split(self, req: Split, view: StagedView) -> AckResponse:
+        """Give the slots `moved` to shard new_shard_id. Their data stays where
+        it is; the new shard's meta starts as a copy of this one's (revision,
+        compact revision, closed timestamp, dedup table; applied index 0), so
+        a replica of it opened on this node continues the same history."""
+        moved = slots.normalize(req.moved)
+        if (
+            req.new_shard_id == self.shard_id
+            or not moved
+            or not slots.is_subset(moved, self._ranges)
+            or slots.is_subset(self._ranges, moved)
+        ):
+            raise InvalidSplit()
+        new = req.new_shard_id
+        view.delete_range(keys.meta_prefix(new), keys.meta_end(new))
+        st = keys.ShardState(0, self._revision, self._compact, self._closed_ts)
+        view.put(keys.state_key(new), keys.encode_state(st))
+        view.put(keys.slots_key(new), keys.encode_slots(self._slot_count, moved))
+        for router_id, (seq, outcome) in sorted(self._dedup.items()):
+            view.put(keys.dedup_key(new, router_id), keys.encode_dedup(seq, outcome))
+        self._ranges = slots.subtract(self._ranges, moved)
+        self._slots_dirty = True
+        return AckResponse(self._revision)
+
+    # --- snapshots ---------------------------------------------------------------------
+
+    def snapshot_header(self) -> snap.SnapshotHeader:
+        return snap.SnapshotHeader(self.shard_id, self._applied, self._slot_count, self._ranges)
+
+    def snapshot_chunks(self, chunk_bytes: int = snap.DEFAULT_CHUNK_BYTES) -> Iterator[bytes]:
+        """The snapshot at applied_index() in chunks (read lazily: consume it
+        before the next apply, or pass a pinned engine snapshot to
+        snapshot.iter_chunks instead)."""
+        return snap.iter_chunks(self._staged or self._engine, self.snapshot_header(), chunk_bytes)
+
+    def snapshot(self) -> bytes:
+        return b"".join(self.snapshot_chunks())
+
+    def restore(self, data: bytes, index: int, wb: WriteBatch) -> None:
+        header, offset = snap.decode_header(data)
+        if header.shard_id != self.shard_id:
+            raise snap.SnapshotError(f"snapshot of shard {header.shard_id} given to shard {self.shard_id}")
+        if header.applied != index:
+            raise snap.SnapshotError(f"snapshot data at {header.applied} does not match metadata index {index}")
+        view = self._stage(wb)
+        snap.clear(view, self.shard_id, slots.merge(self._ranges, header.ranges))
+        snap.ingest(data, view, offset)
+        self._slot_count = header.slot_count
+        self._ranges = slots.normalize(header.ranges)
+        self._load_state(view)
+        self._applied = index
+        self._slots_dirty = True
+        self._write_state(view)
+

@@ -1,0 +1,218 @@
+"""Requests, responses, events and commands of the shard state machine.
+
+Plain frozen dataclasses mirroring etcd's KV API messages (field names and
+enum numbers as in etcd's rpc.proto and kv.proto), independent of any
+protobuf: the servicer translates. A ``Command`` is what goes into a shard's
+Raft log: one request plus the dedup identity (router_id, seq), the leader's
+HLC stamp and its closed timestamp (``shard/codec.py`` encodes it).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Union
+
+
+class SortOrder(enum.IntEnum):
+    NONE = 0
+    ASCEND = 1
+    DESCEND = 2
+
+
+class SortTarget(enum.IntEnum):
+    KEY = 0
+    VERSION = 1
+    CREATE = 2
+    MOD = 3
+    VALUE = 4
+
+
+class CompareTarget(enum.IntEnum):
+    VERSION = 0
+    CREATE = 1
+    MOD = 2
+    VALUE = 3
+    LEASE = 4
+
+
+class CompareResult(enum.IntEnum):
+    EQUAL = 0
+    GREATER = 1
+    LESS = 2
+    NOT_EQUAL = 3
+
+
+class EventType(enum.IntEnum):
+    PUT = 0
+    DELETE = 1
+
+
+@dataclass(frozen=True, slots=True)
+class KeyValue:
+    key: bytes
+    create_revision: int = 0
+    mod_revision: int = 0
+    version: int = 0
+    value: bytes = b""
+    lease: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A change at mod_revision. A DELETE's kv carries only the key and the
+    revision of the delete (as etcd's does)."""
+
+    type: EventType
+    kv: KeyValue
+    prev_kv: KeyValue | None = None
+
+
+# --- requests ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RangeRequest:
+    key: bytes
+    range_end: bytes = b""
+    limit: int = 0
+    revision: int = 0
+    sort_order: SortOrder = SortOrder.NONE
+    sort_target: SortTarget = SortTarget.KEY
+    serializable: bool = False
+    keys_only: bool = False
+    count_only: bool = False
+    min_mod_revision: int = 0
+    max_mod_revision: int = 0
+    min_create_revision: int = 0
+    max_create_revision: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class PutRequest:
+    key: bytes
+    value: bytes = b""
+    lease: int = 0
+    prev_kv: bool = False
+    ignore_value: bool = False
+    ignore_lease: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteRangeRequest:
+    key: bytes
+    range_end: bytes = b""
+    prev_kv: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Compare:
+    """`operand` is what the target is compared with: bytes for VALUE, an int
+    for VERSION, CREATE, MOD and LEASE."""
+
+    key: bytes
+    target: CompareTarget
+    result: CompareResult
+    operand: int | bytes = 0
+    range_end: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class TxnRequest:
+    compare: tuple[Compare, ...] = ()
+    success: tuple[RequestOp, ...] = ()
+    failure: tuple[RequestOp, ...] = ()
+
+
+RequestOp = Union[RangeRequest, PutRequest, DeleteRangeRequest, TxnRequest]
+
+
+@dataclass(frozen=True, slots=True)
+class CompactionRequest:
+    revision: int
+    physical: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ClosedTs:
+    """The leader's closed timestamp, alone in an entry (an idle shard's
+    heartbeat through the log): no write of this shard after it gets a
+    revision <= ts."""
+
+    ts: int
+
+
+@dataclass(frozen=True, slots=True)
+class Split:
+    """The shard gives the slots `moved` to a new shard `new_shard_id`: the
+    data stays where it is (keyed by slot) and the new shard's meta starts
+    as a copy of this one's. A first cut: the new Raft group's creation and
+    the epoch bump belong to the split design."""
+
+    new_shard_id: int
+    moved: tuple[tuple[int, int], ...]
+
+
+Request = Union[PutRequest, DeleteRangeRequest, TxnRequest, CompactionRequest, ClosedTs, Split]
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """One Raft log entry of a shard. router_id 0 means no dedup (internal
+    commands such as ClosedTs); closed_ts 0 means none piggybacked."""
+
+    request: Request
+    router_id: int = 0
+    seq: int = 0
+    stamp: int = 0
+    closed_ts: int = 0
+
+
+# --- responses -----------------------------------------------------------------------
+# `revision` is etcd's header revision: the shard's revision after the request.
+
+
+@dataclass(frozen=True, slots=True)
+class RangeResponse:
+    revision: int
+    kvs: tuple[KeyValue, ...] = ()
+    more: bool = False
+    count: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class PutResponse:
+    revision: int
+    prev_kv: KeyValue | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteRangeResponse:
+    revision: int
+    deleted: int = 0
+    prev_kvs: tuple[KeyValue, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class TxnResponse:
+    revision: int
+    succeeded: bool
+    responses: tuple[ResponseOp, ...] = ()
+
+
+ResponseOp = Union[RangeResponse, PutResponse, DeleteRangeResponse, TxnResponse]
+
+
+@dataclass(frozen=True, slots=True)
+class CompactionResponse:
+    revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class AckResponse:
+    """The outcome of ClosedTs and Split entries."""
+
+    revision: int
+
+
+Response = Union[PutResponse, DeleteRangeResponse, TxnResponse, CompactionResponse, AckResponse, RangeResponse]
