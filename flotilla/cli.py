@@ -4,6 +4,7 @@ Subcommands so far:
 
     flotilla [-v] demo [--seed N]   three Raft nodes in one process (no I/O, no sleeps)
     flotilla [-v] raftnode ...      one process hosting many Raft groups (flotilla/raftnode.py)
+    flotilla [-v] server --store .. a store node: shards as Raft groups (flotilla/server.py)
     flotilla bench-raft SCENARIO    runtime figures on 3 local processes (flotilla/benchraft.py)
 """
 
@@ -157,6 +158,10 @@ def _build_parser() -> argparse.ArgumentParser:
     from flotilla import raftnode as raftnode_mod
 
     raftnode_mod.add_arguments(raftnode)
+    server = sub.add_parser("server", help="a Flotilla server process (roles: --store)")
+    from flotilla import server as server_mod
+
+    server_mod.add_arguments(server)
     bench_raft = sub.add_parser("bench-raft", help="figures of the multi-group Raft runtime on 3 local processes")
     from flotilla import benchraft
 
@@ -180,6 +185,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from flotilla import raftnode as raftnode_mod
 
         return raftnode_mod.main(args)
+    if args.command == "server":
+        from flotilla import server as server_mod
+
+        return server_mod.main(args)
     if args.command == "bench-raft":
         from flotilla import benchraft
 

@@ -20,6 +20,62 @@ READ_SERIALIZABLE: ReadConsistency
 READ_BOUNDED_STALENESS: ReadConsistency
 READ_AT_REVISION: ReadConsistency
 
+class NodeAddress(_message.Message):
+    __slots__ = ("node_id", "address")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    node_id: int
+    address: str
+    def __init__(self, node_id: _Optional[int] = ..., address: _Optional[str] = ...) -> None: ...
+
+class SetPeersRequest(_message.Message):
+    __slots__ = ("peers",)
+    PEERS_FIELD_NUMBER: _ClassVar[int]
+    peers: _containers.RepeatedCompositeFieldContainer[NodeAddress]
+    def __init__(self, peers: _Optional[_Iterable[_Union[NodeAddress, _Mapping]]] = ...) -> None: ...
+
+class SetPeersResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class StoreStatusRequest(_message.Message):
+    __slots__ = ("shard_ids",)
+    SHARD_IDS_FIELD_NUMBER: _ClassVar[int]
+    shard_ids: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, shard_ids: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class ShardStatus(_message.Message):
+    __slots__ = ("descriptor", "is_leader", "term", "commit_index", "applied_index", "revision", "compact_revision", "closed_ts", "watchers")
+    DESCRIPTOR_FIELD_NUMBER: _ClassVar[int]
+    IS_LEADER_FIELD_NUMBER: _ClassVar[int]
+    TERM_FIELD_NUMBER: _ClassVar[int]
+    COMMIT_INDEX_FIELD_NUMBER: _ClassVar[int]
+    APPLIED_INDEX_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    COMPACT_REVISION_FIELD_NUMBER: _ClassVar[int]
+    CLOSED_TS_FIELD_NUMBER: _ClassVar[int]
+    WATCHERS_FIELD_NUMBER: _ClassVar[int]
+    descriptor: ShardDescriptor
+    is_leader: bool
+    term: int
+    commit_index: int
+    applied_index: int
+    revision: int
+    compact_revision: int
+    closed_ts: int
+    watchers: int
+    def __init__(self, descriptor: _Optional[_Union[ShardDescriptor, _Mapping]] = ..., is_leader: _Optional[bool] = ..., term: _Optional[int] = ..., commit_index: _Optional[int] = ..., applied_index: _Optional[int] = ..., revision: _Optional[int] = ..., compact_revision: _Optional[int] = ..., closed_ts: _Optional[int] = ..., watchers: _Optional[int] = ...) -> None: ...
+
+class StoreStatusResponse(_message.Message):
+    __slots__ = ("node_id", "hlc", "shards")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    HLC_FIELD_NUMBER: _ClassVar[int]
+    SHARDS_FIELD_NUMBER: _ClassVar[int]
+    node_id: int
+    hlc: int
+    shards: _containers.RepeatedCompositeFieldContainer[ShardStatus]
+    def __init__(self, node_id: _Optional[int] = ..., hlc: _Optional[int] = ..., shards: _Optional[_Iterable[_Union[ShardStatus, _Mapping]]] = ...) -> None: ...
+
 class ShardEpoch(_message.Message):
     __slots__ = ("conf_version", "slot_version")
     CONF_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -179,6 +235,10 @@ class KvError(_message.Message):
         REQUEST_TOO_LARGE: _ClassVar[KvError.Code]
         NO_SPACE: _ClassVar[KvError.Code]
         OUTCOME_UNKNOWN: _ClassVar[KvError.Code]
+        EMPTY_KEY: _ClassVar[KvError.Code]
+        VALUE_PROVIDED: _ClassVar[KvError.Code]
+        LEASE_PROVIDED: _ClassVar[KvError.Code]
+        INVALID_REQUEST: _ClassVar[KvError.Code]
     KV_ERROR_UNSPECIFIED: KvError.Code
     COMPACTED: KvError.Code
     FUTURE_REVISION: KvError.Code
@@ -188,6 +248,10 @@ class KvError(_message.Message):
     REQUEST_TOO_LARGE: KvError.Code
     NO_SPACE: KvError.Code
     OUTCOME_UNKNOWN: KvError.Code
+    EMPTY_KEY: KvError.Code
+    VALUE_PROVIDED: KvError.Code
+    LEASE_PROVIDED: KvError.Code
+    INVALID_REQUEST: KvError.Code
     CODE_FIELD_NUMBER: _ClassVar[int]
     DETAIL_FIELD_NUMBER: _ClassVar[int]
     COMPACT_REVISION_FIELD_NUMBER: _ClassVar[int]

@@ -369,3 +369,129 @@ class Store:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class StoreAdminStub:
+    """Administration of a store node: how a harness (and, until placement exists,
+    an operator) connects processes that bound port 0, and sees what each one
+    hosts. Served on the same port as Store and the Raft transport.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.SetPeers = channel.unary_unary(
+                '/flotillapb.store.StoreAdmin/SetPeers',
+                request_serializer=flotillapb_dot_store__pb2.SetPeersRequest.SerializeToString,
+                response_deserializer=flotillapb_dot_store__pb2.SetPeersResponse.FromString,
+                _registered_method=True)
+        self.Status = channel.unary_unary(
+                '/flotillapb.store.StoreAdmin/Status',
+                request_serializer=flotillapb_dot_store__pb2.StoreStatusRequest.SerializeToString,
+                response_deserializer=flotillapb_dot_store__pb2.StoreStatusResponse.FromString,
+                _registered_method=True)
+
+
+class StoreAdminServicer:
+    """Administration of a store node: how a harness (and, until placement exists,
+    an operator) connects processes that bound port 0, and sees what each one
+    hosts. Served on the same port as Store and the Raft transport.
+    """
+
+    def SetPeers(self, request, context):
+        """Tell the node every peer's address (host:port of its one gRPC server:
+        Raft transport, Store and StoreAdmin alike). Peers not named are kept.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Status(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_StoreAdminServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'SetPeers': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetPeers,
+                    request_deserializer=flotillapb_dot_store__pb2.SetPeersRequest.FromString,
+                    response_serializer=flotillapb_dot_store__pb2.SetPeersResponse.SerializeToString,
+            ),
+            'Status': grpc.unary_unary_rpc_method_handler(
+                    servicer.Status,
+                    request_deserializer=flotillapb_dot_store__pb2.StoreStatusRequest.FromString,
+                    response_serializer=flotillapb_dot_store__pb2.StoreStatusResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'flotillapb.store.StoreAdmin', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('flotillapb.store.StoreAdmin', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class StoreAdmin:
+    """Administration of a store node: how a harness (and, until placement exists,
+    an operator) connects processes that bound port 0, and sees what each one
+    hosts. Served on the same port as Store and the Raft transport.
+    """
+
+    @staticmethod
+    def SetPeers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/flotillapb.store.StoreAdmin/SetPeers',
+            flotillapb_dot_store__pb2.SetPeersRequest.SerializeToString,
+            flotillapb_dot_store__pb2.SetPeersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Status(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/flotillapb.store.StoreAdmin/Status',
+            flotillapb_dot_store__pb2.StoreStatusRequest.SerializeToString,
+            flotillapb_dot_store__pb2.StoreStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

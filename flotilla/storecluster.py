@@ -1,0 +1,255 @@
+"""Real `flotilla server --store` processes on 127.0.0.1: the harness of the
+store node's integration tests (modelled on flotilla/raftcluster.py, whose
+`wait_until` it uses).
+
+Each process binds port 0 and reports it through --ready-file; the harness
+then tells every process everyone's address (StoreAdmin.SetPeers). No sleeps:
+every wait is `wait_until(predicate, timeout)`. It kills only the pids it
+started.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+
+from flotilla.raftcluster import REPO, wait_until
+from flotillapb import store_pb2 as spb
+from flotillapb import store_pb2_grpc
+from flotillapb.etcd.etcdserverpb import rpc_pb2 as epb
+from shard import slots
+
+__all__ = ["StoreCluster", "StoreNodeProc", "wait_until"]
+
+
+@dataclass
+class StoreNodeProc:
+    node_id: int
+    data_dir: Path
+    log_path: Path
+    args: list[str]
+    proc: subprocess.Popen[bytes] | None = None
+    port: int = 0
+    channel: grpc.Channel | None = None
+    store: store_pb2_grpc.StoreStub | None = None
+    admin: store_pb2_grpc.StoreAdminStub | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+@dataclass
+class StoreCluster:
+    tmp: Path
+    shards: int
+    slot_count: int = 1024
+    node_ids: tuple[int, ...] = (1, 2, 3)
+    extra_args: list[str] = field(default_factory=list)
+    nodes: dict[int, StoreNodeProc] = field(default_factory=dict)
+    router_id: int = 7
+    _seq: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+
+    # -- processes ------------------------------------------------------------------------
+    def start(self) -> None:
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        procs = [self._spawn(nid) for nid in self.node_ids]
+        for nid in procs:
+            self._await_ready(nid)
+        self.connect_all()
+
+    def _spawn(self, nid: int) -> int:
+        n = self.nodes.get(nid)
+        if n is None:
+            data_dir = self.tmp / f"n{nid}"
+            n = StoreNodeProc(
+                node_id=nid,
+                data_dir=data_dir,
+                log_path=self.tmp / f"n{nid}.log",
+                args=[
+                    "--store",
+                    "--node-id", str(nid),
+                    "--data-dir", str(data_dir),
+                    "--listen", "127.0.0.1:0",
+                    "--shards", str(self.shards),
+                    "--slots", str(self.slot_count),
+                    "--voters", ",".join(map(str, self.node_ids)),
+                    "--seed", str(nid * 7919),
+                    *self.extra_args,
+                ],
+            )
+            self.nodes[nid] = n
+        ready = self._ready_file(nid)
+        ready.unlink(missing_ok=True)
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+        with open(n.log_path, "ab") as logf:
+            n.proc = subprocess.Popen(
+                [sys.executable, "-m", "flotilla", "-v", "server", *n.args, "--ready-file", str(ready)],
+                stdout=logf,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=str(self.tmp),
+            )
+        return nid
+
+    def _ready_file(self, nid: int) -> Path:
+        return self.tmp / f"n{nid}.ready"
+
+    def _await_ready(self, nid: int) -> None:
+        n = self.nodes[nid]
+        proc, ready = n.proc, self._ready_file(nid)
+        assert proc is not None
+
+        def is_ready() -> dict[str, int] | None:
+            if proc.poll() is not None:
+                raise AssertionError(f"node {nid} exited with {proc.returncode}:\n{self.log_tail(nid)}")
+            return json.loads(ready.read_text()) if ready.exists() else None
+
+        info = wait_until(is_ready, timeout=60, what=f"store node {nid} ready")
+        n.port = int(info["port"])
+        if n.channel is not None:
+            n.channel.close()
+        n.channel = grpc.insecure_channel(n.address)
+        n.store = store_pb2_grpc.StoreStub(n.channel)
+        n.admin = store_pb2_grpc.StoreAdminStub(n.channel)
+
+    def connect_all(self) -> None:
+        peers = [spb.NodeAddress(node_id=n.node_id, address=n.address) for n in self.nodes.values() if n.alive]
+        for n in self.nodes.values():
+            if n.alive:
+                assert n.admin is not None
+                n.admin.SetPeers(spb.SetPeersRequest(peers=peers), timeout=10)
+
+    def kill(self, nid: int, sig: int = signal.SIGKILL) -> None:
+        n = self.nodes[nid]
+        assert n.proc is not None
+        n.proc.send_signal(sig)
+        n.proc.wait(timeout=30)
+
+    def restart(self, nid: int) -> None:
+        self._spawn(nid)
+        self._await_ready(nid)
+        self.connect_all()
+
+    def stop(self) -> None:
+        for n in self.nodes.values():
+            if n.channel is not None:
+                n.channel.close()
+            if n.proc is not None and n.proc.poll() is None:
+                n.proc.send_signal(signal.SIGTERM)
+        for n in self.nodes.values():
+            if n.proc is not None and n.proc.poll() is None:
+                try:
+                    n.proc.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    n.proc.kill()
+                    n.proc.wait(timeout=15)
+
+    def log_tail(self, nid: int, lines: int = 40) -> str:
+        p = self.nodes[nid].log_path
+        return "\n".join(p.read_text(errors="replace").splitlines()[-lines:]) if p.exists() else ""
+
+    # -- stubs and status ------------------------------------------------------------------
+    def store(self, nid: int) -> store_pb2_grpc.StoreStub:
+        s = self.nodes[nid].store
+        assert s is not None
+        return s
+
+    def status(self, nid: int) -> spb.StoreStatusResponse:
+        a = self.nodes[nid].admin
+        assert a is not None
+        return a.Status(spb.StoreStatusRequest(), timeout=10)
+
+    def shard_status(self, nid: int, shard_id: int) -> spb.ShardStatus:
+        return next(s for s in self.status(nid).shards if s.descriptor.shard_id == shard_id)
+
+    def live(self) -> list[int]:
+        return [nid for nid, n in self.nodes.items() if n.alive]
+
+    def leaders(self) -> dict[int, int]:
+        """shard id -> live node that believes it leads it (highest term wins)."""
+        best: dict[int, tuple[int, int]] = {}
+        for nid in self.live():
+            for s in self.status(nid).shards:
+                sid = s.descriptor.shard_id
+                if s.is_leader and (sid not in best or s.term > best[sid][0]):
+                    best[sid] = (s.term, nid)
+        return {sid: nid for sid, (_, nid) in best.items()}
+
+    def all_shards_led(self) -> dict[int, int] | None:
+        leaders = self.leaders()
+        return leaders if len(leaders) == self.shards else None
+
+    # -- requests --------------------------------------------------------------------------
+    def slot_ranges(self, shard_id: int) -> tuple[tuple[int, int], ...]:
+        i = shard_id - 1
+        return ((i * self.slot_count // self.shards, (i + 1) * self.slot_count // self.shards),)
+
+    def key_in(self, shard_id: int, prefix: str = "k") -> bytes:
+        """The first key `<prefix><n>` whose slot shard_id owns."""
+        ranges = self.slot_ranges(shard_id)
+        for n in itertools.count():
+            key = f"{prefix}{n}".encode()
+            if slots.contains(ranges, slots.slot_of(key, self.slot_count)):
+                return key
+        raise AssertionError("unreachable")
+
+    def shard_of(self, key: bytes) -> int:
+        slot = slots.slot_of(key, self.slot_count)
+        return next(s for s in range(1, self.shards + 1) if slots.contains(self.slot_ranges(s), slot))
+
+    def header(self, shard_id: int, *, seq: int | None = None, write: bool = False, epoch: tuple[int, int] = (1, 1)) -> spb.RequestHeader:
+        h = spb.RequestHeader(shard_id=shard_id, epoch=spb.ShardEpoch(conf_version=epoch[0], slot_version=epoch[1]))
+        if write:
+            h.router_id = self.router_id
+            h.seq = seq if seq is not None else next(self._seq)
+        return h
+
+    def put(self, key: bytes, value: bytes, *, seq: int | None = None, timeout: float = 30) -> spb.ShardPutResponse:
+        """Put through the shard's leader, following NotLeader hints; a retry
+        keeps its seq, so it never applies twice."""
+        sid = self.shard_of(key)
+        header = self.header(sid, seq=seq, write=True)
+        req = spb.ShardPutRequest(header=header, request=epb.PutRequest(key=key, value=value))
+
+        def attempt() -> spb.ShardPutResponse | None:
+            nid = self.leaders().get(sid)
+            if nid is None:
+                return None
+            r = self.store(nid).Put(req, timeout=10)
+            return None if r.header.HasField("error") else r
+
+        return wait_until(attempt, timeout=timeout, what=f"put {key!r} to shard {sid}")
+
+    def get(
+        self,
+        nid: int,
+        key: bytes,
+        *,
+        consistency: int = spb.READ_SERIALIZABLE,
+        revision: int = 0,
+        max_staleness_ms: int = 0,
+    ) -> spb.ShardRangeResponse:
+        sid = self.shard_of(key)
+        return self.store(nid).Range(
+            spb.ShardRangeRequest(
+                header=self.header(sid),
+                consistency=consistency,
+                max_staleness_ms=max_staleness_ms,
+                request=epb.RangeRequest(key=key, revision=revision),
+            ),
+            timeout=10,
+        )

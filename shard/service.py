@@ -1,0 +1,191 @@
+"""The Store and StoreAdmin servicers (proto/flotillapb/store.proto): decode ->
+call the StoreNode -> encode. Routing and KV errors travel in the answer's
+header as a typed StoreError; `_answer` is the one place that maps them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TypeVar
+
+import grpc.aio
+
+from flotillapb import store_pb2 as spb
+from flotillapb import store_pb2_grpc
+from shard import convert
+from shard.errors import ShardError
+from shard.node import RoutingError, StoreNode
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class StoreService(store_pb2_grpc.StoreServicer):
+    def __init__(self, node: StoreNode) -> None:
+        self._node = node
+
+    def _header(self, shard_id: int, exc: RoutingError | ShardError | None = None) -> spb.ShardResponseHeader:
+        node = self._node
+        h = spb.ShardResponseHeader(node_id=node.node_id, hlc=node.hlc.last, closed_ts=node.closed_ts(shard_id))
+        if exc is not None:
+            h.error.CopyFrom(convert.store_error(exc, compact_revision=node.compact_revision(shard_id)))
+        return h
+
+    async def _answer(self, shard_id: int, call: Callable[[], Awaitable[T]]) -> tuple[spb.ShardResponseHeader, T | None]:
+        try:
+            result = await call()
+        except (RoutingError, ShardError) as exc:
+            return self._header(shard_id, exc), None
+        return self._header(shard_id), result
+
+    async def Range(self, request: spb.ShardRangeRequest, context: grpc.aio.ServicerContext) -> spb.ShardRangeResponse:  # noqa: N802
+        sid = request.header.shard_id
+        header, resp = await self._answer(
+            sid,
+            lambda: self._node.range(
+                convert.context_from_pb(request.header),
+                convert.range_from_pb(request.request),
+                convert.consistency_from_pb(request.consistency),
+                request.max_staleness_ms,
+            ),
+        )
+        out = spb.ShardRangeResponse(header=header)
+        if resp is not None:
+            out.response.CopyFrom(convert.range_response_to_pb(resp))
+        return out
+
+    async def Put(self, request: spb.ShardPutRequest, context: grpc.aio.ServicerContext) -> spb.ShardPutResponse:  # noqa: N802
+        sid = request.header.shard_id
+        header, resp = await self._answer(
+            sid, lambda: self._node.write(convert.context_from_pb(request.header), convert.put_from_pb(request.request))
+        )
+        out = spb.ShardPutResponse(header=header)
+        if resp is not None:
+            out.response.CopyFrom(convert.put_response_to_pb(resp))  # type: ignore[arg-type]
+        return out
+
+    async def DeleteRange(  # noqa: N802
+        self, request: spb.ShardDeleteRangeRequest, context: grpc.aio.ServicerContext
+    ) -> spb.ShardDeleteRangeResponse:
+        sid = request.header.shard_id
+        header, resp = await self._answer(
+            sid,
+            lambda: self._node.write(convert.context_from_pb(request.header), convert.delete_range_from_pb(request.request)),
+        )
+        out = spb.ShardDeleteRangeResponse(header=header)
+        if resp is not None:
+            out.response.CopyFrom(convert.delete_range_response_to_pb(resp))  # type: ignore[arg-type]
+        return out
+
+    async def Txn(self, request: spb.ShardTxnRequest, context: grpc.aio.ServicerContext) -> spb.ShardTxnResponse:  # noqa: N802
+        sid = request.header.shard_id
+        header, resp = await self._answer(
+            sid, lambda: self._node.write(convert.context_from_pb(request.header), convert.txn_from_pb(request.request))
+        )
+        out = spb.ShardTxnResponse(header=header)
+        if resp is not None:
+            out.response.CopyFrom(convert.txn_response_to_pb(resp))  # type: ignore[arg-type]
+        return out
+
+    async def Compact(self, request: spb.ShardCompactRequest, context: grpc.aio.ServicerContext) -> spb.ShardCompactResponse:  # noqa: N802
+        sid = request.header.shard_id
+        header, resp = await self._answer(
+            sid,
+            lambda: self._node.write(convert.context_from_pb(request.header), convert.compaction_from_pb(request.request)),
+        )
+        out = spb.ShardCompactResponse(header=header)
+        if resp is not None:
+            out.response.CopyFrom(convert.compaction_response_to_pb(resp))  # type: ignore[arg-type]
+        return out
+
+    async def Watch(  # noqa: N802
+        self, request: spb.ShardWatchRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[spb.ShardWatchResponse]:
+        sid = request.header.shard_id
+        header, stream = await self._answer(
+            sid, lambda: self._node.watch(convert.context_from_pb(request.header), convert.watch_spec_from_pb(request))
+        )
+        if stream is None:
+            yield spb.ShardWatchResponse(header=header)
+            return
+        async for b in stream:
+            h = spb.ShardResponseHeader(node_id=self._node.node_id, hlc=self._node.hlc.last, closed_ts=b.closed_ts)
+            if b.error is not None:
+                h.error.CopyFrom(convert.store_error(b.error))
+            yield spb.ShardWatchResponse(
+                header=h,
+                events=convert.events_to_pb(b.events),
+                progress_revision=b.progress_revision,
+                compact_revision=b.compact_revision,
+            )
+
+    async def Forward(  # noqa: N802
+        self, request_iterator: AsyncIterator[spb.ForwardRequestBatch], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[spb.ForwardResponseBatch]:
+        """Each request of each batch runs concurrently; answers are sent in
+        batches of whatever finished since the last one."""
+        done: asyncio.Queue[spb.ForwardResponse | None] = asyncio.Queue()
+        handlers = {
+            "range": self.Range,
+            "put": self.Put,
+            "delete_range": self.DeleteRange,
+            "txn": self.Txn,
+            "compact": self.Compact,
+        }
+
+        async def one(fr: spb.ForwardRequest) -> None:
+            which = fr.WhichOneof("request")
+            if which is None:
+                await done.put(spb.ForwardResponse(id=fr.id))
+                return
+            resp = await handlers[which](getattr(fr, which), context)  # type: ignore[operator]
+            await done.put(spb.ForwardResponse(id=fr.id, **{which: resp}))
+
+        async def read_all() -> None:
+            async with asyncio.TaskGroup() as tg:
+                async for batch in request_iterator:
+                    for fr in batch.requests:
+                        tg.create_task(one(fr))
+            await done.put(None)
+
+        reader = asyncio.create_task(read_all())
+        try:
+            finished = False
+            while not finished:
+                first = await done.get()
+                batch = [] if first is None else [first]
+                finished = first is None
+                while not done.empty():
+                    nxt = done.get_nowait()
+                    if nxt is None:
+                        finished = True
+                    else:
+                        batch.append(nxt)
+                if batch:
+                    yield spb.ForwardResponseBatch(responses=batch)
+            await reader
+        finally:
+            reader.cancel()
+
+
+class StoreAdminService(store_pb2_grpc.StoreAdminServicer):
+    def __init__(self, node: StoreNode) -> None:
+        self._node = node
+
+    async def SetPeers(self, request: spb.SetPeersRequest, context: grpc.aio.ServicerContext) -> spb.SetPeersResponse:  # noqa: N802
+        for peer in request.peers:
+            self._node.set_peer(peer.node_id, peer.address)
+        return spb.SetPeersResponse()
+
+    async def Status(self, request: spb.StoreStatusRequest, context: grpc.aio.ServicerContext) -> spb.StoreStatusResponse:  # noqa: N802
+        node = self._node
+        ids = [s for s in (request.shard_ids or node.shard_ids()) if s in node.shard_ids()]
+        addresses = {n: node.address_of(n) for info in map(node.shard_info, ids) for n in (*info.voters, *info.learners)}
+        return spb.StoreStatusResponse(
+            node_id=node.node_id,
+            hlc=node.hlc.last,
+            shards=[convert.shard_status_to_pb(node.shard_info(s), addresses) for s in ids],
+        )
