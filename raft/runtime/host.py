@@ -118,6 +118,7 @@ class _Group:
     # read index batching: readers waiting for the next request, and the one in flight
     read_waiters: list[asyncio.Future[int]] = field(default_factory=list)
     read_inflight: dict[bytes, list[asyncio.Future[int]]] = field(default_factory=dict)
+    read_issued_tick: int = 0
     apply_waiters: list[tuple[int, asyncio.Future[None]]] = field(default_factory=list)
     # proposals of this round, handed to Raft as one message at the start of the next round
     proposals: list[bytes] = field(default_factory=list)
@@ -317,6 +318,7 @@ class GroupHost:
             return
         ctx = _READ_CTX.pack(0x52, self.node_id, self._next_seq())
         g.read_inflight[ctx] = waiters
+        g.read_issued_tick = self.stats.ticks
         g.node.read_index(ctx)
         self._mark(g.group_id)
 
@@ -463,6 +465,8 @@ class GroupHost:
                         continue
             g.node.tick()
             self._dirty.add(gid)
+            if g.read_inflight and self.stats.ticks - g.read_issued_tick > self.cfg.election_ticks:
+                self._retry_reads(g)
         self._has_work.set()
 
     def _wake_groups_of_silent_peers(self, now: float) -> None:
@@ -548,13 +552,17 @@ class GroupHost:
         ss = rd.soft_state
         assert ss is not None
         log.info("group=%d node=%d role=%s leader=%d term=%d", g.group_id, self.node_id, ss.role.name, ss.leader_id, r.term)
-        if r.role != StateRole.LEADER and g.read_inflight:
+        if r.role != StateRole.LEADER and g.read_inflight and r.leader_id:
             # A ReadIndex request may be lost across a leader change: retry.
-            for waiters in g.read_inflight.values():
-                g.read_waiters.extend(w for w in waiters if not w.done())
-            g.read_inflight.clear()
-            if r.leader_id:
-                self._issue_read_index(g)
+            self._retry_reads(g)
+
+    def _retry_reads(self, g: _Group) -> None:
+        """Re-issue outstanding ReadIndex requests under a new context (the
+        old request or its answer may be lost; a late answer is ignored)."""
+        for waiters in g.read_inflight.values():
+            g.read_waiters.extend(w for w in waiters if not w.done())
+        g.read_inflight.clear()
+        self._issue_read_index(g)
 
     def _release_apply_waiters(self, g: _Group) -> None:
         if not g.apply_waiters:

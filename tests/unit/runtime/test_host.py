@@ -220,3 +220,24 @@ async def test_storage_failure_stops_the_host(tmp_path: Path) -> None:
         assert any(isinstance(e, FatalStorageError) for e in exc.exceptions)
     finally:
         await c.stop()
+
+
+async def test_read_index_is_retried_when_its_message_is_lost(tmp_path: Path) -> None:
+    c = Cluster(tmp_path, groups=1)
+    await c.start()
+    try:
+        await c.until(c.all_led, what="leader")
+        lead = c.leader(1)
+        assert lead is not None
+        follower = next(n for n in c.node_ids if n != lead)
+        await c.hosts[lead].propose(1, b"a=1")
+        # The follower's ReadIndex request to the leader is lost.
+        c.net.cut(follower, lead, one_way=True)
+        read = asyncio.create_task(c.hosts[follower].read_index(1, timeout_s=60))
+        await c.until(lambda: bool(c.hosts[follower]._groups[1].read_inflight), what="read index issued")  # noqa: SLF001
+        c.net.heal()
+        await c.until(read.done, what="read index answered after a retry")
+        assert read.result() >= 1
+        assert c.machines[follower][1].get(b"a") == b"1"
+    finally:
+        await c.stop()
