@@ -7,7 +7,7 @@ from inspect import ismodule
 
 import pytest
 
-PACKAGES = ["raft.core", "raft.transport", "raft.storage"]
+PACKAGES = ["raft.core", "raft.transport", "raft.storage", "placement"]
 
 
 @pytest.mark.parametrize("package", PACKAGES)

@@ -1,0 +1,212 @@
+"""The placement role: `flotilla server --placement` (until wired there:
+`python -m flotilla.placement_main ...`).
+
+One gRPC server on --listen carries the Raft transport of the placement
+group (group 0) and the Placement service (proto/flotillapb/placement.proto),
+so the address a peer is given through Placement.SetPeers (or --peers) is
+also its Placement address.
+
+Three by hand, on ports chosen up front:
+
+    P=1=127.0.0.1:7101,2=127.0.0.1:7102,3=127.0.0.1:7103
+    python -m flotilla.placement_main --node-id 1 --data-dir /tmp/flp/p1 --listen 127.0.0.1:7101 --peers $P &
+    python -m flotilla.placement_main --node-id 2 --data-dir /tmp/flp/p2 --listen 127.0.0.1:7102 --peers $P &
+    python -m flotilla.placement_main --node-id 3 --data-dir /tmp/flp/p3 --listen 127.0.0.1:7103 --peers $P &
+
+The voters of the placement group default to the ids named in --peers.
+With port 0 (tests), each process reports its port (--ready-file, and a
+`ready port=...` line) and the harness calls Placement.SetPeers on each
+(flotilla/placementcluster.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import random
+import signal
+import sys
+from pathlib import Path
+
+import grpc.aio
+from rocksdict import Rdict
+
+from flotillapb import placement_pb2_grpc
+from placement.deleter import MemoryKeyDeleter
+from placement.leases import min_lease_ttl_s
+from placement.machine import PlacementMachine
+from placement.server import PLACEMENT_GROUP_ID, PlacementConfig, PlacementServer, PlacementService
+from raft.core import ConfState
+from raft.runtime.clock import Clock, SystemClock
+from raft.runtime.host import GroupHost, HostConfig
+from raft.storage.rocks import RocksLogStore, open_db
+from raft.transport.grpc_transport import GrpcTransport
+
+log = logging.getLogger(__name__)
+
+MAX_MESSAGE_BYTES = 64 << 20
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Arguments of the placement role. Names shared with the store role
+    (--node-id, --data-dir, --listen, --ready-file, --peers, --tick-ms,
+    --election-ticks, --seed) mean the same; `flotilla server` adds only the
+    --placement-* ones when it already has those."""
+    p.add_argument("--node-id", type=int, required=True)
+    p.add_argument("--data-dir", required=True)
+    p.add_argument("--listen", default="127.0.0.1:0", help="host:port (port 0: any free port, reported)")
+    p.add_argument("--ready-file", help='write {"port":..,"pid":..,"node_id":..} here once serving')
+    p.add_argument("--peers", default="", help="id=host:port,... of the placement servers (itself included) when known up front")
+    p.add_argument("--tick-ms", type=int, default=100)
+    p.add_argument("--election-ticks", type=int, default=10)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--snapshot-entries", type=int, default=10_000)
+    add_placement_arguments(p)
+
+
+def add_placement_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--placement-voters", default="", help="node ids of the placement group's initial voters (default: the ids in --peers, else 1,2,3)")
+    p.add_argument("--down-after", type=float, default=30.0, help="seconds without a heartbeat before a node is marked down")
+
+
+def parse_peers(text: str) -> dict[int, str]:
+    out: dict[int, str] = {}
+    for item in filter(None, (t.strip() for t in text.split(","))):
+        nid, sep, address = item.partition("=")
+        if not sep or not nid.isdigit() or not address:
+            raise SystemExit(f"placement: --peers wants id=host:port,..., got {item!r}")
+        out[int(nid)] = address
+    return out
+
+
+def placement_voters(args: argparse.Namespace, peers: dict[int, str]) -> tuple[int, ...]:
+    text = args.placement_voters or ",".join(str(n) for n in sorted(peers)) or "1,2,3"
+    return tuple(int(v) for v in text.split(",") if v)
+
+
+async def add_placement(
+    host: GroupHost,
+    db: Rdict,
+    server: grpc.aio.Server,
+    *,
+    node_id: int,
+    clock: Clock,
+    rng: random.Random,
+    voters: tuple[int, ...],
+    args: argparse.Namespace,
+) -> PlacementServer:
+    """Add the placement role to a process: group 0 on `host`, the Placement
+    service on `server` (call before server.start()). The caller then sets
+    `.address` and `.peers` once it listens, and runs `.run()` next to
+    `host.run()`. A process with several roles shares one host, DB and server."""
+    machine = PlacementMachine(db, PLACEMENT_GROUP_ID)
+    # The real KeyDeleter (deleting through the shard leaders) is not wired yet:
+    # the in-memory twin records what would be deleted.
+    deleter = MemoryKeyDeleter()
+    node = PlacementServer(
+        node_id,
+        host,
+        machine,
+        clock=clock,
+        rng=rng,
+        deleter=deleter,
+        config=PlacementConfig(
+            down_after_s=args.down_after,
+            min_lease_ttl_s=min_lease_ttl_s(args.election_ticks, args.tick_ms),
+            duty_interval_s=args.tick_ms / 1000,
+        ),
+    )
+    await host.create_group(PLACEMENT_GROUP_ID, machine, bootstrap=ConfState(voters=voters))
+    placement_pb2_grpc.add_PlacementServicer_to_server(PlacementService(node), server)
+    return node
+
+
+async def serve(args: argparse.Namespace) -> None:
+    sys.setswitchinterval(0.001)  # let the sync thread get the GIL back quickly (raft/storage/rocks.py)
+    peers = parse_peers(args.peers)
+    voters = placement_voters(args, peers)
+    data_dir = Path(args.data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    db = open_db(data_dir / "db")
+    store = RocksLogStore(db, keep_snapshot_data=True)
+    store.recover()
+    seed = args.seed if args.seed is not None else random.SystemRandom().getrandbits(64)
+    rng = random.Random(seed)
+    clock = SystemClock()
+    transport = GrpcTransport(args.node_id, listen=None, rng=random.Random(rng.getrandbits(64)))
+    host = GroupHost(
+        args.node_id,
+        store,
+        transport,
+        clock=clock,
+        rng=random.Random(rng.getrandbits(64)),
+        config=HostConfig(
+            tick_interval_s=args.tick_ms / 1000,
+            election_ticks=args.election_ticks,
+            quiesce_ticks=0,  # one group: quiescence would save little and delay failover detection
+            snapshot_entries=args.snapshot_entries,
+        ),
+    )
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ]
+    )
+    transport.add_to_server(server)
+    node = await add_placement(host, db, server, node_id=args.node_id, clock=clock, rng=random.Random(rng.getrandbits(64)), voters=voters, args=args)
+    port = server.add_insecure_port(args.listen)
+    await server.start()
+    node.address = f"{args.listen.rpartition(':')[0]}:{port}"
+    for nid, address in peers.items():
+        if nid != args.node_id:
+            node.peers[nid] = address
+            host.set_peer(nid, address)
+    info = {"port": port, "pid": os.getpid(), "node_id": args.node_id}
+    if args.ready_file:
+        tmp = Path(args.ready_file + ".tmp")
+        tmp.write_text(json.dumps(info))
+        tmp.replace(args.ready_file)
+    print(f"ready port={port} pid={os.getpid()} node={args.node_id}", flush=True)
+    log.info("node=%d placement serving on port %d voters=%s (seed %d)", args.node_id, port, voters, seed)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    async def run_all() -> None:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(host.run(), name="raft-host")
+            tg.create_task(node.run(), name="placement-duties")
+
+    run_task = asyncio.create_task(run_all())
+    stop_task = asyncio.create_task(stop.wait())
+    try:
+        done, _ = await asyncio.wait({run_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+        if run_task in done:
+            run_task.result()  # fail-stop: re-raise what ended the node
+    finally:
+        await server.stop(0.5)
+        run_task.cancel()
+        stop_task.cancel()
+        await asyncio.gather(run_task, stop_task, return_exceptions=True)
+        store.close()
+        db.close()
+
+
+def main(args: argparse.Namespace) -> int:
+    asyncio.run(serve(args))
+    return 0
+
+
+if __name__ == "__main__":
+    _parser = argparse.ArgumentParser(prog="flotilla-placement", description="A Flotilla placement server.")
+    _parser.add_argument("-v", "--verbose", action="store_true", help="show INFO log lines")
+    add_arguments(_parser)
+    _args = _parser.parse_args()
+    logging.basicConfig(level=logging.INFO if _args.verbose else logging.WARNING, format="%(name)s %(levelname)s %(message)s")
+    sys.exit(main(_args))

@@ -1,0 +1,298 @@
+from flotillapb.etcd.etcdserverpb import rpc_pb2 as _rpc_pb2
+from flotillapb import store_pb2 as _store_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class NodeKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    NODE_KIND_UNSPECIFIED: _ClassVar[NodeKind]
+    STORE: _ClassVar[NodeKind]
+    ROUTER: _ClassVar[NodeKind]
+
+class NodeState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    NODE_STATE_UNSPECIFIED: _ClassVar[NodeState]
+    UP: _ClassVar[NodeState]
+    DOWN: _ClassVar[NodeState]
+    DRAINING: _ClassVar[NodeState]
+    REMOVED: _ClassVar[NodeState]
+NODE_KIND_UNSPECIFIED: NodeKind
+STORE: NodeKind
+ROUTER: NodeKind
+NODE_STATE_UNSPECIFIED: NodeState
+UP: NodeState
+DOWN: NodeState
+DRAINING: NodeState
+REMOVED: NodeState
+
+class Label(_message.Message):
+    __slots__ = ("key", "value")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    value: str
+    def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+
+class NodeInfo(_message.Message):
+    __slots__ = ("node_id", "kind", "address", "labels", "state")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    node_id: int
+    kind: NodeKind
+    address: str
+    labels: _containers.RepeatedCompositeFieldContainer[Label]
+    state: NodeState
+    def __init__(self, node_id: _Optional[int] = ..., kind: _Optional[_Union[NodeKind, str]] = ..., address: _Optional[str] = ..., labels: _Optional[_Iterable[_Union[Label, _Mapping]]] = ..., state: _Optional[_Union[NodeState, str]] = ...) -> None: ...
+
+class ShardInfo(_message.Message):
+    __slots__ = ("descriptor", "leader_term")
+    DESCRIPTOR_FIELD_NUMBER: _ClassVar[int]
+    LEADER_TERM_FIELD_NUMBER: _ClassVar[int]
+    descriptor: _store_pb2.ShardDescriptor
+    leader_term: int
+    def __init__(self, descriptor: _Optional[_Union[_store_pb2.ShardDescriptor, _Mapping]] = ..., leader_term: _Optional[int] = ...) -> None: ...
+
+class ClusterMap(_message.Message):
+    __slots__ = ("cluster_id", "slot_count", "map_version", "nodes", "shards")
+    CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
+    SLOT_COUNT_FIELD_NUMBER: _ClassVar[int]
+    MAP_VERSION_FIELD_NUMBER: _ClassVar[int]
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    SHARDS_FIELD_NUMBER: _ClassVar[int]
+    cluster_id: int
+    slot_count: int
+    map_version: int
+    nodes: _containers.RepeatedCompositeFieldContainer[NodeInfo]
+    shards: _containers.RepeatedCompositeFieldContainer[ShardInfo]
+    def __init__(self, cluster_id: _Optional[int] = ..., slot_count: _Optional[int] = ..., map_version: _Optional[int] = ..., nodes: _Optional[_Iterable[_Union[NodeInfo, _Mapping]]] = ..., shards: _Optional[_Iterable[_Union[ShardInfo, _Mapping]]] = ...) -> None: ...
+
+class BootstrapRequest(_message.Message):
+    __slots__ = ("slot_count", "initial_shards", "replicas")
+    SLOT_COUNT_FIELD_NUMBER: _ClassVar[int]
+    INITIAL_SHARDS_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    slot_count: int
+    initial_shards: int
+    replicas: int
+    def __init__(self, slot_count: _Optional[int] = ..., initial_shards: _Optional[int] = ..., replicas: _Optional[int] = ...) -> None: ...
+
+class BootstrapResponse(_message.Message):
+    __slots__ = ("already_bootstrapped", "map")
+    ALREADY_BOOTSTRAPPED_FIELD_NUMBER: _ClassVar[int]
+    MAP_FIELD_NUMBER: _ClassVar[int]
+    already_bootstrapped: bool
+    map: ClusterMap
+    def __init__(self, already_bootstrapped: _Optional[bool] = ..., map: _Optional[_Union[ClusterMap, _Mapping]] = ...) -> None: ...
+
+class GetClusterRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetClusterResponse(_message.Message):
+    __slots__ = ("cluster_id", "slot_count", "map_version", "leader_node_id", "placement_servers")
+    CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
+    SLOT_COUNT_FIELD_NUMBER: _ClassVar[int]
+    MAP_VERSION_FIELD_NUMBER: _ClassVar[int]
+    LEADER_NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    PLACEMENT_SERVERS_FIELD_NUMBER: _ClassVar[int]
+    cluster_id: int
+    slot_count: int
+    map_version: int
+    leader_node_id: int
+    placement_servers: _containers.RepeatedCompositeFieldContainer[_store_pb2.NodeAddress]
+    def __init__(self, cluster_id: _Optional[int] = ..., slot_count: _Optional[int] = ..., map_version: _Optional[int] = ..., leader_node_id: _Optional[int] = ..., placement_servers: _Optional[_Iterable[_Union[_store_pb2.NodeAddress, _Mapping]]] = ...) -> None: ...
+
+class RegisterNodeRequest(_message.Message):
+    __slots__ = ("node_id", "kind", "address", "labels")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    node_id: int
+    kind: NodeKind
+    address: str
+    labels: _containers.RepeatedCompositeFieldContainer[Label]
+    def __init__(self, node_id: _Optional[int] = ..., kind: _Optional[_Union[NodeKind, str]] = ..., address: _Optional[str] = ..., labels: _Optional[_Iterable[_Union[Label, _Mapping]]] = ...) -> None: ...
+
+class RegisterNodeResponse(_message.Message):
+    __slots__ = ("node_id", "map_version", "cluster_id")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    MAP_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
+    node_id: int
+    map_version: int
+    cluster_id: int
+    def __init__(self, node_id: _Optional[int] = ..., map_version: _Optional[int] = ..., cluster_id: _Optional[int] = ...) -> None: ...
+
+class ShardStats(_message.Message):
+    __slots__ = ("shard_id", "is_leader", "epoch", "term", "size_bytes", "key_count", "read_rate", "write_rate", "descriptor")
+    SHARD_ID_FIELD_NUMBER: _ClassVar[int]
+    IS_LEADER_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    TERM_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    KEY_COUNT_FIELD_NUMBER: _ClassVar[int]
+    READ_RATE_FIELD_NUMBER: _ClassVar[int]
+    WRITE_RATE_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTOR_FIELD_NUMBER: _ClassVar[int]
+    shard_id: int
+    is_leader: bool
+    epoch: _store_pb2.ShardEpoch
+    term: int
+    size_bytes: int
+    key_count: int
+    read_rate: float
+    write_rate: float
+    descriptor: _store_pb2.ShardDescriptor
+    def __init__(self, shard_id: _Optional[int] = ..., is_leader: _Optional[bool] = ..., epoch: _Optional[_Union[_store_pb2.ShardEpoch, _Mapping]] = ..., term: _Optional[int] = ..., size_bytes: _Optional[int] = ..., key_count: _Optional[int] = ..., read_rate: _Optional[float] = ..., write_rate: _Optional[float] = ..., descriptor: _Optional[_Union[_store_pb2.ShardDescriptor, _Mapping]] = ...) -> None: ...
+
+class StoreHeartbeatRequest(_message.Message):
+    __slots__ = ("node_id", "shards")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    SHARDS_FIELD_NUMBER: _ClassVar[int]
+    node_id: int
+    shards: _containers.RepeatedCompositeFieldContainer[ShardStats]
+    def __init__(self, node_id: _Optional[int] = ..., shards: _Optional[_Iterable[_Union[ShardStats, _Mapping]]] = ...) -> None: ...
+
+class StoreHeartbeatResponse(_message.Message):
+    __slots__ = ("map_version", "state")
+    MAP_VERSION_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    map_version: int
+    state: NodeState
+    def __init__(self, map_version: _Optional[int] = ..., state: _Optional[_Union[NodeState, str]] = ...) -> None: ...
+
+class ReportShardRequest(_message.Message):
+    __slots__ = ("descriptor", "term")
+    DESCRIPTOR_FIELD_NUMBER: _ClassVar[int]
+    TERM_FIELD_NUMBER: _ClassVar[int]
+    descriptor: _store_pb2.ShardDescriptor
+    term: int
+    def __init__(self, descriptor: _Optional[_Union[_store_pb2.ShardDescriptor, _Mapping]] = ..., term: _Optional[int] = ...) -> None: ...
+
+class ReportShardResponse(_message.Message):
+    __slots__ = ("outcome", "map_version", "current")
+    class Outcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        OUTCOME_UNSPECIFIED: _ClassVar[ReportShardResponse.Outcome]
+        ACCEPTED: _ClassVar[ReportShardResponse.Outcome]
+        STALE: _ClassVar[ReportShardResponse.Outcome]
+        UNKNOWN_SHARD: _ClassVar[ReportShardResponse.Outcome]
+        SLOT_CONFLICT: _ClassVar[ReportShardResponse.Outcome]
+        NOT_BOOTSTRAPPED: _ClassVar[ReportShardResponse.Outcome]
+    OUTCOME_UNSPECIFIED: ReportShardResponse.Outcome
+    ACCEPTED: ReportShardResponse.Outcome
+    STALE: ReportShardResponse.Outcome
+    UNKNOWN_SHARD: ReportShardResponse.Outcome
+    SLOT_CONFLICT: ReportShardResponse.Outcome
+    NOT_BOOTSTRAPPED: ReportShardResponse.Outcome
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    MAP_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CURRENT_FIELD_NUMBER: _ClassVar[int]
+    outcome: ReportShardResponse.Outcome
+    map_version: int
+    current: ShardInfo
+    def __init__(self, outcome: _Optional[_Union[ReportShardResponse.Outcome, str]] = ..., map_version: _Optional[int] = ..., current: _Optional[_Union[ShardInfo, _Mapping]] = ...) -> None: ...
+
+class GetMapRequest(_message.Message):
+    __slots__ = ("linearizable",)
+    LINEARIZABLE_FIELD_NUMBER: _ClassVar[int]
+    linearizable: bool
+    def __init__(self, linearizable: _Optional[bool] = ...) -> None: ...
+
+class GetMapResponse(_message.Message):
+    __slots__ = ("map",)
+    MAP_FIELD_NUMBER: _ClassVar[int]
+    map: ClusterMap
+    def __init__(self, map: _Optional[_Union[ClusterMap, _Mapping]] = ...) -> None: ...
+
+class WatchMapRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class WatchMapResponse(_message.Message):
+    __slots__ = ("map_version", "full", "nodes", "shards", "removed_shards")
+    MAP_VERSION_FIELD_NUMBER: _ClassVar[int]
+    FULL_FIELD_NUMBER: _ClassVar[int]
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    SHARDS_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_SHARDS_FIELD_NUMBER: _ClassVar[int]
+    map_version: int
+    full: ClusterMap
+    nodes: _containers.RepeatedCompositeFieldContainer[NodeInfo]
+    shards: _containers.RepeatedCompositeFieldContainer[ShardInfo]
+    removed_shards: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, map_version: _Optional[int] = ..., full: _Optional[_Union[ClusterMap, _Mapping]] = ..., nodes: _Optional[_Iterable[_Union[NodeInfo, _Mapping]]] = ..., shards: _Optional[_Iterable[_Union[ShardInfo, _Mapping]]] = ..., removed_shards: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class LeaseKeyChange(_message.Message):
+    __slots__ = ("lease_id", "key", "detach")
+    LEASE_ID_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    DETACH_FIELD_NUMBER: _ClassVar[int]
+    lease_id: int
+    key: bytes
+    detach: bool
+    def __init__(self, lease_id: _Optional[int] = ..., key: _Optional[bytes] = ..., detach: _Optional[bool] = ...) -> None: ...
+
+class LeaseAttachRequest(_message.Message):
+    __slots__ = ("changes",)
+    CHANGES_FIELD_NUMBER: _ClassVar[int]
+    changes: _containers.RepeatedCompositeFieldContainer[LeaseKeyChange]
+    def __init__(self, changes: _Optional[_Iterable[_Union[LeaseKeyChange, _Mapping]]] = ...) -> None: ...
+
+class LeaseAttachResponse(_message.Message):
+    __slots__ = ("lease_not_found",)
+    LEASE_NOT_FOUND_FIELD_NUMBER: _ClassVar[int]
+    lease_not_found: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, lease_not_found: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class SetPeersRequest(_message.Message):
+    __slots__ = ("peers",)
+    PEERS_FIELD_NUMBER: _ClassVar[int]
+    peers: _containers.RepeatedCompositeFieldContainer[_store_pb2.NodeAddress]
+    def __init__(self, peers: _Optional[_Iterable[_Union[_store_pb2.NodeAddress, _Mapping]]] = ...) -> None: ...
+
+class SetPeersResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class StatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class StatusResponse(_message.Message):
+    __slots__ = ("node_id", "is_leader", "leader_node_id", "term", "applied_index", "map_version", "cluster_id", "leases", "leases_pending_delete", "keys_deleted", "heartbeats", "voters")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    IS_LEADER_FIELD_NUMBER: _ClassVar[int]
+    LEADER_NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    TERM_FIELD_NUMBER: _ClassVar[int]
+    APPLIED_INDEX_FIELD_NUMBER: _ClassVar[int]
+    MAP_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
+    LEASES_FIELD_NUMBER: _ClassVar[int]
+    LEASES_PENDING_DELETE_FIELD_NUMBER: _ClassVar[int]
+    KEYS_DELETED_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEATS_FIELD_NUMBER: _ClassVar[int]
+    VOTERS_FIELD_NUMBER: _ClassVar[int]
+    node_id: int
+    is_leader: bool
+    leader_node_id: int
+    term: int
+    applied_index: int
+    map_version: int
+    cluster_id: int
+    leases: int
+    leases_pending_delete: int
+    keys_deleted: int
+    heartbeats: int
+    voters: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, node_id: _Optional[int] = ..., is_leader: _Optional[bool] = ..., leader_node_id: _Optional[int] = ..., term: _Optional[int] = ..., applied_index: _Optional[int] = ..., map_version: _Optional[int] = ..., cluster_id: _Optional[int] = ..., leases: _Optional[int] = ..., leases_pending_delete: _Optional[int] = ..., keys_deleted: _Optional[int] = ..., heartbeats: _Optional[int] = ..., voters: _Optional[_Iterable[int]] = ...) -> None: ...
