@@ -70,6 +70,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--watch-queue-events", type=int, default=10_000, help="events a watcher may lag behind before it is cancelled")
     p.add_argument("--watch-progress-ms", type=int, default=1_000, help="default progress notification interval")
     p.add_argument("--snapshot-entries", type=int, default=10_000)
+    p.add_argument("--compaction-margin", type=int, default=1_000, help="entries kept behind a snapshot for slow followers")
     p.add_argument("--seed", type=int, default=None)
 
 
@@ -103,7 +104,11 @@ async def serve(args: argparse.Namespace) -> None:
     seed = args.seed if args.seed is not None else random.SystemRandom().getrandbits(64)
     rng = random.Random(seed)
     clock = SystemClock()
-    transport = GrpcTransport(args.node_id, listen=None, rng=random.Random(rng.getrandbits(64)))
+    spool_dir = data_dir / "snapshots-in"  # received snapshots, spooled until installed
+    spool_dir.mkdir(exist_ok=True)
+    transport = GrpcTransport(
+        args.node_id, listen=None, rng=random.Random(rng.getrandbits(64)), snapshot_spool_dir=str(spool_dir)
+    )
     host = GroupHost(
         args.node_id,
         store,
@@ -115,6 +120,7 @@ async def serve(args: argparse.Namespace) -> None:
             election_ticks=args.election_ticks,
             quiesce_ticks=0,  # closed-timestamp entries keep every shard busy anyway
             snapshot_entries=args.snapshot_entries,
+            compaction_margin=args.compaction_margin,
         ),
     )
     node = StoreNode(
@@ -131,6 +137,13 @@ async def serve(args: argparse.Namespace) -> None:
     voters = tuple(int(v) for v in args.voters.split(",") if v)
     for i in range(args.shards):
         await node.add_shard(i + 1, voters=voters, slot_count=args.slots, slot_ranges=bootstrap_slots(i, args.shards, args.slots))
+    split = await node.open_split_shards()  # shards created by splits before a restart
+    if split:
+        log.info("node=%d reopened split shards %s", args.node_id, split)
+    # Every group restored what it needed from its spooled snapshot (create_group):
+    # what is left is from transfers that never completed or were not installed.
+    for stale in spool_dir.iterdir():
+        stale.unlink()
 
     server = grpc.aio.server(
         options=[

@@ -61,6 +61,9 @@ class StoreCluster:
     nodes: dict[int, StoreNodeProc] = field(default_factory=dict)
     router_id: int = 7
     _seq: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    splits: dict[int, tuple[tuple[tuple[int, int], ...], tuple[int, int]]] = field(default_factory=dict)
+    """The harness's shard map after splits: shard id -> (slot ranges, epoch);
+    shards not named here have their bootstrap slots and epoch (1, 1)."""
 
     # -- processes ------------------------------------------------------------------------
     def start(self) -> None:
@@ -191,10 +194,46 @@ class StoreCluster:
 
     def all_shards_led(self) -> dict[int, int] | None:
         leaders = self.leaders()
-        return leaders if len(leaders) == self.shards else None
+        return leaders if all(s in leaders for s in self.shard_ids()) else None
+
+    def shard_ids(self) -> list[int]:
+        return sorted({*range(1, self.shards + 1), *self.splits})
+
+    def epoch(self, shard_id: int) -> tuple[int, int]:
+        return self.splits[shard_id][1] if shard_id in self.splits else (1, 1)
+
+    def split(
+        self, shard_id: int, new_shard_id: int, split_slot: int, *, leader: int | None = None, timeout: float = 30
+    ) -> spb.SplitShardResponse:
+        """SplitShard on the shard's leader (found by asking every live node,
+        or the given one); updates the harness's map from the answer."""
+        req = spb.SplitShardRequest(shard_id=shard_id, new_shard_id=new_shard_id, split_slot=split_slot)
+
+        def attempt() -> spb.SplitShardResponse | None:
+            nid = leader if leader is not None else self.leaders().get(shard_id)
+            if nid is None:
+                return None
+            a = self.nodes[nid].admin
+            assert a is not None
+            r = a.SplitShard(req, timeout=15)
+            if r.header.HasField("error"):
+                if r.header.error.HasField("routing") and r.header.error.routing.WhichOneof("error") == "not_leader":
+                    return None
+                raise AssertionError(f"split failed: {r.header.error}")
+            return r
+
+        r = wait_until(attempt, timeout=timeout, what=f"split of shard {shard_id}")
+        for d in (r.left, r.right):
+            self.splits[d.shard_id] = (
+                tuple((x.start, x.end) for x in d.slots),
+                (d.epoch.conf_version, d.epoch.slot_version),
+            )
+        return r
 
     # -- requests --------------------------------------------------------------------------
     def slot_ranges(self, shard_id: int) -> tuple[tuple[int, int], ...]:
+        if shard_id in self.splits:
+            return self.splits[shard_id][0]
         i = shard_id - 1
         return ((i * self.slot_count // self.shards, (i + 1) * self.slot_count // self.shards),)
 
@@ -209,9 +248,13 @@ class StoreCluster:
 
     def shard_of(self, key: bytes) -> int:
         slot = slots.slot_of(key, self.slot_count)
-        return next(s for s in range(1, self.shards + 1) if slots.contains(self.slot_ranges(s), slot))
+        return next(s for s in self.shard_ids() if slots.contains(self.slot_ranges(s), slot))
 
-    def header(self, shard_id: int, *, seq: int | None = None, write: bool = False, epoch: tuple[int, int] = (1, 1)) -> spb.RequestHeader:
+    def header(
+        self, shard_id: int, *, seq: int | None = None, write: bool = False, epoch: tuple[int, int] | None = None
+    ) -> spb.RequestHeader:
+        if epoch is None:
+            epoch = self.epoch(shard_id)
         h = spb.RequestHeader(shard_id=shard_id, epoch=spb.ShardEpoch(conf_version=epoch[0], slot_version=epoch[1]))
         if write:
             h.router_id = self.router_id

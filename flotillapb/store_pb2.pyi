@@ -20,6 +20,28 @@ READ_SERIALIZABLE: ReadConsistency
 READ_BOUNDED_STALENESS: ReadConsistency
 READ_AT_REVISION: ReadConsistency
 
+class SplitShardRequest(_message.Message):
+    __slots__ = ("shard_id", "new_shard_id", "split_slot", "timeout_ms")
+    SHARD_ID_FIELD_NUMBER: _ClassVar[int]
+    NEW_SHARD_ID_FIELD_NUMBER: _ClassVar[int]
+    SPLIT_SLOT_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    shard_id: int
+    new_shard_id: int
+    split_slot: int
+    timeout_ms: int
+    def __init__(self, shard_id: _Optional[int] = ..., new_shard_id: _Optional[int] = ..., split_slot: _Optional[int] = ..., timeout_ms: _Optional[int] = ...) -> None: ...
+
+class SplitShardResponse(_message.Message):
+    __slots__ = ("header", "left", "right")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    LEFT_FIELD_NUMBER: _ClassVar[int]
+    RIGHT_FIELD_NUMBER: _ClassVar[int]
+    header: ShardResponseHeader
+    left: ShardDescriptor
+    right: ShardDescriptor
+    def __init__(self, header: _Optional[_Union[ShardResponseHeader, _Mapping]] = ..., left: _Optional[_Union[ShardDescriptor, _Mapping]] = ..., right: _Optional[_Union[ShardDescriptor, _Mapping]] = ...) -> None: ...
+
 class NodeAddress(_message.Message):
     __slots__ = ("node_id", "address")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]

@@ -393,6 +393,11 @@ class StoreAdminStub:
                 request_serializer=flotillapb_dot_store__pb2.StoreStatusRequest.SerializeToString,
                 response_deserializer=flotillapb_dot_store__pb2.StoreStatusResponse.FromString,
                 _registered_method=True)
+        self.SplitShard = channel.unary_unary(
+                '/flotillapb.store.StoreAdmin/SplitShard',
+                request_serializer=flotillapb_dot_store__pb2.SplitShardRequest.SerializeToString,
+                response_deserializer=flotillapb_dot_store__pb2.SplitShardResponse.FromString,
+                _registered_method=True)
 
 
 class StoreAdminServicer:
@@ -415,6 +420,19 @@ class StoreAdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SplitShard(self, request, context):
+        """Split a shard (served by its leader): the slots >= split_slot go to a new
+        shard new_shard_id with the same replicas; no data moves. The split is
+        an entry in the shard's log: both shards' slot_version grows by one.
+        Answered once the split is applied on this node and the new shard's
+        replica is hosted here. Errors in header.error: NotLeader,
+        ShardNotFound, ServerBusy (outcome unknown), or KvError INVALID_REQUEST
+        (the slot does not divide the shard, or new_shard_id is taken).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_StoreAdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -427,6 +445,11 @@ def add_StoreAdminServicer_to_server(servicer, server):
                     servicer.Status,
                     request_deserializer=flotillapb_dot_store__pb2.StoreStatusRequest.FromString,
                     response_serializer=flotillapb_dot_store__pb2.StoreStatusResponse.SerializeToString,
+            ),
+            'SplitShard': grpc.unary_unary_rpc_method_handler(
+                    servicer.SplitShard,
+                    request_deserializer=flotillapb_dot_store__pb2.SplitShardRequest.FromString,
+                    response_serializer=flotillapb_dot_store__pb2.SplitShardResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -486,6 +509,33 @@ class StoreAdmin:
             '/flotillapb.store.StoreAdmin/Status',
             flotillapb_dot_store__pb2.StoreStatusRequest.SerializeToString,
             flotillapb_dot_store__pb2.StoreStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SplitShard(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/flotillapb.store.StoreAdmin/SplitShard',
+            flotillapb_dot_store__pb2.SplitShardRequest.SerializeToString,
+            flotillapb_dot_store__pb2.SplitShardResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -357,7 +357,9 @@ def _routing_error(exc: RoutingError) -> spb.RoutingError:
     if isinstance(exc, EpochNotMatch):
         return spb.RoutingError(
             epoch_not_match=spb.EpochNotMatch(
-                current_epoch=epoch_to_pb(exc.current_epoch), current_slots=slots_to_pb(exc.current_slots)
+                current_epoch=epoch_to_pb(exc.current_epoch),
+                current_slots=slots_to_pb(exc.current_slots),
+                related=[descriptor_to_pb(info, exc.addresses) for info in exc.related],
             )
         )
     if isinstance(exc, StaleReadNotReady):
@@ -376,17 +378,21 @@ def _routing_error(exc: RoutingError) -> spb.RoutingError:
 # --- admin --------------------------------------------------------------------------------------------
 
 
-def shard_status_to_pb(info: ShardInfo, addresses: dict[int, str]) -> spb.ShardStatus:
+def descriptor_to_pb(info: ShardInfo, addresses: dict[int, str]) -> spb.ShardDescriptor:
     replicas = [spb.Replica(node_id=n, address=addresses.get(n, "")) for n in info.voters]
     replicas += [spb.Replica(node_id=n, address=addresses.get(n, ""), learner=True) for n in info.learners]
+    return spb.ShardDescriptor(
+        shard_id=info.shard_id,
+        epoch=epoch_to_pb(info.epoch),
+        slots=slots_to_pb(info.slot_ranges),
+        replicas=replicas,
+        leader_node_id=info.leader_node_id,
+    )
+
+
+def shard_status_to_pb(info: ShardInfo, addresses: dict[int, str]) -> spb.ShardStatus:
     return spb.ShardStatus(
-        descriptor=spb.ShardDescriptor(
-            shard_id=info.shard_id,
-            epoch=epoch_to_pb(info.epoch),
-            slots=slots_to_pb(info.slot_ranges),
-            replicas=replicas,
-            leader_node_id=info.leader_node_id,
-        ),
+        descriptor=descriptor_to_pb(info, addresses),
         is_leader=info.is_leader,
         term=info.term,
         commit_index=info.commit_index,

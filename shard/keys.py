@@ -29,6 +29,10 @@ Meta kinds (per shard, so two shards on one node never collide):
 
     0x01 STATE   applied index, revision, compact revision, closed timestamp
     0x02 SLOTS   the cluster's slot count and the slot ranges the shard owns
+    0x03 EPOCH   the shard's epoch: conf_version, slot_version (absent: 1, 1)
+    0x04 GROUP   the voters and learners a split-created shard's Raft group
+                 is bootstrapped with (absent for shards created otherwise)
+    0x05 CHILD   per shard split off this one (key suffix: its shard id)
     0x10 DEDUP   per router id: the latest applied sequence and its outcome
 
 Records are struct-packed and versioned by their first byte (never pickle)::
@@ -38,6 +42,9 @@ Records are struct-packed and versioned by their first byte (never pickle)::
     STATE  B ver=1 | Q applied | Q revision | Q compact | Q closed_ts
     SLOTS  B ver=1 | I slot_count | I n | n * (I lo | I hi)
     DEDUP  B ver=1 | Q seq | outcome (rest, see shard/codec.py)
+    EPOCH  B ver=1 | Q conf_version | Q slot_version
+    GROUP  B ver=1 | I nv | I nl | nv * Q voter | nl * Q learner
+    CHILD  B ver=1 (empty otherwise)
 
 A record with an unknown version or a wrong length raises ``RecordError``.
 """
@@ -66,6 +73,8 @@ _STATE = struct.Struct(">BQQQQ")
 _SLOTS_HEAD = struct.Struct(">BII")
 _RANGE = struct.Struct(">II")
 _DEDUP_HEAD = struct.Struct(">BQ")
+_EPOCH = struct.Struct(">BQQ")
+_GROUP_HEAD = struct.Struct(">BII")
 
 TOMBSTONE = 0x01
 
@@ -78,6 +87,9 @@ class RecordError(ValueError):
 class MetaKind(enum.IntEnum):
     STATE = 0x01
     SLOTS = 0x02
+    EPOCH = 0x03
+    GROUP = 0x04
+    CHILD = 0x05
     DEDUP = 0x10
 
 
@@ -209,6 +221,37 @@ def slots_key(shard_id: int) -> bytes:
     return META_PREFIX + _META.pack(shard_id, MetaKind.SLOTS)
 
 
+def epoch_key(shard_id: int) -> bytes:
+    return META_PREFIX + _META.pack(shard_id, MetaKind.EPOCH)
+
+
+def group_key(shard_id: int) -> bytes:
+    return META_PREFIX + _META.pack(shard_id, MetaKind.GROUP)
+
+
+def child_prefix(shard_id: int) -> bytes:
+    return META_PREFIX + _META.pack(shard_id, MetaKind.CHILD)
+
+
+def child_key(shard_id: int, child_shard_id: int) -> bytes:
+    return child_prefix(shard_id) + _REV.pack(child_shard_id)
+
+
+def child_of_key(storage_key: bytes) -> int:
+    if len(storage_key) != 18:
+        raise RecordError(f"not a child key: {storage_key!r}")
+    (child,) = _REV.unpack_from(storage_key, 10)
+    return child
+
+
+def shard_of_meta_key(storage_key: bytes) -> tuple[int, int]:
+    """(shard_id, kind) of a meta record's key."""
+    if len(storage_key) < 10 or storage_key[:1] != META_PREFIX:
+        raise RecordError(f"not a meta key: {storage_key!r}")
+    shard_id, kind = _META.unpack_from(storage_key, 1)
+    return shard_id, kind
+
+
 def dedup_prefix(shard_id: int) -> bytes:
     return META_PREFIX + _META.pack(shard_id, MetaKind.DEDUP)
 
@@ -303,3 +346,30 @@ def decode_dedup(raw: bytes) -> tuple[int, bytes]:
         raise RecordError("bad dedup record")
     _, seq = _DEDUP_HEAD.unpack_from(raw)
     return seq, bytes(raw[_DEDUP_HEAD.size :])
+
+
+def encode_epoch(conf_version: int, slot_version: int) -> bytes:
+    return _EPOCH.pack(FORMAT_VERSION, conf_version, slot_version)
+
+
+def decode_epoch(raw: bytes) -> tuple[int, int]:
+    if len(raw) != _EPOCH.size or raw[0] != FORMAT_VERSION:
+        raise RecordError(f"bad epoch record ({len(raw)} bytes)")
+    _, conf_version, slot_version = _EPOCH.unpack(raw)
+    return conf_version, slot_version
+
+
+def encode_group(voters: tuple[int, ...], learners: tuple[int, ...]) -> bytes:
+    return _GROUP_HEAD.pack(FORMAT_VERSION, len(voters), len(learners)) + b"".join(
+        _REV.pack(n) for n in (*voters, *learners)
+    )
+
+
+def decode_group(raw: bytes) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    if len(raw) < _GROUP_HEAD.size or raw[0] != FORMAT_VERSION:
+        raise RecordError("bad group record")
+    _, nv, nl = _GROUP_HEAD.unpack_from(raw)
+    if len(raw) != _GROUP_HEAD.size + (nv + nl) * _REV.size:
+        raise RecordError("bad group record length")
+    ids = tuple(_REV.unpack_from(raw, _GROUP_HEAD.size + i * _REV.size)[0] for i in range(nv + nl))
+    return ids[:nv], ids[nv:]

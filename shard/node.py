@@ -26,8 +26,20 @@ Routing errors are the exceptions of this module (``RoutingError``); KV
 errors are shard/errors.py's ``ShardError``. shard/service.py turns both into
 the typed ``StoreError`` of store.proto; nothing here knows protobuf.
 
-Epochs: until conf changes and splits go through the shard's log, every shard
-has the bootstrap epoch (1, 1).
+Epochs live in the shard's replicated meta (ShardStateMachine.epoch):
+conf_version grows with each conf change the group applies, slot_version
+with each split. Requests are checked against the replica's current epoch,
+and a linearizable read checks it again after its ReadIndex wait: a replica
+that applied a split while the read waited (or an old leader catching up)
+answers EpochNotMatch, never from its pre-split view.
+
+Splits: ``split()`` proposes a ``Split`` in the shard's log. Every replica,
+when it applies it, queues the creation of the new shard's replica; the
+split loop (in ``run``) creates it once the apply batch is on disk, with a
+Raft group bootstrapped at index 0 from the conf state recorded in the new
+shard's meta (the parent's at the split entry), so its initial log is the
+same on every replica. At restart, ``open_split_shards`` hosts every shard
+whose meta says a split created it.
 """
 
 from __future__ import annotations
@@ -36,7 +48,7 @@ import asyncio
 import collections
 import enum
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,12 +59,15 @@ from raft.runtime.clock import Clock
 from raft.runtime.host import GroupHost
 from shard import hlc, slots
 from shard.codec import encode_command
-from shard.engine import KvEngine
-from shard.errors import EmptyKey, FutureRevision, ShardError, SlotNotOwned
+from shard import keys
+from shard.engine import KvEngine, scan
+from shard.errors import EmptyKey, FutureRevision, InvalidSplit, ShardError, SlotNotOwned
 from shard.mvcc import in_range
 from shard.statemachine import Applied, ShardStateMachine, validate
 from shard.types import (
+    BOOTSTRAP_EPOCH,
     ClosedTs,
+    Epoch,
     Command,
     CompactionRequest,
     DeleteRangeRequest,
@@ -64,6 +79,7 @@ from shard.types import (
     Request,
     RequestOp,
     Response,
+    Split,
     TxnRequest,
 )
 
@@ -71,15 +87,6 @@ log = logging.getLogger(__name__)
 
 
 # --- values ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True, order=True)
-class Epoch:
-    conf_version: int = 1
-    slot_version: int = 1
-
-
-BOOTSTRAP_EPOCH = Epoch(1, 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,10 +193,19 @@ class WrongShard(RoutingError):
 
 
 class EpochNotMatch(RoutingError):
-    def __init__(self, current_epoch: Epoch, current_slots: slots.SlotRanges) -> None:
+    def __init__(
+        self,
+        current_epoch: Epoch,
+        current_slots: slots.SlotRanges,
+        related: tuple[ShardInfo, ...] = (),
+        addresses: dict[int, str] | None = None,
+    ) -> None:
         super().__init__(f"epoch mismatch: current epoch {current_epoch}")
         self.current_epoch = current_epoch
         self.current_slots = current_slots
+        self.related = related
+        """Shards hosted here that took slots from this one (after a split), or that own the request's keys."""
+        self.addresses = addresses or {}
 
 
 class StaleReadNotReady(RoutingError):
@@ -220,7 +236,7 @@ class _Watcher:
     """One watch stream's live queue on a replica. `offer` runs inside apply
     (synchronously, on the loop); the stream drains the queue."""
 
-    __slots__ = ("spec", "start", "max_events", "queue", "queued", "wakeup", "canceled")
+    __slots__ = ("spec", "start", "max_events", "queue", "queued", "wakeup", "canceled", "routing_error")
 
     def __init__(self, spec: WatchSpec, start: int, max_events: int) -> None:
         self.spec = spec
@@ -230,6 +246,7 @@ class _Watcher:
         self.queued = 0
         self.wakeup = asyncio.Event()
         self.canceled: str | None = None
+        self.routing_error: RoutingError | None = None
 
     def select(self, events: Sequence[Event]) -> tuple[Event, ...]:
         s = self.spec
@@ -269,6 +286,14 @@ class _Watcher:
             self.queued = 0
             self.wakeup.set()
 
+    def cancel_routing(self, err: RoutingError) -> None:
+        """End the stream with a routing error (the shard's slots changed):
+        events queued so far are still delivered first."""
+        if self.canceled is None:
+            self.canceled = str(err)
+            self.routing_error = err
+            self.wakeup.set()
+
     def take(self, max_events: int) -> tuple[Event, ...]:
         """Whole revisions' batches, up to about max_events."""
         out: list[Event] = []
@@ -287,11 +312,20 @@ class ShardReplica:
     ShardStateMachine, then feeds what was applied to the node (HLC) and to
     this replica's watchers."""
 
-    def __init__(self, sm: ShardStateMachine, epoch: Epoch, clock_update: Callable[[int], int]) -> None:
+    def __init__(
+        self,
+        sm: ShardStateMachine,
+        clock_update: Callable[[int], int],
+        on_split: Callable[[int, int, int], None] | None = None,
+    ) -> None:
         self.sm = sm
-        self.epoch = epoch
         self.watchers: set[_Watcher] = set()
         self._clock_update = clock_update
+        self._on_split = on_split
+
+    @property
+    def epoch(self) -> Epoch:
+        return self.sm.epoch
 
     @property
     def shard_id(self) -> int:
@@ -302,28 +336,58 @@ class ShardReplica:
 
     def apply(self, entries: Sequence[Entry], wb: Any) -> list[object]:
         out = self.sm.apply(entries, wb)
-        if self.watchers:
-            for a in out:
-                if isinstance(a, Applied) and a.events:
-                    for w in list(self.watchers):
-                        w.offer(a.events)
+        for a in out:
+            if not isinstance(a, Applied):
+                continue
+            if a.events and self.watchers:
+                for w in list(self.watchers):
+                    w.offer(a.events)
+            if a.split_to:
+                log.info("shard=%d applied split at index=%d: new shard=%d epoch=%s", self.shard_id, a.index, a.split_to, self.sm.epoch)
+                for w in list(self.watchers):
+                    w.cancel_routing(EpochNotMatch(self.sm.epoch, self.sm.slot_ranges))
+                if self._on_split is not None:
+                    self._on_split(self.shard_id, a.index, a.split_to)
         self._clock_update(self.sm.readable_revision)
         return out
 
     def on_applied_index(self, index: int, wb: Any) -> None:
         self.sm.on_applied_index(index, wb)
 
+    def on_conf_change(self, index: int, wb: Any) -> None:
+        self.sm.on_conf_change(index, wb)
+
     def snapshot(self) -> bytes:
         return self.sm.snapshot()
 
+    def snapshot_stream(self) -> tuple[int, Iterator[bytes]]:
+        return self.sm.snapshot_stream()
+
+    def restore_chunks(self, chunks: Iterable[bytes], index: int, wb: Any) -> None:
+        self.sm.restore_chunks(chunks, index, wb)
+        self._restored()
+
     def restore(self, data: bytes, index: int, wb: Any) -> None:
         self.sm.restore(data, index, wb)
+        self._restored()
+
+    def _restored(self) -> None:
         self._clock_update(self.sm.readable_revision)
         for w in list(self.watchers):
             w.cancel("the replica installed a snapshot; resume from the revision after the last event received")
 
 
 # --- the node ----------------------------------------------------------------------------------
+
+
+def find_split_shards(engine: KvEngine) -> list[int]:
+    """Ids of the shards whose meta on this node says a split created them."""
+    out = []
+    for k, _ in scan(engine, keys.META_PREFIX, keys.META_PREFIX + b"\xff" * 9):
+        shard_id, kind = keys.shard_of_meta_key(k)
+        if kind == keys.MetaKind.GROUP:
+            out.append(shard_id)
+    return out
 
 
 def _request_keys(op: Request | RequestOp) -> list[tuple[bytes, bytes]]:
@@ -367,6 +431,8 @@ class StoreNode:
         self._addresses: dict[int, str] = {}
         self._timers: dict[int, _ShardTimers] = {}
         self._tg: asyncio.TaskGroup | None = None
+        self._splits: asyncio.Queue[tuple[int, int, int]] = asyncio.Queue()
+        self._created: dict[int, asyncio.Event] = collections.defaultdict(asyncio.Event)
 
     # -- wiring ----------------------------------------------------------------------
     async def add_shard(
@@ -376,16 +442,61 @@ class StoreNode:
         voters: Sequence[int],
         slot_count: int = slots.DEFAULT_SLOTS,
         slot_ranges: slots.SlotRanges | None = None,
-        epoch: Epoch = BOOTSTRAP_EPOCH,
     ) -> None:
         """Host a replica of shard_id. voters, slot_count and slot_ranges
         describe a new shard; one with state on disk keeps its own."""
-        sm = ShardStateMachine(self._engine, shard_id, slot_count, slot_ranges)
-        rep = ShardReplica(sm, epoch, self.hlc.update)
+        if shard_id in self._replicas:
+            raise ValueError(f"shard {shard_id} already hosted")
+        sm = ShardStateMachine(self._engine, shard_id, slot_count, slot_ranges, group_conf=self._group_conf(shard_id))
+        await self._host_replica(sm, ConfState(voters=tuple(voters)))
+
+    def _group_conf(self, shard_id: int) -> Callable[[], tuple[Sequence[int], Sequence[int]]]:
+        def conf() -> tuple[Sequence[int], Sequence[int]]:
+            cs = self._host.status(shard_id).conf_state
+            return tuple(cs.voters), tuple(cs.learners)
+
+        return conf
+
+    async def _host_replica(self, sm: ShardStateMachine, bootstrap: ConfState) -> None:
+        shard_id = sm.shard_id
+        rep = ShardReplica(sm, self.hlc.update, self._queue_split)
         self._replicas[shard_id] = rep
         self._timers[shard_id] = _ShardTimers()
-        await self._host.create_group(shard_id, rep, bootstrap=ConfState(voters=tuple(voters)))
+        await self._host.create_group(shard_id, rep, bootstrap=bootstrap)
         self.hlc.update(sm.readable_revision)
+        self._created[shard_id].set()
+
+    def _queue_split(self, parent_id: int, index: int, new_shard_id: int) -> None:
+        self._splits.put_nowait((parent_id, index, new_shard_id))
+
+    async def open_split_shards(self) -> list[int]:
+        """Host every shard a split created on this node (found by its meta)
+        that is not hosted yet: at restart, and after a crash between a
+        split's apply and the creation of the new group."""
+        opened = []
+        for shard_id in find_split_shards(self._engine):
+            if shard_id not in self._replicas:
+                await self._open_split_shard(shard_id)
+                opened.append(shard_id)
+        return opened
+
+    async def _open_split_shard(self, shard_id: int) -> None:
+        sm = ShardStateMachine(self._engine, shard_id, group_conf=self._group_conf(shard_id))
+        conf = sm.bootstrap_conf
+        if conf is None:
+            raise AssertionError(f"shard {shard_id} has no bootstrap group record")
+        voters, learners = conf
+        await self._host_replica(sm, ConfState(voters=voters, learners=learners))
+        log.info("node=%d hosts split shard=%d epoch=%s slots=%s voters=%s", self.node_id, shard_id, sm.epoch, sm.slot_ranges, voters)
+
+    async def _split_loop(self) -> None:
+        while True:
+            parent_id, index, new_shard_id = await self._splits.get()
+            # The new shard's meta is in the apply batch of the split entry:
+            # open it once that batch is written.
+            await self._host.wait_applied(parent_id, index)
+            if new_shard_id not in self._replicas:
+                await self._open_split_shard(new_shard_id)
 
     def shard_ids(self) -> list[int]:
         return sorted(self._replicas)
@@ -417,11 +528,12 @@ class StoreNode:
         in its TaskGroup: an unexpected failure of one ends the node."""
         async with asyncio.TaskGroup() as tg:
             self._tg = tg
+            tg.create_task(self._split_loop(), name="store-splits")
             interval = self.cfg.closed_ts_interval_s
             while True:
                 await self._clock.sleep(interval / 2)
                 now = self._clock.monotonic()
-                for sid in self._replicas:
+                for sid in list(self._replicas):
                     t = self._timers[sid]
                     if t.closing or now - t.last_closed < interval or not self._is_leader(sid):
                         continue
@@ -445,10 +557,27 @@ class StoreNode:
         if rep is None:
             raise ShardNotFound(ctx.shard_id)
         if ctx.epoch != rep.epoch:
-            raise EpochNotMatch(rep.epoch, rep.sm.slot_ranges)
+            raise self._epoch_not_match(rep)
         if ctx.hlc > 0:
             self.hlc.update(ctx.hlc)
         return rep
+
+    def _epoch_not_match(self, rep: ShardReplica, request: Request | RequestOp | None = None) -> EpochNotMatch:
+        related: dict[int, ShardInfo] = {}
+        for child in rep.sm.children:
+            if child in self._replicas:
+                related[child] = self.shard_info(child)
+        if request is not None:
+            for key, range_end in _request_keys(request):
+                one = slots.single_slot(key, range_end, rep.sm.slot_count)
+                if one is None:
+                    continue
+                for sid, other in self._replicas.items():
+                    if sid != rep.shard_id and sid not in related and slots.contains(other.sm.slot_ranges, one):
+                        related[sid] = self.shard_info(sid)
+        infos = tuple(related.values())
+        addresses = {n: self.address_of(n) for info in infos for n in (*info.voters, *info.learners)}
+        return EpochNotMatch(rep.epoch, rep.sm.slot_ranges, infos, addresses)
 
     @staticmethod
     def _check_owned(rep: ShardReplica, request: Request | RequestOp) -> None:
@@ -508,6 +637,41 @@ class StoreNode:
             raise outcome
         return outcome
 
+    # -- admin -------------------------------------------------------------------------------
+    async def split(
+        self, shard_id: int, new_shard_id: int, split_slot: int, *, timeout_s: float | None = None
+    ) -> tuple[ShardInfo, ShardInfo]:
+        """As the shard's leader, split it: the slots >= split_slot go to a
+        new shard new_shard_id with the same replicas. Returns both shards'
+        descriptors once the split is applied here and the new shard's
+        replica is hosted here."""
+        rep = self._replicas.get(shard_id)
+        if rep is None:
+            raise ShardNotFound(shard_id)
+        if new_shard_id in self._replicas or new_shard_id == 0:
+            raise InvalidSplit(f"shard {new_shard_id} exists here already (or is 0)")
+        ranges = rep.sm.slot_ranges
+        moved = slots.split(ranges, split_slot)[1]
+        if not moved or moved == ranges:
+            raise InvalidSplit(f"slot {split_slot} does not divide the shard's slots {ranges}")
+        if not self._is_leader(shard_id):
+            raise self._not_leader(shard_id)
+        timeout = timeout_s if timeout_s is not None else self.cfg.propose_timeout_s
+        stamp = self.hlc.now(self._clock.wall_ms())
+        cmd = Command(Split(new_shard_id, moved), stamp=stamp, closed_ts=stamp - 1)
+        try:
+            applied = await self._host.propose(shard_id, encode_command(cmd), timeout_s=timeout)
+        except ProposalDropped:
+            raise self._not_leader(shard_id) from None
+        except TimeoutError:
+            raise ServerBusy("the split was not applied in time: its outcome is unknown", 100) from None
+        assert isinstance(applied, Applied), applied
+        if isinstance(applied.outcome, ShardError):
+            raise applied.outcome
+        async with asyncio.timeout(timeout):
+            await self._created[new_shard_id].wait()
+        return self.shard_info(shard_id), self.shard_info(new_shard_id)
+
     # -- reads ------------------------------------------------------------------------------
     async def range(
         self, ctx: RequestContext, request: RangeRequest, consistency: Consistency, max_staleness_ms: int = 0
@@ -519,6 +683,13 @@ class StoreNode:
         sm = rep.sm
         if consistency == Consistency.LINEARIZABLE:
             await self._read_index(ctx)
+            # The wait may have applied a split (or conf change): the read is
+            # linearizable only if this replica still serves its keys at the
+            # epoch the request named. (The multi-Raft "read on the old
+            # leader of a shard that just split" bug.)
+            if ctx.epoch != rep.epoch or self._replicas.get(sid) is not rep:
+                raise self._epoch_not_match(rep, request)
+            self._check_owned(rep, request)
         elif consistency == Consistency.BOUNDED_STALENESS:
             now = self.hlc.now(self._clock.wall_ms())
             needed = max(0, now - (max_staleness_ms << hlc.LOGICAL_BITS))
@@ -574,8 +745,8 @@ class StoreNode:
             yield self._progress(rep, w)
             interval = spec.progress_interval_s or self.cfg.watch_progress_interval_s
             while True:
-                if w.canceled is not None:
-                    yield WatchBatch(error=ServerBusy(w.canceled), closed_ts=sm.closed_ts)
+                if w.canceled is not None and not w.queue:
+                    yield WatchBatch(error=w.routing_error or ServerBusy(w.canceled), closed_ts=sm.closed_ts)
                     return
                 if w.queue:
                     events = w.take(step)

@@ -91,3 +91,8 @@ class RocksEngine:
 
     def write(self, batch: Any) -> None:
         self.db.write(batch)
+
+    def flush_memtable(self) -> None:
+        """Flush the memtable to an SST file (bounds the memory of a big
+        snapshot ingest; the data is in the WAL already)."""
+        self.db.flush(wait=True)

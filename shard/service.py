@@ -16,7 +16,7 @@ from flotillapb import store_pb2 as spb
 from flotillapb import store_pb2_grpc
 from shard import convert
 from shard.errors import ShardError
-from shard.node import RoutingError, StoreNode
+from shard.node import RoutingError, ServerBusy, StoreNode
 
 log = logging.getLogger(__name__)
 
@@ -188,4 +188,25 @@ class StoreAdminService(store_pb2_grpc.StoreAdminServicer):
             node_id=node.node_id,
             hlc=node.hlc.last,
             shards=[convert.shard_status_to_pb(node.shard_info(s), addresses) for s in ids],
+        )
+
+    async def SplitShard(self, request: spb.SplitShardRequest, context: grpc.aio.ServicerContext) -> spb.SplitShardResponse:  # noqa: N802
+        node = self._node
+        sid = request.shard_id
+        timeout_s = request.timeout_ms / 1000 if request.timeout_ms else None
+        try:
+            left, right = await node.split(sid, request.new_shard_id, request.split_slot, timeout_s=timeout_s)
+        except (RoutingError, ShardError) as exc:
+            h = spb.ShardResponseHeader(node_id=node.node_id, hlc=node.hlc.last, closed_ts=node.closed_ts(sid))
+            h.error.CopyFrom(convert.store_error(exc))
+            return spb.SplitShardResponse(header=h)
+        except TimeoutError:
+            h = spb.ShardResponseHeader(node_id=node.node_id, hlc=node.hlc.last)
+            h.error.CopyFrom(convert.store_error(ServerBusy("the split applied, but the new shard is not hosted here yet", 100)))
+            return spb.SplitShardResponse(header=h)
+        addresses = {n: node.address_of(n) for info in (left, right) for n in (*info.voters, *info.learners)}
+        return spb.SplitShardResponse(
+            header=spb.ShardResponseHeader(node_id=node.node_id, hlc=node.hlc.last, closed_ts=node.closed_ts(sid)),
+            left=convert.descriptor_to_pb(left, addresses),
+            right=convert.descriptor_to_pb(right, addresses),
         )

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 FORMAT_VERSION = 1
 DEFAULT_CHUNK_BYTES = 1 << 20
+DEFAULT_INGEST_BATCH_BYTES = 4 << 20
 
 _HEAD = struct.Struct(">BQQII")
 _RANGE = struct.Struct(">II")
@@ -124,3 +125,46 @@ def ingest(chunk: bytes, wb: WriteBatch, offset: int = 0) -> int:
         wb.put(k, v)
         n += 1
     return n
+
+
+class StreamDecoder:
+    """Decodes a snapshot fed in pieces cut anywhere (as a transport or a
+    spool file delivers it), holding at most one piece plus one partial
+    record: ``feed`` returns the records completed by a piece; ``header`` is
+    set once the header is in."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self.header: SnapshotHeader | None = None
+
+    def feed(self, piece: bytes) -> list[tuple[bytes, bytes]]:
+        buf = self._buf
+        buf += piece
+        off = 0
+        if self.header is None:
+            if len(buf) < _HEAD.size:
+                return []
+            if buf[0] != FORMAT_VERSION:
+                raise SnapshotError("not a shard snapshot (bad header or version)")
+            n = _HEAD.unpack_from(buf)[4]
+            if len(buf) < _HEAD.size + n * _RANGE.size:
+                return []
+            self.header, off = decode_header(bytes(buf[: _HEAD.size + n * _RANGE.size]))
+        out: list[tuple[bytes, bytes]] = []
+        size = len(buf)
+        while off + _REC.size <= size:
+            klen, vlen = _REC.unpack_from(buf, off)
+            end = off + _REC.size + klen + vlen
+            if end > size:
+                break
+            k0 = off + _REC.size
+            out.append((bytes(buf[k0 : k0 + klen]), bytes(buf[k0 + klen : end])))
+            off = end
+        del buf[:off]
+        return out
+
+    def finish(self) -> SnapshotHeader:
+        """The header, once the whole snapshot was fed (else SnapshotError)."""
+        if self.header is None or self._buf:
+            raise SnapshotError("snapshot cut short")
+        return self.header

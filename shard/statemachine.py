@@ -26,7 +26,7 @@ Pure: the engine is passed in; no I/O, clocks, threads or asyncio here.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Union
 
@@ -44,12 +44,14 @@ from shard.errors import (
 )
 from shard.txn import DEFAULT_MAX_TXN_OPS, Executor, check_owned, validate_op
 from shard.types import (
+    BOOTSTRAP_EPOCH,
     AckResponse,
     ClosedTs,
     Command,
     CompactionRequest,
     CompactionResponse,
     DeleteRangeRequest,
+    Epoch,
     Event,
     PutRequest,
     RangeRequest,
@@ -65,6 +67,7 @@ if TYPE_CHECKING:
     from shard.engine import KvEngine, KvReader, WriteBatch
 
 Outcome = Union[Response, ShardError]
+GroupConf = Callable[[], tuple[Sequence[int], Sequence[int]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +80,8 @@ class Applied:
     outcome: Outcome
     events: tuple[Event, ...] = ()
     duplicate: bool = False
+    split_to: int = 0
+    """A split applied here: the id of the shard it created (0: none)."""
 
     @property
     def ok(self) -> bool:
@@ -138,10 +143,14 @@ class ShardStateMachine:
         slot_count: int = slots.DEFAULT_SLOTS,
         slot_ranges: slots.SlotRanges | None = None,
         max_txn_ops: int = DEFAULT_MAX_TXN_OPS,
+        group_conf: GroupConf | None = None,
     ) -> None:
         """Open the shard's state from the engine. slot_count and slot_ranges
-        describe a new shard; a shard with state on disk keeps its own."""
+        describe a new shard; a shard with state on disk keeps its own.
+        group_conf tells the voters and learners of the shard's Raft group as
+        of the entry being applied (what a split's new group starts with)."""
         self._engine = engine
+        self.group_conf = group_conf
         self.shard_id = shard_id
         self.max_txn_ops = max_txn_ops
         self._staged: StagedView | None = None
@@ -165,6 +174,12 @@ class ShardStateMachine:
         self._revision = st.revision
         self._compact = st.compact_revision
         self._closed_ts = st.closed_ts
+        raw_epoch = reader.get(keys.epoch_key(self.shard_id))
+        self._epoch = Epoch(*keys.decode_epoch(raw_epoch)) if raw_epoch is not None else BOOTSTRAP_EPOCH
+        raw_group = reader.get(keys.group_key(self.shard_id))
+        self._bootstrap_conf = keys.decode_group(raw_group) if raw_group is not None else None
+        cp = keys.child_prefix(self.shard_id)
+        self._children = tuple(keys.child_of_key(k) for k, _ in scan(reader, cp, cp + b"\xff" * 8 + b"\x00"))
         self._dedup: dict[int, tuple[int, bytes]] = {}
         prefix = keys.dedup_prefix(self.shard_id)
         for k, v in scan(reader, prefix, prefix + b"\xff" * 8 + b"\x00"):
@@ -179,6 +194,21 @@ class ShardStateMachine:
     @property
     def slot_ranges(self) -> slots.SlotRanges:
         return self._ranges
+
+    @property
+    def epoch(self) -> Epoch:
+        return self._epoch
+
+    @property
+    def children(self) -> tuple[int, ...]:
+        """The shards split off this one (as applied here)."""
+        return self._children
+
+    @property
+    def bootstrap_conf(self) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+        """(voters, learners) a split-created shard's group starts with; None
+        for a shard created otherwise."""
+        return self._bootstrap_conf
 
     @property
     def revision(self) -> int:
@@ -258,6 +288,14 @@ class ShardStateMachine:
         self._applied = index
         self._write_state(self._stage(wb))
 
+    def on_conf_change(self, index: int, wb: WriteBatch) -> None:
+        """The shard's group applied a conf change at index: conf_version + 1."""
+        self._epoch = Epoch(self._epoch.conf_version + 1, self._epoch.slot_version)
+        self._stage(wb).put(keys.epoch_key(self.shard_id), keys.encode_epoch(*self._epoch_tuple()))
+
+    def _epoch_tuple(self) -> tuple[int, int]:
+        return self._epoch.conf_version, self._epoch.slot_version
+
     def _write_state(self, view: StagedView) -> None:
         st = keys.ShardState(self._applied, self._revision, self._compact, self._closed_ts)
         view.put(keys.state_key(self.shard_id), keys.encode_state(st))
@@ -279,11 +317,12 @@ class ShardStateMachine:
                 outcome: Outcome = decode_outcome(last[1]) if cmd.seq == last[0] else OutcomeUnknown()
                 return Applied(index, self._revision, outcome, (), True)
         outcome, events = self._execute(cmd, view)
+        split_to = cmd.request.new_shard_id if isinstance(cmd.request, Split) and not isinstance(outcome, ShardError) else 0
         if cmd.router_id:
             encoded = encode_outcome(outcome)
             self._dedup[cmd.router_id] = (cmd.seq, encoded)
             view.put(keys.dedup_key(self.shard_id, cmd.router_id), keys.encode_dedup(cmd.seq, encoded))
-        return Applied(index, self._revision, outcome, events)
+        return Applied(index, self._revision, outcome, events, split_to=split_to)
 
     def _execute(self, cmd: Command, view: StagedView) -> tuple[Outcome, tuple[Event, ...]]:
         req = cmd.request
@@ -336,10 +375,15 @@ class ShardStateMachine:
         """Give the slots `moved` to shard new_shard_id. Their data stays where
         it is; the new shard's meta starts as a copy of this one's (revision,
         compact revision, closed timestamp, dedup table; applied index 0), so
-        a replica of it opened on this node continues the same history."""
+        a replica of it opened on this node continues the same history. This
+        shard's slot_version grows by one and the new shard starts at the
+        same epoch; the new shard's meta records the group conf to bootstrap
+        its Raft group with (this group's, as of this entry)."""
         moved = slots.normalize(req.moved)
         if (
             req.new_shard_id == self.shard_id
+            or req.new_shard_id == 0
+            or req.new_shard_id in self._children
             or not moved
             or not slots.is_subset(moved, self._ranges)
             or slots.is_subset(self._ranges, moved)
@@ -352,6 +396,13 @@ class ShardStateMachine:
         view.put(keys.slots_key(new), keys.encode_slots(self._slot_count, moved))
         for router_id, (seq, outcome) in sorted(self._dedup.items()):
             view.put(keys.dedup_key(new, router_id), keys.encode_dedup(seq, outcome))
+        self._epoch = Epoch(self._epoch.conf_version, self._epoch.slot_version + 1)
+        view.put(keys.epoch_key(self.shard_id), keys.encode_epoch(*self._epoch_tuple()))
+        view.put(keys.epoch_key(new), keys.encode_epoch(*self._epoch_tuple()))
+        voters, learners = self.group_conf() if self.group_conf is not None else ((), ())
+        view.put(keys.group_key(new), keys.encode_group(tuple(voters), tuple(learners)))
+        view.put(keys.child_key(self.shard_id, new), b"\x01")
+        self._children = (*self._children, new)
         self._ranges = slots.subtract(self._ranges, moved)
         self._slots_dirty = True
         return AckResponse(self._revision)
@@ -369,6 +420,65 @@ class ShardStateMachine:
 
     def snapshot(self) -> bytes:
         return b"".join(self.snapshot_chunks())
+
+    def snapshot_stream(self, chunk_bytes: int = snap.DEFAULT_CHUNK_BYTES) -> tuple[int, Iterator[bytes]]:
+        """(applied index, the snapshot at it in chunks), read lazily from a
+        pinned engine view: later applies do not change what it yields, and
+        no more than a chunk is held at a time. Call it only when everything
+        applied is written to the engine (the runtime does, between rounds)."""
+        return self._applied, snap.iter_chunks(self._engine.snapshot(), self.snapshot_header(), chunk_bytes)
+
+    def restore_chunks(
+        self, chunks: Iterable[bytes], index: int, wb: WriteBatch, batch_bytes: int = snap.DEFAULT_INGEST_BATCH_BYTES
+    ) -> None:
+        """Replace the state by a snapshot read in pieces, with bounded
+        memory: records go to the engine in batches of about batch_bytes
+        (written directly, ahead of wb), and the shard's STATE record, which
+        says what is applied, last, into wb. A crash in between leaves the
+        shard with no state record (applied 0), so the runtime restores
+        again from the log store's snapshot."""
+        dec = snap.StreamDecoder()
+        state_key = keys.state_key(self.shard_id)
+        state_raw: bytes | None = None
+        batch = self._engine.new_batch()
+        staged = 0
+        cleared = False
+        for piece in chunks:
+            records = dec.feed(piece)
+            if dec.header is not None and not cleared:
+                h = dec.header
+                if h.shard_id != self.shard_id:
+                    raise snap.SnapshotError(f"snapshot of shard {h.shard_id} given to shard {self.shard_id}")
+                if h.applied != index:
+                    raise snap.SnapshotError(f"snapshot data at {h.applied} does not match metadata index {index}")
+                snap.clear(batch, self.shard_id, slots.merge(self._ranges, h.ranges))
+                cleared = True
+            for k, v in records:
+                if k == state_key:
+                    state_raw = v
+                    continue
+                batch.put(k, v)
+                staged += len(k) + len(v)
+            if staged >= batch_bytes:
+                self._write_ingest_batch(batch)
+                batch, staged = self._engine.new_batch(), 0
+        header = dec.finish()
+        self._write_ingest_batch(batch)
+        view = self._stage(wb)
+        if state_raw is not None:
+            view.put(state_key, state_raw)
+        self._slot_count = header.slot_count
+        self._ranges = slots.normalize(header.ranges)
+        self._load_state(view)
+        self._applied = index
+        self._slots_dirty = True
+        self._write_state(view)
+
+    def _write_ingest_batch(self, batch: WriteBatch) -> None:
+        self._engine.write(batch)
+        flush = getattr(self._engine, "flush_memtable", None)
+        if flush is not None:  # keep a big ingest out of memory (RocksDB memtables)
+            flush()
 
     def restore(self, data: bytes, index: int, wb: WriteBatch) -> None:
         header, offset = snap.decode_header(data)

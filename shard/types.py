@@ -48,6 +48,19 @@ class EventType(enum.IntEnum):
     DELETE = 1
 
 
+@dataclass(frozen=True, slots=True, order=True)
+class Epoch:
+    """A shard's epoch (TiKV's RegionEpoch), kept in the shard's replicated
+    meta: conf_version grows with every conf change the shard's group
+    applies, slot_version with every split (or merge) it applies."""
+
+    conf_version: int = 1
+    slot_version: int = 1
+
+
+BOOTSTRAP_EPOCH = Epoch(1, 1)
+
+
 @dataclass(frozen=True, slots=True)
 class KeyValue:
     key: bytes
@@ -146,8 +159,9 @@ class ClosedTs:
 class Split:
     """The shard gives the slots `moved` to a new shard `new_shard_id`: the
     data stays where it is (keyed by slot) and the new shard's meta starts
-    as a copy of this one's. A first cut: the new Raft group's creation and
-    the epoch bump belong to the split design."""
+    as a copy of this one's. Applying it bumps the shard's slot_version; the
+    new shard starts at the same epoch, and every replica then creates the
+    new shard's Raft group with the replicas this group has at that index."""
 
     new_shard_id: int
     moved: tuple[tuple[int, int], ...]

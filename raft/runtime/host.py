@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import os
 import random
 import struct
 from dataclasses import dataclass, field
@@ -43,6 +44,8 @@ from raft.core import (
     ProposalDropped,
     RawNode,
     Ready,
+    Snapshot,
+    SnapshotMetadata,
     StateRole,
     Status,
     StepPeerNotFound,
@@ -52,7 +55,7 @@ from raft.runtime import envelope
 from raft.runtime.clock import Clock
 from raft.runtime.statemachine import StateMachine
 from raft.storage.rocks import GroupStorage, RocksLogStore
-from raft.transport.base import Transport
+from raft.transport.base import Transport, spooled_path
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +65,14 @@ LIVENESS_GROUP = (1 << 64) - 1
 """Reserved group id of node-to-node liveness pings (no Raft group uses it)."""
 
 _READ_CTX = struct.Struct(">BQQ")
+_SPOOL_READ_BYTES = 1 << 20
+
+
+def _streams(sm: StateMachine) -> bool:
+    """Whether sm streams its snapshots (optional StateMachine methods
+    ``snapshot_stream`` and ``restore_chunks``): the log store then keeps no
+    snapshot data for it, and a snapshot is read from sm when it is sent."""
+    return hasattr(sm, "snapshot_stream") and hasattr(sm, "restore_chunks")
 
 
 class GroupNotFound(KeyError):
@@ -174,8 +185,10 @@ class GroupHost:
             # Crash between persisting a received snapshot and restoring the
             # state machine from it: restore now, from the log store's copy.
             lb = self._store.batch()
-            sm.restore(snap.data, snap.metadata.index, lb.wb)
+            spooled: list[str] = []
+            self._restore(sm, snap.data, snap.metadata.index, lb.wb, spooled)
             await self._store.write(lb, sync=True)
+            self._remove_spooled(spooled)
         node = RawNode(
             Config(
                 id=self.node_id,
@@ -512,13 +525,15 @@ class GroupHost:
             self._send_all(g, rd.messages_after_persist)
         apply_lb = self._store.batch()
         results: list[tuple[int, object]] = []
+        spooled: list[str] = []
         for g, rd in batch:
             if rd.snapshot is not None:
-                g.sm.restore(rd.snapshot.data, rd.snapshot.metadata.index, apply_lb.wb)
+                self._restore(g.sm, rd.snapshot.data, rd.snapshot.metadata.index, apply_lb.wb, spooled)
                 self.stats.snapshots_restored += 1
             if rd.committed_entries:
                 self._apply(g, rd.committed_entries, apply_lb.wb, results)
-        await self._store.write(apply_lb, sync=False)
+        await self._store.write(apply_lb, sync=bool(spooled))
+        self._remove_spooled(spooled)
         if self.crash_hook is not None:
             self.crash_hook("after_apply")
         for seq, result in results:
@@ -546,6 +561,45 @@ class GroupHost:
         for g, rd in batch:
             if rd.committed_entries:
                 await self._maybe_snapshot(g)
+
+    @staticmethod
+    def _restore(sm: StateMachine, data: bytes, index: int, wb: Any, spooled: list[str]) -> None:
+        """Install a snapshot's data: inline bytes, or a file the transport
+        spooled it to (read in pieces by a streaming state machine)."""
+        path = spooled_path(data)
+        if path is None:
+            sm.restore(data, index, wb)
+            return
+        with open(path, "rb") as f:
+            if _streams(sm):
+                sm.restore_chunks(iter(lambda: f.read(_SPOOL_READ_BYTES), b""), index, wb)  # type: ignore[attr-defined]
+            else:
+                sm.restore(f.read(), index, wb)
+        spooled.append(path)
+
+    @staticmethod
+    def _remove_spooled(paths: list[str]) -> None:
+        """Spool files of snapshots now installed (and their apply synced)."""
+        for path in paths:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+
+    def _send_streamed_snapshot(self, g: _Group, m: Message) -> bool:
+        """Send a snapshot of a streaming state machine: taken now, at its
+        applied index (everything applied is written between rounds), and
+        read lazily while the transport sends it. The metadata is rewritten
+        to that index, which is >= the one the core chose (the log store
+        keeps no data for such groups), with the term of that entry and the
+        configuration as of it (conf changes are applied in log order)."""
+        index, chunks = g.sm.snapshot_stream()  # type: ignore[attr-defined]
+        r = g.node.raft
+        meta = SnapshotMetadata(index=index, term=r.raft_log.term(index), conf_state=r.trk.conf_state())
+        assert m.snapshot is not None and index >= m.snapshot.metadata.index, (index, m.snapshot)
+        msg = dataclasses.replace(m, snapshot=Snapshot(metadata=meta, data=b""))
+        log.info("group=%d node=%d streaming snapshot index=%d to node=%d", g.group_id, self.node_id, index, m.to)
+        return self._transport.send_snapshot(m.to, g.group_id, msg, data=chunks)
 
     def _on_soft_state(self, g: _Group, rd: Ready) -> None:
         r = g.node.raft
@@ -596,6 +650,9 @@ class GroupHost:
                 flush()
                 cc = decode_conf_change(e.data)
                 cs = g.node.apply_conf_change(cc)
+                on_conf_change = getattr(g.sm, "on_conf_change", None)
+                if on_conf_change is not None:  # optional: e.g. a shard's epoch counts conf changes
+                    on_conf_change(e.index, wb)
                 log.info("group=%d node=%d applied conf change %s %d -> %s", g.group_id, self.node_id, cc.type.name, cc.node_id, cs)
                 if cc.context:
                     node_id, seq, _ = envelope.unwrap(cc.context)
@@ -615,7 +672,7 @@ class GroupHost:
         if applied - first < self.cfg.snapshot_entries:
             return
         cs = g.node.raft.trk.conf_state()
-        data = g.sm.snapshot()
+        data = b"" if _streams(g.sm) else g.sm.snapshot()
         lb = self._store.batch()
         lb.create_snapshot(g.group_id, applied, cs, data)
         compact_to = applied - self.cfg.compaction_margin
@@ -627,7 +684,11 @@ class GroupHost:
 
     def _send_all(self, g: _Group, msgs: tuple[Message, ...]) -> None:
         for m in msgs:
-            if self._transport.send(m.to, g.group_id, m):
+            if m.type == MessageType.SNAP and _streams(g.sm):
+                sent = self._send_streamed_snapshot(g, m)
+            else:
+                sent = self._transport.send(m.to, g.group_id, m)
+            if sent:
                 self.stats.messages_sent += 1
             else:
                 self.stats.messages_dropped += 1

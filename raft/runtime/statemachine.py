@@ -12,6 +12,15 @@ event loop, in log order, one group at a time:
   every replica.
 - `applied_index()` is what it has durably applied (read back at restart);
   the runtime replays the log from there.
+- `on_conf_change(index, wb)`, optional: called after the runtime applied
+  a conf change entry (before `on_applied_index`), to count it in the
+  replicated state (a shard's epoch).
+- `snapshot_stream() -> (index, chunks)` and `restore_chunks(chunks, index,
+  wb)`, optional together: a streaming state machine. The log store then
+  keeps no snapshot data for the group; a snapshot is taken when it is sent
+  (at the applied index, from a consistent view, read lazily by the
+  transport), and a received one, spooled to a file by the transport, is
+  restored from the file in pieces.
 - `snapshot()` returns the state at `applied_index()`; `restore(data, index,
   wb)` replaces the state by a snapshot's.
 """

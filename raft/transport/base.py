@@ -55,6 +55,8 @@ __all__ = [
     "TransportStats",
     "drain_queue",
     "iter_snapshot_pieces",
+    "spool_token",
+    "spooled_path",
 ]
 
 log = logging.getLogger(__name__)
@@ -63,6 +65,24 @@ SnapshotData: TypeAlias = bytes | Iterable[bytes] | AsyncIterable[bytes]
 """A snapshot's data: all of it, or its pieces (of any size) in order. A
 synchronous iterable is read on the event loop: pass an async iterable when
 producing a piece may block (a RocksDB read), so it can use the executor."""
+
+
+SPOOL_TOKEN_PREFIX = b"\xff\x00flotilla-spooled-snapshot:"
+"""A received snapshot whose data a transport spooled to a file (instead of
+holding it in memory) reaches the handler with ``spool_token(path)`` as its
+data; the receiver reads the file (``spooled_path``) and removes it once the
+snapshot is installed."""
+
+
+def spool_token(path: str) -> bytes:
+    return SPOOL_TOKEN_PREFIX + path.encode()
+
+
+def spooled_path(data: bytes) -> str | None:
+    """The spool file a snapshot's data names, or None for inline data."""
+    if data.startswith(SPOOL_TOKEN_PREFIX):
+        return data[len(SPOOL_TOKEN_PREFIX) :].decode()
+    return None
 
 
 class TransportError(RaftError):

@@ -18,12 +18,16 @@ stream or the snapshot and the process carries on.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
+import tempfile
 from collections.abc import Iterable, Sequence
-from typing import cast
+from typing import BinaryIO, cast
 
 from flotillapb import raft_pb2 as pb
 from raft.core.errors import RaftError
+from raft.transport.base import spool_token
 from raft.core.types import (
     LOCAL_MESSAGES,
     ConfState,
@@ -308,9 +312,17 @@ class SnapshotAssembler:
     ``add`` returns True once the last chunk is in; ``result`` then gives
     (from_node, group_id, message) with the full snapshot data."""
 
-    def __init__(self, *, node_id: int, max_bytes: int) -> None:
+    def __init__(self, *, node_id: int, max_bytes: int, spool_dir: str | None = None) -> None:
+        """spool_dir: write the data to a file there as it comes (the result
+        then carries base.spool_token(path) as its data), instead of holding
+        it in memory."""
         self._node_id = node_id
         self._max_bytes = max_bytes
+        self._spool_dir = spool_dir
+        self._spool: BinaryIO | None = None
+        self._spool_path: str | None = None
+        self.delivered = False
+        """Set by the receiver once the result was handed on (its spool file is then not ours)."""
         self._header: Message | None = None
         self._from_node = 0
         self._group_id = 0
@@ -357,13 +369,45 @@ class SnapshotAssembler:
         if self._received > self._max_bytes:
             raise CodecError(f"group={self._group_id} snapshot larger than {self._max_bytes} bytes")
         if chunk.data:
-            self._pieces.append(chunk.data)
+            if self._spool_dir is not None:
+                if self._spool is None:
+                    self._spool = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed in result()/discard()
+                        dir=self._spool_dir, prefix=f"snap-g{self._group_id}-", suffix=".part", delete=False
+                    )
+                self._spool.write(chunk.data)
+            else:
+                self._pieces.append(chunk.data)
         self._done = chunk.last
         return self._done
+
+    def discard(self) -> None:
+        """Drop what was received (an incomplete or refused snapshot)."""
+        self._pieces = []
+        if self._spool is not None:
+            self._spool.close()
+            self._spool_path = self._spool.name
+            self._spool = None
+        if self._spool_path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._spool_path)
+            self._spool_path = None
 
     def result(self) -> tuple[int, int, Message]:
         if not self._done or self._header is None or self._header.snapshot is None:
             raise CodecError("snapshot incomplete")
-        snap = Snapshot(metadata=self._header.snapshot.metadata, data=b"".join(self._pieces))
+        if self._spool_dir is not None:
+            if self._spool is None:  # no data at all: an empty spool file
+                self._spool = tempfile.NamedTemporaryFile(  # noqa: SIM115
+                    dir=self._spool_dir, prefix=f"snap-g{self._group_id}-", suffix=".part", delete=False
+                )
+            f, self._spool = self._spool, None
+            f.flush()
+            os.fsync(f.fileno())
+            f.close()
+            self._spool_path = f.name
+            data = spool_token(f.name)
+        else:
+            data = b"".join(self._pieces)
+        snap = Snapshot(metadata=self._header.snapshot.metadata, data=data)
         self._pieces = []
         return self._from_node, self._group_id, dataclasses.replace(self._header, snapshot=snap)

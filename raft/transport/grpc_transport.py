@@ -23,7 +23,9 @@ logged and ends that stream (INVALID_ARGUMENT); the process carries on.
 Snapshots: send_snapshot() opens RaftTransport.SendSnapshot on a channel of
 its own (its own TCP connection), streams the data in chunks
 (SnapshotChunker, 1 MiB), and reports the outcome; the receiver reassembles
-(SnapshotAssembler) and hands the whole message to on_snapshot.
+(SnapshotAssembler) and hands the whole message to on_snapshot; with
+snapshot_spool_dir set, it writes the data to a file there as it comes and
+hands on a message whose data is base.spool_token(path) (bounded memory).
 
 Every grpc.aio object is created and used on the one event loop.
 """
@@ -118,6 +120,7 @@ class GrpcTransport(QueueingTransport):
         backoff_base_s: float = 0.05,
         backoff_max_s: float = 2.0,
         stop_grace_s: float | None = None,
+        snapshot_spool_dir: str | None = None,
     ) -> None:
         if max_batch_bytes >= max_message_bytes:
             raise ValueError("max_batch_bytes must be below max_message_bytes")
@@ -141,6 +144,8 @@ class GrpcTransport(QueueingTransport):
         self._backoff_base_s = backoff_base_s
         self._backoff_max_s = backoff_max_s
         self._stop_grace_s = stop_grace_s
+        self._snapshot_spool_dir = snapshot_spool_dir
+        """Where received snapshots are spooled (None: reassembled in memory)."""
         self._server: grpc.aio.Server | None = None
         self._address = ""
 
@@ -340,7 +345,20 @@ class RaftTransportServicer(raft_pb2_grpc.RaftTransportServicer):
         context: grpc.aio.ServicerContext[pb.SnapshotChunk, pb.SnapshotAck],
     ) -> pb.SnapshotAck:
         t = self._t
-        asm = SnapshotAssembler(node_id=t.node_id, max_bytes=t._max_snapshot_bytes)
+        asm = SnapshotAssembler(node_id=t.node_id, max_bytes=t._max_snapshot_bytes, spool_dir=t._snapshot_spool_dir)
+        try:
+            return await self._receive_snapshot(asm, request_iterator, context)
+        finally:
+            if not asm.delivered:
+                asm.discard()
+
+    async def _receive_snapshot(
+        self,
+        asm: SnapshotAssembler,
+        request_iterator: AsyncIterator[pb.SnapshotChunk],
+        context: grpc.aio.ServicerContext[pb.SnapshotChunk, pb.SnapshotAck],
+    ) -> pb.SnapshotAck:
+        t = self._t
         try:
             complete = False
             async for chunk in request_iterator:
@@ -370,5 +388,6 @@ class RaftTransportServicer(raft_pb2_grpc.RaftTransportServicer):
         )
         if not t._deliver_snapshot(from_node, group_id, msg):
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"node {t.node_id} is not accepting snapshots")
+        asm.delivered = True  # the spool file, if any, is the handler's now
         return pb.SnapshotAck(node_id=t.node_id, received_bytes=asm.received_bytes)
 
