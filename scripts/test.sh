@@ -21,7 +21,14 @@ venv="$repo_root/.venv"
 # (guarded so that the script still runs where apt-get is absent or the
 # packages are already present).
 install_system_packages() {
-    :
+    # etcdctl for tests/compat/test_etcdctl.py: only when it is missing, apt-get
+    # exists and we are root. Non-fatal: without it those tests skip, saying why.
+    if ! command -v etcdctl >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [[ "$(id -u)" == 0 ]]; then
+        DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends etcd-client >/dev/null 2>&1 \
+            || { apt-get update >/dev/null 2>&1 \
+                 && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends etcd-client >/dev/null 2>&1; } \
+            || echo "scripts/test.sh: could not install etcd-client; the etcdctl compat tests will skip" >&2
+    fi
 }
 install_system_packages
 

@@ -51,6 +51,8 @@ OPTIONAL_MODULES = (
     "placement/state.py",
     "placement/scheduler.py",
     "router/slots.py",
+    "router/merge.py",
+    "router/hlc.py",
 )
 
 

@@ -1,0 +1,182 @@
+"""The router process: `python -m flotilla.router_main --listen 127.0.0.1:2379
+--static-shards 4 --store-peers 1=host:port,2=...,3=...` (or `--placement
+host:port`). Wiring only; the router itself is router/server.py.
+
+With port 0 the bound port is reported on stdout (`ready port=...`) and in
+--ready-file, as the store nodes do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from router.server import RouterConfig, RouterServer
+from router.watch import WatchConfig
+
+log = logging.getLogger(__name__)
+
+
+def parse_peers(text: str) -> dict[int, str]:
+    out: dict[int, str] = {}
+    for item in filter(None, (t.strip() for t in text.split(","))):
+        nid, sep, address = item.partition("=")
+        if not sep or not nid.isdigit() or not address:
+            raise SystemExit(f"flotilla router: --store-peers wants id=host:port,..., got {item!r}")
+        out[int(nid)] = address
+    return out
+
+
+def add_arguments(p: argparse.ArgumentParser, prefix: str = "") -> None:
+    """The router's options. `prefix` (e.g. "router-") lets another command
+    (`flotilla server --router`) add them beside its own --listen etc.;
+    config_from then reads them with the same prefix."""
+
+    def arg(name: str, **kw: object) -> None:
+        p.add_argument(f"--{prefix}{name}", **kw)  # type: ignore[arg-type]
+
+    arg("listen", default="127.0.0.1:2379", help="host:port for etcd clients (port 0: any free port, reported)")
+    arg("ready-file", help='write {"port":..,"pid":..,"router_id":..} here once serving')
+    arg("static-shards", type=int, default=0, help="static map: the stores' --shards N layout")
+    arg("store-peers", default="", help="static map: id=host:port,... of the store nodes")
+    arg("placement", default="", help="follow placement's shard map at host:port (instead of a static map)")
+    arg("slots", type=int, default=1024, help="slots of the cluster (as the stores' --slots)")
+    arg("router-id", type=int, default=0, help="0: random, a new incarnation each start")
+    arg("name", default="flotilla-router", help="member name in MemberList")
+    arg("advertise", default="", help="host:port clients reach this router at (MemberList)")
+    arg(
+        "request-timeout-ms",
+        type=int,
+        default=7000,
+        help="per request, unless the client sets a shorter deadline (etcd: 5 s + 2 election timeouts)",
+    )
+    arg("max-staleness-ms", type=int, default=0, help="default bound for reads without the metadata (0: linearizable)")
+    arg("no-forward-stream", action="store_true", help="unary calls to store nodes instead of batched Forward streams")
+    arg("progress-notify-interval-ms", type=int, default=600_000, help="watch progress_notify interval (etcd: 10 min)")
+    arg("shard-progress-ms", type=int, default=100, help="progress interval asked of shard watch streams")
+
+
+def config_from(args: argparse.Namespace, prefix: str = "") -> RouterConfig:
+    pre = prefix.replace("-", "_")
+
+    def get(name: str) -> Any:
+        return getattr(args, pre + name)
+
+    return RouterConfig(
+        listen=get("listen"),
+        static_shards=get("static_shards"),
+        store_peers=parse_peers(get("store_peers")),
+        placement=get("placement"),
+        slot_count=get("slots"),
+        router_id=get("router_id"),
+        name=get("name"),
+        advertise=get("advertise"),
+        request_timeout_s=get("request_timeout_ms") / 1000,
+        default_staleness_ms=get("max_staleness_ms"),
+        use_forward_stream=not get("no_forward_stream"),
+        watch=WatchConfig(
+            progress_notify_interval_s=get("progress_notify_interval_ms") / 1000,
+            shard_progress_ms=get("shard_progress_ms"),
+        ),
+    )
+
+
+async def serve(args: argparse.Namespace, prefix: str = "") -> None:
+    try:
+        router = RouterServer(config_from(args, prefix))
+    except ValueError as exc:
+        raise SystemExit(f"flotilla router: {exc}") from None
+    port = await router.start()
+    info = {"port": port, "pid": os.getpid(), "router_id": router.router_id}
+    ready_file = getattr(args, prefix.replace("-", "_") + "ready_file")
+    if ready_file:
+        tmp = Path(ready_file + ".tmp")
+        tmp.write_text(json.dumps(info))
+        tmp.replace(ready_file)
+    print(f"ready port={port} pid={os.getpid()} router={router.router_id}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await router.stop()
+
+
+def main(args: argparse.Namespace, prefix: str = "") -> int:
+    asyncio.run(serve(args, prefix))
+    return 0
+
+
+class RouterProcess:
+    """A router in its own OS process, for tests and harnesses: started with
+    port 0, its port read from --ready-file; stop() ends only this pid."""
+
+    def __init__(self, tmp: Path, args: list[str], *, name: str = "router") -> None:
+        self.tmp = tmp
+        self.args = args
+        self.log_path = tmp / f"{name}.log"
+        self._ready = tmp / f"{name}.ready"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.port = 0
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, timeout_s: float = 30) -> int:
+        from flotilla.raftcluster import REPO, wait_until
+
+        self._ready.unlink(missing_ok=True)
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+        with open(self.log_path, "ab") as logf:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "flotilla.router_main", "--listen", "127.0.0.1:0", "--ready-file", str(self._ready), *self.args],
+                stdout=logf,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=str(self.tmp),
+            )
+        proc = self.proc
+
+        def ready() -> dict[str, int] | None:
+            if proc.poll() is not None:
+                raise AssertionError(f"router exited with {proc.returncode}:\n{self.log_tail()}")
+            return json.loads(self._ready.read_text()) if self._ready.exists() else None
+
+        self.port = int(wait_until(ready, timeout=timeout_s, what="router ready")["port"])
+        return self.port
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=15)
+
+    def log_tail(self, lines: int = 40) -> str:
+        p = self.log_path
+        return "\n".join(p.read_text(errors="replace").splitlines()[-lines:]) if p.exists() else ""
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(prog="flotilla-router", description="Flotilla's etcd v3 router")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    add_arguments(parser)
+    ns = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if ns.verbose:
+        logging.getLogger("router").setLevel(logging.DEBUG)
+    sys.exit(main(ns))

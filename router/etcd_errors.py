@@ -1,0 +1,142 @@
+"""The one table from Flotilla's outcomes to what an etcd client sees.
+
+etcd clients match error *messages* (clientv3's rpctypes.Error compares the
+status message), so every row carries exactly the gRPC code and text that
+etcd 3.5 sends, as listed in etcd's api/v3rpc/rpctypes/error.go. Rows that
+etcd has no equivalent for (a cross-shard txn, a write whose outcome is
+unknown, leases without placement) say what happened and what to change,
+with the code an etcd client treats the right way (INVALID_ARGUMENT: do not
+retry; UNAVAILABLE: retry elsewhere or later).
+
+Everything the router answers with an error goes through ``EtcdError`` and
+``abort_with``; nowhere else maps to a gRPC status. Store nodes' KV errors
+arrive typed (store.proto KvError.Code) and map through ``KV_CODES``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import NoReturn
+
+import grpc
+import grpc.aio
+
+from flotillapb import store_pb2 as spb
+
+log = logging.getLogger(__name__)
+
+C = grpc.StatusCode
+
+# name -> (code, message). etcd's rows first, verbatim; then ours.
+ROWS: dict[str, tuple[grpc.StatusCode, str]] = {
+    "empty_key": (C.INVALID_ARGUMENT, "etcdserver: key is not provided"),
+    "key_not_found": (C.INVALID_ARGUMENT, "etcdserver: key not found"),
+    "value_provided": (C.INVALID_ARGUMENT, "etcdserver: value is provided"),
+    "lease_provided": (C.INVALID_ARGUMENT, "etcdserver: lease is provided"),
+    "ttl_zero": (C.INVALID_ARGUMENT, "etcdserver: ttl is 0"),
+    "too_many_ops": (C.INVALID_ARGUMENT, "etcdserver: too many operations in txn request"),
+    "duplicate_key": (C.INVALID_ARGUMENT, "etcdserver: duplicate key given in txn request"),
+    "compacted": (C.OUT_OF_RANGE, "etcdserver: mvcc: required revision has been compacted"),
+    "future_rev": (C.OUT_OF_RANGE, "etcdserver: mvcc: required revision is a future revision"),
+    "no_space": (C.RESOURCE_EXHAUSTED, "etcdserver: mvcc: database space exceeded"),
+    "lease_not_found": (C.NOT_FOUND, "etcdserver: requested lease not found"),
+    "lease_exist": (C.FAILED_PRECONDITION, "etcdserver: lease already exists"),
+    "lease_ttl_too_large": (C.OUT_OF_RANGE, "etcdserver: too large lease TTL"),
+    "member_not_found": (C.NOT_FOUND, "etcdserver: member not found"),
+    "request_too_large": (C.INVALID_ARGUMENT, "etcdserver: request is too large"),
+    "too_many_requests": (C.RESOURCE_EXHAUSTED, "etcdserver: too many requests"),
+    "auth_not_enabled": (C.FAILED_PRECONDITION, "etcdserver: authentication is not enabled"),
+    "no_leader": (C.UNAVAILABLE, "etcdserver: no leader"),
+    "not_leader": (C.FAILED_PRECONDITION, "etcdserver: not leader"),
+    "leader_changed": (C.UNAVAILABLE, "etcdserver: leader changed"),
+    "not_capable": (C.UNAVAILABLE, "etcdserver: not capable"),
+    "stopped": (C.UNAVAILABLE, "etcdserver: server stopped"),
+    "timeout": (C.UNAVAILABLE, "etcdserver: request timed out"),
+    "timeout_leader_fail": (C.UNAVAILABLE, "etcdserver: request timed out, possibly due to previous leader failure"),
+    "timeout_connection_lost": (C.UNAVAILABLE, "etcdserver: request timed out, possibly due to connection lost"),
+    "unhealthy": (C.UNAVAILABLE, "etcdserver: unhealthy cluster"),
+    "corrupt": (C.DATA_LOSS, "etcdserver: corrupt cluster"),
+    # Flotilla's own (etcd has no such case).
+    "outcome_unknown": (
+        C.UNAVAILABLE,
+        "flotilla: the write's outcome is unknown (it may or may not have been applied); "
+        "read the key before retrying",
+    ),
+    "cross_shard_txn": (C.INVALID_ARGUMENT, "flotilla: txn keys span shards"),
+    "lease_unavailable": (
+        C.UNAVAILABLE,
+        "flotilla: leases need the placement service, and this router has none (start it with --placement host:port)",
+    ),
+    "invalid_request": (C.INVALID_ARGUMENT, "flotilla: invalid request"),
+    "unimplemented": (C.UNIMPLEMENTED, "flotilla: not implemented"),
+}
+
+
+class EtcdError(Exception):
+    """A final answer for the client: a gRPC status code and message."""
+
+    def __init__(self, name: str, detail: str = "") -> None:
+        code, message = ROWS[name]
+        # etcd's rows keep etcd's exact text (clients match it); the detail
+        # goes to the router's debug log. Our own rows carry it.
+        if detail and not message.startswith("etcdserver:"):
+            message = f"{message}: {detail}"
+        elif detail:
+            log.debug("%s: %s", message, detail)
+        super().__init__(message)
+        self.name = name
+        self.code = code
+        self.message = message
+        self.detail = detail
+
+    def __repr__(self) -> str:
+        return f"EtcdError({self.code.name}, {self.message!r})"
+
+
+def error(name: str, detail: str = "") -> EtcdError:
+    return EtcdError(name, detail)
+
+
+K = spb.KvError
+_KV_NAMES = {
+    "COMPACTED": "compacted",
+    "FUTURE_REVISION": "future_rev",
+    "KEY_NOT_FOUND": "key_not_found",
+    "DUPLICATE_KEY": "duplicate_key",
+    "TOO_MANY_OPS": "too_many_ops",
+    "REQUEST_TOO_LARGE": "request_too_large",
+    "NO_SPACE": "no_space",
+    "OUTCOME_UNKNOWN": "outcome_unknown",
+    "EMPTY_KEY": "empty_key",
+    "VALUE_PROVIDED": "value_provided",
+    "LEASE_PROVIDED": "lease_provided",
+    "INVALID_REQUEST": "invalid_request",
+    "LEASE_NOT_FOUND": "lease_not_found",
+}
+# By name, so a code store.proto has not grown yet is simply absent.
+KV_CODES: dict[int, str] = {
+    v.number: _KV_NAMES[v.name] for v in K.Code.DESCRIPTOR.values if v.name in _KV_NAMES
+}
+
+
+def from_kv_error(kv: spb.KvError) -> EtcdError:
+    """A store node's typed KV error as etcd's status. The detail of
+    INVALID_REQUEST says what to change; etcd's own rows keep etcd's text."""
+    name = KV_CODES.get(kv.code, "invalid_request")
+    return EtcdError(name, kv.detail if name == "invalid_request" else "")
+
+
+def cross_shard_txn(shard_ids: Iterable[int], keys: Iterable[bytes]) -> EtcdError:
+    shards = ", ".join(str(s) for s in sorted(set(shard_ids)))
+    sample = ", ".join(repr(k.decode("utf-8", "backslashreplace")) for k in list(keys)[:4])
+    return EtcdError(
+        "cross_shard_txn",
+        f"the keys ({sample}) live in shards {shards}, and a txn must stay in one shard; "
+        "put a common hash tag in the keys, e.g. '{user1}/a' and '{user1}/b', so they share a slot",
+    )
+
+
+async def abort_with(context: grpc.aio.ServicerContext, err: EtcdError) -> NoReturn:
+    await context.abort(err.code, err.message)
+    raise AssertionError("unreachable: abort raises")

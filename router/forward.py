@@ -1,0 +1,424 @@
+"""Calls from the router to store nodes, with routing retries.
+
+One gRPC channel per node address. Requests go over one long-lived batched
+``Store.Forward`` stream per node (store.proto: every hop after the client's
+own call is batched), or as unary calls (``use_forward_stream=False``, and
+the fallback when a node answers Forward with UNIMPLEMENTED).
+
+``Forwarder.call`` carries one etcd request to the shard that owns it:
+
+- the replica: the leader for writes and linearizable reads (any replica
+  when the leader is unknown); any replica, in turn, for serializable reads;
+  for bounded-staleness and at-revision reads, one whose last reported
+  closed timestamp is enough, in turn, else the leader (router/slots.py);
+- NotLeader moves the leader in the cache and retries; WrongShard and
+  ShardNotFound refresh the map and retry; EpochNotMatch takes the newer
+  descriptors it carries (or tries another replica when that replica is
+  behind); StaleReadNotReady goes to the leader; ServerBusy backs off. All
+  within the request's deadline;
+- writes carry (router_id, seq) and every retry reuses them. A store keeps
+  only each router id's latest seq, so writes of one router id must be
+  applied in order: the router writes through *lanes*, each its own router
+  id with at most one write in flight (the Raft thesis's client sessions,
+  §6.3). A write whose answer was lost is retried with the same seq; if the
+  deadline passes first, the client gets UNAVAILABLE saying the outcome is
+  unknown;
+- KV errors are final, mapped by router/etcd_errors.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import grpc.aio
+
+from flotillapb import store_pb2 as spb
+from flotillapb import store_pb2_grpc
+from router import hlc as hlcmod
+from router import slots
+from router.cache import RoutingCache, ShardRoute, route_from_pb
+from router.etcd_errors import EtcdError, from_kv_error
+
+log = logging.getLogger(__name__)
+
+MAX_MESSAGE_BYTES = 64 << 20
+BACKOFF_S = 0.05
+
+# kind -> (ShardXRequest class, unary method name)
+KINDS: dict[str, tuple[type, str]] = {
+    "range": (spb.ShardRangeRequest, "Range"),
+    "put": (spb.ShardPutRequest, "Put"),
+    "delete_range": (spb.ShardDeleteRangeRequest, "DeleteRange"),
+    "txn": (spb.ShardTxnRequest, "Txn"),
+    "compact": (spb.ShardCompactRequest, "Compact"),
+}
+WRITES = frozenset({"put", "delete_range", "txn", "compact"})
+
+
+class Channels:
+    """One grpc.aio channel per node address, made on first use."""
+
+    def __init__(self) -> None:
+        self._channels: dict[str, grpc.aio.Channel] = {}
+
+    def channel(self, address: str) -> grpc.aio.Channel:
+        ch = self._channels.get(address)
+        if ch is None:
+            ch = grpc.aio.insecure_channel(
+                address,
+                options=[
+                    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                ],
+            )
+            self._channels[address] = ch
+        return ch
+
+    async def close(self) -> None:
+        chans, self._channels = list(self._channels.values()), {}
+        await asyncio.gather(*(c.close() for c in chans), return_exceptions=True)
+
+
+class StreamBroken(Exception):
+    """The Forward stream ended before answering: the outcome is unknown."""
+
+
+class ForwardStream:
+    """The batched path to one node: requests queued by many callers go out
+    in batches on one stream; answers are matched by id."""
+
+    def __init__(self, stub: store_pb2_grpc.StoreStub) -> None:
+        self._stub = stub
+        self._queue: asyncio.Queue[spb.ForwardRequest] = asyncio.Queue()
+        self._pending: dict[int, asyncio.Future[Any]] = {}
+        self._ids = itertools.count(1)
+        self._task: asyncio.Task[None] | None = None
+        self.unimplemented = False
+
+    async def call(self, kind: str, request: Any, timeout_s: float) -> Any:
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name="forward-stream")
+        rid = next(self._ids)
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[rid] = fut
+        self._queue.put_nowait(spb.ForwardRequest(id=rid, **{kind: request}))
+        try:
+            async with asyncio.timeout(timeout_s):
+                return await fut
+        finally:
+            self._pending.pop(rid, None)
+
+    async def _requests(self) -> AsyncIterator[spb.ForwardRequestBatch]:
+        while True:
+            first = await self._queue.get()
+            batch = [first]
+            while not self._queue.empty() and len(batch) < 256:
+                batch.append(self._queue.get_nowait())
+            yield spb.ForwardRequestBatch(requests=batch)
+
+    async def _run(self) -> None:
+        error: BaseException = StreamBroken("the Forward stream ended")
+        try:
+            async for batch in self._stub.Forward(self._requests()):
+                for r in batch.responses:
+                    fut = self._pending.get(r.id)
+                    which = r.WhichOneof("response")
+                    if fut is not None and not fut.done():
+                        if which is None:
+                            fut.set_exception(StreamBroken("empty Forward answer"))
+                        else:
+                            fut.set_result(getattr(r, which))
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
+                self.unimplemented = True
+            error = StreamBroken(f"the Forward stream broke: {exc.code().name}")
+        finally:
+            # Requests still queued were never sent; those sent have unknown outcomes.
+            while not self._queue.empty():
+                self._queue.get_nowait()
+            for fut in list(self._pending.values()):
+                if not fut.done():
+                    fut.set_exception(error)
+            self._task = None
+
+    def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+
+@dataclass(frozen=True, slots=True)
+class ReadMode:
+    consistency: int = spb.READ_LINEARIZABLE
+    max_staleness_ms: int = 0
+    revision: int = 0  # with READ_AT_REVISION
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    response: Any  # the etcd response message
+    header: spb.ShardResponseHeader
+    node_id: int
+
+
+class _Lanes:
+    """Router ids for writes, each with at most one write in flight."""
+
+    def __init__(self, base: int, max_lanes: int) -> None:
+        self._base = base
+        self._max = max_lanes
+        self._free: list[int] = []
+        self._made = 0
+        self._seq: dict[int, int] = {}
+        self._cond = asyncio.Condition()
+
+    async def acquire(self) -> tuple[int, int]:
+        async with self._cond:
+            while not self._free and self._made >= self._max:
+                await self._cond.wait()
+            if self._free:
+                lane = self._free.pop()
+            else:
+                lane = self._base + self._made
+                self._made += 1
+            seq = self._seq.get(lane, 0) + 1
+            self._seq[lane] = seq
+            return lane, seq
+
+    async def release(self, lane: int) -> None:
+        async with self._cond:
+            self._free.append(lane)
+            self._cond.notify()
+
+
+class Forwarder:
+    def __init__(
+        self,
+        cache: RoutingCache,
+        channels: Channels,
+        *,
+        router_id: int,
+        use_forward_stream: bool = True,
+        max_write_lanes: int = 64,
+        wall_ms: Callable[[], int] | None = None,
+    ) -> None:
+        self.cache = cache
+        self.channels = channels
+        self.router_id = router_id
+        self.hlc = hlcmod.Hlc()
+        self._wall_ms = wall_ms or (lambda: int(time.time() * 1000))
+        self._use_stream = use_forward_stream
+        self._streams: dict[str, ForwardStream] = {}
+        self._turn = itertools.count()
+        # Lane router ids: the incarnation's id in the high bits, the lane in the low 8.
+        self._lanes = _Lanes(router_id << 8, max_write_lanes)
+        self.replica_counts: dict[tuple[int, int], int] = {}  # (shard, node) -> reads served (observability)
+        self.last_revision = 0  # the largest revision any shard answered with
+
+    def now_ms(self) -> int:
+        return self._wall_ms()
+
+    async def close(self) -> None:
+        for s in self._streams.values():
+            s.close()
+        self._streams.clear()
+
+    # -- one attempt -------------------------------------------------------------------
+    async def _send(self, address: str, kind: str, request: Any, timeout_s: float) -> Any:
+        if self._use_stream:
+            stream = self._streams.get(address)
+            if stream is None:
+                stream = self._streams[address] = ForwardStream(store_pb2_grpc.StoreStub(self.channels.channel(address)))
+            if not stream.unimplemented:
+                return await stream.call(kind, request, timeout_s)
+        stub = store_pb2_grpc.StoreStub(self.channels.channel(address))
+        return await getattr(stub, KINDS[kind][1])(request, timeout=timeout_s)
+
+    def _pick(self, route: ShardRoute, kind: str, mode: ReadMode, avoid: set[int]) -> int:
+        candidates = [n for n in route.replicas if n not in avoid] or list(route.replicas)
+        if kind in WRITES or mode.consistency == spb.READ_LINEARIZABLE:
+            if route.leader and route.leader not in avoid:
+                return route.leader
+            return candidates[next(self._turn) % len(candidates)]
+        needed = 0
+        leader = route.leader if route.leader not in avoid else 0
+        if mode.consistency == spb.READ_BOUNDED_STALENESS:
+            needed = hlcmod.from_ms(self.now_ms() - mode.max_staleness_ms)
+        elif mode.consistency == spb.READ_AT_REVISION:
+            needed = mode.revision
+        return slots.choose_replica(candidates, self.cache.closed_ts(route.shard_id), needed, leader, next(self._turn))
+
+    # -- the retry loop ----------------------------------------------------------------
+    async def call(
+        self,
+        kind: str,
+        request: Any,
+        *,
+        route: Callable[[], ShardRoute],
+        deadline: float,
+        mode: ReadMode = ReadMode(),
+    ) -> Answer:
+        """Carry one etcd request to its shard and return the shard's answer.
+        `route` names the shard again on every attempt (the map may change);
+        `deadline` is a loop.time() reading."""
+        if kind not in WRITES:
+            return await self._attempts(kind, request, route, deadline, mode, 0, 0)
+        lane, seq = await self._lanes.acquire()
+        try:
+            return await self._attempts(kind, request, route, deadline, mode, lane, seq)
+        finally:
+            await self._lanes.release(lane)
+
+    async def _attempts(
+        self,
+        kind: str,
+        request: Any,
+        route_fn: Callable[[], ShardRoute],
+        deadline: float,
+        mode: ReadMode,
+        lane: int,
+        seq: int,
+    ) -> Answer:
+        loop = asyncio.get_running_loop()
+        cls = KINDS[kind][0]
+        unknown = False  # a write attempt may have been applied
+        avoid: set[int] = set()
+        last = "no attempt was made"
+        consistency = mode.consistency
+        while True:
+            left = deadline - loop.time()
+            if left <= 0:
+                if unknown:
+                    raise EtcdError("outcome_unknown", last)
+                raise EtcdError("timeout", last) if "leader" not in last else EtcdError("no_leader", last)
+            route = route_fn()
+            node = self._pick(route, kind, ReadMode(consistency, mode.max_staleness_ms, mode.revision), avoid)
+            address = self.cache.address(node)
+            header = route.header()
+            header.hlc = self.hlc.now(self.now_ms())
+            header.deadline_ms = self.now_ms() + int(left * 1000)
+            if seq:
+                header.router_id, header.seq = lane, seq
+            msg = cls(header=header, request=request)
+            if kind == "range":
+                msg.consistency = consistency
+                msg.max_staleness_ms = mode.max_staleness_ms
+            if not address:
+                last = f"no address known for node {node} of shard {route.shard_id}"
+                await self._backoff(deadline, refresh=True)
+                continue
+            try:
+                resp = await self._send(address, kind, msg, left)
+            except (grpc.aio.AioRpcError, StreamBroken, TimeoutError) as exc:
+                code = exc.code().name if isinstance(exc, grpc.aio.AioRpcError) else type(exc).__name__
+                last = f"node {node} ({address}) did not answer: {code}"
+                if kind in WRITES:
+                    sent_surely = isinstance(exc, grpc.aio.AioRpcError) and exc.code() == grpc.StatusCode.UNAVAILABLE
+                    unknown = unknown or not sent_surely
+                log.debug("shard=%d %s: %s (retrying)", route.shard_id, kind, last)
+                avoid.add(node)
+                if len(avoid) >= len(route.replicas):
+                    avoid.clear()
+                    await self._backoff(deadline, refresh=True)
+                continue
+            h = resp.header
+            self.hlc.observe(h.hlc)
+            self.cache.note_closed_ts(route.shard_id, h.node_id or node, h.closed_ts)
+            if not h.HasField("error"):
+                rev = resp.response.header.revision
+                if rev > self.last_revision:
+                    self.last_revision = rev
+                if kind == "range":
+                    key = (route.shard_id, node)
+                    self.replica_counts[key] = self.replica_counts.get(key, 0) + 1
+                return Answer(resp.response, h, node)
+            err = h.error
+            if err.HasField("kv"):
+                if err.kv.code == spb.KvError.FUTURE_REVISION and self._may_catch_up(kind, request, mode):
+                    last = "the shard has not closed the revision yet"
+                    await self._backoff(deadline)
+                    continue
+                raise from_kv_error(err.kv)
+            last = self._on_routing(route, node, err.routing, avoid)
+            log.debug("shard=%d node=%d %s: %s (retrying)", route.shard_id, node, kind, last)
+            which = err.routing.WhichOneof("error")
+            if which == "server_busy" and kind in WRITES and "unknown" in err.routing.server_busy.reason:
+                unknown = True
+            if which in ("wrong_shard", "shard_not_found", "server_busy") or (
+                which == "not_leader" and not err.routing.not_leader.leader_node_id
+            ):
+                await self._backoff(deadline, refresh=which != "server_busy")
+
+    def _may_catch_up(self, kind: str, request: Any, mode: ReadMode) -> bool:
+        """A revision the router has already seen (from any shard) will be
+        closed by every shard shortly (the router's HLC reaches every node
+        with each request): wait for it rather than answer "future"."""
+        if kind == "range":
+            rev = request.revision
+        elif kind == "compact":
+            rev = request.revision
+        else:
+            return False
+        return 0 < rev <= self.hlc.last
+
+    def _on_routing(self, route: ShardRoute, node: int, r: spb.RoutingError, avoid: set[int]) -> str:
+        cache = self.cache
+        which = r.WhichOneof("error")
+        if which == "not_leader":
+            nl = r.not_leader
+            if nl.leader_node_id and nl.leader_node_id != node:
+                cache.set_leader(route.shard_id, nl.leader_node_id, nl.leader_address)
+            else:
+                avoid.add(node)
+                if route.leader == node:
+                    cache.set_leader(route.shard_id, 0)
+                if len(avoid) >= len(route.replicas):
+                    avoid.clear()
+            return f"shard {route.shard_id} has no leader right now"
+        if which == "epoch_not_match":
+            enm = r.epoch_not_match
+            current = (enm.current_epoch.conf_version, enm.current_epoch.slot_version)
+            if (current[1], current[0]) < (route.epoch[1], route.epoch[0]):
+                avoid.add(node)  # that replica is behind
+            else:
+                cache.update(
+                    ShardRoute(route.shard_id, current, tuple((s.start, s.end) for s in enm.current_slots), route.replicas, route.leader)
+                )
+                for d in enm.related:
+                    cache.update(route_from_pb(d))
+            return f"shard {route.shard_id} changed epoch"
+        if which == "stale_read_not_ready":
+            s = r.stale_read_not_ready
+            cache.note_closed_ts(route.shard_id, node, s.closed_ts)
+            if s.leader_node_id:
+                cache.set_leader(route.shard_id, s.leader_node_id)
+            avoid.add(node)
+            return f"replica {node} of shard {route.shard_id} is behind"
+        if which == "shard_not_found":
+            avoid.add(node)
+            return f"node {node} does not host shard {route.shard_id}"
+        if which == "wrong_shard":
+            return f"the router's map is behind for slot {r.wrong_shard.slot}"
+        if which == "server_busy":
+            avoid.add(node)
+            if len(avoid) >= len(route.replicas):
+                avoid.clear()
+            return f"node {node} is busy: {r.server_busy.reason}"
+        return f"unknown routing error from node {node}"
+
+    async def _backoff(self, deadline: float, *, refresh: bool = False) -> None:
+        loop = asyncio.get_running_loop()
+        wait = min(BACKOFF_S, max(0.0, deadline - loop.time()))
+        if refresh:
+            try:
+                async with asyncio.timeout(max(0.001, deadline - loop.time())):
+                    await self.cache.refresh()
+            except TimeoutError:
+                return
+        await asyncio.sleep(wait)

@@ -1,0 +1,151 @@
+"""The router process, embeddable: ``RouterServer`` serves the etcd v3
+services (KV, Watch, Lease, Cluster, Maintenance) on one grpc.aio server.
+
+    server = RouterServer(RouterConfig(listen="127.0.0.1:0", static_shards=4,
+                                       store_peers={1: "127.0.0.1:7001", ...}))
+    port = await server.start()
+    ...
+    await server.stop()
+
+Two map sources (router/cache.py): the static layout of `flotilla server
+--shards N` with `static_shards` and `store_peers`, or placement's WatchMap
+with `placement`. flotilla/router_main.py is the command line around it; a
+playground can start it in its own event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from dataclasses import dataclass, field
+
+import grpc.aio
+
+from flotillapb import placement_pb2_grpc
+from flotillapb.etcd.etcdserverpb import rpc_pb2 as epb
+from flotillapb.etcd.etcdserverpb import rpc_pb2_grpc
+from router.cache import MapSource, PlacementSource, RoutingCache, StaticSource
+from router.cluster import ClusterServicer, RouterMember
+from router.forward import Channels, Forwarder
+from router.kv import MAX_REQUEST_BYTES, Identity, KvRouter, KvServicer
+from router.lease import LeaseServicer, PlacementLeases
+from router.maintenance import MaintenanceServicer
+from router.watch import WatchConfig, WatchServicer
+
+log = logging.getLogger(__name__)
+
+GRPC_OVERHEAD_BYTES = 512 * 1024  # room above etcd's request limit, so we can answer "too large" ourselves
+DEFAULT_CLUSTER_ID = 0xF1077A11A
+
+
+@dataclass
+class RouterConfig:
+    listen: str = "127.0.0.1:0"
+    static_shards: int = 0
+    store_peers: dict[int, str] = field(default_factory=dict)
+    placement: str = ""
+    slot_count: int = 1024
+    router_id: int = 0  # 0: random (a new incarnation each start)
+    name: str = "flotilla-router"
+    cluster_id: int = DEFAULT_CLUSTER_ID
+    request_timeout_s: float = 7.0  # etcd: 5 s + 2 election timeouts
+    default_staleness_ms: int = 0
+    use_forward_stream: bool = True
+    static_poll_interval_s: float = 1.0
+    watch: WatchConfig = field(default_factory=WatchConfig)
+    advertise: str = ""  # host:port clients reach this router at; default: the bound address
+
+
+class RouterServer:
+    def __init__(self, cfg: RouterConfig) -> None:
+        if bool(cfg.static_shards) == bool(cfg.placement):
+            raise ValueError("give exactly one map source: static_shards (with store_peers) or placement")
+        if cfg.static_shards and not cfg.store_peers:
+            raise ValueError("static_shards needs store_peers")
+        self.cfg = cfg
+        self.router_id = cfg.router_id or random.SystemRandom().getrandbits(40) | 1
+        self.cache = RoutingCache(cfg.slot_count)
+        self.channels = Channels()
+        self.forwarder = Forwarder(
+            self.cache, self.channels, router_id=self.router_id, use_forward_stream=cfg.use_forward_stream
+        )
+        self.identity = Identity(cfg.cluster_id, self.router_id)
+        self.source: MapSource
+        placement_stub = None
+        if cfg.placement:
+            address = cfg.placement
+
+            def placement_stub() -> placement_pb2_grpc.PlacementStub:
+                return placement_pb2_grpc.PlacementStub(self.channels.channel(address))
+
+            self.source = PlacementSource(self.cache, cfg.placement, channel_for=self.channels.channel)
+        else:
+            self.source = StaticSource(
+                self.cache,
+                cfg.static_shards,
+                cfg.store_peers,
+                poll_interval_s=cfg.static_poll_interval_s,
+                channel_for=self.channels.channel,
+            )
+        self.cache.source = self.source
+        self.kv = KvRouter(
+            self.forwarder,
+            self.cache,
+            self.identity,
+            default_staleness_ms=cfg.default_staleness_ms,
+            leases=PlacementLeases(placement_stub) if placement_stub is not None else None,
+        )
+        self._placement_stub = placement_stub
+        self.port = 0
+        self._server: grpc.aio.Server | None = None
+        self._source_task: asyncio.Task[None] | None = None
+
+    @property
+    def address(self) -> str:
+        return self.cfg.advertise or f"{self.cfg.listen.rpartition(':')[0]}:{self.port}"
+
+    def members(self) -> list[RouterMember]:
+        url = f"http://{self.address}"
+        return [RouterMember(self.router_id, self.cfg.name, (url,), (url,))]
+
+    def _stamp(self, header: epb.ResponseHeader, revision: int | None = None) -> None:
+        self.kv.stamp(header, revision)
+
+    async def start(self) -> int:
+        cfg = self.cfg
+        server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", MAX_REQUEST_BYTES + GRPC_OVERHEAD_BYTES),
+                ("grpc.max_send_message_length", 64 << 20),
+            ]
+        )
+        rpc_pb2_grpc.add_KVServicer_to_server(KvServicer(self.kv, cfg.request_timeout_s), server)
+        rpc_pb2_grpc.add_WatchServicer_to_server(WatchServicer(self.forwarder, self.cache, cfg.watch, self._stamp), server)
+        rpc_pb2_grpc.add_LeaseServicer_to_server(LeaseServicer(self._placement_stub, self._stamp), server)
+        rpc_pb2_grpc.add_ClusterServicer_to_server(ClusterServicer(self.members, self._stamp), server)
+        rpc_pb2_grpc.add_MaintenanceServicer_to_server(
+            MaintenanceServicer(self.kv, cfg.request_timeout_s, lambda: self.forwarder.last_revision), server
+        )
+        self.port = server.add_insecure_port(cfg.listen)
+        if not self.port:
+            raise OSError(f"router: cannot listen on {cfg.listen}")
+        await server.start()
+        self._server = server
+        self._source_task = asyncio.create_task(self.source.run(), name="router-map-source")
+        log.info("router=%d serving etcd v3 on %s", self.router_id, self.address)
+        return self.port
+
+    async def wait_for_map(self, timeout_s: float = 10.0) -> None:
+        """Until one refresh of the map source has been tried (leaders known)."""
+        async with asyncio.timeout(timeout_s):
+            await self.source.refresh()
+
+    async def stop(self, grace_s: float = 0.5) -> None:
+        if self._server is not None:
+            await self._server.stop(grace_s)
+        if self._source_task is not None:
+            self._source_task.cancel()
+            await asyncio.gather(self._source_task, return_exceptions=True)
+        await self.forwarder.close()
+        await self.channels.close()

@@ -1,0 +1,207 @@
+"""Real `etcdctl` (Debian's etcd-client) against a router over 3 store
+processes: the commands people type, and what they print.
+
+Skips, saying why, when etcdctl is not installed (scripts/test.sh installs
+it when it can). Every subprocess is bounded in time; `etcdctl watch` runs in
+the background and its stdout is read line by line against a deadline.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import queue
+import shutil
+import subprocess
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from flotilla.router_main import RouterProcess
+from flotilla.storecluster import StoreCluster, wait_until
+from router import slots
+
+pytestmark = pytest.mark.integration
+
+ETCDCTL = shutil.which("etcdctl")
+SHARDS = 4
+
+if ETCDCTL is None:
+    pytest.skip(
+        "etcdctl is not installed (Debian: apt-get install etcd-client; scripts/test.sh does it as root)",
+        allow_module_level=True,
+    )
+
+
+class Ctl:
+    def __init__(self, endpoint: str) -> None:
+        self.endpoint = endpoint
+        self.env = {**os.environ, "ETCDCTL_API": "3"}
+
+    def argv(self, *args: str) -> list[str]:
+        assert ETCDCTL is not None
+        return [ETCDCTL, "--endpoints", self.endpoint, "--dial-timeout", "5s", "--command-timeout", "15s", *args]
+
+    def run(self, *args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+        p = subprocess.run(self.argv(*args), input=stdin, capture_output=True, text=True, timeout=30, env=self.env)
+        if check and p.returncode != 0:
+            raise AssertionError(f"etcdctl {' '.join(args)} failed ({p.returncode}): {p.stderr}{p.stdout}")
+        return p
+
+    def out(self, *args: str, stdin: str | None = None) -> list[str]:
+        return self.run(*args, stdin=stdin).stdout.splitlines()
+
+    def json(self, *args: str) -> dict:  # type: ignore[type-arg]
+        return json.loads(self.run(*args, "-w", "json").stdout)
+
+
+class Watcher:
+    """`etcdctl watch ...` in the background; lines read with a deadline."""
+
+    def __init__(self, ctl: Ctl, *args: str) -> None:
+        self.proc = subprocess.Popen(ctl.argv("watch", *args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ctl.env)
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line.rstrip("\n"))
+        self.lines.put(None)
+
+    def read(self, n: int, timeout: float = 20) -> list[str]:
+        out: list[str] = []
+        while len(out) < n:
+            try:
+                line = self.lines.get(timeout=timeout)
+            except queue.Empty:
+                raise AssertionError(f"etcdctl watch printed only {out} within {timeout}s") from None
+            if line is None:
+                raise AssertionError(f"etcdctl watch exited ({self.proc.poll()}) after {out}")
+            out.append(line)
+        return out
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+@pytest.fixture(scope="module")
+def ctl(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ctl]:
+    tmp = tmp_path_factory.mktemp("etcdctl")
+    stores = StoreCluster(tmp, shards=SHARDS, extra_args=["--watch-progress-ms", "200"])
+    router: RouterProcess | None = None
+    try:
+        stores.start()
+        wait_until(stores.all_shards_led, timeout=30, what="a leader for every shard")
+        peers = ",".join(f"{n}={stores.nodes[n].address}" for n in stores.nodes)
+        router = RouterProcess(tmp, ["-v", "--static-shards", str(SHARDS), "--store-peers", peers])
+        router.start()
+        c = Ctl(router.address)
+        wait_until(lambda: c.run("get", "warmup", check=False).returncode == 0, timeout=30, what="etcdctl get through the router")
+        yield c
+    finally:
+        if router is not None:
+            router.stop()
+            print(f"--- router log tail ---\n{router.log_tail(30)}")
+        stores.stop()
+
+
+def _shard(key: str) -> int:
+    slot = slots.slot_of(key.encode(), 1024)
+    return next(i for i, r in enumerate(slots.equal_ranges(SHARDS, 1024)) if slots.contains(r, slot))
+
+
+def _b64(s: str) -> str:
+    return base64.b64encode(s.encode()).decode()
+
+
+def test_put_get_with_options(ctl: Ctl) -> None:
+    keys = [f"app/{i:02d}" for i in range(12)]
+    assert len({_shard(k) for k in keys}) >= 3
+    for i, k in enumerate(keys):
+        assert ctl.out("put", k, f"v{(i * 5) % 12:02d}") == ["OK"]
+    assert ctl.out("get", "app/03") == ["app/03", "v03"]
+    assert ctl.out("get", "app/", "--prefix", "--keys-only") == [x for k in keys for x in (k, "")]
+    assert ctl.out("get", "app/", "--prefix", "--limit", "3") == ["app/00", "v00", "app/01", "v05", "app/02", "v10"]
+    assert ctl.out("get", "app/", "--prefix", "--limit", "2", "--order", "DESCEND", "--keys-only") == ["app/11", "", "app/10", ""]
+    by_value = ctl.out("get", "app/", "--prefix", "--sort-by", "VALUE", "--order", "ASCEND", "--print-value-only")
+    assert by_value == sorted(f"v{(i * 5) % 12:02d}" for i in range(12))
+    if "--count-only" in ctl.run("get", "--help").stdout:  # etcdctl 3.5+; Debian's 3.4 has no such flag
+        assert ctl.json("get", "app/", "--prefix", "--count-only")["count"] == 12
+    assert ctl.out("get", "app/10", "--from-key", "--keys-only")[:4] == ["app/10", "", "app/11", ""]
+    j = ctl.json("get", "app/", "--prefix", "--limit", "2")
+    assert [kv["key"] for kv in j["kvs"]] == [_b64("app/00"), _b64("app/01")] and j["more"] and j["count"] == 12
+    rev = ctl.json("get", "app/05")["kvs"][0]["mod_revision"]
+    ctl.out("put", "app/05", "changed")
+    assert ctl.out("get", "app/05", "--rev", str(rev), "--print-value-only") == ["v01"]
+    assert ctl.out("get", "app/05", "--print-value-only") == ["changed"]
+
+
+def test_del_prefix_and_prev_kv(ctl: Ctl) -> None:
+    for k in ("gone/a", "gone/b", "gone/c", "gone/d"):
+        ctl.out("put", k, "x")
+    assert ctl.out("del", "gone/a", "--prev-kv") == ["1", "gone/a", "x"]
+    assert ctl.out("del", "gone/", "--prefix") == ["3"]
+    assert ctl.out("get", "gone/", "--prefix") == []
+
+
+def test_txn_interactive(ctl: Ctl) -> None:
+    ctl.out("put", "{t1}/flag", "on")
+    script = 'value("{t1}/flag") = "on"\n\nput {t1}/result yes\nget {t1}/flag\n\nput {t1}/result no\n\n'
+    out = ctl.out("txn", stdin=script)
+    assert out[0] == "SUCCESS" and "OK" in out and "{t1}/flag" in out
+    assert ctl.out("get", "{t1}/result", "--print-value-only") == ["yes"]
+    a, b = next((x, y) for x in ("ta", "tb", "tc") for y in ("td", "te", "tf") if _shard(x) != _shard(y))
+    p = ctl.run("txn", stdin=f"\nput {a} 1\nput {b} 2\n\n\n", check=False)
+    assert p.returncode != 0 and "hash tag" in p.stderr and "shards" in p.stderr
+
+
+def test_watch_prefix_rev_prev_kv(ctl: Ctl) -> None:
+    keys = [f"wt/{i}" for i in range(6)]
+    assert len({_shard(k) for k in keys}) >= 2
+    first = ctl.json("put", keys[0], "a")["header"]["revision"]
+    ctl.out("put", keys[1], "a")
+    w = Watcher(ctl, "wt/", "--prefix", "--rev", str(first), "--prev-kv")
+    try:
+        assert w.read(6) == ["PUT", keys[0], "a", "PUT", keys[1], "a"]
+        ctl.out("put", keys[2], "b")
+        ctl.out("put", keys[0], "c")
+        ctl.out("del", keys[1])
+        assert w.read(3) == ["PUT", keys[2], "b"]
+        assert w.read(5) == ["PUT", keys[0], "a", keys[0], "c"]
+        assert w.read(5) == ["DELETE", keys[1], "a", keys[1], ""]
+    finally:
+        w.stop()
+
+
+def test_compaction(ctl: Ctl) -> None:
+    r1 = ctl.json("put", "cp/k", "1")["header"]["revision"]
+    r2 = ctl.json("put", "cp/k", "2")["header"]["revision"]
+    assert ctl.out("compaction", str(r2)) == [f"compacted revision {r2}"]
+    p = ctl.run("get", "cp/k", "--rev", str(r1), check=False)
+    assert p.returncode != 0 and "required revision has been compacted" in p.stderr
+
+
+def test_member_list_and_endpoint_status_health(ctl: Ctl) -> None:
+    members = ctl.out("member", "list")
+    assert len(members) == 1 and f"http://{ctl.endpoint}" in members[0] and "started" in members[0]
+    status = ctl.out("endpoint", "status")
+    assert ctl.endpoint in status[0] and "3.5.13" in status[0]
+    health = ctl.run("endpoint", "health")
+    assert "is healthy" in health.stdout + health.stderr
+
+
+def test_lease_commands_need_placement(ctl: Ctl) -> None:
+    p = ctl.run("lease", "grant", "10", check=False)
+    assert p.returncode != 0 and "placement" in p.stderr
+    pytest.skip("lease commands need the placement service, which this router was not started with")

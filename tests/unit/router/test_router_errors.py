@@ -1,0 +1,111 @@
+"""router/etcd_errors.py: each row is etcd's exact (code, text), as in
+etcd's api/v3rpc/rpctypes/error.go; one test per row."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from flotillapb import store_pb2 as spb
+from router import etcd_errors
+from router.etcd_errors import ROWS, EtcdError, cross_shard_txn, from_kv_error
+
+C = grpc.StatusCode
+
+# Written out again from etcd's rpctypes/error.go (3.5), not from ROWS.
+ETCD = {
+    "empty_key": (C.INVALID_ARGUMENT, "etcdserver: key is not provided"),
+    "key_not_found": (C.INVALID_ARGUMENT, "etcdserver: key not found"),
+    "value_provided": (C.INVALID_ARGUMENT, "etcdserver: value is provided"),
+    "lease_provided": (C.INVALID_ARGUMENT, "etcdserver: lease is provided"),
+    "ttl_zero": (C.INVALID_ARGUMENT, "etcdserver: ttl is 0"),
+    "too_many_ops": (C.INVALID_ARGUMENT, "etcdserver: too many operations in txn request"),
+    "duplicate_key": (C.INVALID_ARGUMENT, "etcdserver: duplicate key given in txn request"),
+    "compacted": (C.OUT_OF_RANGE, "etcdserver: mvcc: required revision has been compacted"),
+    "future_rev": (C.OUT_OF_RANGE, "etcdserver: mvcc: required revision is a future revision"),
+    "no_space": (C.RESOURCE_EXHAUSTED, "etcdserver: mvcc: database space exceeded"),
+    "lease_not_found": (C.NOT_FOUND, "etcdserver: requested lease not found"),
+    "lease_exist": (C.FAILED_PRECONDITION, "etcdserver: lease already exists"),
+    "lease_ttl_too_large": (C.OUT_OF_RANGE, "etcdserver: too large lease TTL"),
+    "member_not_found": (C.NOT_FOUND, "etcdserver: member not found"),
+    "request_too_large": (C.INVALID_ARGUMENT, "etcdserver: request is too large"),
+    "too_many_requests": (C.RESOURCE_EXHAUSTED, "etcdserver: too many requests"),
+    "auth_not_enabled": (C.FAILED_PRECONDITION, "etcdserver: authentication is not enabled"),
+    "no_leader": (C.UNAVAILABLE, "etcdserver: no leader"),
+    "not_leader": (C.FAILED_PRECONDITION, "etcdserver: not leader"),
+    "leader_changed": (C.UNAVAILABLE, "etcdserver: leader changed"),
+    "not_capable": (C.UNAVAILABLE, "etcdserver: not capable"),
+    "stopped": (C.UNAVAILABLE, "etcdserver: server stopped"),
+    "timeout": (C.UNAVAILABLE, "etcdserver: request timed out"),
+    "timeout_leader_fail": (C.UNAVAILABLE, "etcdserver: request timed out, possibly due to previous leader failure"),
+    "timeout_connection_lost": (C.UNAVAILABLE, "etcdserver: request timed out, possibly due to connection lost"),
+    "unhealthy": (C.UNAVAILABLE, "etcdserver: unhealthy cluster"),
+    "corrupt": (C.DATA_LOSS, "etcdserver: corrupt cluster"),
+}
+
+OURS = {
+    "outcome_unknown": C.UNAVAILABLE,
+    "cross_shard_txn": C.INVALID_ARGUMENT,
+    "lease_unavailable": C.UNAVAILABLE,
+    "invalid_request": C.INVALID_ARGUMENT,
+    "unimplemented": C.UNIMPLEMENTED,
+}
+
+
+def test_every_row_is_checked() -> None:
+    assert set(ROWS) == set(ETCD) | set(OURS)
+
+
+@pytest.mark.parametrize("name", sorted(ETCD))
+def test_etcd_row(name: str) -> None:
+    err = EtcdError(name)
+    assert (err.code, err.message) == ETCD[name]
+    assert ROWS[name] == ETCD[name]
+
+
+@pytest.mark.parametrize("name", sorted(OURS))
+def test_flotilla_row(name: str) -> None:
+    code, message = ROWS[name]
+    assert code == OURS[name]
+    assert message.startswith("flotilla: ") and not message.startswith("etcdserver:")
+
+
+K = spb.KvError
+
+
+@pytest.mark.parametrize(
+    ("code", "name"),
+    [
+        (K.COMPACTED, "compacted"),
+        (K.FUTURE_REVISION, "future_rev"),
+        (K.KEY_NOT_FOUND, "key_not_found"),
+        (K.DUPLICATE_KEY, "duplicate_key"),
+        (K.TOO_MANY_OPS, "too_many_ops"),
+        (K.REQUEST_TOO_LARGE, "request_too_large"),
+        (K.NO_SPACE, "no_space"),
+        (K.OUTCOME_UNKNOWN, "outcome_unknown"),
+        (K.EMPTY_KEY, "empty_key"),
+        (K.VALUE_PROVIDED, "value_provided"),
+        (K.LEASE_PROVIDED, "lease_provided"),
+        (K.INVALID_REQUEST, "invalid_request"),
+        *([(K.Code.Value("LEASE_NOT_FOUND"), "lease_not_found")] if "LEASE_NOT_FOUND" in K.Code.keys() else []),
+    ],
+)
+def test_store_kv_codes_map_to_rows(code: int, name: str) -> None:
+    err = from_kv_error(spb.KvError(code=code, detail="from the store"))
+    assert err.name == name and err.code == ROWS[name][0]
+    if name != "invalid_request":
+        assert err.message == ROWS[name][1]  # never the store's detail in etcd's text
+    else:
+        assert err.message.endswith("from the store")
+
+
+def test_every_store_code_is_mapped() -> None:
+    codes = {v.number for v in K.Code.DESCRIPTOR.values if v.number != K.KV_ERROR_UNSPECIFIED}
+    assert codes == set(etcd_errors.KV_CODES)
+
+
+def test_cross_shard_txn_names_shards_and_remedy() -> None:
+    err = cross_shard_txn([3, 1], [b"a", b"b"])
+    assert err.code == C.INVALID_ARGUMENT
+    assert "shards 1, 3" in err.message and "hash tag" in err.message and "'a'" in err.message
