@@ -1,5 +1,5 @@
-"""The placement role: `flotilla server --placement` (until wired there:
-`python -m flotilla.placement_main ...`).
+"""The placement role: `flotilla server --placement` (flotilla/server.py calls
+`add_placement`), or alone: `python -m flotilla.placement_main ...`.
 
 One gRPC server on --listen carries the Raft transport of the placement
 group (group 0) and the Placement service (proto/flotillapb/placement.proto),
@@ -35,7 +35,7 @@ import grpc.aio
 from rocksdict import Rdict
 
 from flotillapb import placement_pb2_grpc
-from placement.deleter import MemoryKeyDeleter
+from placement.deleter import KeyDeleter, MemoryKeyDeleter, StoreKeyDeleter
 from placement.leases import min_lease_ttl_s
 from placement.machine import PlacementMachine
 from placement.server import PLACEMENT_GROUP_ID, PlacementConfig, PlacementServer, PlacementService
@@ -64,12 +64,34 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--election-ticks", type=int, default=10)
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--snapshot-entries", type=int, default=10_000)
+    p.add_argument("--slots", type=int, default=1024, help="slots of the cluster, fixed at its bootstrap")
     add_placement_arguments(p)
 
 
-def add_placement_arguments(p: argparse.ArgumentParser) -> None:
+def add_placement_arguments(p: argparse.ArgumentParser, *, bootstrap_stores: int = 0, key_deleter: str = "memory") -> None:
+    """The --placement-* (and bootstrap, lease key deletion) arguments, with
+    the defaults of the process: `flotilla server` bootstraps on its own
+    once 3 stores registered and deletes lease keys on the stores; this
+    module's process (placement alone, tested with made-up stores)
+    bootstraps by RPC only and records deletions in memory."""
     p.add_argument("--placement-voters", default="", help="node ids of the placement group's initial voters (default: the ids in --peers, else 1,2,3)")
     p.add_argument("--down-after", type=float, default=30.0, help="seconds without a heartbeat before a node is marked down")
+    p.add_argument(
+        "--bootstrap-stores",
+        type=int,
+        default=bootstrap_stores,
+        help="the placement leader creates the cluster (the shard map over --slots) once this many store nodes "
+        "are registered and up; safe on restart (a cluster that exists stays). 0: only the Bootstrap RPC does",
+    )
+    p.add_argument("--initial-shards", type=int, default=4, help="shards of the bootstrapped cluster (0: one per store node)")
+    p.add_argument("--replicas", type=int, default=3, help="replicas of each initial shard (fewer if fewer store nodes)")
+    p.add_argument(
+        "--key-deleter",
+        choices=("store", "memory"),
+        default=key_deleter,
+        help="how the keys of ended leases are deleted: store: on the shard leaders (StoreAdmin.DeleteLeaseKeys); "
+        "memory: only recorded (placement run alone, without store nodes)",
+    )
 
 
 def parse_peers(text: str) -> dict[int, str]:
@@ -103,9 +125,8 @@ async def add_placement(
     `.address` and `.peers` once it listens, and runs `.run()` next to
     `host.run()`. A process with several roles shares one host, DB and server."""
     machine = PlacementMachine(db, PLACEMENT_GROUP_ID)
-    # The real KeyDeleter (deleting through the shard leaders) is not wired yet:
-    # the in-memory twin records what would be deleted.
-    deleter = MemoryKeyDeleter()
+    # Deletes the keys of ended leases through the shard leaders (StoreAdmin.DeleteLeaseKeys).
+    deleter: KeyDeleter = StoreKeyDeleter(lambda: machine.state) if args.key_deleter == "store" else MemoryKeyDeleter()
     node = PlacementServer(
         node_id,
         host,
@@ -117,6 +138,10 @@ async def add_placement(
             down_after_s=args.down_after,
             min_lease_ttl_s=min_lease_ttl_s(args.election_ticks, args.tick_ms),
             duty_interval_s=args.tick_ms / 1000,
+            bootstrap_stores=args.bootstrap_stores,
+            slot_count=args.slots,
+            initial_shards=args.initial_shards,
+            replicas=args.replicas,
         ),
     )
     await host.create_group(PLACEMENT_GROUP_ID, machine, bootstrap=ConfState(voters=voters))

@@ -1,14 +1,28 @@
-"""`flotilla server --store`: a store node process.
+"""`flotilla server --placement --store`: a placement server, a store node, or both.
 
-One gRPC server on --listen carries the Raft transport, the Store service
-and StoreAdmin (proto/flotillapb/store.proto), so the address a peer is
-given through StoreAdmin.SetPeers is also its Store address. Until placement
-exists, the shards are bootstrapped statically: shard i of --shards N (ids 1..N)
-owns the i-th of N equal contiguous slot ranges of --slots, with the nodes
-of --voters as its replicas. Every node of a cluster gets the same --shards,
---slots and --voters.
+One process has one GroupHost (one RocksDB, one Raft transport) and one gRPC
+server on --listen carrying the Raft transport and the services of its
+roles: Placement (placement.proto) for --placement, Store and StoreAdmin
+(store.proto) for --store. The placement group is Raft group 0 on that
+host; shard ids start at 1. A process with both roles is one node id for
+both.
 
-Three by hand, on ports chosen up front:
+A cluster (placement decides): --placement servers name each other with
+--peers (id=host:port, themselves included; the voters of the placement
+group default to those ids). A --store node given --join (placement
+endpoints) registers itself, heartbeats, reports the shards it leads, watches
+the map and hosts the replicas the map assigns it (flotilla/storeagent.py).
+The placement leader bootstraps the shard map (--slots, --initial-shards,
+--replicas) once --bootstrap-stores store nodes are registered and up; a
+cluster that exists is never bootstrapped again (a restart is safe). A
+process with both roles joins its own placement (and its --peers) unless
+--join says otherwise. See README, "A cluster by hand".
+
+Static store clusters (no placement, tests of the store alone): --store
+without --join bootstraps shards 1..N of --shards statically: shard i owns
+the i-th of N equal contiguous slot ranges of --slots, with the nodes of
+--voters as its replicas. Every node gets the same --shards, --slots and
+--voters. Three by hand, on ports chosen up front:
 
     P=1=127.0.0.1:7001,2=127.0.0.1:7002,3=127.0.0.1:7003
     flotilla server --store --node-id 1 --data-dir /tmp/fl/n1 --listen 127.0.0.1:7001 --shards 4 --peers $P &
@@ -34,7 +48,11 @@ from pathlib import Path
 
 import grpc.aio
 
+from flotilla import placement_main
+from flotilla.storeagent import AgentConfig, StoreAgent
 from flotillapb import store_pb2_grpc
+from placement.client import PlacementClient, parse_endpoints
+from placement.server import PLACEMENT_GROUP_ID
 from raft.runtime.clock import SystemClock
 from raft.runtime.host import GroupHost, HostConfig
 from raft.storage.rocks import RocksLogStore, open_db
@@ -50,7 +68,16 @@ MAX_MESSAGE_BYTES = 64 << 20
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--store", action="store_true", help="run the store role (the only role so far)")
+    p.add_argument("--store", action="store_true", help="run the store role")
+    p.add_argument("--placement", action="store_true", help="run the placement role (Raft group 0 of this process)")
+    p.add_argument(
+        "--join",
+        default="",
+        help="host:port,... of placement servers: the store registers there and hosts what the map assigns it "
+        "(default with --placement: this process and its --peers; without, and without --placement: static --shards)",
+    )
+    p.add_argument("--zone", default="", help="the store's zone label (placement spreads a shard's replicas over zones)")
+    p.add_argument("--heartbeat-ms", type=int, default=1000, help="store heartbeat interval to placement")
     p.add_argument("--node-id", type=int, required=True)
     p.add_argument("--data-dir", required=True)
     p.add_argument("--listen", default="127.0.0.1:0", help="host:port (port 0: any free port, reported)")
@@ -72,6 +99,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--snapshot-entries", type=int, default=10_000)
     p.add_argument("--compaction-margin", type=int, default=1_000, help="entries kept behind a snapshot for slow followers")
     p.add_argument("--seed", type=int, default=None)
+    placement_main.add_placement_arguments(p, bootstrap_stores=3, key_deleter="store")
 
 
 def bootstrap_slots(shard_index: int, shards: int, slot_count: int) -> tuple[tuple[int, int], ...]:
@@ -91,10 +119,14 @@ def parse_peers(text: str) -> dict[int, str]:
 
 
 async def serve(args: argparse.Namespace) -> None:
-    if not args.store:
-        raise SystemExit("flotilla server: no role given (only --store exists so far)")
-    if not 0 < args.shards <= args.slots <= MAX_SLOTS:
+    if not (args.store or args.placement):
+        raise SystemExit("flotilla server: give a role: --placement, --store, or both")
+    if not 0 < args.slots <= MAX_SLOTS:
+        raise SystemExit(f"flotilla server: need 0 < --slots <= {MAX_SLOTS}")
+    joining = args.store and (bool(args.join) or args.placement)
+    if args.store and not joining and not 0 < args.shards <= args.slots:
         raise SystemExit(f"flotilla server: need 0 < --shards <= --slots <= {MAX_SLOTS}")
+    peers = parse_peers(args.peers)
     sys.setswitchinterval(0.001)  # let the sync thread get the GIL back quickly (raft/storage/rocks.py)
     data_dir = Path(args.data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -123,28 +155,6 @@ async def serve(args: argparse.Namespace) -> None:
             compaction_margin=args.compaction_margin,
         ),
     )
-    node = StoreNode(
-        args.node_id,
-        host,
-        RocksEngine(db),
-        clock=clock,
-        config=NodeConfig(
-            closed_ts_interval_s=args.closed_ts_ms / 1000,
-            watch_queue_events=args.watch_queue_events,
-            watch_progress_interval_s=args.watch_progress_ms / 1000,
-        ),
-    )
-    voters = tuple(int(v) for v in args.voters.split(",") if v)
-    for i in range(args.shards):
-        await node.add_shard(i + 1, voters=voters, slot_count=args.slots, slot_ranges=bootstrap_slots(i, args.shards, args.slots))
-    split = await node.open_split_shards()  # shards created by splits before a restart
-    if split:
-        log.info("node=%d reopened split shards %s", args.node_id, split)
-    # Every group restored what it needed from its spooled snapshot (create_group):
-    # what is left is from transfers that never completed or were not installed.
-    for stale in spool_dir.iterdir():
-        stale.unlink()
-
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -152,20 +162,77 @@ async def serve(args: argparse.Namespace) -> None:
         ]
     )
     transport.add_to_server(server)
-    store_pb2_grpc.add_StoreServicer_to_server(StoreService(node), server)
-    store_pb2_grpc.add_StoreAdminServicer_to_server(StoreAdminService(node), server)
+
+    pnode = None
+    if args.placement:
+        voters = placement_main.placement_voters(args, peers)
+        pnode = await placement_main.add_placement(
+            host, db, server, node_id=args.node_id, clock=clock, rng=random.Random(rng.getrandbits(64)), voters=voters, args=args
+        )
+    node = None
+    if args.store:
+        node = StoreNode(
+            args.node_id,
+            host,
+            RocksEngine(db),
+            clock=clock,
+            config=NodeConfig(
+                closed_ts_interval_s=args.closed_ts_ms / 1000,
+                watch_queue_events=args.watch_queue_events,
+                watch_progress_interval_s=args.watch_progress_ms / 1000,
+            ),
+        )
+        if joining:
+            # The shards this node hosted before a restart; the map brings the rest.
+            for sid in node.shards_on_disk():
+                if sid != PLACEMENT_GROUP_ID:
+                    await node.host_shard(sid, slot_count=args.slots, slot_ranges=(), bootstrap=False)
+        else:
+            voters_ = tuple(int(v) for v in args.voters.split(",") if v)
+            for i in range(args.shards):
+                await node.add_shard(i + 1, voters=voters_, slot_count=args.slots, slot_ranges=bootstrap_slots(i, args.shards, args.slots))
+        split = await node.open_split_shards()  # shards created by splits before a restart
+        if split:
+            log.info("node=%d reopened split shards %s", args.node_id, split)
+        store_pb2_grpc.add_StoreServicer_to_server(StoreService(node), server)
+        store_pb2_grpc.add_StoreAdminServicer_to_server(StoreAdminService(node), server)
+    # Every group restored what it needed from its spooled snapshot (create_group):
+    # what is left is from transfers that never completed or were not installed.
+    for stale in spool_dir.iterdir():
+        stale.unlink()
+
     port = server.add_insecure_port(args.listen)
     await server.start()
-    node.address = f"{args.listen.rpartition(':')[0]}:{port}"
-    for nid, address in parse_peers(args.peers).items():
-        node.set_peer(nid, address)
+    address = f"{args.listen.rpartition(':')[0]}:{port}"
+    agent = None
+    if pnode is not None:
+        pnode.address = address
+        for nid, peer_address in peers.items():
+            if nid != args.node_id:
+                pnode.peers[nid] = peer_address
+                host.set_peer(nid, peer_address)
+    if node is not None:
+        node.address = address
+        if joining:
+            endpoints = parse_endpoints(args.join) or [address, *(a for nid, a in sorted(peers.items()) if nid != args.node_id)]
+            agent = StoreAgent(
+                node,
+                host,
+                PlacementClient(endpoints),
+                labels=(("zone", args.zone),) if args.zone else (),
+                config=AgentConfig(heartbeat_interval_s=args.heartbeat_ms / 1000),
+            )
+        else:
+            for nid, peer_address in peers.items():
+                node.set_peer(nid, peer_address)
     info = {"port": port, "pid": os.getpid(), "node_id": args.node_id}
     if args.ready_file:
         tmp = Path(args.ready_file + ".tmp")
         tmp.write_text(json.dumps(info))
         tmp.replace(args.ready_file)
     print(f"ready port={port} pid={os.getpid()} node={args.node_id}", flush=True)
-    log.info("node=%d store serving on port %d with %d shards (seed %d)", args.node_id, port, args.shards, seed)
+    roles = "+".join(r for r, on in (("placement", args.placement), ("store", args.store)) if on)
+    log.info("node=%d %s serving on port %d (seed %d)", args.node_id, roles, port, seed)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -175,7 +242,12 @@ async def serve(args: argparse.Namespace) -> None:
     async def run_all() -> None:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(host.run(), name="raft-host")
-            tg.create_task(node.run(), name="store-closed-ts")
+            if pnode is not None:
+                tg.create_task(pnode.run(), name="placement-duties")
+            if node is not None:
+                tg.create_task(node.run(), name="store-closed-ts")
+            if agent is not None:
+                tg.create_task(agent.run(), name="store-agent")
 
     run_task = asyncio.create_task(run_all())
     stop_task = asyncio.create_task(stop.wait())
@@ -188,6 +260,8 @@ async def serve(args: argparse.Namespace) -> None:
         run_task.cancel()
         stop_task.cancel()
         await asyncio.gather(run_task, stop_task, return_exceptions=True)
+        if agent is not None:
+            await agent.client.close()
         store.close()
         db.close()
 

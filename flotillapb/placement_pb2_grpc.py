@@ -149,7 +149,8 @@ class PlacementServicer:
 
     def ReportShard(self, request, context):
         """A shard leader's view of its shard: accepted only if its epoch is newer
-        than the map's (or, at an equal epoch, a leader hint of a newer term).
+        than the map's (or, at an equal epoch, a leader hint of a newer term);
+        a shard not in the map (a split's new shard) if its slots are free.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -20,6 +20,24 @@ READ_SERIALIZABLE: ReadConsistency
 READ_BOUNDED_STALENESS: ReadConsistency
 READ_AT_REVISION: ReadConsistency
 
+class DeleteLeaseKeysRequest(_message.Message):
+    __slots__ = ("shard_id", "lease_id", "keys")
+    SHARD_ID_FIELD_NUMBER: _ClassVar[int]
+    LEASE_ID_FIELD_NUMBER: _ClassVar[int]
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    shard_id: int
+    lease_id: int
+    keys: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, shard_id: _Optional[int] = ..., lease_id: _Optional[int] = ..., keys: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
+class DeleteLeaseKeysResponse(_message.Message):
+    __slots__ = ("header", "deleted")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    DELETED_FIELD_NUMBER: _ClassVar[int]
+    header: ShardResponseHeader
+    deleted: int
+    def __init__(self, header: _Optional[_Union[ShardResponseHeader, _Mapping]] = ..., deleted: _Optional[int] = ...) -> None: ...
+
 class SplitShardRequest(_message.Message):
     __slots__ = ("shard_id", "new_shard_id", "split_slot", "timeout_ms")
     SHARD_ID_FIELD_NUMBER: _ClassVar[int]
@@ -261,6 +279,7 @@ class KvError(_message.Message):
         VALUE_PROVIDED: _ClassVar[KvError.Code]
         LEASE_PROVIDED: _ClassVar[KvError.Code]
         INVALID_REQUEST: _ClassVar[KvError.Code]
+        LEASE_NOT_FOUND: _ClassVar[KvError.Code]
     KV_ERROR_UNSPECIFIED: KvError.Code
     COMPACTED: KvError.Code
     FUTURE_REVISION: KvError.Code
@@ -274,6 +293,7 @@ class KvError(_message.Message):
     VALUE_PROVIDED: KvError.Code
     LEASE_PROVIDED: KvError.Code
     INVALID_REQUEST: KvError.Code
+    LEASE_NOT_FOUND: KvError.Code
     CODE_FIELD_NUMBER: _ClassVar[int]
     DETAIL_FIELD_NUMBER: _ClassVar[int]
     COMPACT_REVISION_FIELD_NUMBER: _ClassVar[int]

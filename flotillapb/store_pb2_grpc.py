@@ -398,6 +398,11 @@ class StoreAdminStub:
                 request_serializer=flotillapb_dot_store__pb2.SplitShardRequest.SerializeToString,
                 response_deserializer=flotillapb_dot_store__pb2.SplitShardResponse.FromString,
                 _registered_method=True)
+        self.DeleteLeaseKeys = channel.unary_unary(
+                '/flotillapb.store.StoreAdmin/DeleteLeaseKeys',
+                request_serializer=flotillapb_dot_store__pb2.DeleteLeaseKeysRequest.SerializeToString,
+                response_deserializer=flotillapb_dot_store__pb2.DeleteLeaseKeysResponse.FromString,
+                _registered_method=True)
 
 
 class StoreAdminServicer:
@@ -433,6 +438,18 @@ class StoreAdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeleteLeaseKeys(self, request, context):
+        """Delete those of `keys` still attached to lease_id (served by the shard's
+        leader, through the shard's log: idempotent; a key rewritten without the
+        lease or under another one stays). Placement calls it for the keys of an
+        ended lease (placement/deleter.py). Errors in header.error: NotLeader,
+        ShardNotFound, WrongShard (a key is not in the shard's slots: placement
+        retries once its map is newer), ServerBusy (outcome unknown: retry).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_StoreAdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -450,6 +467,11 @@ def add_StoreAdminServicer_to_server(servicer, server):
                     servicer.SplitShard,
                     request_deserializer=flotillapb_dot_store__pb2.SplitShardRequest.FromString,
                     response_serializer=flotillapb_dot_store__pb2.SplitShardResponse.SerializeToString,
+            ),
+            'DeleteLeaseKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteLeaseKeys,
+                    request_deserializer=flotillapb_dot_store__pb2.DeleteLeaseKeysRequest.FromString,
+                    response_serializer=flotillapb_dot_store__pb2.DeleteLeaseKeysResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -536,6 +558,33 @@ class StoreAdmin:
             '/flotillapb.store.StoreAdmin/SplitShard',
             flotillapb_dot_store__pb2.SplitShardRequest.SerializeToString,
             flotillapb_dot_store__pb2.SplitShardResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteLeaseKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/flotillapb.store.StoreAdmin/DeleteLeaseKeys',
+            flotillapb_dot_store__pb2.DeleteLeaseKeysRequest.SerializeToString,
+            flotillapb_dot_store__pb2.DeleteLeaseKeysResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -2,7 +2,9 @@
 
 - `placement.state` (pure): the replicated state machine and its commands.
 - `placement.leases` (pure): lease expiry in the leader's memory.
-- `placement.deleter`: the KeyDeleter seam (and its in-memory twin).
+- `placement.deleter`: the KeyDeleter seam, its in-memory twin, and the
+  real one (`StoreKeyDeleter`: DeleteLeaseKeys on the shard leaders).
+- `placement.client`: a grpc.aio client of the placement leader (store nodes use it).
 - `placement.machine`: the state on the runtime's StateMachine seam (RocksDB).
 - `placement.server`: the placement node, its leader duties and gRPC servicer.
 

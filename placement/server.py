@@ -81,6 +81,14 @@ class PlacementConfig:
     """LeaseRevoke waits this long for the keys' deletion, then answers anyway (deletion goes on)."""
     delete_retry_s: float = 1.0
     watch_queue: int = 1024
+    bootstrap_stores: int = 0
+    """Once this many store nodes are registered and up, the leader
+    bootstraps the cluster (Bootstrap is idempotent: a cluster that exists
+    stays as it is). 0: only the Bootstrap RPC does."""
+    slot_count: int = 1024
+    initial_shards: int = 0
+    """Shards of an automatic bootstrap (0: one per up store node)."""
+    replicas: int = 3
 
 
 # ----------------------------------------------------------------- errors
@@ -423,8 +431,21 @@ class PlacementServer:
                 self.node_id, term, self.state.map_version, len(self.state.nodes), len(self.expiry),
             )
         await self._mark_down_nodes()
+        await self._maybe_bootstrap()
         await self._expire_leases()
         await self._delete_ended_lease_keys()
+
+    async def _maybe_bootstrap(self) -> None:
+        n = self.cfg.bootstrap_stores
+        if n <= 0 or self.state.bootstrapped:
+            return
+        up = [x for x in self.state.nodes.values() if x.kind == NodeKind.STORE and x.state == NodeState.UP]
+        if len(up) < n:
+            return
+        try:
+            await self.bootstrap(self.cfg.slot_count, self.cfg.initial_shards, self.cfg.replicas)
+        except (RejectedError, LeaderNotReady) as exc:
+            log.warning("placement node=%d automatic bootstrap failed: %s", self.node_id, exc)
 
     async def _mark_down_nodes(self) -> None:
         assert self._ready_at is not None

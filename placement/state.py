@@ -334,7 +334,14 @@ class PlacementState:
             return ReportOutcome.NOT_BOOTSTRAPPED
         cur = self.shards.get(shard.shard_id)
         if cur is None:
-            return ReportOutcome.UNKNOWN_SHARD
+            # A shard a split created: it enters the map once its slots are
+            # free, i.e. once its parent reported giving them up.
+            if shard.shard_id == 0 or not shard.slots or shard.slots[-1][1] > self.slot_count:
+                return ReportOutcome.UNKNOWN_SHARD
+            for other in self.shards.values():
+                if intersect(other.slots, shard.slots):
+                    return ReportOutcome.SLOT_CONFLICT
+            return ReportOutcome.ACCEPTED
         if shard.epoch.is_newer_than(cur.epoch):
             if shard.slots != cur.slots:
                 for other in self.shards.values():
@@ -351,8 +358,9 @@ class PlacementState:
         cur = self.shards.get(shard.shard_id)
         if outcome != ReportOutcome.ACCEPTED:
             return Applied(ReportResult(outcome, cur))
-        assert cur is not None
-        if shard.epoch == cur.epoch:
+        if cur is None:
+            new = shard  # a split's new shard (judge_report checked its slots are free)
+        elif shard.epoch == cur.epoch:
             new = dataclasses.replace(cur, leader_node_id=shard.leader_node_id, leader_term=shard.leader_term)
         elif shard.leader_term < cur.leader_term:
             new = dataclasses.replace(shard, leader_node_id=cur.leader_node_id, leader_term=cur.leader_term)

@@ -53,6 +53,7 @@ from shard.types import (
     CompareTarget,
     CompactionRequest,
     CompactionResponse,
+    DeleteLeaseKeys,
     DeleteRangeRequest,
     DeleteRangeResponse,
     KeyValue,
@@ -74,6 +75,7 @@ from shard.types import (
 FORMAT_VERSION = 1
 
 K_PUT, K_DELETE, K_TXN, K_COMPACT, K_CLOSED, K_SPLIT, K_ACK, K_RANGE = 1, 2, 3, 4, 5, 6, 5, 7
+K_DELETE_LEASE_KEYS = 8
 
 _HEAD = struct.Struct(">BBQQQQ")
 _B = struct.Struct(">B")
@@ -207,6 +209,11 @@ def _write_request(w: _Writer, r: Request | RequestOp) -> None:
         for lo, hi in r.moved:
             w.u32(lo)
             w.u32(hi)
+    elif isinstance(r, DeleteLeaseKeys):
+        w.i64(r.lease_id)
+        w.u32(len(r.keys))
+        for k in r.keys:
+            w.blob(k)
     else:
         raise TypeError(f"not a shard request: {type(r).__name__}")
 
@@ -225,6 +232,7 @@ _REQUEST_KINDS: tuple[tuple[type, int], ...] = (
     (CompactionRequest, K_COMPACT),
     (ClosedTs, K_CLOSED),
     (Split, K_SPLIT),
+    (DeleteLeaseKeys, K_DELETE_LEASE_KEYS),
     (RangeRequest, K_RANGE),
 )
 
@@ -290,6 +298,9 @@ def _read_request(r: _Reader, kind: int, depth: int = 0) -> Request | RequestOp:
         sid = r.u64()
         moved = tuple((r.u32(), r.u32()) for _ in range(r.count()))
         return Split(sid, moved)
+    if kind == K_DELETE_LEASE_KEYS:
+        lease_id = r.i64()
+        return DeleteLeaseKeys(lease_id, tuple(r.blob() for _ in range(r.count())))
     raise CodecError(f"bad request kind {kind}")
 
 

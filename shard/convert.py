@@ -328,6 +328,7 @@ _KV_CODES: dict[type[se.ShardError], int] = {
     se.EmptyKey: spb.KvError.EMPTY_KEY,
     se.ValueProvided: spb.KvError.VALUE_PROVIDED,
     se.LeaseProvided: spb.KvError.LEASE_PROVIDED,
+    se.LeaseNotFound: spb.KvError.LEASE_NOT_FOUND,
 }
 
 

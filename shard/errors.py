@@ -16,6 +16,7 @@
         InvalidSplit                a split that does not divide the shard's slots
         OutcomeUnknown              a retried command older than its router's latest applied one
                                     (the router answers UNAVAILABLE, never applies it twice)
+        LeaseNotFound               "etcdserver: requested lease not found" (a put names a lease placement does not have)
         InvalidCommand              a log entry that does not decode (a bug upstream; it is
                                     answered, not applied, on every replica alike)
 
@@ -112,6 +113,11 @@ class InvalidCommand(ShardError):
     message = "log entry is not a valid shard command"
 
 
+class LeaseNotFound(ShardError):
+    code = 13
+    message = "etcdserver: requested lease not found"
+
+
 ERRORS_BY_CODE: dict[int, type[ShardError]] = {
     cls.code: cls
     for cls in (
@@ -127,5 +133,6 @@ ERRORS_BY_CODE: dict[int, type[ShardError]] = {
         InvalidSplit,
         OutcomeUnknown,
         InvalidCommand,
+        LeaseNotFound,
     )
 }

@@ -40,6 +40,20 @@ Raft group bootstrapped at index 0 from the conf state recorded in the new
 shard's meta (the parent's at the split entry), so its initial log is the
 same on every replica. At restart, ``open_split_shards`` hosts every shard
 whose meta says a split created it.
+
+Leases (when the node is given a ``LeaseRegistry``, i.e. placement): a write
+that puts a key with a lease first attaches the key to the lease in
+placement (``attach``), and is refused with etcd's "requested lease not
+found" if the lease does not exist; only then is it proposed. So placement
+knows every key that may carry a lease before the key exists, and the keys
+of an ended lease are deleted with ``DeleteLeaseKeys`` ("delete if still
+attached to L", through the shard's log: idempotent, and harmless for keys
+whose put never applied or that were rewritten since). After applying, the
+shard leader reports in the background what changed: detaches (a key
+rewritten without its lease, or deleted), and the attachments again: a
+lease that ended between the check and the apply answers lease_not_found,
+and the leader then deletes the key if it still carries that lease (etcd
+does the check and the put atomically; here the re-report closes the gap).
 """
 
 from __future__ import annotations
@@ -61,7 +75,8 @@ from shard import hlc, slots
 from shard.codec import encode_command
 from shard import keys
 from shard.engine import KvEngine, scan
-from shard.errors import EmptyKey, FutureRevision, InvalidSplit, ShardError, SlotNotOwned
+from shard.errors import EmptyKey, FutureRevision, InvalidSplit, LeaseNotFound, ShardError, SlotNotOwned
+from shard.leasekeys import LeaseChange, LeaseRegistry, LeaseRegistryUnavailable, lease_changes, lease_puts
 from shard.mvcc import in_range
 from shard.statemachine import Applied, ShardStateMachine, validate
 from shard.types import (
@@ -70,7 +85,9 @@ from shard.types import (
     Epoch,
     Command,
     CompactionRequest,
+    DeleteLeaseKeys,
     DeleteRangeRequest,
+    DeleteRangeResponse,
     Event,
     EventType,
     PutRequest,
@@ -87,6 +104,8 @@ log = logging.getLogger(__name__)
 
 
 # --- values ----------------------------------------------------------------------------
+
+
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,11 +336,13 @@ class ShardReplica:
         sm: ShardStateMachine,
         clock_update: Callable[[int], int],
         on_split: Callable[[int, int, int], None] | None = None,
+        on_events: Callable[[int, tuple[Event, ...]], None] | None = None,
     ) -> None:
         self.sm = sm
         self.watchers: set[_Watcher] = set()
         self._clock_update = clock_update
         self._on_split = on_split
+        self._on_events = on_events
 
     @property
     def epoch(self) -> Epoch:
@@ -342,6 +363,8 @@ class ShardReplica:
             if a.events and self.watchers:
                 for w in list(self.watchers):
                     w.offer(a.events)
+            if a.events and self._on_events is not None:
+                self._on_events(self.shard_id, a.events)
             if a.split_to:
                 log.info("shard=%d applied split at index=%d: new shard=%d epoch=%s", self.shard_id, a.index, a.split_to, self.sm.epoch)
                 for w in list(self.watchers):
@@ -433,6 +456,10 @@ class StoreNode:
         self._tg: asyncio.TaskGroup | None = None
         self._splits: asyncio.Queue[tuple[int, int, int]] = asyncio.Queue()
         self._created: dict[int, asyncio.Event] = collections.defaultdict(asyncio.Event)
+        self.leases: LeaseRegistry | None = None
+        """Placement's leases; None: puts with a lease are not checked (static clusters)."""
+        self._lease_reports: list[tuple[int, LeaseChange]] = []
+        self._lease_kick = asyncio.Event()
 
     # -- wiring ----------------------------------------------------------------------
     async def add_shard(
@@ -447,8 +474,18 @@ class StoreNode:
         describe a new shard; one with state on disk keeps its own."""
         if shard_id in self._replicas:
             raise ValueError(f"shard {shard_id} already hosted")
-        sm = ShardStateMachine(self._engine, shard_id, slot_count, slot_ranges, group_conf=self._group_conf(shard_id))
+        sm = ShardStateMachine(self._engine, shard_id, slot_count, slot_ranges, group_conf=self._group_conf(shard_id), other_slots=self._other_slots(shard_id))
         await self._host_replica(sm, ConfState(voters=tuple(voters)))
+
+    def _other_slots(self, shard_id: int) -> Callable[[], slots.SlotRanges]:
+        def other() -> slots.SlotRanges:
+            out: slots.SlotRanges = ()
+            for sid, rep in self._replicas.items():
+                if sid != shard_id:
+                    out = slots.merge(out, rep.sm.slot_ranges)
+            return out
+
+        return other
 
     def _group_conf(self, shard_id: int) -> Callable[[], tuple[Sequence[int], Sequence[int]]]:
         def conf() -> tuple[Sequence[int], Sequence[int]]:
@@ -459,12 +496,125 @@ class StoreNode:
 
     async def _host_replica(self, sm: ShardStateMachine, bootstrap: ConfState) -> None:
         shard_id = sm.shard_id
-        rep = ShardReplica(sm, self.hlc.update, self._queue_split)
+        rep = ShardReplica(sm, self.hlc.update, self._queue_split, self._on_applied_events)
+        await self._host.create_group(shard_id, rep, bootstrap=bootstrap)
+        # Known to the node only once its group exists (the loops ask the host about it).
         self._replicas[shard_id] = rep
         self._timers[shard_id] = _ShardTimers()
-        await self._host.create_group(shard_id, rep, bootstrap=bootstrap)
         self.hlc.update(sm.readable_revision)
         self._created[shard_id].set()
+
+    async def host_shard(
+        self,
+        shard_id: int,
+        *,
+        slot_count: int,
+        slot_ranges: slots.SlotRanges,
+        voters: Sequence[int] = (),
+        learners: Sequence[int] = (),
+        bootstrap: bool,
+    ) -> None:
+        """Host a replica of a shard the map assigns to this node. bootstrap:
+        one of the shard's initial replicas, which all start its group from
+        the same configuration (voters, learners); else a replica joining an
+        existing group, which learns everything from the leader's snapshot."""
+        if shard_id in self._replicas or shard_id in self._host.group_ids():
+            return
+        sm = ShardStateMachine(self._engine, shard_id, slot_count, slot_ranges, group_conf=self._group_conf(shard_id), other_slots=self._other_slots(shard_id))
+        rep = ShardReplica(sm, self.hlc.update, self._queue_split, self._on_applied_events)
+        conf = ConfState(voters=tuple(voters), learners=tuple(learners)) if bootstrap else None
+        await self._host.create_group(shard_id, rep, bootstrap=conf)
+        self._replicas[shard_id] = rep
+        self._timers[shard_id] = _ShardTimers()
+        self.hlc.update(sm.readable_revision)
+        self._created[shard_id].set()
+        log.info(
+            "node=%d hosts shard=%d (%s) epoch=%s slots=%s",
+            self.node_id, shard_id, "bootstrapped" if bootstrap else "from disk or the leader", sm.epoch, sm.slot_ranges,
+        )
+
+    def shards_on_disk(self) -> list[int]:
+        """Shards with a replica's state on this node (slots recorded)."""
+        out = []
+        for k, _ in scan(self._engine, keys.META_PREFIX, keys.META_PREFIX + b"\xff" * 9):
+            shard_id, kind = keys.shard_of_meta_key(k)
+            if kind == keys.MetaKind.SLOTS:
+                out.append(shard_id)
+        return out
+
+    def _on_applied_events(self, shard_id: int, events: tuple[Event, ...]) -> None:
+        if self.leases is None or not self._is_leader(shard_id):
+            return
+        for ch in lease_changes(events):
+            self._lease_reports.append((shard_id, ch))
+        if self._lease_reports:
+            self._lease_kick.set()
+
+    async def _lease_report_loop(self) -> None:
+        """Send the lease changes applied by shards this node leads, in batches."""
+        while True:
+            await self._lease_kick.wait()
+            self._lease_kick.clear()
+            batch, self._lease_reports = self._lease_reports, []
+            if not batch or self.leases is None:
+                continue
+            try:
+                missing = await self.leases.attach([ch for _, ch in batch])
+            except LeaseRegistryUnavailable as exc:
+                log.warning("node=%d lease report of %d changes failed (%s); retrying", self.node_id, len(batch), exc)
+                self._lease_reports[:0] = batch
+                await self._clock.sleep(0.5)
+                self._lease_kick.set()
+                continue
+            doomed: dict[tuple[int, int], list[bytes]] = collections.defaultdict(list)
+            for i in missing:
+                sid, (lease_id, key, _) = batch[i]
+                doomed[(sid, lease_id)].append(key)
+            for (sid, lease_id), ks in doomed.items():
+                try:
+                    await self.delete_lease_keys(sid, lease_id, ks)
+                except (RoutingError, ShardError) as exc:
+                    log.warning("node=%d shard=%d keys of ended lease %x not deleted (%s)", self.node_id, sid, lease_id, exc)
+
+    async def _check_leases(self, request: Request | RequestOp) -> None:
+        """Attach the keys a write puts with a lease, before proposing it;
+        LeaseNotFound if a lease does not exist."""
+        if self.leases is None:
+            return
+        puts = lease_puts(request)
+        if not puts:
+            return
+        try:
+            missing = await self.leases.attach([(lease, key, False) for lease, key in puts])
+        except LeaseRegistryUnavailable as exc:
+            raise ServerBusy(f"cannot check the lease with placement: {exc}", 200) from None
+        if missing:
+            raise LeaseNotFound()
+
+    async def delete_lease_keys(self, shard_id: int, lease_id: int, lease_keys: Sequence[bytes]) -> int:
+        """As the shard's leader, delete those of lease_keys still attached to
+        lease_id (through the shard's log); the number deleted."""
+        rep = self._replicas.get(shard_id)
+        if rep is None:
+            raise ShardNotFound(shard_id)
+        for key in lease_keys:
+            if not rep.sm.owns(key):
+                raise WrongShard(slots.slot_of(key, rep.sm.slot_count))
+        if not self._is_leader(shard_id):
+            raise self._not_leader(shard_id)
+        stamp = self.hlc.now(self._clock.wall_ms())
+        cmd = Command(DeleteLeaseKeys(lease_id, tuple(lease_keys)), stamp=stamp, closed_ts=stamp - 1)
+        try:
+            applied = await self._host.propose(shard_id, encode_command(cmd), timeout_s=self.cfg.propose_timeout_s)
+        except ProposalDropped:
+            raise self._not_leader(shard_id) from None
+        except TimeoutError:
+            raise ServerBusy("the deletion was not applied in time: its outcome is unknown; retry", 100) from None
+        assert isinstance(applied, Applied), applied
+        if isinstance(applied.outcome, ShardError):
+            raise applied.outcome
+        assert isinstance(applied.outcome, DeleteRangeResponse)
+        return applied.outcome.deleted
 
     def _queue_split(self, parent_id: int, index: int, new_shard_id: int) -> None:
         self._splits.put_nowait((parent_id, index, new_shard_id))
@@ -481,7 +631,7 @@ class StoreNode:
         return opened
 
     async def _open_split_shard(self, shard_id: int) -> None:
-        sm = ShardStateMachine(self._engine, shard_id, group_conf=self._group_conf(shard_id))
+        sm = ShardStateMachine(self._engine, shard_id, group_conf=self._group_conf(shard_id), other_slots=self._other_slots(shard_id))
         conf = sm.bootstrap_conf
         if conf is None:
             raise AssertionError(f"shard {shard_id} has no bootstrap group record")
@@ -529,6 +679,7 @@ class StoreNode:
         async with asyncio.TaskGroup() as tg:
             self._tg = tg
             tg.create_task(self._split_loop(), name="store-splits")
+            tg.create_task(self._lease_report_loop(), name="store-lease-reports")
             interval = self.cfg.closed_ts_interval_s
             while True:
                 await self._clock.sleep(interval / 2)
@@ -617,6 +768,7 @@ class StoreNode:
         if not self._is_leader(sid):
             raise self._not_leader(sid)
         timeout_s = self._timeout_s(ctx, self.cfg.propose_timeout_s)
+        await self._check_leases(request)
         stamp = self.hlc.now(self._clock.wall_ms())
         cmd = Command(request, ctx.router_id, ctx.seq, stamp, stamp - 1)
         self._timers[sid].last_closed = self._clock.monotonic()

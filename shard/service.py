@@ -190,6 +190,19 @@ class StoreAdminService(store_pb2_grpc.StoreAdminServicer):
             shards=[convert.shard_status_to_pb(node.shard_info(s), addresses) for s in ids],
         )
 
+    async def DeleteLeaseKeys(  # noqa: N802
+        self, request: spb.DeleteLeaseKeysRequest, context: grpc.aio.ServicerContext
+    ) -> spb.DeleteLeaseKeysResponse:
+        node = self._node
+        sid = request.shard_id
+        h = spb.ShardResponseHeader(node_id=node.node_id, hlc=node.hlc.last, closed_ts=node.closed_ts(sid))
+        try:
+            deleted = await node.delete_lease_keys(sid, request.lease_id, [bytes(k) for k in request.keys])
+        except (RoutingError, ShardError) as exc:
+            h.error.CopyFrom(convert.store_error(exc))
+            return spb.DeleteLeaseKeysResponse(header=h)
+        return spb.DeleteLeaseKeysResponse(header=h, deleted=deleted)
+
     async def SplitShard(self, request: spb.SplitShardRequest, context: grpc.aio.ServicerContext) -> spb.SplitShardResponse:  # noqa: N802
         node = self._node
         sid = request.shard_id

@@ -50,7 +50,9 @@ from shard.types import (
     Command,
     CompactionRequest,
     CompactionResponse,
+    DeleteLeaseKeys,
     DeleteRangeRequest,
+    DeleteRangeResponse,
     Epoch,
     Event,
     PutRequest,
@@ -68,6 +70,7 @@ if TYPE_CHECKING:
 
 Outcome = Union[Response, ShardError]
 GroupConf = Callable[[], tuple[Sequence[int], Sequence[int]]]
+OtherSlots = Callable[[], slots.SlotRanges]
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +96,7 @@ def validate(request: Request | RangeRequest, max_txn_ops: int = DEFAULT_MAX_TXN
     the RequestError etcd would answer."""
     if isinstance(request, (PutRequest, DeleteRangeRequest, TxnRequest, RangeRequest)):
         validate_op(request, max_txn_ops)
-    elif isinstance(request, (CompactionRequest, ClosedTs, Split)):
+    elif isinstance(request, (CompactionRequest, ClosedTs, Split, DeleteLeaseKeys)):
         return
     else:
         raise TypeError(f"not a shard request: {type(request).__name__}")
@@ -144,13 +147,17 @@ class ShardStateMachine:
         slot_ranges: slots.SlotRanges | None = None,
         max_txn_ops: int = DEFAULT_MAX_TXN_OPS,
         group_conf: GroupConf | None = None,
+        other_slots: OtherSlots | None = None,
     ) -> None:
         """Open the shard's state from the engine. slot_count and slot_ranges
         describe a new shard; a shard with state on disk keeps its own.
         group_conf tells the voters and learners of the shard's Raft group as
-        of the entry being applied (what a split's new group starts with)."""
+        of the entry being applied (what a split's new group starts with).
+        other_slots tells the slots the other shards hosted on this node own
+        (a snapshot restore leaves their data alone)."""
         self._engine = engine
         self.group_conf = group_conf
+        self.other_slots = other_slots
         self.shard_id = shard_id
         self.max_txn_ops = max_txn_ops
         self._staged: StagedView | None = None
@@ -335,6 +342,8 @@ class ShardStateMachine:
                 return AckResponse(self._revision), ()
             if isinstance(req, Split):
                 return self._split(req, view), ()
+            if isinstance(req, DeleteLeaseKeys):
+                return self._delete_lease_keys(cmd, req, view)
         except ShardError as err:
             return err, ()
         return InvalidCommand(f"unexpected request {type(req).__name__}"), ()
@@ -361,6 +370,28 @@ class ShardStateMachine:
         if ex.changes:
             self._revision = new_rev
         return resp, tuple(ex.events)
+
+    def _delete_lease_keys(
+        self, cmd: Command, req: DeleteLeaseKeys, view: StagedView
+    ) -> tuple[Outcome, tuple[Event, ...]]:
+        """Delete the owned keys whose live version carries req.lease_id, all
+        at one new revision (none: the revision stays)."""
+        new_rev = hlc.next_revision(self._revision, cmd.stamp, self._closed_ts)
+        if new_rev > hlc.MAX_REVISION:
+            raise InvalidCommand(f"revision {new_rev} overflows int64")
+        ex = Executor(
+            view, self._ranges, self._slot_count, self._revision, new_rev, self.readable_revision, self._compact
+        )
+        deleted = 0
+        for key in dict.fromkeys(req.keys):
+            if not key or not self.owns(key):
+                continue
+            kv = mvcc.live_kv(view, slots.slot_of(key, self._slot_count), key)
+            if kv is not None and kv.lease == req.lease_id:
+                deleted += ex.delete_range(DeleteRangeRequest(key)).deleted
+        if ex.changes:
+            self._revision = new_rev
+        return DeleteRangeResponse(ex.revision, deleted, ()), tuple(ex.events)
 
     def _compact_to(self, req: CompactionRequest, view: StagedView) -> CompactionResponse:
         if req.revision <= self._compact:
@@ -390,17 +421,21 @@ class ShardStateMachine:
         ):
             raise InvalidSplit()
         new = req.new_shard_id
-        view.delete_range(keys.meta_prefix(new), keys.meta_end(new))
-        st = keys.ShardState(0, self._revision, self._compact, self._closed_ts)
-        view.put(keys.state_key(new), keys.encode_state(st))
-        view.put(keys.slots_key(new), keys.encode_slots(self._slot_count, moved))
-        for router_id, (seq, outcome) in sorted(self._dedup.items()):
-            view.put(keys.dedup_key(new, router_id), keys.encode_dedup(seq, outcome))
         self._epoch = Epoch(self._epoch.conf_version, self._epoch.slot_version + 1)
         view.put(keys.epoch_key(self.shard_id), keys.encode_epoch(*self._epoch_tuple()))
-        view.put(keys.epoch_key(new), keys.encode_epoch(*self._epoch_tuple()))
-        voters, learners = self.group_conf() if self.group_conf is not None else ((), ())
-        view.put(keys.group_key(new), keys.encode_group(tuple(voters), tuple(learners)))
+        if view.get(keys.slots_key(new)) is None:
+            st = keys.ShardState(0, self._revision, self._compact, self._closed_ts)
+            view.delete_range(keys.meta_prefix(new), keys.meta_end(new))
+            view.put(keys.state_key(new), keys.encode_state(st))
+            view.put(keys.slots_key(new), keys.encode_slots(self._slot_count, moved))
+            for router_id, (seq, outcome) in sorted(self._dedup.items()):
+                view.put(keys.dedup_key(new, router_id), keys.encode_dedup(seq, outcome))
+            view.put(keys.epoch_key(new), keys.encode_epoch(*self._epoch_tuple()))
+            voters, learners = self.group_conf() if self.group_conf is not None else ((), ())
+            view.put(keys.group_key(new), keys.encode_group(tuple(voters), tuple(learners)))
+        # else: this node already hosts the new shard (created from the map,
+        # from a snapshot of its leader, while this replica lagged): its meta
+        # is its own and newer; only this shard's side of the split applies.
         view.put(keys.child_key(self.shard_id, new), b"\x01")
         self._children = (*self._children, new)
         self._ranges = slots.subtract(self._ranges, moved)
@@ -451,7 +486,7 @@ class ShardStateMachine:
                     raise snap.SnapshotError(f"snapshot of shard {h.shard_id} given to shard {self.shard_id}")
                 if h.applied != index:
                     raise snap.SnapshotError(f"snapshot data at {h.applied} does not match metadata index {index}")
-                snap.clear(batch, self.shard_id, slots.merge(self._ranges, h.ranges))
+                snap.clear(batch, self.shard_id, self._slots_to_clear(h.ranges))
                 cleared = True
             for k, v in records:
                 if k == state_key:
@@ -474,6 +509,17 @@ class ShardStateMachine:
         self._slots_dirty = True
         self._write_state(view)
 
+    def _slots_to_clear(self, incoming: slots.SlotRanges) -> slots.SlotRanges:
+        """What a snapshot restore clears: every slot the snapshot brings,
+        and every slot this replica held that no other shard hosted here
+        holds. (A replica that missed a split, restored from a snapshot of
+        its shard taken after it, must not wipe the slots the split's new
+        shard already holds on this node, having been created from the map.)"""
+        held = self._ranges
+        if self.other_slots is not None:
+            held = slots.subtract(held, slots.normalize(self.other_slots()))
+        return slots.merge(held, incoming)
+
     def _write_ingest_batch(self, batch: WriteBatch) -> None:
         self._engine.write(batch)
         flush = getattr(self._engine, "flush_memtable", None)
@@ -487,7 +533,7 @@ class ShardStateMachine:
         if header.applied != index:
             raise snap.SnapshotError(f"snapshot data at {header.applied} does not match metadata index {index}")
         view = self._stage(wb)
-        snap.clear(view, self.shard_id, slots.merge(self._ranges, header.ranges))
+        snap.clear(view, self.shard_id, self._slots_to_clear(header.ranges))
         snap.ingest(data, view, offset)
         self._slot_count = header.slot_count
         self._ranges = slots.normalize(header.ranges)

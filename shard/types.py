@@ -167,7 +167,19 @@ class Split:
     moved: tuple[tuple[int, int], ...]
 
 
-Request = Union[PutRequest, DeleteRangeRequest, TxnRequest, CompactionRequest, ClosedTs, Split]
+@dataclass(frozen=True, slots=True)
+class DeleteLeaseKeys:
+    """Delete those of `keys` whose live version is attached to lease_id
+    (placement deleting the keys of an ended lease): idempotent, and a key
+    rewritten without the lease, or under another one, stays. Keys outside
+    the shard's slots are left alone. Answered with a DeleteRangeResponse
+    whose `deleted` counts the keys deleted."""
+
+    lease_id: int
+    keys: tuple[bytes, ...]
+
+
+Request = Union[PutRequest, DeleteRangeRequest, TxnRequest, CompactionRequest, ClosedTs, Split, DeleteLeaseKeys]
 
 
 @dataclass(frozen=True, slots=True)

@@ -54,7 +54,7 @@ from raft.core import (
 from raft.runtime import envelope
 from raft.runtime.clock import Clock
 from raft.runtime.statemachine import StateMachine
-from raft.storage.rocks import GroupStorage, RocksLogStore
+from raft.storage.rocks import GroupStorage, RocksLogStore, is_bootstrap_snapshot
 from raft.transport.base import Transport, spooled_path
 
 log = logging.getLogger(__name__)
@@ -73,6 +73,13 @@ def _streams(sm: StateMachine) -> bool:
     ``snapshot_stream`` and ``restore_chunks``): the log store then keeps no
     snapshot data for it, and a snapshot is read from sm when it is sent."""
     return hasattr(sm, "snapshot_stream") and hasattr(sm, "restore_chunks")
+
+
+def _in_conf(m: Message) -> bool:
+    """Whether the snapshot m carries names its recipient in its configuration."""
+    assert m.snapshot is not None
+    cs = m.snapshot.metadata.conf_state
+    return m.to in cs.voters or m.to in cs.learners
 
 
 class GroupNotFound(KeyError):
@@ -165,6 +172,10 @@ class GroupHost:
         self.crash_hook: Callable[[str], None] | None = None
         """Fault-injection seam: called at named persistence boundaries
         ("after_persist", "after_apply"); a test hook may end the process there."""
+        self.on_unknown_group: Callable[[int, int], None] | None = None
+        """Called with (group_id, from_node) when a message arrives for a group
+        not hosted here (the message is dropped; Raft resends): the owner
+        may create the replica (TiKV's "create a peer on a message")."""
         transport.set_handler(self)
 
     # -- groups -----------------------------------------------------------------
@@ -178,10 +189,13 @@ class GroupHost:
         storage = self._store.group(group_id)
         hs, cs = storage.initial_state()
         if bootstrap is not None and hs.is_empty and not cs.voters and not cs.learners and storage.last_index() == 0:
+            # A snapshot at index 1 carrying the configuration (not index-0
+            # metadata): a member added later is then sent a snapshot and
+            # learns every voter (RocksLogStore.bootstrap).
             await self._store.bootstrap(group_id, bootstrap)
             storage = self._store.group(group_id)
         snap = storage.snapshot()
-        if sm.applied_index() < snap.metadata.index:
+        if sm.applied_index() < snap.metadata.index and not is_bootstrap_snapshot(snap):
             # Crash between persisting a received snapshot and restoring the
             # state machine from it: restore now, from the log store's copy.
             lb = self._store.batch()
@@ -354,6 +368,8 @@ class GroupHost:
             g = self._groups.get(group_id)
             if g is None:
                 self.stats.messages_unknown_group += 1
+                if self.on_unknown_group is not None:
+                    self.on_unknown_group(group_id, from_node)
                 continue
             self._step(g, m)
 
@@ -527,7 +543,11 @@ class GroupHost:
         results: list[tuple[int, object]] = []
         spooled: list[str] = []
         for g, rd in batch:
-            if rd.snapshot is not None:
+            if rd.snapshot is not None and is_bootstrap_snapshot(rd.snapshot):
+                # A new member sent the group's bootstrap snapshot: the empty
+                # state (this replica's, being new) at the bootstrap index.
+                g.sm.on_applied_index(rd.snapshot.metadata.index, apply_lb.wb)
+            elif rd.snapshot is not None:
                 self._restore(g.sm, rd.snapshot.data, rd.snapshot.metadata.index, apply_lb.wb, spooled)
                 self.stats.snapshots_restored += 1
             if rd.committed_entries:
@@ -600,6 +620,20 @@ class GroupHost:
         msg = dataclasses.replace(m, snapshot=Snapshot(metadata=meta, data=b""))
         log.info("group=%d node=%d streaming snapshot index=%d to node=%d", g.group_id, self.node_id, index, m.to)
         return self._transport.send_snapshot(m.to, g.group_id, msg, data=chunks)
+
+    def _send_fresh_snapshot(self, g: _Group, m: Message) -> bool:
+        """Send a snapshot taken now, at the state machine's applied index, in
+        place of the log store's one whose configuration predates the
+        recipient (a member added since, e.g. to a group still at its
+        bootstrap snapshot): it would refuse a snapshot that does not name it
+        (etcd leaves taking one to the application)."""
+        index = g.sm.applied_index()
+        r = g.node.raft
+        assert m.snapshot is not None and index >= m.snapshot.metadata.index, (index, m.snapshot)
+        meta = SnapshotMetadata(index=index, term=r.raft_log.term(index), conf_state=r.trk.conf_state())
+        msg = dataclasses.replace(m, snapshot=Snapshot(metadata=meta, data=g.sm.snapshot()))
+        log.info("group=%d node=%d sending fresh snapshot index=%d to new member node=%d", g.group_id, self.node_id, index, m.to)
+        return self._transport.send(m.to, g.group_id, msg)
 
     def _on_soft_state(self, g: _Group, rd: Ready) -> None:
         r = g.node.raft
@@ -686,9 +720,17 @@ class GroupHost:
         for m in msgs:
             if m.type == MessageType.SNAP and _streams(g.sm):
                 sent = self._send_streamed_snapshot(g, m)
+            elif m.type == MessageType.SNAP and not _in_conf(m):
+                sent = self._send_fresh_snapshot(g, m)
             else:
                 sent = self._transport.send(m.to, g.group_id, m)
             if sent:
                 self.stats.messages_sent += 1
             else:
                 self.stats.messages_dropped += 1
+                if m.type == MessageType.SNAP:
+                    # Not sent (peer unknown, or its snapshots in flight at the
+                    # maximum): say so, or the leader waits for that follower's
+                    # snapshot forever; it probes again and resends later.
+                    g.node.report_snapshot(m.to, False)
+                    self._mark(g.group_id)

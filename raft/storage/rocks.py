@@ -73,11 +73,26 @@ from raft.storage import keys
 
 log = logging.getLogger(__name__)
 
+BOOTSTRAP_INDEX = 1
+"""Index of the snapshot a bootstrapped group starts from (see LogBatch.bootstrap)."""
+BOOTSTRAP_TERM = 1
+
+
+def is_bootstrap_snapshot(snapshot: Snapshot) -> bool:
+    """Whether snapshot is the dataless one a group was bootstrapped with: its
+    state machine state is the empty state, there is nothing to restore.
+    (No real snapshot has that index: the first entry a group applies is
+    BOOTSTRAP_INDEX + 1.)"""
+    return snapshot.metadata.index == BOOTSTRAP_INDEX and snapshot.metadata.term == BOOTSTRAP_TERM and not snapshot.data
+
 __all__ = [
+    "BOOTSTRAP_INDEX",
+    "BOOTSTRAP_TERM",
     "FatalStorageError",
     "GroupStorage",
     "LogBatch",
     "RocksLogStore",
+    "is_bootstrap_snapshot",
     "open_db",
 ]
 
@@ -374,11 +389,29 @@ class LogBatch:
         self.must_sync = True
 
     def bootstrap(self, group_id: int, conf_state: ConfState) -> None:
-        """Give a brand-new group its initial configuration (MemoryStorage(conf_state))."""
+        """Give a brand-new group its initial configuration: a snapshot at
+        (BOOTSTRAP_INDEX, BOOTSTRAP_TERM) carrying conf_state and no data (the
+        empty state), the log starting after it, and a hard state at that term
+        and commit. Every initial replica bootstraps exactly so.
+
+        Why not metadata at index 0 (MemoryStorage(conf_state)): a node added
+        later would then be caught up from the log at index 1 and never learn
+        the initial voters (the configuration lives only in the bootstrap
+        metadata), so it could count itself a majority and elect itself. With
+        the log starting at BOOTSTRAP_INDEX + 1, a new member (empty log) is
+        always sent a snapshot, whose metadata carries the whole configuration
+        (TiKV's RAFT_INIT_LOG_INDEX; etcd's rafttest bootstraps at index >= 1)."""
         p = self._claim(group_id)
         if p.last != 0 or p.snapshot.metadata.index != 0 or not p.hard_state.is_empty:
             raise RaftInvariantError(f"group={group_id} bootstrap of a non-empty group")
-        p.snapshot = self._record_snapshot(group_id, SnapshotMetadata(conf_state=conf_state), b"")
+        meta = SnapshotMetadata(index=BOOTSTRAP_INDEX, term=BOOTSTRAP_TERM, conf_state=conf_state)
+        self.wb.delete_range(keys.log_key(group_id, 0), keys.log_end(group_id))
+        self.wb.put(keys.log_key(group_id, meta.index), keys.encode_entry(Entry(meta.term, meta.index)))
+        p.snapshot = self._record_snapshot(group_id, meta, b"")
+        p.offset, p.offset_term, p.last = meta.index, meta.term, meta.index
+        p.tail = []
+        p.drop_log = True
+        self.set_hard_state(group_id, HardState(term=BOOTSTRAP_TERM, vote=0, commit=BOOTSTRAP_INDEX))
         self.must_sync = True
 
     def remove_group(self, group_id: int) -> None:

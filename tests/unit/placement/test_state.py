@@ -220,12 +220,19 @@ def test_report_unknown_shard_conflict_and_not_bootstrapped() -> None:
     empty = PlacementState()
     assert report(empty, Shard(1, ((0, 1),), ())).outcome == ReportOutcome.NOT_BOOTSTRAPPED
     st = cluster(nodes=3, shards=2, slots=16)
-    assert report(st, Shard(9, ((0, 1),), (), Epoch(5, 5))).outcome == ReportOutcome.UNKNOWN_SHARD
+    # a shard not in the map: a split's new shard, accepted once its slots are free
+    assert report(st, Shard(9, ((0, 1),), (), Epoch(5, 5))).outcome == ReportOutcome.SLOT_CONFLICT
+    assert report(st, Shard(0, ((0, 1),), (), Epoch(5, 5))).outcome == ReportOutcome.UNKNOWN_SHARD
+    assert report(st, Shard(9, ((16, 17),), (), Epoch(5, 5))).outcome == ReportOutcome.UNKNOWN_SHARD
     # shard 1 owns [0, 8): claiming [0, 9) overlaps shard 2
     out = report(st, Shard(1, ((0, 9),), st.shards[1].replicas, Epoch(1, 2)))
     assert out.outcome == ReportOutcome.SLOT_CONFLICT and out.current == st.shards[1]
-    # shrinking is accepted (a split's parent reports first)
+    # shrinking is accepted (a split's parent reports first) ...
     assert report(st, Shard(1, ((0, 4),), st.shards[1].replicas, Epoch(1, 2))).outcome == ReportOutcome.ACCEPTED
+    # ... and then the new shard enters the map with the slots its parent gave up
+    v = st.map_version
+    out = report(st, Shard(9, ((4, 8),), st.shards[1].replicas, Epoch(1, 2), leader_node_id=2, leader_term=3))
+    assert out.outcome == ReportOutcome.ACCEPTED and st.shards[9].slots == ((4, 8),) and st.map_version == v + 1
 
 
 # ------------------------------------------------------------------ leases

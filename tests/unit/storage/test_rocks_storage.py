@@ -241,7 +241,7 @@ SCENARIOS: dict[str, list[Op]] = {
     ],
     "create snapshot beyond last is an invariant error": [("append", ents(1, 1)), ("create", 3, CS, b"")],
     "sizes": [("append", ents(1, 1, 1, 1, size=4) + ents(4, 1, 1, size=0) + ents(6, 1, 1, 1, size=9))],
-    "bootstrap": [("bootstrap", ConfState(voters=(1, 2, 3), learners=(4,))), ("append", ents(1, 1, 1))],
+    "bootstrap": [("bootstrap", ConfState(voters=(1, 2, 3), learners=(4,))), ("append", ents(2, 1, 1))],
 }
 
 
@@ -282,8 +282,14 @@ def stage(lb: LogBatch, group_id: int, op: Op) -> None:
 
 
 def memory_for(ops: list[Op]) -> MemoryStorage:
+    """The memory twin; a bootstrap is a snapshot at (1, 1) carrying the
+    conf state, and a hard state at that term and commit (RocksLogStore.bootstrap)."""
     boot = [op[1] for op in ops if op[0] == "bootstrap"]
-    return MemoryStorage(boot[0] if boot else None)
+    ms = MemoryStorage()
+    if boot:
+        ms.apply_snapshot(Snapshot(SnapshotMetadata(1, 1, boot[0])))
+        ms.set_hard_state(HardState(1, 0, 1))
+    return ms
 
 
 @pytest.mark.parametrize("cache", ["all", "tiny", "bytes"])
@@ -596,8 +602,9 @@ async def test_log_management_helpers(opener: Callable[..., Opened]) -> None:
     store = o.store
     store.recover()
     await store.bootstrap(9, CS)
-    assert store.group(9).initial_state() == (HardState(), CS)
-    await store.persist([(9, ready(entries=ents(1, 1, 1, 1, 1, 1)))])
+    assert store.group(9).initial_state() == (HardState(1, 0, 1), CS)
+    assert (store.group(9).first_index(), store.group(9).last_index()) == (2, 1)
+    await store.persist([(9, ready(entries=ents(2, 1, 1, 1, 1, 1)))])
     s = await store.create_snapshot(9, 4, CS, b"state@4")
     assert s == Snapshot(SnapshotMetadata(4, 1, CS), b"state@4") == store.group(9).snapshot()
     await store.compact(9, 4)

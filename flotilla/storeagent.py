@@ -1,0 +1,235 @@
+"""StoreAgent: a store node's side of the conversation with placement
+(`flotilla server --store --join ...`). Wiring between shard/ and placement/.
+
+- registers the node (id, address, labels) until placement answers;
+- heartbeats every `heartbeat_interval_s` (per hosted shard: leader or not,
+  epoch, term; the shard's descriptor when this node leads it), and reports
+  a shard (ReportShard) as soon as this node becomes its leader or its epoch
+  or configuration changes;
+- watches the map (WatchMap, from any placement server; again on error) and
+  hosts every shard the map assigns to this node: one still at its initial
+  epoch (1, 1) is bootstrapped with the map's replicas, exactly as every
+  other initial replica does; any other joins empty and learns its state
+  and configuration from the leader's snapshot;
+- creates a replica on demand when a Raft message arrives for a group it
+  does not host and the map says it should (GroupHost.on_unknown_group);
+- tells the node every store node's address from the map (Raft peers,
+  NotLeader hints);
+- is the node's LeaseRegistry: LeaseAttach on the placement leader.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import grpc.aio
+
+from flotillapb import placement_pb2 as ppb
+from flotillapb import store_pb2 as spb
+from placement.client import PlacementClient, PlacementUnavailable
+from raft.runtime.host import GroupHost
+from shard import convert
+from shard.leasekeys import LeaseChange, LeaseRegistryUnavailable
+from shard.node import StoreNode
+
+log = logging.getLogger(__name__)
+
+_INITIAL_EPOCH = (1, 1)
+
+
+@dataclass(frozen=True, slots=True)
+class AgentConfig:
+    heartbeat_interval_s: float = 1.0
+    report_check_interval_s: float = 0.2
+    retry_s: float = 0.5
+
+
+class PlacementLeases:
+    """The node's LeaseRegistry over placement's LeaseAttach."""
+
+    def __init__(self, client: PlacementClient) -> None:
+        self._client = client
+
+    async def attach(self, changes: Sequence[LeaseChange]) -> tuple[int, ...]:
+        req = ppb.LeaseAttachRequest(changes=[ppb.LeaseKeyChange(lease_id=lid, key=key, detach=det) for lid, key, det in changes])
+        try:
+            resp = await self._client.call("LeaseAttach", req)
+        except (PlacementUnavailable, grpc.aio.AioRpcError) as exc:
+            raise LeaseRegistryUnavailable(str(exc).splitlines()[0]) from None
+        return tuple(resp.lease_not_found)
+
+
+class StoreAgent:
+    def __init__(
+        self,
+        node: StoreNode,
+        host: GroupHost,
+        client: PlacementClient,
+        *,
+        labels: Sequence[tuple[str, str]] = (),
+        config: AgentConfig | None = None,
+    ) -> None:
+        self.node = node
+        self.host = host
+        self.client = client
+        self.labels = tuple(labels)
+        self.cfg = config or AgentConfig()
+        self.slot_count = 0
+        self.map_version = 0
+        self.nodes: dict[int, ppb.NodeInfo] = {}
+        self.shards: dict[int, ppb.ShardInfo] = {}
+        self._wanted: asyncio.Queue[int] = asyncio.Queue()
+        self._queued: set[int] = set()
+        self._reported: dict[int, tuple[object, ...]] = {}
+        self.registered = asyncio.Event()
+        host.on_unknown_group = self._on_unknown_group
+        node.leases = PlacementLeases(client)
+
+    # -- lifecycle ----------------------------------------------------------------------
+    async def run(self) -> None:
+        await self._register()
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._watch_loop(), name="agent-watch-map")
+            tg.create_task(self._create_loop(), name="agent-create-replicas")
+            tg.create_task(self._heartbeat_loop(), name="agent-heartbeat")
+            tg.create_task(self._report_loop(), name="agent-report")
+
+    async def _register(self) -> None:
+        req = ppb.RegisterNodeRequest(
+            node_id=self.node.node_id,
+            kind=ppb.STORE,
+            address=self.node.address,
+            labels=[ppb.Label(key=k, value=v) for k, v in sorted(self.labels)],
+        )
+        while True:
+            try:
+                await self.client.call("RegisterNode", req)
+            except (PlacementUnavailable, grpc.aio.AioRpcError) as exc:
+                log.warning("node=%d registering with placement failed (%s); retrying", self.node.node_id, _short(exc))
+                await asyncio.sleep(self.cfg.retry_s)
+                continue
+            log.info("node=%d registered with placement at %s", self.node.node_id, self.node.address)
+            self.registered.set()
+            return
+
+    # -- the map ---------------------------------------------------------------------------
+    async def _watch_loop(self) -> None:
+        while True:
+            try:
+                async for resp in self.client.watch_map():
+                    self._on_map(resp)
+            except grpc.aio.AioRpcError as exc:
+                log.debug("node=%d map watch ended (%s); watching again", self.node.node_id, _short(exc))
+            await asyncio.sleep(self.cfg.retry_s)
+
+    def _on_map(self, resp: ppb.WatchMapResponse) -> None:
+        if resp.HasField("full"):
+            full = resp.full
+            self.slot_count = full.slot_count
+            self.nodes = {n.node_id: n for n in full.nodes}
+            self.shards = {s.descriptor.shard_id: s for s in full.shards}
+        else:
+            for n in resp.nodes:
+                self.nodes[n.node_id] = n
+            for s in resp.shards:
+                self.shards[s.descriptor.shard_id] = s
+            for sid in resp.removed_shards:
+                self.shards.pop(sid, None)
+        self.map_version = max(self.map_version, resp.map_version)
+        for nid, n in self.nodes.items():
+            if n.kind == ppb.STORE and n.address and nid != self.node.node_id and self.node.address_of(nid) != n.address:
+                self.node.set_peer(nid, n.address)
+        hosted = set(self.node.shard_ids())
+        for sid, s in self.shards.items():
+            if sid not in hosted and self._assigned(s):
+                self._want(sid)
+
+    def _assigned(self, s: ppb.ShardInfo) -> bool:
+        return any(r.node_id == self.node.node_id for r in s.descriptor.replicas)
+
+    def _want(self, shard_id: int) -> None:
+        if shard_id not in self._queued:
+            self._queued.add(shard_id)
+            self._wanted.put_nowait(shard_id)
+
+    def _on_unknown_group(self, group_id: int, from_node: int) -> None:
+        s = self.shards.get(group_id)
+        if s is not None and self._assigned(s) and group_id not in self.node.shard_ids():
+            self._want(group_id)
+
+    async def _create_loop(self) -> None:
+        while True:
+            sid = await self._wanted.get()
+            self._queued.discard(sid)
+            s = self.shards.get(sid)
+            if s is None or not self._assigned(s) or sid in self.node.shard_ids() or not self.slot_count:
+                continue
+            d = s.descriptor
+            epoch = (d.epoch.conf_version, d.epoch.slot_version)
+            await self.node.host_shard(
+                sid,
+                slot_count=self.slot_count,
+                slot_ranges=tuple((r.start, r.end) for r in d.slots),
+                voters=[r.node_id for r in d.replicas if not r.learner],
+                learners=[r.node_id for r in d.replicas if r.learner],
+                bootstrap=epoch == _INITIAL_EPOCH,
+            )
+
+    # -- heartbeats and reports --------------------------------------------------------------
+    def _descriptor(self, shard_id: int) -> tuple[spb.ShardDescriptor, int, bool]:
+        info = self.node.shard_info(shard_id)
+        addresses = {n: self.node.address_of(n) for n in (*info.voters, *info.learners)}
+        return convert.descriptor_to_pb(info, addresses), info.term, info.is_leader
+
+    def _stats(self) -> list[ppb.ShardStats]:
+        out = []
+        for sid in self.node.shard_ids():
+            desc, term, leader = self._descriptor(sid)
+            st = ppb.ShardStats(shard_id=sid, is_leader=leader, epoch=desc.epoch, term=term)
+            if leader:
+                st.descriptor.CopyFrom(desc)
+            out.append(st)
+        return out
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            req = ppb.StoreHeartbeatRequest(node_id=self.node.node_id, shards=self._stats())
+            try:
+                await self.client.call("StoreHeartbeat", req)
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() == grpc.StatusCode.NOT_FOUND:
+                    await self._register()  # placement does not know this node (yet): register again
+                else:
+                    log.debug("node=%d heartbeat refused (%s)", self.node.node_id, _short(exc))
+            except PlacementUnavailable as exc:
+                log.debug("node=%d heartbeat failed (%s)", self.node.node_id, _short(exc))
+            await asyncio.sleep(self.cfg.heartbeat_interval_s)
+
+    async def _report_loop(self) -> None:
+        """Report a shard as soon as this node leads it with a new term, epoch or configuration."""
+        while True:
+            await asyncio.sleep(self.cfg.report_check_interval_s)
+            for sid in self.node.shard_ids():
+                desc, term, leader = self._descriptor(sid)
+                if not leader:
+                    self._reported.pop(sid, None)
+                    continue
+                sig = (term, desc.epoch.conf_version, desc.epoch.slot_version, tuple((r.node_id, r.learner) for r in desc.replicas))
+                if self._reported.get(sid) == sig:
+                    continue
+                try:
+                    resp = await self.client.call("ReportShard", ppb.ReportShardRequest(descriptor=desc, term=term))
+                except (PlacementUnavailable, grpc.aio.AioRpcError) as exc:
+                    log.debug("node=%d report of shard %d failed (%s)", self.node.node_id, sid, _short(exc))
+                    continue
+                if resp.outcome in (ppb.ReportShardResponse.ACCEPTED, ppb.ReportShardResponse.STALE):
+                    self._reported[sid] = sig
+
+
+def _short(exc: BaseException) -> str:
+    if isinstance(exc, grpc.aio.AioRpcError):
+        return f"{exc.code().name}: {exc.details()}"
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__

@@ -1,0 +1,110 @@
+"""A client of the placement servers (grpc.aio), for store nodes and for
+placement's own key deleter's peers: calls go to the placement leader.
+
+It keeps the endpoints it was given (any placement server), tries the one it
+last found leading first, follows the `placement-leader` trailing metadata a
+follower answers with, and moves on to the next endpoint when one is down or
+not ready. Errors other than "not here, not now" (UNAVAILABLE,
+DEADLINE_EXCEEDED) are raised to the caller as they came; when no endpoint
+answered, `PlacementUnavailable`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import grpc
+import grpc.aio
+
+from flotillapb import placement_pb2 as ppb
+from flotillapb import placement_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+LEADER_METADATA_KEY = "placement-leader"
+_RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+
+
+class PlacementUnavailable(Exception):
+    """No placement server answered (or none led) within the attempts."""
+
+
+def parse_endpoints(text: str) -> list[str]:
+    """`host:port,host:port` -> ["host:port", ...] (ids, as `1=host:port`, are allowed and ignored)."""
+    out = []
+    for item in filter(None, (t.strip() for t in text.split(","))):
+        out.append(item.partition("=")[2] if "=" in item else item)
+    return out
+
+
+class PlacementClient:
+    def __init__(self, endpoints: Sequence[str], *, timeout_s: float = 3.0, rounds: int = 3, backoff_s: float = 0.2) -> None:
+        if not endpoints:
+            raise ValueError("placement client needs at least one endpoint")
+        self._endpoints = list(dict.fromkeys(endpoints))
+        self._timeout_s = timeout_s
+        self._rounds = rounds
+        self._backoff_s = backoff_s
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._watch_turn = 0
+
+    @property
+    def endpoints(self) -> list[str]:
+        return list(self._endpoints)
+
+    def stub(self, address: str) -> placement_pb2_grpc.PlacementStub:
+        ch = self._channels.get(address)
+        if ch is None:
+            ch = self._channels[address] = grpc.aio.insecure_channel(address)
+        return placement_pb2_grpc.PlacementStub(ch)
+
+    def _prefer(self, address: str) -> None:
+        if address in self._endpoints:
+            self._endpoints.remove(address)
+        self._endpoints.insert(0, address)
+
+    async def call(self, method: str, request: Any, *, timeout_s: float | None = None) -> Any:
+        """Call Placement.<method> on the leader; the response."""
+        last: BaseException | None = None
+        for rnd in range(self._rounds):
+            tried: set[str] = set()
+            while True:
+                address = next((a for a in self._endpoints if a not in tried), None)
+                if address is None:
+                    break
+                tried.add(address)
+                try:
+                    resp = await getattr(self.stub(address), method)(request, timeout=timeout_s or self._timeout_s)
+                except grpc.aio.AioRpcError as exc:
+                    if exc.code() not in _RETRYABLE:
+                        raise
+                    last = exc
+                    hint = dict(exc.trailing_metadata() or ()).get(LEADER_METADATA_KEY)
+                    if isinstance(hint, str) and hint and hint not in tried:
+                        self._prefer(hint)
+                    elif address == self._endpoints[0] and len(self._endpoints) > 1:
+                        self._endpoints.append(self._endpoints.pop(0))  # try it last next time
+                    continue
+                self._prefer(address)
+                return resp
+            if rnd + 1 < self._rounds:
+                await asyncio.sleep(self._backoff_s * (rnd + 1))
+        why = f"{last.code().name}: {last.details()}" if isinstance(last, grpc.aio.AioRpcError) else "no endpoint tried"
+        raise PlacementUnavailable(f"no placement leader answered {method} ({why})")
+
+    async def watch_map(self) -> AsyncIterator[ppb.WatchMapResponse]:
+        """The map watch stream of one placement server (any serves it); the
+        caller watches again on error."""
+        address = self._endpoints[self._watch_turn % len(self._endpoints)]
+        self._watch_turn += 1  # the next watch goes elsewhere
+        call = self.stub(address).WatchMap(ppb.WatchMapRequest())
+        async for resp in call:
+            yield resp
+
+    async def close(self) -> None:
+        channels, self._channels = self._channels, {}
+        for ch in channels.values():
+            await ch.close()
