@@ -81,11 +81,11 @@ class Raft:
         self.step_down_on_removal = config.step_down_on_removal
 
         self.term = 0
-        self.vote = NONE
-        self.leader_id = NONE
+        self.vote: int = NONE
+        self.leader_id: int = NONE
         self.role = StateRole.FOLLOWER
         self.is_learner = False
-        self.lead_transferee = NONE
+        self.lead_transferee: int = NONE
         self.pending_conf_index = 0
         self.uncommitted_size = 0
         self.election_elapsed = 0
@@ -561,9 +561,9 @@ class Raft:
             if not self.trk.quorum_active():
                 self.logger.warning("%d stepped down to follower since quorum is not active", self.id)
                 self._become_follower(self.term, NONE)
-            for nid, pr in self.trk.progress.items():
+            for nid, peer in self.trk.progress.items():
                 if nid != self.id:
-                    pr.recent_active = False
+                    peer.recent_active = False
             return
         if t == MT.PROP:
             self._leader_propose(m)
