@@ -136,6 +136,12 @@ class StoreCluster:
                 assert n.admin is not None
                 n.admin.SetPeers(spb.SetPeersRequest(peers=peers), timeout=10)
 
+    def kill_signal(self, nid: int, sig: int) -> None:
+        """Send a signal without waiting for an exit (SIGSTOP/SIGCONT pauses)."""
+        n = self.nodes[nid]
+        assert n.proc is not None
+        n.proc.send_signal(sig)
+
     def kill(self, nid: int, sig: int = signal.SIGKILL) -> None:
         n = self.nodes[nid]
         assert n.proc is not None

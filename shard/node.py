@@ -845,8 +845,13 @@ class StoreNode:
         elif consistency == Consistency.BOUNDED_STALENESS:
             now = self.hlc.now(self._clock.wall_ms())
             needed = max(0, now - (max_staleness_ms << hlc.LOGICAL_BITS))
-            if sm.closed_ts < needed and not self._is_leader(sid):
-                raise StaleReadNotReady(sm.closed_ts, needed, self._host.leader_of(sid))
+            if sm.closed_ts < needed:
+                if not self._is_leader(sid):
+                    raise StaleReadNotReady(sm.closed_ts, needed, self._host.leader_of(sid))
+                # The leader is the fallback, but a deposed leader may not know
+                # it yet: a ReadIndex proves its state is current, which meets
+                # any staleness bound.
+                await self._read_index(ctx)
         elif consistency == Consistency.AT_REVISION:
             if request.revision > sm.readable_revision:
                 if not self._is_leader(sid):

@@ -51,6 +51,39 @@ def _follower(c: StoreCluster, shard_id: int) -> int:
     return next(n for n in c.live() if n != leader)
 
 
+
+def test_bounded_staleness_on_a_cut_off_leader_is_not_served_stale(cluster: StoreCluster) -> None:
+    """The leader is where bounded-staleness reads fall back to; a leader
+    that lost its followers (it may be deposed and not know it yet) must
+    prove its state current (ReadIndex) rather than answer from it."""
+    import signal
+    import time
+
+    c = cluster
+    key = c.key_in(2)
+    c.put(key, b"before")
+    leader = c.leaders()[c.shard_of(key)]
+    followers = [n for n in c.live() if n != leader]
+    for n in followers:
+        c.kill_signal(n, signal.SIGSTOP)
+    try:
+        header = c.header(c.shard_of(key))
+        header.deadline_ms = int(time.time() * 1000) + 1500
+        r = c.store(leader).Range(
+            spb.ShardRangeRequest(
+                header=header,
+                consistency=spb.READ_BOUNDED_STALENESS,
+                max_staleness_ms=0,
+                request=epb.RangeRequest(key=key),
+            ),
+            timeout=10,
+        )
+        assert r.header.HasField("error"), f"served {list(r.response.kvs)} without proving it is still the leader"
+    finally:
+        for n in followers:
+            c.kill_signal(n, signal.SIGCONT)
+    wait_until(c.all_shards_led, timeout=30, what="leaders again after the pause")
+
 def test_requests_name_a_hosted_shard_at_its_epoch_and_owned_keys(cluster: StoreCluster) -> None:
     c = cluster
     key = c.key_in(1)
