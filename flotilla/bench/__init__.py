@@ -1,0 +1,88 @@
+"""`flotilla bench`: load any etcd v3 endpoint (Flotilla's router or etcd
+itself) and print throughput, latency percentiles and errors.
+
+    flotilla bench --endpoints 127.0.0.1:2379 put --clients 256 --conns 8 --duration 10
+    flotilla bench --endpoints 127.0.0.1:2379 range --clients 64 --consistency s --total 50000 -o json
+    flotilla bench --compare-etcd            # the playground and a 3-member etcd, same workloads, alternating
+
+Also `python -m flotilla.bench ...`. The load is flotilla/bench/workloads.py,
+the histograms flotilla/bench/stats.py, the etcd cluster flotilla/bench/etcd.py
+and the comparison flotilla/bench/compare.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from flotilla.bench.workloads import WORKLOADS, BenchConfig, format_text, run
+
+__all__ = ["add_arguments", "config_from", "main"]
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("workload", nargs="?", choices=WORKLOADS, help="what to run (not with --compare-etcd)")
+    p.add_argument("--endpoints", default="127.0.0.1:2379", help="host:port[,host:port...] of etcd v3 endpoints")
+    p.add_argument("--clients", type=int, default=1, help="requests in flight, in total over all client processes")
+    p.add_argument("--conns", type=int, default=1, help="gRPC channels (connections), in total (at least one per process)")
+    p.add_argument("--procs", type=int, default=0, help="client processes (default: one per 64 clients, at most the CPU count)")
+    p.add_argument("--total", type=int, default=0, help="requests to make (instead of --duration)")
+    p.add_argument("--duration", type=float, default=10.0, help="seconds to run (when --total is not given)")
+    p.add_argument("--key-size", type=int, default=8, help="bytes of each key (decimal digits, zero-padded)")
+    p.add_argument("--val-size", type=int, default=256, help="bytes of each value")
+    p.add_argument("--key-space", type=int, default=10_000, help="keys are drawn uniformly from this many")
+    p.add_argument("--consistency", choices=("l", "s"), default="l", help="range: linearizable or serializable")
+    p.add_argument("--max-staleness-ms", type=int, default=0, help="range: Flotilla's bounded-staleness metadata (0: none)")
+    p.add_argument("--prefill", action="store_true", help="put every key of the key space once before measuring")
+    p.add_argument("--timeout", type=float, default=10.0, help="deadline of each request, seconds")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--progress", choices=("auto", "on", "off"), default="auto", help="progress bar on stderr (auto: if a tty)")
+    p.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    cmp = p.add_argument_group("comparison with etcd (flotilla/bench/compare.py)")
+    cmp.add_argument("--compare-etcd", action="store_true", help="start the playground and a 3-member etcd; run the standard workloads against both")
+    cmp.add_argument("--rounds", type=int, default=2, help="A/B rounds per workload (--compare-etcd)")
+    cmp.add_argument("--etcd-bin", default="/usr/bin/etcd", help="etcd binary (scripts/install_bench_deps.sh installs Debian's)")
+    cmp.add_argument("--workdir", default="", help="data and logs of the compared clusters (default: a temporary directory, removed)")
+    cmp.add_argument("--profile-dir", default="", help="py-spy the Flotilla processes during the first put run; collapsed stacks here")
+    cmp.add_argument("--only", default="", help="comma-separated subset of the comparison's workloads (put256,put1,range-l,range-s)")
+
+
+def config_from(args: argparse.Namespace) -> BenchConfig:
+    try:
+        return BenchConfig(
+            workload=args.workload,
+            endpoints=tuple(e.strip() for e in args.endpoints.split(",") if e.strip()),
+            clients=args.clients,
+            conns=args.conns,
+            procs=args.procs,
+            total=args.total,
+            duration_s=args.duration,
+            key_size=args.key_size,
+            val_size=args.val_size,
+            key_space=args.key_space,
+            consistency=args.consistency,
+            max_staleness_ms=args.max_staleness_ms,
+            prefill=args.prefill,
+            timeout_s=args.timeout,
+            seed=args.seed,
+        )
+    except ValueError as exc:
+        raise SystemExit(f"flotilla bench: {exc}") from None
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.compare_etcd:
+        from flotilla.bench import compare
+
+        return compare.main(args)
+    if args.workload is None:
+        raise SystemExit("flotilla bench: name a workload (put, range, txn-put, watch) or give --compare-etcd")
+    cfg = config_from(args)
+    progress = sys.stderr.isatty() if args.progress == "auto" else args.progress == "on"
+    result = run(cfg, progress=progress)
+    if args.output == "json":
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        print(format_text(result))
+    return 1 if result.ops == 0 else 0

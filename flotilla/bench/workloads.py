@@ -1,0 +1,463 @@
+"""The load of `flotilla bench`: etcd v3 clients in asyncio (grpc.aio).
+
+One event loop per client process; in each, one coroutine per request in
+flight, spread over the process's channels. `--clients` is the total in flight
+across all processes and `--conns` the total channels (each at least one per
+process); channels go round-robin over the endpoints. Processes are started
+with the `spawn` method (never fork: gRPC owns threads), connect, prefill if
+asked, then all start together when the parent says so.
+
+Workloads (the etcd `benchmark` tool's names):
+
+- `put`: Put(random key of the key space, a fixed random value)
+- `range`: Range(one random key), linearizable (`--consistency l`) or
+  serializable (`s`); `--max-staleness-ms` adds Flotilla's bounded-staleness
+  metadata (etcd ignores it)
+- `txn-put`: Txn(success=[Put]) on one random key
+- `watch`: each client watches its own key, then puts to it and waits for the
+  event: latency is put-to-event
+
+Only the successful requests' latencies are recorded; failures are counted by
+gRPC status code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing as mp
+import os
+import queue
+import random
+import sys
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+
+from flotilla.bench.stats import Histogram, Summary
+
+__all__ = ["WORKLOADS", "BenchConfig", "BenchResult", "run", "format_text"]
+
+WORKLOADS = ("put", "range", "txn-put", "watch")
+STALENESS_METADATA = "max-staleness-ms"
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    workload: str
+    endpoints: tuple[str, ...]
+    clients: int = 1
+    conns: int = 1
+    procs: int = 0
+    """client processes; 0: one per 64 clients, at most os.cpu_count()"""
+    total: int = 0
+    """requests to make; 0: run for duration_s instead"""
+    duration_s: float = 10.0
+    key_size: int = 8
+    val_size: int = 256
+    key_space: int = 10_000
+    consistency: str = "l"
+    max_staleness_ms: int = 0
+    prefill: bool = False
+    """put every key of the key space once before measuring (for range)"""
+    timeout_s: float = 10.0
+    seed: int = 1
+
+    def __post_init__(self) -> None:
+        if self.workload not in WORKLOADS:
+            raise ValueError(f"workload {self.workload!r}: one of {', '.join(WORKLOADS)}")
+        if not self.endpoints:
+            raise ValueError("no endpoints")
+        if self.clients < 1 or self.conns < 1 or self.key_space < 1 or self.key_size < 1 or self.val_size < 0:
+            raise ValueError("--clients, --conns, --key-space, --key-size must be >= 1 (--val-size >= 0)")
+        if self.total <= 0 and self.duration_s <= 0:
+            raise ValueError("give --total N or --duration S")
+        if self.consistency not in ("l", "s"):
+            raise ValueError("--consistency is l or s")
+
+    def process_count(self) -> int:
+        n = self.procs or min(os.cpu_count() or 1, -(-self.clients // 64))
+        return max(1, min(n, self.clients))
+
+
+@dataclass
+class BenchResult:
+    config: BenchConfig
+    procs: int
+    ops: int
+    errors: dict[str, int]
+    elapsed_s: float
+    latency: Summary
+    first_errors: list[str] = field(default_factory=list)
+
+    @property
+    def error_count(self) -> int:
+        return sum(self.errors.values())
+
+    @property
+    def throughput(self) -> float:
+        return self.ops / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        c = self.config
+        return {
+            "workload": c.workload,
+            "endpoints": list(c.endpoints),
+            "clients": c.clients,
+            "conns": c.conns,
+            "procs": self.procs,
+            "consistency": c.consistency if c.workload == "range" else None,
+            "max_staleness_ms": c.max_staleness_ms,
+            "key_size": c.key_size,
+            "val_size": c.val_size,
+            "key_space": c.key_space,
+            "ops": self.ops,
+            "error_count": self.error_count,
+            "errors": dict(self.errors),
+            "first_errors": self.first_errors,
+            "elapsed_s": round(self.elapsed_s, 4),
+            "throughput": round(self.throughput, 1),
+            "latency": {k: round(v, 3) if isinstance(v, float) else v for k, v in self.latency.to_dict().items()},
+        }
+
+
+def format_text(r: BenchResult) -> str:
+    c, s = r.config, r.latency
+    what = c.workload + (f" ({'linearizable' if c.consistency == 'l' else 'serializable'})" if c.workload == "range" else "")
+    if c.max_staleness_ms and c.workload == "range":
+        what += f" max-staleness {c.max_staleness_ms} ms"
+    lines = [
+        f"{what}: {','.join(c.endpoints)}  clients={c.clients} conns={c.conns} procs={r.procs}  "
+        f"key-size={c.key_size} val-size={c.val_size} key-space={c.key_space}",
+        f"  throughput  {r.throughput:10.1f} ops/s  ({r.ops} ops in {r.elapsed_s:.2f} s)",
+        f"  latency ms  p50 {s.p50_ms:.2f}  p90 {s.p90_ms:.2f}  p99 {s.p99_ms:.2f}  max {s.max_ms:.2f}  (mean {s.mean_ms:.2f})",
+        f"  errors      {r.error_count}" + (f"  {dict(sorted(r.errors.items()))}" if r.errors else ""),
+    ]
+    lines += [f"    e.g. {e}" for e in r.first_errors[:3]]
+    return "\n".join(lines)
+
+
+# -- the parent ---------------------------------------------------------------------------------
+
+
+def _split(n: int, parts: int) -> list[int]:
+    return [n // parts + (1 if i < n % parts else 0) for i in range(parts)]
+
+
+def run(cfg: BenchConfig, *, progress: bool = False, out: Any = None, on_start: Callable[[], object] | None = None) -> BenchResult:
+    """Run the workload in client processes and merge their results.
+    `on_start` is called once every process is connected (and prefilled), as
+    the load starts (compare.py starts its profilers there)."""
+    out = out if out is not None else sys.stderr
+    procs = cfg.process_count()
+    ctx = mp.get_context("spawn")
+    results: Any = ctx.Queue()
+    start = ctx.Event()
+    done_counts = ctx.RawArray("q", procs)
+    clients = _split(cfg.clients, procs)
+    conns = [max(1, c) for c in _split(cfg.conns, procs)]
+    totals = _split(cfg.total, procs) if cfg.total > 0 else [0] * procs
+    first_conn = [sum(conns[:i]) for i in range(procs)]
+    workers = [
+        ctx.Process(
+            target=_worker_main,
+            args=(cfg, i, procs, clients[i], conns[i], first_conn[i], totals[i], start, results, done_counts),
+            name=f"bench-client-{i}",
+            daemon=True,
+        )
+        for i in range(procs)
+    ]
+    for w in workers:
+        w.start()
+    try:
+        ready = 0
+        got: list[dict[str, Any]] = []
+        deadline = time.monotonic() + 60 + (cfg.key_space / 200 if cfg.prefill else 0)
+        while ready < procs:
+            msg = _get(results, workers, deadline, "client processes ready")
+            if msg["kind"] == "failed":
+                raise SystemExit(f"flotilla bench: client process {msg['proc']} failed: {msg['error']}")
+            ready += 1
+        t0 = time.monotonic()
+        start.set()
+        if on_start is not None:
+            on_start()
+        end_by = t0 + (cfg.duration_s if cfg.total <= 0 else 1e9) + cfg.timeout_s + 60
+        while len(got) < procs:
+            try:
+                msg = results.get(timeout=0.2)
+            except queue.Empty:
+                if progress:
+                    _draw(out, cfg, sum(done_counts), time.monotonic() - t0)
+                _check_alive(workers, time.monotonic() > end_by)
+                continue
+            if msg["kind"] == "failed":
+                raise SystemExit(f"flotilla bench: client process {msg['proc']} failed: {msg['error']}")
+            got.append(msg)
+        if progress:
+            _draw(out, cfg, sum(done_counts), time.monotonic() - t0)
+            out.write("\n")
+            out.flush()
+    finally:
+        for w in workers:
+            w.join(timeout=10)
+            if w.is_alive():
+                w.kill()
+                w.join()
+    hist = Histogram()
+    errors: Counter[str] = Counter()
+    first_errors: list[str] = []
+    for m in got:
+        hist.merge(Histogram.from_dict(m["hist"]))
+        errors.update(m["errors"])
+        first_errors += m["first_errors"]
+    elapsed_ns = max(m["end_ns"] for m in got) - min(m["start_ns"] for m in got)
+    return BenchResult(
+        config=cfg,
+        procs=procs,
+        ops=sum(m["ops"] for m in got),
+        errors=dict(errors),
+        elapsed_s=elapsed_ns / 1e9,
+        latency=hist.summary(),
+        first_errors=first_errors[:5],
+    )
+
+
+def _get(results: Any, workers: list[Any], deadline: float, what: str) -> dict[str, Any]:
+    while True:
+        try:
+            return results.get(timeout=0.2)  # type: ignore[no-any-return]
+        except queue.Empty:
+            _check_alive(workers, time.monotonic() > deadline, what)
+
+
+def _check_alive(workers: list[Any], late: bool, what: str = "the run to end") -> None:
+    dead = [w for w in workers if w.exitcode not in (None, 0)]
+    if dead:
+        raise SystemExit(f"flotilla bench: {dead[0].name} exited with {dead[0].exitcode}")
+    if late:
+        raise SystemExit(f"flotilla bench: timed out waiting for {what}")
+
+
+def _draw(out: Any, cfg: BenchConfig, done: int, elapsed_s: float) -> None:
+    frac = done / cfg.total if cfg.total > 0 else elapsed_s / cfg.duration_s
+    frac = min(1.0, max(0.0, frac))
+    width = 30
+    bar = "#" * int(frac * width) + "-" * (width - int(frac * width))
+    rate = done / elapsed_s if elapsed_s > 0 else 0.0
+    out.write(f"\r{cfg.workload} [{bar}] {frac * 100:5.1f}%  {done} ops  {rate:8.0f} ops/s  {elapsed_s:5.1f} s")
+    out.flush()
+
+
+# -- a client process ---------------------------------------------------------------------------
+
+
+def _worker_main(
+    cfg: BenchConfig,
+    proc: int,
+    procs: int,
+    clients: int,
+    conns: int,
+    first_conn: int,
+    total: int,
+    start: Any,
+    results: Any,
+    done_counts: Any,
+) -> None:
+    try:
+        asyncio.run(_Worker(cfg, proc, procs, clients, conns, first_conn, total, start, results, done_counts).main())
+    except BaseException as exc:  # report, then exit non-zero: the parent raises
+        results.put({"kind": "failed", "proc": proc, "error": f"{type(exc).__name__}: {exc}"})
+        raise
+
+
+class _Worker:
+    def __init__(
+        self,
+        cfg: BenchConfig,
+        proc: int,
+        procs: int,
+        clients: int,
+        conns: int,
+        first_conn: int,
+        total: int,
+        start: Any,
+        results: Any,
+        done_counts: Any,
+    ) -> None:
+        self.cfg = cfg
+        self.proc = proc
+        self.procs = procs
+        self.clients = clients
+        self.remaining = total
+        self.start = start
+        self.results = results
+        self.done_counts = done_counts
+        self.hist = Histogram()
+        self.errors: Counter[str] = Counter()
+        self.first_errors: list[str] = []
+        self.ops = 0
+        self.rng = random.Random(cfg.seed * 1_000_003 + proc)
+        self.value = self.rng.randbytes(cfg.val_size)
+        self.metadata: tuple[tuple[str, str], ...] | None = (
+            ((STALENESS_METADATA, str(cfg.max_staleness_ms)),) if cfg.max_staleness_ms > 0 else None
+        )
+        self.conns = conns
+        self.first_conn = first_conn
+        from flotillapb.etcd.etcdserverpb import rpc_pb2
+
+        self.pb = rpc_pb2
+
+    def _connect(self) -> None:
+        """Channels and stubs, on the running loop (grpc.aio objects belong to one loop)."""
+        from flotillapb.etcd.etcdserverpb import rpc_pb2_grpc
+
+        # A local subchannel pool per channel: otherwise grpc shares one
+        # connection among channels to the same target, and --conns means nothing.
+        options = [("grpc.use_local_subchannel_pool", 1), ("grpc.enable_http_proxy", 0)]
+        eps = self.cfg.endpoints
+        self.channels = [
+            grpc.aio.insecure_channel(eps[(self.first_conn + j) % len(eps)], options=options) for j in range(self.conns)
+        ]
+        self.kv = [rpc_pb2_grpc.KVStub(ch) for ch in self.channels]
+        self.watch = [rpc_pb2_grpc.WatchStub(ch) for ch in self.channels]
+
+    def key(self, i: int) -> bytes:
+        return b"%0*d" % (self.cfg.key_size, i)
+
+    async def main(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._connect()
+        try:
+            for ch in self.channels:
+                await asyncio.wait_for(ch.channel_ready(), timeout=30)
+            if self.cfg.prefill:
+                await self._prefill()
+            ops = [await self._make_op(i) for i in range(self.clients)]
+            self.results.put({"kind": "ready", "proc": self.proc})
+            await loop.run_in_executor(None, self.start.wait)
+            deadline = loop.time() + self.cfg.duration_s
+            start_ns = time.monotonic_ns()
+            reporter = asyncio.create_task(self._report_progress())
+            await asyncio.gather(*(self._client(op, deadline) for op in ops))
+            end_ns = time.monotonic_ns()
+            reporter.cancel()
+            self.done_counts[self.proc] = self.ops + sum(self.errors.values())
+        finally:
+            for ch in self.channels:
+                await ch.close()
+        self.results.put(
+            {
+                "kind": "result",
+                "proc": self.proc,
+                "ops": self.ops,
+                "errors": dict(self.errors),
+                "first_errors": self.first_errors,
+                "hist": self.hist.to_dict(),
+                "start_ns": start_ns,
+                "end_ns": end_ns,
+            }
+        )
+
+    async def _report_progress(self) -> None:
+        while True:
+            self.done_counts[self.proc] = self.ops + sum(self.errors.values())
+            await asyncio.sleep(0.1)
+
+    def _take(self, loop_time: float, deadline: float) -> bool:
+        if self.cfg.total > 0:
+            if self.remaining <= 0:
+                return False
+            self.remaining -= 1
+            return True
+        return loop_time < deadline
+
+    async def _client(self, op: Callable[[], Awaitable[None]], deadline: float) -> None:
+        loop = asyncio.get_running_loop()
+        clock = time.perf_counter_ns
+        while self._take(loop.time(), deadline):
+            t0 = clock()
+            try:
+                await op()
+            except grpc.aio.AioRpcError as exc:
+                self._error(exc.code().name, exc.details() or "")
+                continue
+            except asyncio.TimeoutError:
+                self._error("CLIENT_TIMEOUT", f"no answer in {self.cfg.timeout_s} s")
+                continue
+            except RuntimeError as exc:  # a watch stream ended or was canceled
+                self._error("WATCH", str(exc))
+                continue
+            self.hist.record((clock() - t0) // 1000)
+            self.ops += 1
+
+    def _error(self, code: str, details: str) -> None:
+        self.errors[code] += 1
+        if len(self.first_errors) < 5:
+            self.first_errors.append(f"{code}: {details}")
+
+    async def _prefill(self) -> None:
+        keys = [self.key(i) for i in range(self.proc, self.cfg.key_space, self.procs)]
+        pb, timeout = self.pb, self.cfg.timeout_s
+
+        async def fill(j: int) -> None:
+            kv = self.kv[j % len(self.kv)]
+            for k in keys[j :: max(1, self.clients)]:
+                await kv.Put(pb.PutRequest(key=k, value=self.value), timeout=timeout)
+
+        await asyncio.gather(*(fill(j) for j in range(max(1, self.clients))))
+
+    async def _make_op(self, i: int) -> Callable[[], Awaitable[None]]:
+        cfg, pb, timeout = self.cfg, self.pb, self.cfg.timeout_s
+        kv = self.kv[i % len(self.kv)]
+        rng = random.Random(self.rng.getrandbits(64))
+        space, value, key = cfg.key_space, self.value, self.key
+
+        if cfg.workload == "put":
+
+            async def put() -> None:
+                await kv.Put(pb.PutRequest(key=key(rng.randrange(space)), value=value), timeout=timeout)
+
+            return put
+        if cfg.workload == "range":
+            serializable = cfg.consistency == "s"
+            md = self.metadata
+
+            async def range_() -> None:
+                await kv.Range(pb.RangeRequest(key=key(rng.randrange(space)), serializable=serializable), timeout=timeout, metadata=md)
+
+            return range_
+        if cfg.workload == "txn-put":
+
+            async def txn_put() -> None:
+                op = pb.RequestOp(request_put=pb.PutRequest(key=key(rng.randrange(space)), value=value))
+                await kv.Txn(pb.TxnRequest(success=[op]), timeout=timeout)
+
+            return txn_put
+        return await self._make_watch(i, kv)
+
+    async def _make_watch(self, i: int, kv: Any) -> Callable[[], Awaitable[None]]:
+        pb, timeout = self.pb, self.cfg.timeout_s
+        wkey = b"bench-watch/%d/%d/" % (self.proc, i) + b"%0*d" % (self.cfg.key_size, i)
+        call = self.watch[i % len(self.watch)].Watch()
+        await call.write(pb.WatchRequest(create_request=pb.WatchCreateRequest(key=wkey)))
+        created = await asyncio.wait_for(call.read(), timeout=timeout)
+        if not created.created:
+            raise RuntimeError(f"watch on {wkey!r} not created: {created}")
+        value = self.value
+
+        async def put_then_event() -> None:
+            await kv.Put(pb.PutRequest(key=wkey, value=value), timeout=timeout)
+            while True:
+                resp = await asyncio.wait_for(call.read(), timeout=timeout)
+                if resp is grpc.aio.EOF:
+                    raise RuntimeError("watch stream ended")
+                if resp.canceled:
+                    raise RuntimeError(f"watch canceled: {resp.cancel_reason}")
+                if resp.events:
+                    return
+
+        return put_then_event

@@ -1,0 +1,94 @@
+"""`python -m flotilla.bench` as a user runs it: against a router started by
+the harness (3 store nodes, 2 shards), and, where Debian's etcd-server is
+installed, against a single etcd member (flotilla/bench/etcd.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from flotilla.bench.etcd import DEFAULT_ETCD_BIN, EtcdCluster
+from flotilla.router_main import RouterProcess
+from flotilla.storecluster import StoreCluster, wait_until
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+SHARDS = 2
+
+
+def bench(*args: str, timeout: float = 60) -> dict:  # type: ignore[type-arg]
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
+    p = subprocess.run(
+        [sys.executable, "-m", "flotilla.bench", *args, "-o", "json", "--progress", "off"],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=str(REPO),
+    )
+    assert p.returncode == 0, f"bench exited {p.returncode}\nstdout:\n{p.stdout}\nstderr:\n{p.stderr[-3000:]}"
+    return json.loads(p.stdout)  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="module")
+def router(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    tmp = tmp_path_factory.mktemp("bench")
+    stores = StoreCluster(tmp, shards=SHARDS)
+    r: RouterProcess | None = None
+    try:
+        stores.start()
+        wait_until(stores.all_shards_led, timeout=30, what="a leader for every shard")
+        peers = ",".join(f"{n}={stores.nodes[n].address}" for n in stores.nodes)
+        r = RouterProcess(tmp, ["--static-shards", str(SHARDS), "--store-peers", peers])
+        r.start()
+        yield r.address
+    finally:
+        if r is not None:
+            r.stop()
+        stores.stop()
+
+
+def test_put_total_against_the_router(router: str) -> None:
+    out = bench("put", "--endpoints", router, "--total", "200", "--clients", "8", "--conns", "2", "--key-space", "50")
+    assert out["workload"] == "put"
+    assert out["ops"] == 200 and out["latency"]["count"] == 200
+    assert out["error_count"] == 0 and out["errors"] == {}
+    assert out["clients"] == 8 and out["conns"] == 2 and out["procs"] == 1
+    lat = out["latency"]
+    assert 0 < lat["min_ms"] <= lat["p50_ms"] <= lat["p90_ms"] <= lat["p99_ms"] <= lat["max_ms"]
+    assert out["throughput"] > 0
+
+
+def test_reads_txn_and_watch_over_two_client_processes(router: str) -> None:
+    common = ["--endpoints", router, "--clients", "4", "--conns", "2", "--procs", "2", "--key-space", "20"]
+    lin = bench("range", *common, "--total", "100", "--prefill")
+    ser = bench("range", *common, "--total", "100", "--consistency", "s", "--max-staleness-ms", "500")
+    txn = bench("txn-put", *common, "--total", "60")
+    watch = bench("watch", *common, "--total", "40")
+    for out, n in ((lin, 100), (ser, 100), (txn, 60), (watch, 40)):
+        assert (out["ops"], out["error_count"], out["procs"]) == (n, 0, 2), out
+    assert lin["consistency"] == "l" and ser["consistency"] == "s" and ser["max_staleness_ms"] == 500
+
+
+def test_duration_mode_stops_on_time(router: str) -> None:
+    out = bench("put", "--endpoints", router, "--duration", "1", "--clients", "2")
+    assert out["error_count"] == 0 and out["ops"] > 0
+    assert 0.9 <= out["elapsed_s"] < 5
+
+
+@pytest.mark.skipif(not os.access(DEFAULT_ETCD_BIN, os.X_OK), reason=f"no {DEFAULT_ETCD_BIN}: run scripts/install_bench_deps.sh")
+def test_the_same_bench_drives_a_real_etcd_member(tmp_path: Path) -> None:
+    with EtcdCluster(tmp_path, size=1) as etcd:
+        ep = etcd.endpoints[0]
+        put = bench("put", "--endpoints", ep, "--total", "100", "--clients", "4")
+        rng = bench("range", "--endpoints", ep, "--total", "50", "--clients", "4", "--consistency", "s")
+    assert (put["ops"], put["error_count"]) == (100, 0)
+    assert (rng["ops"], rng["error_count"]) == (50, 0)
