@@ -4,7 +4,8 @@ Subcommands so far:
 
     flotilla [-v] demo [--seed N]   three Raft nodes in one process (no I/O, no sleeps)
     flotilla [-v] raftnode ...      one process hosting many Raft groups (flotilla/raftnode.py)
-    flotilla [-v] server --store .. a store node: shards as Raft groups (flotilla/server.py)
+    flotilla [-v] server --store .. a server: --placement, --store, --router roles (flotilla/server.py)
+    flotilla playground [...]       a whole local cluster of processes (flotilla/playground.py)
     flotilla bench-raft SCENARIO    runtime figures on 3 local processes (flotilla/benchraft.py)
 """
 
@@ -158,7 +159,11 @@ def _build_parser() -> argparse.ArgumentParser:
     from flotilla import raftnode as raftnode_mod
 
     raftnode_mod.add_arguments(raftnode)
-    server = sub.add_parser("server", help="a Flotilla server process (roles: --store)")
+    playground = sub.add_parser("playground", help="a whole local cluster: placement, stores and an etcd router on 127.0.0.1")
+    from flotilla import playground as playground_mod
+
+    playground_mod.add_arguments(playground)
+    server = sub.add_parser("server", help="a Flotilla server process (roles: --placement, --store, --router)")
     from flotilla import server as server_mod
 
     server_mod.add_arguments(server)
@@ -185,6 +190,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from flotilla import raftnode as raftnode_mod
 
         return raftnode_mod.main(args)
+    if args.command == "playground":
+        from flotilla import playground as playground_mod
+
+        return playground_mod.main(args)
     if args.command == "server":
         from flotilla import server as server_mod
 

@@ -1,6 +1,7 @@
 """The router process: `python -m flotilla.router_main --listen 127.0.0.1:2379
 --static-shards 4 --store-peers 1=host:port,2=...,3=...` (or `--placement
-host:port`). Wiring only; the router itself is router/server.py.
+host:port,...`). Wiring only; the router itself is router/server.py. `flotilla
+server --router` takes the same options prefixed `--router-` (start()).
 
 With port 0 the bound port is reported on stdout (`ready port=...`) and in
 --ready-file, as the store nodes do.
@@ -47,9 +48,15 @@ def add_arguments(p: argparse.ArgumentParser, prefix: str = "") -> None:
     arg("ready-file", help='write {"port":..,"pid":..,"router_id":..} here once serving')
     arg("static-shards", type=int, default=0, help="static map: the stores' --shards N layout")
     arg("store-peers", default="", help="static map: id=host:port,... of the store nodes")
-    arg("placement", default="", help="follow placement's shard map at host:port (instead of a static map)")
+    arg(
+        "placement",
+        default="",
+        help="follow placement's shard map at host:port[,host:port...] (instead of a static map); "
+        "the router registers there and leases go to the placement leader",
+    )
     arg("slots", type=int, default=1024, help="slots of the cluster (as the stores' --slots)")
-    arg("router-id", type=int, default=0, help="0: random, a new incarnation each start")
+    arg("router-id", type=int, default=0, help="incarnation id of its writes (0: random, a new one each start; keep it so)")
+    arg("node-id", type=int, default=0, help="member id, and node id in placement's map (0: the router id); keep it across restarts")
     arg("name", default="flotilla-router", help="member name in MemberList")
     arg("advertise", default="", help="host:port clients reach this router at (MemberList)")
     arg(
@@ -62,6 +69,7 @@ def add_arguments(p: argparse.ArgumentParser, prefix: str = "") -> None:
     arg("no-forward-stream", action="store_true", help="unary calls to store nodes instead of batched Forward streams")
     arg("progress-notify-interval-ms", type=int, default=600_000, help="watch progress_notify interval (etcd: 10 min)")
     arg("shard-progress-ms", type=int, default=100, help="progress interval asked of shard watch streams")
+    arg("heartbeat-ms", type=int, default=1000, help="heartbeat interval to placement")
 
 
 def config_from(args: argparse.Namespace, prefix: str = "") -> RouterConfig:
@@ -79,6 +87,8 @@ def config_from(args: argparse.Namespace, prefix: str = "") -> RouterConfig:
         router_id=get("router_id"),
         name=get("name"),
         advertise=get("advertise"),
+        node_id=get("node_id"),
+        heartbeat_s=get("heartbeat_ms") / 1000,
         request_timeout_s=get("request_timeout_ms") / 1000,
         default_staleness_ms=get("max_staleness_ms"),
         use_forward_stream=not get("no_forward_stream"),
@@ -89,19 +99,29 @@ def config_from(args: argparse.Namespace, prefix: str = "") -> RouterConfig:
     )
 
 
-async def serve(args: argparse.Namespace, prefix: str = "") -> None:
+async def start(args: argparse.Namespace, prefix: str = "", **overrides: Any) -> RouterServer:
+    """Build and start the router of these options (overrides: RouterConfig
+    fields, e.g. a placement list the caller knows); its ready file written."""
+    cfg = config_from(args, prefix)
+    for k, v in overrides.items():
+        setattr(cfg, k, v)
     try:
-        router = RouterServer(config_from(args, prefix))
+        router = RouterServer(cfg)
     except ValueError as exc:
         raise SystemExit(f"flotilla router: {exc}") from None
     port = await router.start()
-    info = {"port": port, "pid": os.getpid(), "router_id": router.router_id}
+    info = {"port": port, "pid": os.getpid(), "router_id": router.router_id, "member_id": router.member_id}
     ready_file = getattr(args, prefix.replace("-", "_") + "ready_file")
     if ready_file:
         tmp = Path(ready_file + ".tmp")
         tmp.write_text(json.dumps(info))
         tmp.replace(ready_file)
-    print(f"ready port={port} pid={os.getpid()} router={router.router_id}", flush=True)
+    return router
+
+
+async def serve(args: argparse.Namespace, prefix: str = "") -> None:
+    router = await start(args, prefix)
+    print(f"ready port={router.port} pid={os.getpid()} router={router.router_id}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -1,4 +1,5 @@
-"""`flotilla server --placement --store`: a placement server, a store node, or both.
+"""`flotilla server --placement --store --router`: a placement server, a store
+node, an etcd router, or any combination.
 
 One process has one GroupHost (one RocksDB, one Raft transport) and one gRPC
 server on --listen carrying the Raft transport and the services of its
@@ -17,6 +18,16 @@ The placement leader bootstraps the shard map (--slots, --initial-shards,
 cluster that exists is never bootstrapped again (a restart is safe). A
 process with both roles joins its own placement (and its --peers) unless
 --join says otherwise. See README, "A cluster by hand".
+
+--router serves etcd v3 clients (router/server.py) on --router-listen
+(default 127.0.0.1:2379), following placement's map at --join (or
+--router-placement; default with --placement: this process and its
+--peers). It registers with placement as a ROUTER node (MemberList lists
+every router up) and sends Lease RPCs to the placement leader. Its options
+are flotilla/router_main.py's, prefixed `--router-`; --slots is the
+cluster's. Alone (no --placement/--store) it opens no data directory and
+--node-id, if given, is its member id in the map (default: a random one).
+`flotilla playground` (flotilla/playground.py) starts all three roles.
 
 Static store clusters (no placement, tests of the store alone): --store
 without --join bootstraps shards 1..N of --shards statically: shard i owns
@@ -48,7 +59,7 @@ from pathlib import Path
 
 import grpc.aio
 
-from flotilla import placement_main
+from flotilla import placement_main, router_main
 from flotilla.storeagent import AgentConfig, StoreAgent
 from flotillapb import store_pb2_grpc
 from placement.client import PlacementClient, parse_endpoints
@@ -69,6 +80,7 @@ MAX_MESSAGE_BYTES = 64 << 20
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--store", action="store_true", help="run the store role")
+    p.add_argument("--router", action="store_true", help="run an etcd v3 router (options --router-*) following placement's map")
     p.add_argument("--placement", action="store_true", help="run the placement role (Raft group 0 of this process)")
     p.add_argument(
         "--join",
@@ -78,8 +90,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--zone", default="", help="the store's zone label (placement spreads a shard's replicas over zones)")
     p.add_argument("--heartbeat-ms", type=int, default=1000, help="store heartbeat interval to placement")
-    p.add_argument("--node-id", type=int, required=True)
-    p.add_argument("--data-dir", required=True)
+    p.add_argument("--node-id", type=int, default=0, help="required with --store or --placement")
+    p.add_argument("--data-dir", default="", help="required with --store or --placement")
     p.add_argument("--listen", default="127.0.0.1:0", help="host:port (port 0: any free port, reported)")
     p.add_argument("--ready-file", help='write {"port":..,"pid":..,"node_id":..} here once serving')
     p.add_argument("--shards", type=int, default=1, help="bootstrap shards 1..N, each an equal slot range")
@@ -100,6 +112,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compaction-margin", type=int, default=1_000, help="entries kept behind a snapshot for slow followers")
     p.add_argument("--seed", type=int, default=None)
     placement_main.add_placement_arguments(p, bootstrap_stores=3, key_deleter="store")
+    router_main.add_arguments(p, prefix="router-")
 
 
 def bootstrap_slots(shard_index: int, shards: int, slot_count: int) -> tuple[tuple[int, int], ...]:
@@ -118,9 +131,52 @@ def parse_peers(text: str) -> dict[int, str]:
     return out
 
 
+def _router_placement(args: argparse.Namespace, address: str, peers: dict[int, str]) -> str:
+    """The placement servers a --router follows: --router-placement, else --join,
+    else (with --placement) this process and its --peers."""
+    if args.router_placement or args.router_static_shards:
+        return str(args.router_placement)
+    if args.join:
+        return ",".join(parse_endpoints(args.join))
+    if args.placement:
+        return ",".join([address, *(a for nid, a in sorted(peers.items()) if nid != args.node_id)])
+    raise SystemExit("flotilla server: --router needs placement endpoints: --join host:port,... (or --router-placement)")
+
+
+async def _start_router(args: argparse.Namespace, placement: str, node_id: int) -> router_main.RouterServer:
+    return await router_main.start(
+        args, "router-", placement=placement, slot_count=args.slots, node_id=args.router_node_id or node_id
+    )
+
+
+async def serve_router(args: argparse.Namespace) -> None:
+    """--router alone: no data directory, no Raft host."""
+    router = await _start_router(args, _router_placement(args, "", {}), args.node_id)
+    info = {"port": router.port, "pid": os.getpid(), "node_id": router.member_id, "router_port": router.port}
+    if args.ready_file:
+        tmp = Path(args.ready_file + ".tmp")
+        tmp.write_text(json.dumps(info))
+        tmp.replace(args.ready_file)
+    print(f"ready port={router.port} pid={os.getpid()} router={router.member_id}", flush=True)
+    log.info("router node=%d serving etcd v3 on %s", router.member_id, router.address)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await router.stop()
+
+
 async def serve(args: argparse.Namespace) -> None:
-    if not (args.store or args.placement):
-        raise SystemExit("flotilla server: give a role: --placement, --store, or both")
+    if not (args.store or args.placement or args.router):
+        raise SystemExit("flotilla server: give a role: --placement, --store, --router, or any combination")
+    if args.router and not (args.store or args.placement):
+        await serve_router(args)
+        return
+    if not args.node_id or not args.data_dir:
+        raise SystemExit("flotilla server: --store and --placement need --node-id and --data-dir")
     if not 0 < args.slots <= MAX_SLOTS:
         raise SystemExit(f"flotilla server: need 0 < --slots <= {MAX_SLOTS}")
     joining = args.store and (bool(args.join) or args.placement)
@@ -225,13 +281,19 @@ async def serve(args: argparse.Namespace) -> None:
         else:
             for nid, peer_address in peers.items():
                 node.set_peer(nid, peer_address)
+    router = None
+    if args.router:
+        router = await _start_router(args, _router_placement(args, address, peers), 0)
     info = {"port": port, "pid": os.getpid(), "node_id": args.node_id}
+    if router is not None:
+        info["router_port"] = router.port
     if args.ready_file:
         tmp = Path(args.ready_file + ".tmp")
         tmp.write_text(json.dumps(info))
         tmp.replace(args.ready_file)
-    print(f"ready port={port} pid={os.getpid()} node={args.node_id}", flush=True)
-    roles = "+".join(r for r, on in (("placement", args.placement), ("store", args.store)) if on)
+    extra = f" router_port={router.port}" if router is not None else ""
+    print(f"ready port={port} pid={os.getpid()} node={args.node_id}{extra}", flush=True)
+    roles = "+".join(r for r, on in (("placement", args.placement), ("store", args.store), ("router", args.router)) if on)
     log.info("node=%d %s serving on port %d (seed %d)", args.node_id, roles, port, seed)
 
     stop = asyncio.Event()
@@ -256,6 +318,8 @@ async def serve(args: argparse.Namespace) -> None:
         if run_task in done:
             run_task.result()  # fail-stop: re-raise what ended the node
     finally:
+        if router is not None:
+            await router.stop()
         await server.stop(0.5)
         run_task.cancel()
         stop_task.cancel()

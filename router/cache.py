@@ -245,17 +245,31 @@ class StaticSource:
 
 
 class PlacementSource:
-    """Follows placement's WatchMap stream: the whole map first, then changes."""
+    """Follows placement's WatchMap stream: the whole map first, then changes.
 
-    def __init__(self, cache: RoutingCache, address: str, *, channel_for: object) -> None:
+    `address` is one placement server or several (`host:port,host:port`):
+    any of them serves the map, so a broken stream moves on to the next one.
+    The map's ROUTER nodes are kept apart (``routers``): MemberList lists them."""
+
+    def __init__(self, cache: RoutingCache, address: str | list[str], *, channel_for: object) -> None:
         self._cache = cache
-        self._address = address
+        addresses = [a.strip() for a in address.split(",")] if isinstance(address, str) else list(address)
+        self._addresses = [a.partition("=")[2] if "=" in a else a for a in addresses if a]
+        if not self._addresses:
+            raise ValueError("placement map source needs at least one placement address")
+        self._turn = 0
         self._channel_for = channel_for
         self._once = _Coalesced()
         self.ready = asyncio.Event()
+        self.routers: dict[int, ppb.NodeInfo] = {}
+
+    @property
+    def addresses(self) -> list[str]:
+        return list(self._addresses)
 
     def _stub(self) -> placement_pb2_grpc.PlacementStub:
-        return placement_pb2_grpc.PlacementStub(self._channel_for(self._address))  # type: ignore[operator]
+        address = self._addresses[self._turn % len(self._addresses)]
+        return placement_pb2_grpc.PlacementStub(self._channel_for(address))  # type: ignore[operator]
 
     async def run(self) -> None:
         while True:
@@ -264,18 +278,22 @@ class PlacementSource:
                     self._take(resp)
             except grpc.aio.AioRpcError as exc:
                 log.debug("placement WatchMap broke: %s", exc.code())
+            self._turn += 1  # the next watch goes to the next placement server
             await asyncio.sleep(0.5)
 
     async def refresh(self) -> None:
         await self._once.run(self._get)
 
     async def _get(self) -> None:
-        try:
-            r = await self._stub().GetMap(ppb.GetMapRequest(linearizable=False), timeout=2)
-        except grpc.aio.AioRpcError as exc:
-            log.debug("placement GetMap failed: %s", exc.code())
+        for _ in range(len(self._addresses)):
+            try:
+                r = await self._stub().GetMap(ppb.GetMapRequest(linearizable=False), timeout=2)
+            except grpc.aio.AioRpcError as exc:
+                log.debug("placement GetMap failed: %s", exc.code())
+                self._turn += 1
+                continue
+            self._take_full(r.map)
             return
-        self._take_full(r.map)
 
     def _take(self, resp: ppb.WatchMapResponse) -> None:
         if resp.HasField("full"):
@@ -296,6 +314,7 @@ class PlacementSource:
         for route in cache.shards():
             if route.shard_id not in known:
                 cache.remove(route.shard_id)
+        self.routers = {}
         self._take_nodes(m.nodes)
         self._take_shards(m.shards)
         cache.map_version = max(cache.map_version, m.map_version)
@@ -304,7 +323,9 @@ class PlacementSource:
 
     def _take_nodes(self, nodes: Iterable[ppb.NodeInfo]) -> None:
         for n in nodes:
-            if n.kind != ppb.ROUTER:
+            if n.kind == ppb.ROUTER:
+                self.routers[n.node_id] = n
+            else:
                 self._cache.set_address(n.node_id, n.address)
 
     def _take_shards(self, shards: Iterable[ppb.ShardInfo]) -> None:

@@ -1,34 +1,124 @@
 """The etcd Lease service: leases live in the placement group, so the router
-forwards the five Lease RPCs to it. Without placement (the static map mode)
-every Lease RPC answers UNAVAILABLE, saying leases need placement."""
+forwards the five Lease RPCs to the placement leader. Without placement (the
+static map mode) every Lease RPC answers UNAVAILABLE, saying leases need
+placement.
+
+``PlacementLink`` is the router's way to the placement leader over a list of
+placement servers: unary calls go through placement/client.py's
+PlacementClient (it follows the `placement-leader` hint a follower answers
+with, and moves on past servers that are down); a keep-alive stream is opened
+at the server believed to lead and, when that server answers "not leader" or
+goes away, opened again at the hinted leader (or the next server) and the
+pending request sent again. Answers other than "not here, not now" (e.g.
+etcd's "requested lease not found") are relayed as placement sent them: they
+already carry etcd's codes and texts.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import grpc
 import grpc.aio
 
-from flotillapb import placement_pb2_grpc
 from flotillapb.etcd.etcdserverpb import rpc_pb2 as epb
 from flotillapb.etcd.etcdserverpb import rpc_pb2_grpc
+from placement.client import LEADER_METADATA_KEY, PlacementClient, PlacementUnavailable
 from router.etcd_errors import EtcdError, abort_with
 from router.kv import LeaseChecker
 
 log = logging.getLogger(__name__)
 
+_RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+DEFAULT_TIMEOUT_S = 10.0
+
+
+class PlacementLink:
+    def __init__(self, endpoints: Sequence[str], *, attempt_timeout_s: float = 3.0, rounds: int = 3, backoff_s: float = 0.2) -> None:
+        self.client = PlacementClient(endpoints, timeout_s=attempt_timeout_s, rounds=rounds, backoff_s=backoff_s)
+        self._rounds = rounds
+        self._backoff_s = backoff_s
+        self._leader = ""  # the last server that answered a keep-alive, or a hint
+
+    async def call(self, method: str, request: Any, *, timeout_s: float) -> Any:
+        """Placement.<method> on the leader. Raises EtcdError when no leader
+        answered in time, grpc.aio.AioRpcError for placement's own answers."""
+        try:
+            async with asyncio.timeout(max(0.001, timeout_s)):
+                return await self.client.call(method, request, timeout_s=min(3.0, max(0.001, timeout_s)))
+        except PlacementUnavailable as exc:
+            raise EtcdError("no_leader", str(exc)) from None
+        except TimeoutError:
+            raise EtcdError("timeout", f"placement did not answer {method} in time") from None
+
+    def _order(self, tried: set[str]) -> str | None:
+        for a in (self._leader, *self.client.endpoints):
+            if a and a not in tried:
+                return a
+        return None
+
+    async def keep_alive(self, requests: AsyncIterator[epb.LeaseKeepAliveRequest]) -> AsyncIterator[epb.LeaseKeepAliveResponse]:
+        """Relay a client's keep-alive stream to the placement leader."""
+        call: Any = None
+        call_address = ""
+        try:
+            async for req in requests:
+                resp = None
+                for rnd in range(self._rounds):
+                    tried: set[str] = set()
+                    while resp is None:
+                        if call is None:
+                            address = self._order(tried)
+                            if address is None:
+                                break
+                            tried.add(address)
+                            call = self.client.stub(address).LeaseKeepAlive()
+                            call_address = address
+                        try:
+                            await call.write(req)
+                            got = await call.read()
+                        except grpc.aio.AioRpcError as exc:
+                            if exc.code() not in _RETRYABLE:
+                                raise
+                            hint = dict(exc.trailing_metadata() or ()).get(LEADER_METADATA_KEY)
+                            if isinstance(hint, str) and hint and hint not in tried:
+                                self._leader = hint
+                            elif self._leader == call_address:
+                                self._leader = ""
+                            call.cancel()
+                            call = None
+                            continue
+                        if got is grpc.aio.EOF:  # the server ended the stream: open another
+                            call = None
+                            continue
+                        self._leader = call_address
+                        resp = got
+                    if resp is not None:
+                        break
+                    if rnd + 1 < self._rounds:
+                        await asyncio.sleep(self._backoff_s * (rnd + 1))
+                if resp is None:
+                    raise EtcdError("no_leader", "no placement server led to renew the lease")
+                yield resp
+        finally:
+            if call is not None:
+                call.cancel()
+
+    async def close(self) -> None:
+        await self.client.close()
+
 
 class PlacementLeases(LeaseChecker):
-    def __init__(self, stub: Callable[[], placement_pb2_grpc.PlacementStub]) -> None:
-        self._stub = stub
+    def __init__(self, link: PlacementLink) -> None:
+        self._link = link
 
     async def exists(self, lease_id: int, deadline: float) -> bool:
-        left = max(0.001, deadline - asyncio.get_running_loop().time())
+        left = deadline - asyncio.get_running_loop().time()
         try:
-            r = await self._stub().LeaseTimeToLive(epb.LeaseTimeToLiveRequest(ID=lease_id), timeout=left)
+            r = await self._link.call("LeaseTimeToLive", epb.LeaseTimeToLiveRequest(ID=lease_id), timeout_s=left)
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.NOT_FOUND:
                 raise EtcdError("lease_not_found") from None
@@ -39,15 +129,18 @@ class PlacementLeases(LeaseChecker):
 
 
 class LeaseServicer(rpc_pb2_grpc.LeaseServicer):
-    def __init__(self, stub: Callable[[], placement_pb2_grpc.PlacementStub] | None, stamp: Any) -> None:
-        self._stub = stub
+    def __init__(self, link: PlacementLink | None, stamp: Any) -> None:
+        self._link = link
         self._stamp = stamp
 
     async def _unary(self, method: str, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        if self._stub is None:
+        if self._link is None:
             await abort_with(context, EtcdError("lease_unavailable"))
+        assert self._link is not None
         try:
-            resp = await getattr(self._stub(), method)(request, timeout=context.time_remaining() or 10)
+            resp = await self._link.call(method, request, timeout_s=context.time_remaining() or DEFAULT_TIMEOUT_S)
+        except EtcdError as err:
+            await abort_with(context, err)
         except grpc.aio.AioRpcError as exc:
             await context.abort(exc.code(), exc.details() or "")
         self._stamp(resp.header)
@@ -70,12 +163,14 @@ class LeaseServicer(rpc_pb2_grpc.LeaseServicer):
     async def LeaseKeepAlive(  # noqa: N802
         self, request_iterator: AsyncIterator[epb.LeaseKeepAliveRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[epb.LeaseKeepAliveResponse]:
-        if self._stub is None:
+        if self._link is None:
             await abort_with(context, EtcdError("lease_unavailable"))
-        assert self._stub is not None
+        assert self._link is not None
         try:
-            async for resp in self._stub().LeaseKeepAlive(request_iterator):
+            async for resp in self._link.keep_alive(request_iterator):
                 self._stamp(resp.header)
                 yield resp
+        except EtcdError as err:
+            await abort_with(context, err)
         except grpc.aio.AioRpcError as exc:
             await context.abort(exc.code(), exc.details() or "")

@@ -9,7 +9,10 @@ services (KV, Watch, Lease, Cluster, Maintenance) on one grpc.aio server.
 
 Two map sources (router/cache.py): the static layout of `flotilla server
 --shards N` with `static_shards` and `store_peers`, or placement's WatchMap
-with `placement`. flotilla/router_main.py is the command line around it; a
+with `placement` (one placement server or several, `host:port,host:port`).
+With placement the router also registers there as a ROUTER node and
+heartbeats (router/membership.py), MemberList lists every router up in the
+map, and Lease RPCs go to the placement leader (router/lease.py). flotilla/router_main.py is the command line around it; a
 playground can start it in its own event loop.
 """
 
@@ -22,14 +25,15 @@ from dataclasses import dataclass, field
 
 import grpc.aio
 
-from flotillapb import placement_pb2_grpc
+from flotillapb import placement_pb2 as ppb
 from flotillapb.etcd.etcdserverpb import rpc_pb2 as epb
 from flotillapb.etcd.etcdserverpb import rpc_pb2_grpc
 from router.cache import MapSource, PlacementSource, RoutingCache, StaticSource
 from router.cluster import ClusterServicer, RouterMember
 from router.forward import Channels, Forwarder
 from router.kv import MAX_REQUEST_BYTES, Identity, KvRouter, KvServicer
-from router.lease import LeaseServicer, PlacementLeases
+from router.lease import LeaseServicer, PlacementLeases, PlacementLink
+from router.membership import Registration
 from router.maintenance import MaintenanceServicer
 from router.watch import WatchConfig, WatchServicer
 
@@ -55,6 +59,8 @@ class RouterConfig:
     static_poll_interval_s: float = 1.0
     watch: WatchConfig = field(default_factory=WatchConfig)
     advertise: str = ""  # host:port clients reach this router at; default: the bound address
+    node_id: int = 0  # its member id, and its node id in placement's map; 0: router_id
+    heartbeat_s: float = 1.0  # to placement
 
 
 class RouterServer:
@@ -70,16 +76,15 @@ class RouterServer:
         self.forwarder = Forwarder(
             self.cache, self.channels, router_id=self.router_id, use_forward_stream=cfg.use_forward_stream
         )
-        self.identity = Identity(cfg.cluster_id, self.router_id)
+        self.member_id = cfg.node_id or self.router_id
+        self.identity = Identity(cfg.cluster_id, self.member_id)
         self.source: MapSource
-        placement_stub = None
+        self.link: PlacementLink | None = None
+        self.placement_source: PlacementSource | None = None
         if cfg.placement:
-            address = cfg.placement
-
-            def placement_stub() -> placement_pb2_grpc.PlacementStub:
-                return placement_pb2_grpc.PlacementStub(self.channels.channel(address))
-
-            self.source = PlacementSource(self.cache, cfg.placement, channel_for=self.channels.channel)
+            self.placement_source = PlacementSource(self.cache, cfg.placement, channel_for=self.channels.channel)
+            self.link = PlacementLink(self.placement_source.addresses)
+            self.source = self.placement_source
         else:
             self.source = StaticSource(
                 self.cache,
@@ -94,20 +99,30 @@ class RouterServer:
             self.cache,
             self.identity,
             default_staleness_ms=cfg.default_staleness_ms,
-            leases=PlacementLeases(placement_stub) if placement_stub is not None else None,
+            leases=PlacementLeases(self.link) if self.link is not None else None,
         )
-        self._placement_stub = placement_stub
+        self.registration: Registration | None = None
         self.port = 0
         self._server: grpc.aio.Server | None = None
         self._source_task: asyncio.Task[None] | None = None
+        self._registration_task: asyncio.Task[None] | None = None
 
     @property
     def address(self) -> str:
         return self.cfg.advertise or f"{self.cfg.listen.rpartition(':')[0]}:{self.port}"
 
     def members(self) -> list[RouterMember]:
+        """This router, then every other router placement's map has up."""
         url = f"http://{self.address}"
-        return [RouterMember(self.router_id, self.cfg.name, (url,), (url,))]
+        out = [RouterMember(self.member_id, self.cfg.name, (url,), (url,))]
+        if self.placement_source is not None:
+            for nid, n in sorted(self.placement_source.routers.items()):
+                if nid == self.member_id or n.state != ppb.UP:
+                    continue
+                other = f"http://{n.address}"
+                name = next((lb.value for lb in n.labels if lb.key == "name"), f"router-{nid}")
+                out.append(RouterMember(nid, name, (other,), (other,)))
+        return out
 
     def _stamp(self, header: epb.ResponseHeader, revision: int | None = None) -> None:
         self.kv.stamp(header, revision)
@@ -122,7 +137,7 @@ class RouterServer:
         )
         rpc_pb2_grpc.add_KVServicer_to_server(KvServicer(self.kv, cfg.request_timeout_s), server)
         rpc_pb2_grpc.add_WatchServicer_to_server(WatchServicer(self.forwarder, self.cache, cfg.watch, self._stamp), server)
-        rpc_pb2_grpc.add_LeaseServicer_to_server(LeaseServicer(self._placement_stub, self._stamp), server)
+        rpc_pb2_grpc.add_LeaseServicer_to_server(LeaseServicer(self.link, self._stamp), server)
         rpc_pb2_grpc.add_ClusterServicer_to_server(ClusterServicer(self.members, self._stamp), server)
         rpc_pb2_grpc.add_MaintenanceServicer_to_server(
             MaintenanceServicer(self.kv, cfg.request_timeout_s, lambda: self.forwarder.last_revision), server
@@ -133,6 +148,9 @@ class RouterServer:
         await server.start()
         self._server = server
         self._source_task = asyncio.create_task(self.source.run(), name="router-map-source")
+        if self.link is not None:
+            self.registration = Registration(self.link.client, self.member_id, self.address, cfg.name, interval_s=cfg.heartbeat_s)
+            self._registration_task = asyncio.create_task(self.registration.run(), name="router-registration")
         log.info("router=%d serving etcd v3 on %s", self.router_id, self.address)
         return self.port
 
@@ -144,8 +162,11 @@ class RouterServer:
     async def stop(self, grace_s: float = 0.5) -> None:
         if self._server is not None:
             await self._server.stop(grace_s)
-        if self._source_task is not None:
-            self._source_task.cancel()
-            await asyncio.gather(self._source_task, return_exceptions=True)
+        tasks = [t for t in (self._source_task, self._registration_task) if t is not None]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self.link is not None:
+            await self.link.close()
         await self.forwarder.close()
         await self.channels.close()

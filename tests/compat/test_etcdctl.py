@@ -1,5 +1,7 @@
 """Real `etcdctl` (Debian's etcd-client) against a router over 3 store
-processes: the commands people type, and what they print.
+processes: the commands people type, and what they print. The lease commands
+run against a router following placement (3 placement servers, 3 store
+nodes: flotilla/cluster.py), where leases live.
 
 Skips, saying why, when etcdctl is not installed (scripts/test.sh installs
 it when it can). Every subprocess is bounded in time; `etcdctl watch` runs in
@@ -19,6 +21,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from flotilla.cluster import Cluster
 from flotilla.router_main import RouterProcess
 from flotilla.storecluster import StoreCluster, wait_until
 from router import slots
@@ -201,7 +204,64 @@ def test_member_list_and_endpoint_status_health(ctl: Ctl) -> None:
     assert "is healthy" in health.stdout + health.stderr
 
 
-def test_lease_commands_need_placement(ctl: Ctl) -> None:
+def test_lease_commands_without_placement_say_so(ctl: Ctl) -> None:
     p = ctl.run("lease", "grant", "10", check=False)
     assert p.returncode != 0 and "placement" in p.stderr
-    pytest.skip("lease commands need the placement service, which this router was not started with")
+
+
+@pytest.fixture(scope="module")
+def pctl(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ctl]:
+    """etcdctl against a router following placement's map (leases live there)."""
+    tmp = tmp_path_factory.mktemp("etcdctl-placement")
+    cluster = Cluster(tmp, initial_shards=2)
+    router: RouterProcess | None = None
+    try:
+        cluster.start()
+        cluster.wait_bootstrapped()
+        join = ",".join(cluster.placement.nodes[n].address for n in cluster.placement_ids)
+        router = RouterProcess(tmp, ["-v", "--placement", join, "--node-id", "1001", "--name", "router-a"])
+        router.start()
+        c = Ctl(router.address)
+        wait_until(lambda: c.run("get", "warmup", check=False).returncode == 0, timeout=30, what="etcdctl get through the router")
+        yield c
+    finally:
+        if router is not None:
+            router.stop()
+            print(f"--- router log tail ---\n{router.log_tail(30)}")
+        cluster.stop()
+
+
+def test_lease_grant_put_timetolive_keepalive_list_revoke(pctl: Ctl) -> None:
+    grant = pctl.out("lease", "grant", "60")
+    assert len(grant) == 1 and grant[0].startswith("lease ") and grant[0].endswith(" granted with TTL(60s)"), grant
+    lease = grant[0].split()[1]
+    assert pctl.out("put", "--lease", lease, "ls/a", "1") == ["OK"]
+    assert pctl.out("put", "--lease", lease, "ls/b", "2") == ["OK"]
+    ttl = pctl.out("lease", "timetolive", "--keys", lease)
+    assert ttl[0].startswith(f"lease {lease} granted with TTL(60s), remaining(") and "attached keys([ls/a ls/b])" in ttl[0], ttl
+    assert pctl.out("lease", "keep-alive", "--once", lease) == [f"lease {lease} keepalived with TTL(60)"]
+    listed = pctl.out("lease", "list")
+    assert listed[0].startswith("found ") and lease in listed[1:]
+    assert pctl.out("lease", "revoke", lease) == [f"lease {lease} revoked"]
+    assert pctl.out("get", "--prefix", "ls/") == []
+    assert pctl.out("lease", "timetolive", lease) == [f"lease {lease} already expired"]
+
+
+def test_lease_errors_are_etcds(pctl: Ctl) -> None:
+    p = pctl.run("lease", "revoke", "123abc", check=False)
+    assert p.returncode != 0 and "requested lease not found" in p.stderr
+    p = pctl.run("put", "--lease", "123abc", "k", "v", check=False)
+    assert p.returncode != 0 and "requested lease not found" in p.stderr
+
+
+def test_expired_lease_deletes_its_key(pctl: Ctl) -> None:
+    lease = pctl.out("lease", "grant", "2")[0].split()[1]
+    assert pctl.out("put", "--lease", lease, "ex/k", "v") == ["OK"]
+    assert pctl.out("get", "ex/k") == ["ex/k", "v"]
+    wait_until(lambda: pctl.out("get", "ex/k") == [], timeout=20, what="the key of an expired lease deleted")
+    assert pctl.out("lease", "timetolive", lease) == [f"lease {lease} already expired"]
+
+
+def test_member_list_through_placement_lists_the_registered_router(pctl: Ctl) -> None:
+    members = pctl.out("member", "list")
+    assert len(members) == 1 and members[0].startswith("3e9, started, router-a, ") and f"http://{pctl.endpoint}" in members[0]

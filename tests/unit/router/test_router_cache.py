@@ -84,3 +84,38 @@ def test_placement_source_takes_the_full_map_then_changes() -> None:
     assert c.map_version == 4 and c.shard_of_slot(9).shard_id == 5 and c.shard_of_slot(3).shard_id == 1
     src._take(ppb.WatchMapResponse(map_version=5, removed_shards=[5]))
     assert c.shard(5) is None
+
+
+def test_placement_source_keeps_routers_apart_and_takes_several_addresses() -> None:
+    c = RoutingCache(16)
+    src = PlacementSource(c, "1=p:1, p:2,p:3", channel_for=lambda a: None)
+    assert src.addresses == ["p:1", "p:2", "p:3"]
+    full = ppb.ClusterMap(
+        slot_count=16,
+        map_version=3,
+        nodes=[
+            ppb.NodeInfo(node_id=1, kind=ppb.STORE, address="h:1", state=ppb.UP),
+            ppb.NodeInfo(node_id=1001, kind=ppb.ROUTER, address="r:1", state=ppb.UP),
+        ],
+        shards=[ppb.ShardInfo(descriptor=_desc(1, 0, 16, 1), leader_term=1)],
+    )
+    src._take(ppb.WatchMapResponse(map_version=3, full=full))
+    assert c.address(1) == "h:1" and c.address(1001) == "" and set(src.routers) == {1001}
+    src._take(ppb.WatchMapResponse(map_version=4, nodes=[ppb.NodeInfo(node_id=1002, kind=ppb.ROUTER, address="r:2", state=ppb.UP)]))
+    assert set(src.routers) == {1001, 1002}
+
+
+def test_router_members_are_itself_then_the_other_routers_up() -> None:
+    from router.server import RouterConfig, RouterServer
+
+    r = RouterServer(RouterConfig(placement="p:1,p:2", node_id=1001, name="r1", advertise="h:2379"))
+    assert r.placement_source is not None and r.identity.member_id == 1001
+    r.placement_source.routers = {
+        1001: ppb.NodeInfo(node_id=1001, kind=ppb.ROUTER, address="h:2379", state=ppb.UP),
+        1002: ppb.NodeInfo(node_id=1002, kind=ppb.ROUTER, address="h:2380", state=ppb.UP, labels=[ppb.Label(key="name", value="r2")]),
+        1003: ppb.NodeInfo(node_id=1003, kind=ppb.ROUTER, address="h:2381", state=ppb.DOWN),
+    }
+    assert [(m.member_id, m.name, m.client_urls) for m in r.members()] == [
+        (1001, "r1", ("http://h:2379",)),
+        (1002, "r2", ("http://h:2380",)),
+    ]

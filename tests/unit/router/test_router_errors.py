@@ -88,7 +88,7 @@ K = spb.KvError
         (K.VALUE_PROVIDED, "value_provided"),
         (K.LEASE_PROVIDED, "lease_provided"),
         (K.INVALID_REQUEST, "invalid_request"),
-        *([(K.Code.Value("LEASE_NOT_FOUND"), "lease_not_found")] if "LEASE_NOT_FOUND" in K.Code.keys() else []),
+        (K.LEASE_NOT_FOUND, "lease_not_found"),
     ],
 )
 def test_store_kv_codes_map_to_rows(code: int, name: str) -> None:
@@ -109,3 +109,8 @@ def test_cross_shard_txn_names_shards_and_remedy() -> None:
     err = cross_shard_txn([3, 1], [b"a", b"b"])
     assert err.code == C.INVALID_ARGUMENT
     assert "shards 1, 3" in err.message and "hash tag" in err.message and "'a'" in err.message
+
+
+def test_store_lease_not_found_is_etcds_lease_not_found() -> None:
+    err = from_kv_error(spb.KvError(code=13, detail="lease 7 is gone"))
+    assert (err.code, err.message) == (grpc.StatusCode.NOT_FOUND, "etcdserver: requested lease not found")

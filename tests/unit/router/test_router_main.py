@@ -28,3 +28,32 @@ def test_prefixed_options_sit_beside_a_servers_own() -> None:
 def test_bad_peers_are_refused() -> None:
     with pytest.raises(SystemExit):
         router_main.parse_peers("1=a:1,oops")
+
+
+def test_router_node_id_and_several_placement_servers() -> None:
+    p = argparse.ArgumentParser()
+    router_main.add_arguments(p, prefix="router-")
+    args = p.parse_args(["--router-placement", "a:1,b:2", "--router-node-id", "1001", "--router-heartbeat-ms", "250"])
+    cfg = router_main.config_from(args, prefix="router-")
+    assert cfg.placement == "a:1,b:2" and cfg.node_id == 1001 and cfg.heartbeat_s == 0.25
+
+
+def test_server_takes_the_router_role_beside_its_own() -> None:
+    from flotilla import cli
+
+    args = cli._build_parser().parse_args(
+        ["server", "--router", "--join", "p:1,p:2", "--router-listen", "127.0.0.1:0", "--listen", "127.0.0.1:7000"]
+    )
+    assert args.router and args.router_listen == "127.0.0.1:0" and args.listen == "127.0.0.1:7000" and args.join == "p:1,p:2"
+    from flotilla.server import _router_placement
+
+    assert _router_placement(args, "", {}) == "p:1,p:2"
+    args = cli._build_parser().parse_args(["server", "--router", "--placement", "--node-id", "2", "--data-dir", "d"])
+    assert _router_placement(args, "h:2", {1: "h:1", 2: "h:2", 3: "h:3"}) == "h:2,h:1,h:3"
+
+
+def test_playground_options() -> None:
+    from flotilla import cli
+
+    args = cli._build_parser().parse_args(["playground", "--client-port", "0", "--routers", "2"])
+    assert args.client_port == 0 and args.routers == 2 and args.placement is None and args.data_dir == "./flotilla-data"

@@ -1,0 +1,342 @@
+"""`flotilla playground`: a whole local cluster with one command.
+
+    flotilla playground [--placement 3] [--stores 3] [--routers 1] [--shards 4]
+                        [--data-dir ./flotilla-data] [--client-port 2379]
+
+Starts, as real OS processes (`python -m flotilla server ...`) on 127.0.0.1:
+--placement placement servers (`server --placement`, node ids 1..P),
+--stores store nodes (`server --store --join <placement>`, node ids 101..),
+and --routers etcd routers (`server --router --join <placement>`, member ids
+1001..). The first router listens on --client-port (0: any free port); the
+others on any free port. The endpoints are printed, then a line `ready` once
+an etcd Range over the whole key space succeeds through every router (every
+shard has a leader). SIGINT or SIGTERM stops the routers, the stores, then
+placement (SIGTERM to each pid, waited for) and exits 0.
+
+The data directory holds the cluster: playground.json (its shape and the
+ports of the placement servers and store nodes, chosen free on the first
+run and kept: they are in the Raft groups' peer lists and the shard map), a
+directory per process (p1/, s1/, ...), and logs/ (one log per process).
+Running the playground again on the same directory restarts the same
+cluster with its data, on the same ports; the shape options must then be
+left out or match.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
+from flotilla.raftcluster import REPO
+from flotillapb.etcd.etcdserverpb import rpc_pb2 as epb
+from flotillapb.etcd.etcdserverpb import rpc_pb2_grpc
+
+STATE_FILE = "playground.json"
+STORE_ID_BASE = 100
+ROUTER_ID_BASE = 1000
+SLOTS = 1024
+DEFAULTS = {"placement": 3, "stores": 3, "shards": 4}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--placement", type=int, default=None, help=f"placement servers (default {DEFAULTS['placement']})")
+    p.add_argument("--stores", type=int, default=None, help=f"store nodes (default {DEFAULTS['stores']})")
+    p.add_argument("--routers", type=int, default=1, help="etcd routers (default 1)")
+    p.add_argument("--shards", type=int, default=None, help=f"initial shards (default {DEFAULTS['shards']})")
+    p.add_argument("--data-dir", default="./flotilla-data", help="the cluster's data and logs (default ./flotilla-data)")
+    p.add_argument("--client-port", type=int, default=2379, help="the first router's etcd port (default 2379; 0: any free port)")
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the cluster to serve before giving up")
+
+
+@dataclass
+class Child:
+    name: str
+    args: list[str]
+    log_path: Path
+    ready_file: Path
+    proc: subprocess.Popen[bytes] | None = None
+    reported: bool = False
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_tail(self, lines: int = 20) -> str:
+        if not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+class PlaygroundError(Exception):
+    pass
+
+
+def _free_ports(n: int) -> list[int]:
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _die_with_parent() -> None:
+    """In the child: SIGTERM when the playground dies (even by SIGKILL)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def load_shape(data_dir: Path, args: argparse.Namespace) -> dict[str, object]:
+    """The cluster of data_dir (playground.json), or a new one from args."""
+    path = data_dir / STATE_FILE
+    if path.exists():
+        shape: dict[str, object] = json.loads(path.read_text())
+        for key in DEFAULTS:
+            given = getattr(args, key)
+            if given is not None and given != shape[key]:
+                raise PlaygroundError(
+                    f"the cluster in {data_dir} has --{key} {shape[key]}; leave --{key} out to restart it "
+                    f"(or use another --data-dir for a new cluster)"
+                )
+        shape["restarted"] = True
+        return shape
+    shape = {key: getattr(args, key) if getattr(args, key) is not None else d for key, d in DEFAULTS.items()}
+    for key in DEFAULTS:
+        if int(shape[key]) < 1:  # type: ignore[call-overload]
+            raise PlaygroundError(f"--{key} must be at least 1")
+    ports = _free_ports(int(shape["placement"]) + int(shape["stores"]))  # type: ignore[call-overload]
+    shape["placement_ports"] = ports[: int(shape["placement"])]  # type: ignore[call-overload]
+    shape["store_ports"] = ports[int(shape["placement"]) :]  # type: ignore[call-overload]
+    shape["slots"] = SLOTS
+    data_dir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(shape, indent=2) + "\n")
+    tmp.replace(path)
+    shape["restarted"] = False
+    return shape
+
+
+class Playground:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.data_dir = Path(args.data_dir).resolve()
+        self.stop_requested = threading.Event()
+        self.children: list[Child] = []
+
+    # -- processes ---------------------------------------------------------------------------
+    def _child(self, name: str, server_args: list[str]) -> Child:
+        logs = self.data_dir / "logs"
+        run = self.data_dir / "run"
+        logs.mkdir(parents=True, exist_ok=True)
+        run.mkdir(parents=True, exist_ok=True)
+        ready = run / f"{name}.ready"
+        ready.unlink(missing_ok=True)
+        c = Child(name, [sys.executable, "-m", "flotilla", "-v", "server", *server_args, "--ready-file", str(ready)], logs / f"{name}.log", ready)
+        self.children.append(c)
+        return c
+
+    def _spawn(self, c: Child) -> None:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+        with open(c.log_path, "ab") as logf:
+            logf.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(c.args)}\n".encode())
+            logf.flush()
+            c.proc = subprocess.Popen(
+                c.args,
+                stdin=subprocess.DEVNULL,
+                stdout=logf,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=str(self.data_dir),
+                start_new_session=True,  # Ctrl-C reaches the playground only; it stops the children in order
+                preexec_fn=_die_with_parent,
+            )
+
+    def _wait_ready(self, children: list[Child], deadline: float) -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = {}
+        while len(out) < len(children):
+            for c in children:
+                if c.name in out:
+                    continue
+                if not c.alive():
+                    code = c.proc.returncode if c.proc is not None else None
+                    raise PlaygroundError(f"{c.name} exited with {code} while starting; {c.log_path}:\n{c.log_tail()}")
+                if c.ready_file.exists():
+                    out[c.name] = json.loads(c.ready_file.read_text())
+            if len(out) == len(children):
+                break
+            if time.monotonic() > deadline:
+                missing = [c.name for c in children if c.name not in out]
+                raise PlaygroundError(f"{', '.join(missing)} not serving within {self.args.timeout:.0f}s (logs in {self.data_dir / 'logs'})")
+            if self.stop_requested.wait(0.05):
+                raise KeyboardInterrupt
+        return out
+
+    def _wait_serving(self, endpoints: list[str], deadline: float) -> None:
+        """An etcd Range over the whole key space through every router, and
+        every router in every router's MemberList (registered with placement)."""
+        for ep in endpoints:
+            with grpc.insecure_channel(ep) as ch:
+                kv = rpc_pb2_grpc.KVStub(ch)
+                cluster = rpc_pb2_grpc.ClusterStub(ch)
+                last = ""
+                while True:
+                    try:
+                        kv.Range(epb.RangeRequest(key=b"\0", range_end=b"\0", limit=1, keys_only=True), timeout=3)
+                        members = cluster.MemberList(epb.MemberListRequest(), timeout=3).members
+                        if len(members) >= len(endpoints):
+                            break
+                        last = f"MemberList lists {len(members)} of {len(endpoints)} routers"
+                    except grpc.RpcError as exc:
+                        last = f"{exc.code().name}: {exc.details()}"  # type: ignore[attr-defined]
+                    for c in self.children:
+                        if not c.alive():
+                            raise PlaygroundError(f"{c.name} exited with {c.proc.returncode if c.proc else None}; {c.log_path}:\n{c.log_tail()}")
+                    if time.monotonic() > deadline:
+                        raise PlaygroundError(f"the router at {ep} did not serve a Range within {self.args.timeout:.0f}s (last: {last})")
+                    if self.stop_requested.wait(0.2):
+                        raise KeyboardInterrupt
+
+    def stop(self) -> None:
+        """Routers, then stores, then placement: SIGTERM by pid, then wait."""
+        for kind in ("r", "s", "p"):
+            group = [c for c in self.children if c.name.startswith(kind) and c.alive()]
+            for c in group:
+                assert c.proc is not None
+                c.proc.send_signal(signal.SIGTERM)
+            for c in group:
+                assert c.proc is not None
+                try:
+                    c.proc.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    c.proc.kill()
+                    c.proc.wait(timeout=15)
+
+    # -- the command -------------------------------------------------------------------------
+    def run(self) -> int:
+        args = self.args
+        if args.routers < 1:
+            raise PlaygroundError("--routers must be at least 1")
+        if args.client_port and not _port_free(args.client_port):
+            raise PlaygroundError(f"port {args.client_port} is in use (an etcd running?); choose another with --client-port (0: any)")
+        shape = load_shape(self.data_dir, args)
+        pports = [int(p) for p in shape["placement_ports"]]  # type: ignore[attr-defined]
+        sports = [int(p) for p in shape["store_ports"]]  # type: ignore[attr-defined]
+        busy = [p for p in pports + sports if not _port_free(p)]
+        if busy:
+            raise PlaygroundError(
+                f"ports {busy} of the cluster in {self.data_dir} are in use (is a playground already running on it?)"
+            )
+        n_p, n_s, shards = len(pports), len(sports), int(shape["shards"])  # type: ignore[call-overload]
+        slots = int(shape["slots"])  # type: ignore[call-overload]
+        join = ",".join(f"127.0.0.1:{p}" for p in pports)
+        peers = ",".join(f"{i + 1}=127.0.0.1:{p}" for i, p in enumerate(pports))
+        verb = "restarting" if shape["restarted"] else "starting"
+        print(
+            f"flotilla playground: {verb} {n_p} placement, {n_s} stores, {args.routers} router(s), {shards} shards; "
+            f"data in {self.data_dir}, logs in {self.data_dir / 'logs'}",
+            flush=True,
+        )
+        deadline = time.monotonic() + args.timeout
+        placement = [
+            self._child(
+                f"p{i + 1}",
+                [
+                    "--placement", "--node-id", str(i + 1), "--data-dir", str(self.data_dir / f"p{i + 1}"),
+                    "--listen", f"127.0.0.1:{port}", "--peers", peers, "--slots", str(slots),
+                    "--bootstrap-stores", str(n_s), "--initial-shards", str(shards), "--replicas", str(min(3, n_s)),
+                ],
+            )
+            for i, port in enumerate(pports)
+        ]
+        stores = [
+            self._child(
+                f"s{i + 1}",
+                [
+                    "--store", "--node-id", str(STORE_ID_BASE + i + 1), "--data-dir", str(self.data_dir / f"s{i + 1}"),
+                    "--listen", f"127.0.0.1:{port}", "--join", join, "--slots", str(slots),
+                ],
+            )
+            for i, port in enumerate(sports)
+        ]
+        routers = [
+            self._child(
+                f"r{i + 1}",
+                [
+                    "--router", "--node-id", str(ROUTER_ID_BASE + i + 1), "--join", join, "--slots", str(slots),
+                    "--router-listen", f"127.0.0.1:{args.client_port if i == 0 else 0}",
+                    "--router-name", f"router{i + 1}",
+                ],
+            )
+            for i in range(args.routers)
+        ]
+        try:
+            for c in placement:
+                self._spawn(c)
+            self._wait_ready(placement, deadline)
+            for c in stores + routers:
+                self._spawn(c)
+            ready = self._wait_ready(stores + routers, deadline)
+            endpoints = [f"127.0.0.1:{ready[c.name]['port']}" for c in routers]
+            for c, ep in zip(routers, endpoints, strict=True):
+                print(f"{c.name}: etcd endpoint {ep}", flush=True)
+            self._wait_serving(endpoints, deadline)
+            print(f"endpoints: {','.join(endpoints)}", flush=True)
+            print(f"try: etcdctl --endpoints {endpoints[0]} put hello world", flush=True)
+            print("ready", flush=True)
+            while not self.stop_requested.wait(0.5):
+                for c in self.children:
+                    if not c.alive() and not c.reported:
+                        c.reported = True
+                        code = c.proc.returncode if c.proc is not None else None
+                        print(f"playground: {c.name} (pid {c.proc.pid if c.proc else '?'}) exited with {code}; see {c.log_path}", flush=True)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            print("flotilla playground: stopping", flush=True)
+            self.stop()
+        print("flotilla playground: stopped", flush=True)
+        return 0
+
+
+def main(args: argparse.Namespace) -> int:
+    pg = Playground(args)
+
+    def on_signal(signum: int, frame: object) -> None:
+        pg.stop_requested.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        return pg.run()
+    except PlaygroundError as exc:
+        print(f"flotilla playground: {exc}", file=sys.stderr, flush=True)
+        pg.stop()
+        return 1

@@ -1,0 +1,51 @@
+"""A placement-backed router registers with placement as a ROUTER node and
+heartbeats, so placement's map lists every router that is up and MemberList
+(router/cluster.py) answers with all of them: clients that sync their
+endpoints (clientv3's AutoSyncInterval, `etcdctl --endpoints` discovery)
+stay on routers. A router unheard for placement's --down-after is marked
+down and no longer listed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import grpc
+import grpc.aio
+
+from flotillapb import placement_pb2 as ppb
+from placement.client import PlacementClient, PlacementUnavailable
+
+log = logging.getLogger(__name__)
+
+
+class Registration:
+    def __init__(self, client: PlacementClient, node_id: int, address: str, name: str, *, interval_s: float = 1.0) -> None:
+        self._client = client
+        self.node_id = node_id
+        self.address = address
+        self.name = name
+        self.interval_s = interval_s
+        self.registered = asyncio.Event()
+
+    async def run(self) -> None:
+        registered = False
+        while True:
+            try:
+                if not registered:
+                    req = ppb.RegisterNodeRequest(
+                        node_id=self.node_id, kind=ppb.ROUTER, address=self.address, labels=[ppb.Label(key="name", value=self.name)]
+                    )
+                    await self._client.call("RegisterNode", req)
+                    registered = True
+                    self.registered.set()
+                    log.info("router node=%d registered with placement at %s", self.node_id, self.address)
+                await self._client.call("StoreHeartbeat", ppb.StoreHeartbeatRequest(node_id=self.node_id))
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() == grpc.StatusCode.NOT_FOUND:
+                    registered = False  # placement forgot us (a new cluster): register again
+                log.debug("router registration: %s %s", exc.code().name, exc.details())
+            except PlacementUnavailable as exc:
+                log.debug("router registration: %s", exc)
+            await asyncio.sleep(self.interval_s)
