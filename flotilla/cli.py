@@ -12,6 +12,7 @@ Subcommands so far:
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import random
 from collections.abc import Callable, Sequence
@@ -149,28 +150,26 @@ def run_demo(seed: int) -> int:
     return 0
 
 
+# Subcommands implemented in their own module, each with add_arguments(parser)
+# and main(args) -> exit code: name -> (module, help).
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "playground": ("flotilla.playground", "a whole local cluster: placement, stores and an etcd router on 127.0.0.1"),
+    "server": ("flotilla.server", "a Flotilla server process (roles: --placement, --store, --router)"),
+    "ctl": ("flotilla.ctl", "administer a cluster through placement: nodes, shards, operators"),
+    "bench": ("flotilla.bench", "load etcd v3 endpoints (Flotilla or etcd); --compare-etcd"),
+    "raftnode": ("flotilla.raftnode", "a process hosting many Raft groups of registers (runtime tests and benchmarks)"),
+    "bench-raft": ("flotilla.benchraft", "figures of the multi-group Raft runtime on 3 local processes"),
+}
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flotilla", description="Flotilla: a sharded, etcd-compatible key-value store.")
     parser.add_argument("-v", "--verbose", action="store_true", help="show INFO log lines (e.g. the Raft core's)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     demo = sub.add_parser("demo", help="three Raft nodes in one process: elect, replicate, lose the leader, recover")
     demo.add_argument("--seed", type=int, default=1, help="seed of the nodes' random election timeouts (default 1)")
-    raftnode = sub.add_parser("raftnode", help="a process hosting many Raft groups of registers (runtime tests and benchmarks)")
-    from flotilla import raftnode as raftnode_mod
-
-    raftnode_mod.add_arguments(raftnode)
-    playground = sub.add_parser("playground", help="a whole local cluster: placement, stores and an etcd router on 127.0.0.1")
-    from flotilla import playground as playground_mod
-
-    playground_mod.add_arguments(playground)
-    server = sub.add_parser("server", help="a Flotilla server process (roles: --placement, --store, --router)")
-    from flotilla import server as server_mod
-
-    server_mod.add_arguments(server)
-    bench_raft = sub.add_parser("bench-raft", help="figures of the multi-group Raft runtime on 3 local processes")
-    from flotilla import benchraft
-
-    benchraft.add_arguments(bench_raft)
+    for name, (module, help_text) in SUBCOMMANDS.items():
+        importlib.import_module(module).add_arguments(sub.add_parser(name, help=help_text))
     return parser
 
 
@@ -186,20 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except DemoStalled as exc:
             print(f"demo failed: {exc}")
             return 1
-    if args.command == "raftnode":
-        from flotilla import raftnode as raftnode_mod
-
-        return raftnode_mod.main(args)
-    if args.command == "playground":
-        from flotilla import playground as playground_mod
-
-        return playground_mod.main(args)
-    if args.command == "server":
-        from flotilla import server as server_mod
-
-        return server_mod.main(args)
-    if args.command == "bench-raft":
-        from flotilla import benchraft
-
-        return benchraft.main(args)
+    if args.command in SUBCOMMANDS:
+        result: int = importlib.import_module(SUBCOMMANDS[args.command][0]).main(args)
+        return result
     raise AssertionError(f"unhandled command {args.command!r}")

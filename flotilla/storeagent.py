@@ -15,7 +15,13 @@
   does not host and the map says it should (GroupHost.on_unknown_group);
 - tells the node every store node's address from the map (Raft peers,
   NotLeader hints);
-- is the node's LeaseRegistry: LeaseAttach on the placement leader.
+- is the node's LeaseRegistry: LeaseAttach on the placement leader;
+- carries out the operator steps placement answers a heartbeat with, for
+  the shards this node leads (`execute_step`): conf changes ADD_LEARNER,
+  ADD_NODE (promote, once the learner has caught up), REMOVE_NODE, a leader
+  transfer, or a split. A step already in effect is skipped (placement
+  sends a step again until the shard's report confirms it); one step per
+  shard at a time.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import grpc.aio
 from flotillapb import placement_pb2 as ppb
 from flotillapb import store_pb2 as spb
 from placement.client import PlacementClient, PlacementUnavailable
+from raft.core import ConfChange, ConfChangeType, ProposalDropped
 from raft.runtime.host import GroupHost
 from shard import convert
 from shard.leasekeys import LeaseChange, LeaseRegistryUnavailable
@@ -85,6 +92,8 @@ class StoreAgent:
         self._queued: set[int] = set()
         self._reported: dict[int, tuple[object, ...]] = {}
         self.registered = asyncio.Event()
+        self._stepping: dict[int, asyncio.Task[None]] = {}
+        self.steps_done = 0
         host.on_unknown_group = self._on_unknown_group
         node.leases = PlacementLeases(client)
 
@@ -198,7 +207,9 @@ class StoreAgent:
         while True:
             req = ppb.StoreHeartbeatRequest(node_id=self.node.node_id, shards=self._stats())
             try:
-                await self.client.call("StoreHeartbeat", req)
+                resp = await self.client.call("StoreHeartbeat", req)
+                for step in resp.steps:
+                    self._start_step(step)
             except grpc.aio.AioRpcError as exc:
                 if exc.code() == grpc.StatusCode.NOT_FOUND:
                     await self._register()  # placement does not know this node (yet): register again
@@ -207,6 +218,69 @@ class StoreAgent:
             except PlacementUnavailable as exc:
                 log.debug("node=%d heartbeat failed (%s)", self.node.node_id, _short(exc))
             await asyncio.sleep(self.cfg.heartbeat_interval_s)
+
+    # -- operator steps -----------------------------------------------------------------------
+    def _start_step(self, step: ppb.OperatorStep) -> None:
+        t = self._stepping.get(step.shard_id)
+        if t is not None and not t.done():
+            return  # one step per shard at a time: placement sends it again
+        self._stepping[step.shard_id] = asyncio.create_task(self._run_step(step), name=f"agent-step-{step.shard_id}")
+
+    async def _run_step(self, step: ppb.OperatorStep) -> None:
+        try:
+            if await self.execute_step(step):
+                self.steps_done += 1
+        except (ProposalDropped, TimeoutError) as exc:
+            log.info("node=%d shard=%d operator %d step %s failed (%s); placement will send it again",
+                     self.node.node_id, step.shard_id, step.operator_id, ppb.StepKind.Name(step.kind), _short(exc))
+        except Exception as exc:  # a refused step (split at a bad slot, not leader any more): placement retries or times it out
+            log.warning("node=%d shard=%d operator %d step %s refused: %s",
+                        self.node.node_id, step.shard_id, step.operator_id, ppb.StepKind.Name(step.kind), _short(exc))
+
+    async def execute_step(self, step: ppb.OperatorStep) -> bool:
+        """Carry out one operator step as the shard's leader. False: skipped
+        (not leader, already in effect, or not ready yet)."""
+        sid = step.shard_id
+        if sid not in self.node.shard_ids():
+            return False
+        st = self.host.status(sid)
+        if st.soft_state.leader_id != self.node.node_id or st.id != self.node.node_id:
+            return False
+        voters, learners = set(st.conf_state.voters), set(st.conf_state.learners)
+        n = step.node_id
+        kind = step.kind
+        if kind == ppb.ADD_LEARNER:
+            if n in voters or n in learners:
+                return False
+            cc = ConfChange(ConfChangeType.ADD_LEARNER, n)
+        elif kind == ppb.PROMOTE:
+            if n in voters or n not in learners:
+                return False
+            pr = st.progress.get(n)
+            if pr is None or pr.match == 0 or pr.match + 16 < st.hard_state.commit:
+                return False  # not caught up yet: promoting now would weaken the quorum
+            cc = ConfChange(ConfChangeType.ADD_NODE, n)
+        elif kind == ppb.REMOVE_REPLICA:
+            if n not in voters and n not in learners:
+                return False
+            if n == self.node.node_id:
+                return False  # placement asks for a leader transfer first
+            cc = ConfChange(ConfChangeType.REMOVE_NODE, n)
+        elif kind == ppb.TRANSFER_LEADER:
+            if n == self.node.node_id or n not in voters:
+                return False
+            log.info("node=%d shard=%d operator %d: transferring leadership to node %d", self.node.node_id, sid, step.operator_id, n)
+            self.host.transfer_leader(sid, n)
+            return True
+        elif kind == ppb.SPLIT:
+            log.info("node=%d shard=%d operator %d: splitting at slot %d into shard %d", self.node.node_id, sid, step.operator_id, step.at_slot, step.new_shard_id)
+            await self.node.split(sid, step.new_shard_id, step.at_slot)
+            return True
+        else:
+            return False
+        log.info("node=%d shard=%d operator %d: conf change %s node %d", self.node.node_id, sid, step.operator_id, cc.type.name, n)
+        await self.host.propose_conf_change(sid, cc)
+        return True
 
     async def _report_loop(self) -> None:
         """Report a shard as soon as this node leads it with a new term, epoch or configuration."""

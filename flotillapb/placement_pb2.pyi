@@ -22,6 +22,15 @@ class NodeState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     DOWN: _ClassVar[NodeState]
     DRAINING: _ClassVar[NodeState]
     REMOVED: _ClassVar[NodeState]
+
+class StepKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    STEP_KIND_UNSPECIFIED: _ClassVar[StepKind]
+    ADD_LEARNER: _ClassVar[StepKind]
+    PROMOTE: _ClassVar[StepKind]
+    REMOVE_REPLICA: _ClassVar[StepKind]
+    TRANSFER_LEADER: _ClassVar[StepKind]
+    SPLIT: _ClassVar[StepKind]
 NODE_KIND_UNSPECIFIED: NodeKind
 STORE: NodeKind
 ROUTER: NodeKind
@@ -30,6 +39,12 @@ UP: NodeState
 DOWN: NodeState
 DRAINING: NodeState
 REMOVED: NodeState
+STEP_KIND_UNSPECIFIED: StepKind
+ADD_LEARNER: StepKind
+PROMOTE: StepKind
+REMOVE_REPLICA: StepKind
+TRANSFER_LEADER: StepKind
+SPLIT: StepKind
 
 class Label(_message.Message):
     __slots__ = ("key", "value")
@@ -164,12 +179,14 @@ class StoreHeartbeatRequest(_message.Message):
     def __init__(self, node_id: _Optional[int] = ..., shards: _Optional[_Iterable[_Union[ShardStats, _Mapping]]] = ...) -> None: ...
 
 class StoreHeartbeatResponse(_message.Message):
-    __slots__ = ("map_version", "state")
+    __slots__ = ("map_version", "state", "steps")
     MAP_VERSION_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
     map_version: int
     state: NodeState
-    def __init__(self, map_version: _Optional[int] = ..., state: _Optional[_Union[NodeState, str]] = ...) -> None: ...
+    steps: _containers.RepeatedCompositeFieldContainer[OperatorStep]
+    def __init__(self, map_version: _Optional[int] = ..., state: _Optional[_Union[NodeState, str]] = ..., steps: _Optional[_Iterable[_Union[OperatorStep, _Mapping]]] = ...) -> None: ...
 
 class ReportShardRequest(_message.Message):
     __slots__ = ("descriptor", "term")
@@ -296,3 +313,115 @@ class StatusResponse(_message.Message):
     heartbeats: int
     voters: _containers.RepeatedScalarFieldContainer[int]
     def __init__(self, node_id: _Optional[int] = ..., is_leader: _Optional[bool] = ..., leader_node_id: _Optional[int] = ..., term: _Optional[int] = ..., applied_index: _Optional[int] = ..., map_version: _Optional[int] = ..., cluster_id: _Optional[int] = ..., leases: _Optional[int] = ..., leases_pending_delete: _Optional[int] = ..., keys_deleted: _Optional[int] = ..., heartbeats: _Optional[int] = ..., voters: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class OperatorStep(_message.Message):
+    __slots__ = ("operator_id", "shard_id", "kind", "node_id", "new_shard_id", "at_slot")
+    OPERATOR_ID_FIELD_NUMBER: _ClassVar[int]
+    SHARD_ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    NEW_SHARD_ID_FIELD_NUMBER: _ClassVar[int]
+    AT_SLOT_FIELD_NUMBER: _ClassVar[int]
+    operator_id: int
+    shard_id: int
+    kind: StepKind
+    node_id: int
+    new_shard_id: int
+    at_slot: int
+    def __init__(self, operator_id: _Optional[int] = ..., shard_id: _Optional[int] = ..., kind: _Optional[_Union[StepKind, str]] = ..., node_id: _Optional[int] = ..., new_shard_id: _Optional[int] = ..., at_slot: _Optional[int] = ...) -> None: ...
+
+class OperatorInfo(_message.Message):
+    __slots__ = ("id", "kind", "shard_id", "steps", "step_index", "state", "age_s", "note")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    SHARD_ID_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    STEP_INDEX_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    AGE_S_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    kind: str
+    shard_id: int
+    steps: _containers.RepeatedCompositeFieldContainer[OperatorStep]
+    step_index: int
+    state: str
+    age_s: float
+    note: str
+    def __init__(self, id: _Optional[int] = ..., kind: _Optional[str] = ..., shard_id: _Optional[int] = ..., steps: _Optional[_Iterable[_Union[OperatorStep, _Mapping]]] = ..., step_index: _Optional[int] = ..., state: _Optional[str] = ..., age_s: _Optional[float] = ..., note: _Optional[str] = ...) -> None: ...
+
+class ListOperatorsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListOperatorsResponse(_message.Message):
+    __slots__ = ("operators",)
+    OPERATORS_FIELD_NUMBER: _ClassVar[int]
+    operators: _containers.RepeatedCompositeFieldContainer[OperatorInfo]
+    def __init__(self, operators: _Optional[_Iterable[_Union[OperatorInfo, _Mapping]]] = ...) -> None: ...
+
+class CancelOperatorRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    def __init__(self, id: _Optional[int] = ...) -> None: ...
+
+class CancelOperatorResponse(_message.Message):
+    __slots__ = ("rollback",)
+    ROLLBACK_FIELD_NUMBER: _ClassVar[int]
+    rollback: OperatorInfo
+    def __init__(self, rollback: _Optional[_Union[OperatorInfo, _Mapping]] = ...) -> None: ...
+
+class OperatorResponse(_message.Message):
+    __slots__ = ("operator",)
+    OPERATOR_FIELD_NUMBER: _ClassVar[int]
+    operator: OperatorInfo
+    def __init__(self, operator: _Optional[_Union[OperatorInfo, _Mapping]] = ...) -> None: ...
+
+class SplitRequest(_message.Message):
+    __slots__ = ("shard_id", "at_slot")
+    SHARD_ID_FIELD_NUMBER: _ClassVar[int]
+    AT_SLOT_FIELD_NUMBER: _ClassVar[int]
+    shard_id: int
+    at_slot: int
+    def __init__(self, shard_id: _Optional[int] = ..., at_slot: _Optional[int] = ...) -> None: ...
+
+class MergeRequest(_message.Message):
+    __slots__ = ("shard_id", "other_shard_id")
+    SHARD_ID_FIELD_NUMBER: _ClassVar[int]
+    OTHER_SHARD_ID_FIELD_NUMBER: _ClassVar[int]
+    shard_id: int
+    other_shard_id: int
+    def __init__(self, shard_id: _Optional[int] = ..., other_shard_id: _Optional[int] = ...) -> None: ...
+
+class MoveRequest(_message.Message):
+    __slots__ = ("shard_id", "from_node", "to_node")
+    SHARD_ID_FIELD_NUMBER: _ClassVar[int]
+    FROM_NODE_FIELD_NUMBER: _ClassVar[int]
+    TO_NODE_FIELD_NUMBER: _ClassVar[int]
+    shard_id: int
+    from_node: int
+    to_node: int
+    def __init__(self, shard_id: _Optional[int] = ..., from_node: _Optional[int] = ..., to_node: _Optional[int] = ...) -> None: ...
+
+class TransferLeaderRequest(_message.Message):
+    __slots__ = ("shard_id", "node_id")
+    SHARD_ID_FIELD_NUMBER: _ClassVar[int]
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    shard_id: int
+    node_id: int
+    def __init__(self, shard_id: _Optional[int] = ..., node_id: _Optional[int] = ...) -> None: ...
+
+class DrainRequest(_message.Message):
+    __slots__ = ("node_id", "undo")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    UNDO_FIELD_NUMBER: _ClassVar[int]
+    node_id: int
+    undo: bool
+    def __init__(self, node_id: _Optional[int] = ..., undo: _Optional[bool] = ...) -> None: ...
+
+class DrainResponse(_message.Message):
+    __slots__ = ("state",)
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    state: NodeState
+    def __init__(self, state: _Optional[_Union[NodeState, str]] = ...) -> None: ...

@@ -110,6 +110,41 @@ class PlacementStub:
                 request_serializer=flotillapb_dot_placement__pb2.StatusRequest.SerializeToString,
                 response_deserializer=flotillapb_dot_placement__pb2.StatusResponse.FromString,
                 _registered_method=True)
+        self.ListOperators = channel.unary_unary(
+                '/flotillapb.placement.Placement/ListOperators',
+                request_serializer=flotillapb_dot_placement__pb2.ListOperatorsRequest.SerializeToString,
+                response_deserializer=flotillapb_dot_placement__pb2.ListOperatorsResponse.FromString,
+                _registered_method=True)
+        self.CancelOperator = channel.unary_unary(
+                '/flotillapb.placement.Placement/CancelOperator',
+                request_serializer=flotillapb_dot_placement__pb2.CancelOperatorRequest.SerializeToString,
+                response_deserializer=flotillapb_dot_placement__pb2.CancelOperatorResponse.FromString,
+                _registered_method=True)
+        self.Split = channel.unary_unary(
+                '/flotillapb.placement.Placement/Split',
+                request_serializer=flotillapb_dot_placement__pb2.SplitRequest.SerializeToString,
+                response_deserializer=flotillapb_dot_placement__pb2.OperatorResponse.FromString,
+                _registered_method=True)
+        self.Merge = channel.unary_unary(
+                '/flotillapb.placement.Placement/Merge',
+                request_serializer=flotillapb_dot_placement__pb2.MergeRequest.SerializeToString,
+                response_deserializer=flotillapb_dot_placement__pb2.OperatorResponse.FromString,
+                _registered_method=True)
+        self.Move = channel.unary_unary(
+                '/flotillapb.placement.Placement/Move',
+                request_serializer=flotillapb_dot_placement__pb2.MoveRequest.SerializeToString,
+                response_deserializer=flotillapb_dot_placement__pb2.OperatorResponse.FromString,
+                _registered_method=True)
+        self.TransferLeader = channel.unary_unary(
+                '/flotillapb.placement.Placement/TransferLeader',
+                request_serializer=flotillapb_dot_placement__pb2.TransferLeaderRequest.SerializeToString,
+                response_deserializer=flotillapb_dot_placement__pb2.OperatorResponse.FromString,
+                _registered_method=True)
+        self.Drain = channel.unary_unary(
+                '/flotillapb.placement.Placement/Drain',
+                request_serializer=flotillapb_dot_placement__pb2.DrainRequest.SerializeToString,
+                response_deserializer=flotillapb_dot_placement__pb2.DrainResponse.FromString,
+                _registered_method=True)
 
 
 class PlacementServicer:
@@ -223,6 +258,55 @@ class PlacementServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListOperators(self, request, context):
+        """Rebalancing (DESIGN.md, "Rebalancing"): the placement leader's running
+        operators (memory only) and the commands that start or stop one. Each
+        answers the operator it started; a shard with an operator running
+        answers FAILED_PRECONDITION (cancel it first).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelOperator(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Split(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Merge(self, request, context):
+        """UNIMPLEMENTED for now
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Move(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TransferLeader(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Drain(self, request, context):
+        """Mark a node DRAINING: the scheduler moves every replica and leader off it.
+        undo: mark it UP again.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PlacementServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -300,6 +384,41 @@ def add_PlacementServicer_to_server(servicer, server):
                     servicer.Status,
                     request_deserializer=flotillapb_dot_placement__pb2.StatusRequest.FromString,
                     response_serializer=flotillapb_dot_placement__pb2.StatusResponse.SerializeToString,
+            ),
+            'ListOperators': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListOperators,
+                    request_deserializer=flotillapb_dot_placement__pb2.ListOperatorsRequest.FromString,
+                    response_serializer=flotillapb_dot_placement__pb2.ListOperatorsResponse.SerializeToString,
+            ),
+            'CancelOperator': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelOperator,
+                    request_deserializer=flotillapb_dot_placement__pb2.CancelOperatorRequest.FromString,
+                    response_serializer=flotillapb_dot_placement__pb2.CancelOperatorResponse.SerializeToString,
+            ),
+            'Split': grpc.unary_unary_rpc_method_handler(
+                    servicer.Split,
+                    request_deserializer=flotillapb_dot_placement__pb2.SplitRequest.FromString,
+                    response_serializer=flotillapb_dot_placement__pb2.OperatorResponse.SerializeToString,
+            ),
+            'Merge': grpc.unary_unary_rpc_method_handler(
+                    servicer.Merge,
+                    request_deserializer=flotillapb_dot_placement__pb2.MergeRequest.FromString,
+                    response_serializer=flotillapb_dot_placement__pb2.OperatorResponse.SerializeToString,
+            ),
+            'Move': grpc.unary_unary_rpc_method_handler(
+                    servicer.Move,
+                    request_deserializer=flotillapb_dot_placement__pb2.MoveRequest.FromString,
+                    response_serializer=flotillapb_dot_placement__pb2.OperatorResponse.SerializeToString,
+            ),
+            'TransferLeader': grpc.unary_unary_rpc_method_handler(
+                    servicer.TransferLeader,
+                    request_deserializer=flotillapb_dot_placement__pb2.TransferLeaderRequest.FromString,
+                    response_serializer=flotillapb_dot_placement__pb2.OperatorResponse.SerializeToString,
+            ),
+            'Drain': grpc.unary_unary_rpc_method_handler(
+                    servicer.Drain,
+                    request_deserializer=flotillapb_dot_placement__pb2.DrainRequest.FromString,
+                    response_serializer=flotillapb_dot_placement__pb2.DrainResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -707,6 +826,195 @@ class Placement:
             '/flotillapb.placement.Placement/Status',
             flotillapb_dot_placement__pb2.StatusRequest.SerializeToString,
             flotillapb_dot_placement__pb2.StatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListOperators(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/flotillapb.placement.Placement/ListOperators',
+            flotillapb_dot_placement__pb2.ListOperatorsRequest.SerializeToString,
+            flotillapb_dot_placement__pb2.ListOperatorsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelOperator(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/flotillapb.placement.Placement/CancelOperator',
+            flotillapb_dot_placement__pb2.CancelOperatorRequest.SerializeToString,
+            flotillapb_dot_placement__pb2.CancelOperatorResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Split(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/flotillapb.placement.Placement/Split',
+            flotillapb_dot_placement__pb2.SplitRequest.SerializeToString,
+            flotillapb_dot_placement__pb2.OperatorResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Merge(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/flotillapb.placement.Placement/Merge',
+            flotillapb_dot_placement__pb2.MergeRequest.SerializeToString,
+            flotillapb_dot_placement__pb2.OperatorResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Move(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/flotillapb.placement.Placement/Move',
+            flotillapb_dot_placement__pb2.MoveRequest.SerializeToString,
+            flotillapb_dot_placement__pb2.OperatorResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TransferLeader(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/flotillapb.placement.Placement/TransferLeader',
+            flotillapb_dot_placement__pb2.TransferLeaderRequest.SerializeToString,
+            flotillapb_dot_placement__pb2.OperatorResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Drain(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/flotillapb.placement.Placement/Drain',
+            flotillapb_dot_placement__pb2.DrainRequest.SerializeToString,
+            flotillapb_dot_placement__pb2.DrainResponse.FromString,
             options,
             channel_credentials,
             insecure,

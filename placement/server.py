@@ -39,6 +39,7 @@ from placement import codec
 from placement.deleter import KeyDeleter, KeyDeletionFailed
 from placement.leases import ExpiryTable, clamp_ttl
 from placement.machine import PlacementMachine
+from placement.rebalancer import OperatorError, Rebalancer, op_to_pb
 from placement.state import (
     AttachKeys,
     Bootstrap,
@@ -234,6 +235,8 @@ class PlacementServer:
         self._applied_fut: asyncio.Future[None] | None = None
         machine.add_listener(self._on_change)
         machine.add_apply_listener(self._on_apply)
+        self.rebalancer = Rebalancer(self)
+        """Running operators and the scheduler (placement/rebalancer.py)."""
 
     # -- state ---------------------------------------------------------------------
     @property
@@ -414,6 +417,7 @@ class PlacementServer:
             self.expiry.clear()
             self._heard.clear()
             self.node_stats.clear()
+            self.rebalancer.reset()
             return
         if term != self._leader_term or self._ready_at is None:
             self._ready_at = None
@@ -425,6 +429,7 @@ class PlacementServer:
             self._leader_term = term
             self._ready_at = now
             self._heard.clear()
+            self.rebalancer.reset()
             self.expiry.sync({lid: lease.ttl_s for lid, lease in self.state.leases.items()}, now)
             log.info(
                 "placement node=%d leads term=%d: map_version=%d nodes=%d leases=%d renewed to full TTL",
@@ -434,6 +439,7 @@ class PlacementServer:
         await self._maybe_bootstrap()
         await self._expire_leases()
         await self._delete_ended_lease_keys()
+        await self.rebalancer.round()
 
     async def _maybe_bootstrap(self) -> None:
         n = self.cfg.bootstrap_stores
@@ -542,7 +548,7 @@ class PlacementService(placement_pb2_grpc.PlacementServicer):
             state = await self.s.heartbeat(request)
         except _EXPECTED as exc:
             await abort_with(context, exc)
-        return ppb.StoreHeartbeatResponse(map_version=self.s.state.map_version, state=int(state))
+        return ppb.StoreHeartbeatResponse(map_version=self.s.state.map_version, state=int(state), steps=self.s.rebalancer.steps_for(request))
 
     async def ReportShard(self, request: ppb.ReportShardRequest, context: grpc.aio.ServicerContext) -> ppb.ReportShardResponse:  # type: ignore[type-arg]  # noqa: N802
         try:
@@ -631,3 +637,54 @@ class PlacementService(placement_pb2_grpc.PlacementServicer):
 
     async def Status(self, request: ppb.StatusRequest, context: grpc.aio.ServicerContext) -> ppb.StatusResponse:  # type: ignore[type-arg]  # noqa: N802
         return self.s.status()
+
+    # -- rebalancing (placement/rebalancer.py) ------------------------------------------------
+    async def ListOperators(self, request: ppb.ListOperatorsRequest, context: grpc.aio.ServicerContext) -> ppb.ListOperatorsResponse:  # type: ignore[type-arg]  # noqa: N802
+        try:
+            self.s.require_leader()
+        except _EXPECTED as exc:
+            await abort_with(context, exc)
+        return ppb.ListOperatorsResponse(operators=self.s.rebalancer.list())
+
+    async def _operator(self, context: grpc.aio.ServicerContext, start: Callable[[], object]) -> ppb.OperatorResponse:  # type: ignore[type-arg]
+        try:
+            op = start()
+        except OperatorError as exc:
+            await context.abort(exc.code, str(exc))
+        except _EXPECTED as exc:
+            await abort_with(context, exc)
+        return ppb.OperatorResponse(operator=op_to_pb(op, self.s.clock.monotonic()))  # type: ignore[arg-type]
+
+    async def CancelOperator(self, request: ppb.CancelOperatorRequest, context: grpc.aio.ServicerContext) -> ppb.CancelOperatorResponse:  # type: ignore[type-arg]  # noqa: N802
+        try:
+            rb = self.s.rebalancer.cancel(request.id)
+        except OperatorError as exc:
+            await context.abort(exc.code, str(exc))
+        except _EXPECTED as exc:
+            await abort_with(context, exc)
+        resp = ppb.CancelOperatorResponse()
+        if rb is not None:
+            resp.rollback.CopyFrom(op_to_pb(rb, self.s.clock.monotonic()))
+        return resp
+
+    async def Split(self, request: ppb.SplitRequest, context: grpc.aio.ServicerContext) -> ppb.OperatorResponse:  # type: ignore[type-arg]  # noqa: N802
+        return await self._operator(context, lambda: self.s.rebalancer.split(request.shard_id, request.at_slot))
+
+    async def Merge(self, request: ppb.MergeRequest, context: grpc.aio.ServicerContext) -> ppb.OperatorResponse:  # type: ignore[type-arg]  # noqa: N802
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "placement: merging shards is not implemented yet (split and move are)")
+        raise AssertionError("unreachable")
+
+    async def Move(self, request: ppb.MoveRequest, context: grpc.aio.ServicerContext) -> ppb.OperatorResponse:  # type: ignore[type-arg]  # noqa: N802
+        return await self._operator(context, lambda: self.s.rebalancer.move(request.shard_id, request.from_node, request.to_node))
+
+    async def TransferLeader(self, request: ppb.TransferLeaderRequest, context: grpc.aio.ServicerContext) -> ppb.OperatorResponse:  # type: ignore[type-arg]  # noqa: N802
+        return await self._operator(context, lambda: self.s.rebalancer.transfer_leader(request.shard_id, request.node_id))
+
+    async def Drain(self, request: ppb.DrainRequest, context: grpc.aio.ServicerContext) -> ppb.DrainResponse:  # type: ignore[type-arg]  # noqa: N802
+        try:
+            state = await self.s.rebalancer.drain(request.node_id, request.undo)
+        except OperatorError as exc:
+            await context.abort(exc.code, str(exc))
+        except _EXPECTED as exc:
+            await abort_with(context, exc)
+        return ppb.DrainResponse(state=int(state))

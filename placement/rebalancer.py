@@ -1,0 +1,226 @@
+"""The placement leader's operator execution (DESIGN.md, "Rebalancing").
+
+`Rebalancer` is wiring between the pure parts (placement/scheduler.py,
+placement/operators.py) and the placement server: every duty round it
+confirms the running operators against the map (steps advance as shard
+leaders report new epochs), times out stalled ones, and asks the scheduler
+for new ones. A store's heartbeat is answered with the next step of each
+operator whose shard that store leads (`steps_for`); the store carries it
+out in the shard's own Raft log and reports the new epoch.
+
+Operators live in the leader's memory only: a new leader starts with none,
+and the scheduler re-derives from the map what is still needed. Admin
+commands (Move, TransferLeader, Split, Cancel, Drain) start or stop
+operators here after checking them against the map.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+import grpc
+
+from flotillapb import placement_pb2 as ppb
+from placement.operators import (
+    AddLearner,
+    Operator,
+    OperatorKind,
+    OperatorTable,
+    Promote,
+    RemoveReplica,
+    Split,
+    Step,
+    TransferLeader,
+    move_steps,
+    next_action,
+)
+from placement.scheduler import SchedulerConfig, ShardLoad, Stats, middle_slot, next_shard_id, schedule, split_point_valid
+from placement.state import NodeKind, NodeState, SetNodeState, Shard
+
+if TYPE_CHECKING:
+    from placement.server import PlacementServer
+
+log = logging.getLogger(__name__)
+
+MANUAL_TIMEOUT_S = 60.0
+
+
+class OperatorError(Exception):
+    """An admin command the map does not allow: code is the gRPC status to answer."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class Rebalancer:
+    def __init__(self, server: PlacementServer, config: SchedulerConfig | None = None, *, interval_s: float = 0.5) -> None:
+        self.s = server
+        self.cfg = config or SchedulerConfig(replicas=server.cfg.replicas, down_after_s=server.cfg.down_after_s)
+        self.interval_s = interval_s
+        self.table = OperatorTable()
+        self._next_round = 0.0
+
+    # -- the duty round ----------------------------------------------------------------
+    def reset(self) -> None:
+        """Leadership lost: operators are the leader's memory."""
+        if self.table.running:
+            log.info("placement node=%d drops %d running operators (no longer leader)", self.s.node_id, len(self.table.running))
+        self.table = OperatorTable()
+
+    def stats(self, now: float) -> Stats:
+        ready = self.s._ready_at if self.s._ready_at is not None else now
+        heard = {nid: self.s._heard.get(nid, ready) for nid in self.s.state.nodes}
+        return Stats(last_heard=heard, shards=loads_of(self.s.node_stats), running=tuple(self.table.running.values()))
+
+    def confirm(self, now: float) -> None:
+        for op in self.table.confirm(self.s.state.shards, now):
+            log.info("placement node=%d operator %d (%s shard=%d) ended", self.s.node_id, op.id, op.kind.value, op.shard_id)
+        # A step that needs a node that is no longer up cannot finish: cancel
+        # now (rolling back a learner it added) rather than at the timeout.
+        for op in list(self.table.running.values()):
+            step = op.current
+            if isinstance(step, (AddLearner, Promote, TransferLeader)):
+                node = self.s.state.nodes.get(step.node_id)
+                if node is None or node.state != NodeState.UP:
+                    why = f"node {step.node_id} is {node.state.name.lower() if node else 'gone'}"
+                    log.info("placement node=%d operator %d (%s shard=%d) cancelled: %s", self.s.node_id, op.id, op.kind.value, op.shard_id, why)
+                    self.table.cancel(op.id, now, shard=self.s.state.shards.get(op.shard_id), note=f"cancelled: {why}")
+
+    async def round(self) -> None:
+        now = self.s.clock.monotonic()
+        self.confirm(now)
+        if now < self._next_round:
+            return
+        self._next_round = now + self.interval_s
+        for op in schedule(self.s.state, self.stats(now), now, self.cfg):
+            started = self.table.add(op, now)
+            if started is not None:
+                log.info("placement node=%d operator %d %s shard=%d: %s", self.s.node_id, started.id, started.kind.value, started.shard_id, started.note)
+
+    # -- steps for store leaders ----------------------------------------------------------
+    def steps_for(self, req: ppb.StoreHeartbeatRequest) -> list[ppb.OperatorStep]:
+        if not self.table.running:
+            return []
+        led = {st.shard_id for st in req.shards if st.is_leader}
+        by_shard = {op.shard_id: op for op in self.table.running.values()}
+        up = [nid for nid, n in self.s.state.nodes.items() if n.state == NodeState.UP]
+        out = []
+        for sid in sorted(led & by_shard.keys()):
+            shard = self.s.state.shards.get(sid)
+            if shard is None:
+                continue
+            step = next_action(by_shard[sid], dataclasses.replace(shard, leader_node_id=req.node_id), up)
+            if step is not None:
+                out.append(step_to_pb(by_shard[sid].id, sid, step))
+        return out
+
+    # -- admin -------------------------------------------------------------------------
+    def _shard(self, shard_id: int) -> Shard:
+        shard = self.s.state.shards.get(shard_id)
+        if shard is None:
+            raise OperatorError(grpc.StatusCode.NOT_FOUND, f"placement: shard {shard_id} is not in the map")
+        return shard
+
+    def _store_up(self, node_id: int) -> None:
+        n = self.s.state.nodes.get(node_id)
+        if n is None or n.kind != NodeKind.STORE:
+            raise OperatorError(grpc.StatusCode.NOT_FOUND, f"placement: store node {node_id} is not registered")
+        if n.state != NodeState.UP:
+            raise OperatorError(grpc.StatusCode.FAILED_PRECONDITION, f"placement: node {node_id} is {n.state.name.lower()}, not up")
+
+    def _start(self, kind: OperatorKind, shard_id: int, steps: tuple[Step, ...], note: str) -> Operator:
+        self.s.require_leader()
+        now = self.s.clock.monotonic()
+        op = self.table.add(Operator(0, kind, shard_id, steps, now, MANUAL_TIMEOUT_S, note=note), now)
+        if op is None:
+            busy = next(o.id for o in self.table.running.values() if o.shard_id == shard_id)
+            raise OperatorError(grpc.StatusCode.FAILED_PRECONDITION, f"placement: shard {shard_id} has operator {busy} running; cancel it first")
+        log.info("placement node=%d operator %d %s shard=%d: %s", self.s.node_id, op.id, kind.value, shard_id, note)
+        return op
+
+    def move(self, shard_id: int, from_node: int, to_node: int) -> Operator:
+        self.s.require_leader()
+        shard = self._shard(shard_id)
+        nodes = {r.node_id for r in shard.replicas}
+        if from_node not in nodes:
+            raise OperatorError(grpc.StatusCode.INVALID_ARGUMENT, f"placement: shard {shard_id} has no replica on node {from_node} (replicas: {sorted(nodes)})")
+        if to_node in nodes:
+            raise OperatorError(grpc.StatusCode.INVALID_ARGUMENT, f"placement: shard {shard_id} already has a replica on node {to_node}")
+        self._store_up(to_node)
+        return self._start(OperatorKind.MOVE, shard_id, move_steps(from_node, to_node), f"move shard {shard_id} from node {from_node} to node {to_node} (ctl)")
+
+    def transfer_leader(self, shard_id: int, node_id: int) -> Operator:
+        self.s.require_leader()
+        shard = self._shard(shard_id)
+        if not any(r.node_id == node_id and not r.learner for r in shard.replicas):
+            raise OperatorError(grpc.StatusCode.INVALID_ARGUMENT, f"placement: node {node_id} is not a voter of shard {shard_id}")
+        self._store_up(node_id)
+        return self._start(OperatorKind.TRANSFER_LEADER, shard_id, (TransferLeader(node_id),), f"transfer leadership of shard {shard_id} to node {node_id} (ctl)")
+
+    def split(self, shard_id: int, at_slot: int) -> Operator:
+        self.s.require_leader()
+        shard = self._shard(shard_id)
+        at = at_slot or middle_slot(shard)
+        if at is None or not split_point_valid(shard, at):
+            raise OperatorError(grpc.StatusCode.INVALID_ARGUMENT, f"placement: slot {at_slot} does not divide shard {shard_id}'s slots {list(shard.slots)}")
+        new_id = next_shard_id(self.s.state, [*self.table.running.values(), *self.table.finished])
+        return self._start(OperatorKind.SPLIT, shard_id, (Split(new_id, at),), f"split shard {shard_id} at slot {at} into shard {new_id} (ctl)")
+
+    def cancel(self, op_id: int) -> Operator | None:
+        self.s.require_leader()
+        op = self.table.running.get(op_id)
+        if op is None:
+            raise OperatorError(grpc.StatusCode.NOT_FOUND, f"placement: no running operator {op_id}")
+        log.info("placement node=%d operator %d cancelled (ctl)", self.s.node_id, op_id)
+        return self.table.cancel(op_id, self.s.clock.monotonic(), shard=self.s.state.shards.get(op.shard_id), note="cancelled by ctl")
+
+    async def drain(self, node_id: int, undo: bool) -> NodeState:
+        self.s.require_leader()
+        n = self.s.state.nodes.get(node_id)
+        if n is None or n.kind != NodeKind.STORE:
+            raise OperatorError(grpc.StatusCode.NOT_FOUND, f"placement: store node {node_id} is not registered")
+        out = await self.s._propose_ok(SetNodeState(node_id, NodeState.UP if undo else NodeState.DRAINING))
+        assert isinstance(out, NodeState)
+        log.info("placement node=%d node %d is %s", self.s.node_id, node_id, out.name.lower())
+        return out
+
+    def list(self) -> list[ppb.OperatorInfo]:
+        now = self.s.clock.monotonic()
+        return [op_to_pb(op, now) for op in self.table.all()]
+
+
+# ------------------------------------------------------------------- codec
+
+
+_KIND = {AddLearner: ppb.ADD_LEARNER, Promote: ppb.PROMOTE, RemoveReplica: ppb.REMOVE_REPLICA, TransferLeader: ppb.TRANSFER_LEADER, Split: ppb.SPLIT}
+
+
+def step_to_pb(op_id: int, shard_id: int, step: Step) -> ppb.OperatorStep:
+    pb = ppb.OperatorStep(operator_id=op_id, shard_id=shard_id, kind=_KIND[type(step)])
+    if isinstance(step, Split):
+        pb.new_shard_id = step.new_shard_id
+        pb.at_slot = step.at_slot
+    else:
+        pb.node_id = step.node_id
+    return pb
+
+
+def op_to_pb(op: Operator, now: float) -> ppb.OperatorInfo:
+    return ppb.OperatorInfo(
+        id=op.id,
+        kind=op.kind.value,
+        shard_id=op.shard_id,
+        steps=[step_to_pb(op.id, op.shard_id, s) for s in op.steps],
+        step_index=op.step_index,
+        state=op.state.value,
+        age_s=max(0.0, now - op.created_at),
+        note=op.note,
+    )
+
+
+def loads_of(stats: Mapping[int, ppb.StoreHeartbeatRequest]) -> dict[int, ShardLoad]:
+    return {st.shard_id: ShardLoad(st.size_bytes, st.key_count, st.write_rate) for hb in stats.values() for st in hb.shards if st.is_leader}

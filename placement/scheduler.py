@@ -1,0 +1,321 @@
+"""The scheduler: (map, stats, now, config) -> operators (PURE).
+
+`schedule` looks at the shard map and the leader's in-memory figures and
+proposes operators (placement/operators.py), in priority order:
+
+1. repair: a replica on a node down for longer than `down_after_s` (or
+   removed) is replaced: a learner on another up node, promoted, then the
+   dead replica removed; a shard with fewer voters than `replicas` gets one;
+2. drain: every replica on a DRAINING node moves off it (or, when nowhere
+   else can take it, at least its leadership does);
+3. zones: a shard with two replicas in one zone moves one to an unused
+   zone, where labels allow;
+4. replica balance: the most loaded up node gives a replica to the least
+   loaded one, only while their counts differ by at least
+   `balance_min_spread` (hysteresis: a move lowers the spread, so it can
+   never be undone by the next round);
+5. leader balance: the same for leader counts, by leader transfer;
+6. split: a shard over a size / key count / write rate threshold (0: off)
+   splits at its middle slot.
+
+Rate limits: at most one operator per shard; a node takes part in at most
+`max_ops_per_node` running operators; at most `max_ops` run at once.
+Running operators count as done when the scheduler counts replicas, so it
+does not schedule the same move twice. Deterministic: ties go to the
+lowest id.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from placement.operators import (
+    AddLearner,
+    Operator,
+    OperatorKind,
+    Promote,
+    RemoveReplica,
+    Split,
+    Step,
+    TransferLeader,
+    move_steps,
+    project,
+)
+from placement.state import NodeKind, NodeState, PlacementState, Replica, Shard
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerConfig:
+    replicas: int = 3
+    down_after_s: float = 30.0
+    """A DOWN node's replicas are repaired once it has been unheard this long."""
+    max_ops: int = 4
+    max_ops_per_node: int = 2
+    balance_min_spread: int = 2
+    leader_min_spread: int = 2
+    split_size_bytes: int = 0
+    split_keys: int = 0
+    split_write_rate: float = 0.0
+    op_timeout_s: float = 60.0
+    balance: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class ShardLoad:
+    size_bytes: int = 0
+    key_count: int = 0
+    write_rate: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    last_heard: Mapping[int, float] = field(default_factory=dict)
+    """node id -> when placement last heard it (a node missing: never, i.e. long ago)."""
+    shards: Mapping[int, ShardLoad] = field(default_factory=dict)
+    running: Sequence[Operator] = ()
+
+
+def schedule(map_state: PlacementState, stats: Stats, now: float, config: SchedulerConfig) -> list[Operator]:
+    return _Round(map_state, stats, now, config).run()
+
+
+class _Round:
+    def __init__(self, st: PlacementState, stats: Stats, now: float, cfg: SchedulerConfig) -> None:
+        self.st, self.stats, self.now, self.cfg = st, stats, now, cfg
+        self.out: list[Operator] = []
+        self.busy_shards = {op.shard_id for op in stats.running}
+        self.node_ops: collections.Counter[int] = collections.Counter()
+        self.ops = len(stats.running)
+        for op in stats.running:
+            self.node_ops.update(op.nodes())
+        # replicas as they will be once running operators are done
+        self.replicas: dict[int, tuple[Replica, ...]] = {sid: s.replicas for sid, s in st.shards.items()}
+        for op in stats.running:
+            if op.shard_id in self.replicas:
+                self.replicas[op.shard_id] = project(self.replicas[op.shard_id], op.steps[op.step_index :])
+        self.stores = {nid: n for nid, n in st.nodes.items() if n.kind == NodeKind.STORE}
+        self.up = sorted(nid for nid, n in self.stores.items() if n.state == NodeState.UP)
+
+    # -- helpers ---------------------------------------------------------------------
+    def dead(self, nid: int) -> bool:
+        n = self.stores.get(nid)
+        if n is None or n.state == NodeState.REMOVED:
+            return True
+        if n.state != NodeState.DOWN:
+            return False
+        heard = self.stats.last_heard.get(nid)
+        return heard is None or self.now - heard > self.cfg.down_after_s
+
+    def budget(self, *nodes: int) -> bool:
+        return self.ops < self.cfg.max_ops and all(self.node_ops[n] < self.cfg.max_ops_per_node for n in nodes)
+
+    def free(self, sid: int) -> bool:
+        return sid not in self.busy_shards
+
+    def counts(self) -> collections.Counter[int]:
+        c: collections.Counter[int] = collections.Counter({nid: 0 for nid in self.up})
+        for reps in self.replicas.values():
+            for r in reps:
+                if r.node_id in c:
+                    c[r.node_id] += 1
+        return c
+
+    def zone(self, nid: int) -> str:
+        n = self.stores.get(nid)
+        return n.zone if n is not None else ""
+
+    def zones_of(self, sid: int, without: int = 0) -> set[str]:
+        return {z for r in self.replicas[sid] if r.node_id != without and (z := self.zone(r.node_id))}
+
+    def target(self, sid: int, without: int = 0) -> int | None:
+        """The best up node to take a new replica of sid (replacing `without`)."""
+        have = {r.node_id for r in self.replicas[sid]}
+        zones = self.zones_of(sid, without)
+        counts = self.counts()
+        cands = [n for n in self.up if n not in have and self.budget(n)]
+        if not cands:
+            return None
+        return min(cands, key=lambda n: (bool(self.zone(n)) and self.zone(n) in zones, counts[n], n))
+
+    def emit(self, kind: OperatorKind, sid: int, steps: tuple[Step, ...], note: str) -> None:
+        op = Operator(0, kind, sid, steps, self.now, self.cfg.op_timeout_s, note=note)
+        self.out.append(op)
+        self.ops += 1
+        self.busy_shards.add(sid)
+        self.node_ops.update(op.nodes())
+        self.replicas[sid] = project(self.replicas[sid], steps)
+
+    def move(self, kind: OperatorKind, sid: int, frm: int, to: int, note: str) -> None:
+        self.emit(kind, sid, move_steps(frm, to), note)
+
+    # -- the round ---------------------------------------------------------------------
+    def run(self) -> list[Operator]:
+        if not self.st.bootstrapped:
+            return []
+        self.repair()
+        self.drain()
+        if self.cfg.balance:
+            self.spread_zones()
+            self.balance_replicas()
+            self.balance_leaders()
+        self.split()
+        return self.out
+
+    def repair(self) -> None:
+        for sid in sorted(self.st.shards):
+            if not self.free(sid):
+                continue
+            reps = self.replicas[sid]
+            dead = [r.node_id for r in reps if self.dead(r.node_id)]
+            if dead:
+                d = dead[0]
+                to = self.target(sid, without=d)
+                if to is not None and self.budget(to):
+                    self.move(OperatorKind.REPAIR, sid, d, to, f"node {d} is down: replace its replica of shard {sid} on node {to}")
+                elif len(reps) > self.cfg.replicas:
+                    self.emit(OperatorKind.REPAIR, sid, (RemoveReplica(d),), f"node {d} is down: remove its surplus replica")
+                continue
+            voters = [r for r in reps if not r.learner]
+            want = min(self.cfg.replicas, len(self.up))
+            if len(voters) < want:
+                to = self.target(sid)
+                if to is not None:
+                    self.emit(OperatorKind.REPAIR, sid, (AddLearner(to), Promote(to)), f"shard {sid} has {len(voters)} voters of {want}: add one on node {to}")
+
+    def drain(self) -> None:
+        draining = sorted(nid for nid, n in self.stores.items() if n.state == NodeState.DRAINING)
+        for d in draining:
+            for sid in sorted(self.st.shards):
+                if not self.free(sid) or not any(r.node_id == d for r in self.replicas[sid]):
+                    continue
+                to = self.target(sid, without=d)
+                if to is not None and self.budget(d, to):
+                    self.move(OperatorKind.DRAIN, sid, d, to, f"drain node {d}: move shard {sid} to node {to}")
+                    continue
+                shard = self.st.shards[sid]
+                if shard.leader_node_id == d and self.budget(d):
+                    voters = [r.node_id for r in shard.replicas if not r.learner and r.node_id != d and r.node_id in self.up]
+                    if voters:
+                        self.emit(OperatorKind.DRAIN, sid, (TransferLeader(voters[0]),), f"drain node {d}: move leadership of shard {sid}")
+
+    def spread_zones(self) -> None:
+        for sid in sorted(self.st.shards):
+            if not self.free(sid):
+                continue
+            seen: dict[str, int] = {}
+            for r in self.replicas[sid]:
+                z = self.zone(r.node_id)
+                if not z:
+                    continue
+                if z in seen and r.node_id in self.up:
+                    to = self.target(sid, without=r.node_id)
+                    if to is not None and self.zone(to) and self.zone(to) not in self.zones_of(sid) and self.budget(r.node_id, to):
+                        self.move(OperatorKind.ZONE, sid, r.node_id, to, f"shard {sid} has two replicas in zone {z}: move one to node {to}")
+                    break
+                seen[z] = r.node_id
+
+    def balance_replicas(self) -> None:
+        if len(self.up) < 2:
+            return
+        while self.ops < self.cfg.max_ops:
+            counts = self.counts()
+            movable = [n for n in self.up if self.node_ops[n] < self.cfg.max_ops_per_node]
+            if len(movable) < 2:
+                return
+            src = max(movable, key=lambda n: (counts[n], -n))
+            dst = min(movable, key=lambda n: (counts[n], n))
+            if counts[src] - counts[dst] < self.cfg.balance_min_spread:
+                return
+            moved = False
+            for sid in sorted(self.st.shards):
+                if not self.free(sid):
+                    continue
+                nodes = {r.node_id for r in self.replicas[sid]}
+                if src not in nodes or dst in nodes:
+                    continue
+                zones = self.zones_of(sid, without=src)
+                if self.zone(dst) and self.zone(dst) in zones and not (self.zone(src) and self.zone(src) in zones):
+                    continue  # would put two replicas in one zone
+                self.move(OperatorKind.BALANCE_REPLICA, sid, src, dst, f"balance replicas: node {src} has {counts[src]}, node {dst} {counts[dst]}")
+                moved = True
+                break
+            if not moved:
+                return
+
+    def balance_leaders(self) -> None:
+        up = [n for n in self.up if self.node_ops[n] < self.cfg.max_ops_per_node]
+        if len(up) < 2:
+            return
+        leaders: collections.Counter[int] = collections.Counter({n: 0 for n in self.up})
+        for s in self.st.shards.values():
+            if s.leader_node_id in leaders:
+                leaders[s.leader_node_id] += 1
+        while self.ops < self.cfg.max_ops:
+            src = max((n for n in up if self.node_ops[n] < self.cfg.max_ops_per_node), key=lambda n: (leaders[n], -n), default=None)
+            if src is None:
+                return
+            best: tuple[int, int] | None = None
+            for sid in sorted(self.st.shards):
+                s = self.st.shards[sid]
+                if s.leader_node_id != src or not self.free(sid):
+                    continue
+                for r in s.replicas:
+                    n = r.node_id
+                    if r.learner or n == src or n not in leaders or self.node_ops[n] >= self.cfg.max_ops_per_node:
+                        continue
+                    if leaders[src] - leaders[n] >= self.cfg.leader_min_spread and (best is None or (leaders[n], n) < (leaders[best[1]], best[1])):
+                        best = (sid, n)
+            if best is None:
+                return
+            sid, dst = best
+            self.emit(OperatorKind.BALANCE_LEADER, sid, (TransferLeader(dst),), f"balance leaders: node {src} leads {leaders[src]}, node {dst} {leaders[dst]}")
+            leaders[src] -= 1
+            leaders[dst] += 1
+
+    def split(self) -> None:
+        c = self.cfg
+        if not (c.split_size_bytes or c.split_keys or c.split_write_rate):
+            return
+        next_id = next_shard_id(self.st, [*self.stats.running, *self.out])
+        for sid in sorted(self.st.shards):
+            load = self.stats.shards.get(sid)
+            if load is None or not self.free(sid) or self.ops >= c.max_ops:
+                continue
+            hot = (
+                (c.split_size_bytes and load.size_bytes >= c.split_size_bytes)
+                or (c.split_keys and load.key_count >= c.split_keys)
+                or (c.split_write_rate and load.write_rate >= c.split_write_rate)
+            )
+            at = middle_slot(self.st.shards[sid])
+            if hot and at is not None:
+                self.emit(OperatorKind.SPLIT, sid, (Split(next_id, at),), f"shard {sid} is over a split threshold ({load})")
+                next_id += 1
+
+
+def next_shard_id(st: PlacementState, ops: Sequence[Operator]) -> int:
+    used = set(st.shards)
+    used.update(s.new_shard_id for op in ops for s in op.steps if isinstance(s, Split))
+    return max(used, default=0) + 1
+
+
+def middle_slot(shard: Shard) -> int | None:
+    """The slot that divides the shard's slots into two halves (None: one slot)."""
+    total = sum(hi - lo for lo, hi in shard.slots)
+    if total < 2:
+        return None
+    half = total // 2
+    for lo, hi in shard.slots:
+        if half < hi - lo:
+            return lo + half
+        half -= hi - lo
+    return None
+
+
+def split_point_valid(shard: Shard, at_slot: int) -> bool:
+    """at_slot leaves slots on both sides of the shard."""
+    below = sum(max(0, min(hi, at_slot) - lo) for lo, hi in shard.slots)
+    total = sum(hi - lo for lo, hi in shard.slots)
+    return 0 < below < total
+
