@@ -79,13 +79,23 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells)
 
 
+def _shard_figures(st: ppb.ShardStats | None) -> tuple[str, str, str, str]:
+    """Size, keys, reads/s and writes/s of a shard's last leader heartbeat
+    ("-" when placement has none, e.g. a follower answered)."""
+    if st is None:
+        return ("-", "-", "-", "-")
+    return (str(st.size_bytes), str(st.key_count), f"{st.read_rate:.1f}", f"{st.write_rate:.1f}")
+
+
 async def run(args: argparse.Namespace) -> tuple[object, str]:
     """(the JSON-able answer, the table) of one ctl command."""
     client = PlacementClient(parse_endpoints(args.endpoints), timeout_s=args.timeout)
     try:
         cmd = args.ctl_command
         if cmd in ("nodes", "shards"):
-            m = (await client.call("GetMap", ppb.GetMapRequest(linearizable=True))).map
+            resp = await client.call("GetMap", ppb.GetMapRequest(linearizable=True))
+            m = resp.map
+            stats = {st.shard_id: st for st in resp.shard_stats}
             if cmd == "nodes":
                 rows = [
                     (n.node_id, ppb.NodeKind.Name(n.kind).lower(), n.address, ppb.NodeState.Name(n.state).lower(),
@@ -97,10 +107,17 @@ async def run(args: argparse.Namespace) -> tuple[object, str]:
                 return [json_format.MessageToDict(n) for n in m.nodes], table(("ID", "KIND", "ADDRESS", "STATE", "LABELS", "REPLICAS", "LEADERS"), rows)
             rows = [
                 (s.descriptor.shard_id, _slots(s.descriptor), _replicas(s.descriptor), s.descriptor.leader_node_id or "-",
-                 f"{s.descriptor.epoch.conf_version}/{s.descriptor.epoch.slot_version}")
+                 f"{s.descriptor.epoch.conf_version}/{s.descriptor.epoch.slot_version}",
+                 *_shard_figures(stats.get(s.descriptor.shard_id)))
                 for s in m.shards
             ]
-            return [json_format.MessageToDict(s) for s in m.shards], table(("SHARD", "SLOTS", "REPLICAS", "LEADER", "EPOCH"), rows)
+            answer = [
+                {**json_format.MessageToDict(s), "stats": json_format.MessageToDict(stats[s.descriptor.shard_id])}
+                if s.descriptor.shard_id in stats
+                else json_format.MessageToDict(s)
+                for s in m.shards
+            ]
+            return answer, table(("SHARD", "SLOTS", "REPLICAS", "LEADER", "EPOCH", "SIZE", "KEYS", "READS/S", "WRITES/S"), rows)
         if cmd == "operators":
             ops = (await client.call("ListOperators", ppb.ListOperatorsRequest())).operators
             rows = [(o.id, o.kind, o.shard_id, o.state, f"{o.age_s:.1f}s", _steps(o), o.note) for o in ops]

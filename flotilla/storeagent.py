@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -83,6 +84,8 @@ class StoreAgent:
         self.host = host
         self.client = client
         self.labels = tuple(labels)
+        self._prev_counts: dict[int, tuple[int, int]] = {}
+        self._prev_counts_at = time.monotonic()
         self.cfg = config or AgentConfig()
         self.slot_count = 0
         self.map_version = 0
@@ -193,11 +196,29 @@ class StoreAgent:
         addresses = {n: self.node.address_of(n) for n in (*info.voters, *info.learners)}
         return convert.descriptor_to_pb(info, addresses), info.term, info.is_leader
 
+    def _rates(self) -> dict[int, tuple[float, float]]:
+        """Reads and writes per second of each shard since the last heartbeat."""
+        now = time.monotonic()
+        counts = {sid: (c[0], c[1]) for sid, c in self.node.request_counts.items()}
+        prev, then = self._prev_counts, self._prev_counts_at
+        self._prev_counts, self._prev_counts_at = counts, now
+        dt = now - then
+        if dt <= 0:
+            return {}
+        return {
+            sid: ((r - prev.get(sid, (0, 0))[0]) / dt, (w - prev.get(sid, (0, 0))[1]) / dt)
+            for sid, (r, w) in counts.items()
+        }
+
     def _stats(self) -> list[ppb.ShardStats]:
         out = []
+        rates = self._rates()
         for sid in self.node.shard_ids():
             desc, term, leader = self._descriptor(sid)
-            st = ppb.ShardStats(shard_id=sid, is_leader=leader, epoch=desc.epoch, term=term)
+            read_rate, write_rate = rates.get(sid, (0.0, 0.0))
+            st = ppb.ShardStats(
+                shard_id=sid, is_leader=leader, epoch=desc.epoch, term=term, read_rate=read_rate, write_rate=write_rate
+            )
             if leader:
                 st.descriptor.CopyFrom(desc)
             out.append(st)

@@ -227,10 +227,12 @@ class GetMapRequest(_message.Message):
     def __init__(self, linearizable: _Optional[bool] = ...) -> None: ...
 
 class GetMapResponse(_message.Message):
-    __slots__ = ("map",)
+    __slots__ = ("map", "shard_stats")
     MAP_FIELD_NUMBER: _ClassVar[int]
+    SHARD_STATS_FIELD_NUMBER: _ClassVar[int]
     map: ClusterMap
-    def __init__(self, map: _Optional[_Union[ClusterMap, _Mapping]] = ...) -> None: ...
+    shard_stats: _containers.RepeatedCompositeFieldContainer[ShardStats]
+    def __init__(self, map: _Optional[_Union[ClusterMap, _Mapping]] = ..., shard_stats: _Optional[_Iterable[_Union[ShardStats, _Mapping]]] = ...) -> None: ...
 
 class WatchMapRequest(_message.Message):
     __slots__ = ()

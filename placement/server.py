@@ -313,6 +313,16 @@ class PlacementServer:
         self._heard[nid] = self.clock.monotonic()
         return nid
 
+    def leader_shard_stats(self) -> list[ppb.ShardStats]:
+        """Each shard's figures from the latest heartbeat of the store that
+        leads it (in memory on the placement leader only)."""
+        out: dict[int, ppb.ShardStats] = {}
+        for hb in self.node_stats.values():
+            for st in hb.shards:
+                if st.is_leader and (st.shard_id not in out or st.term > out[st.shard_id].term):
+                    out[st.shard_id] = st
+        return [out[sid] for sid in sorted(out)]
+
     async def heartbeat(self, req: ppb.StoreHeartbeatRequest) -> NodeState:
         self.require_leader()
         node = self.state.nodes.get(req.node_id)
@@ -566,7 +576,7 @@ class PlacementService(placement_pb2_grpc.PlacementServicer):
                 await self.s.read_barrier()
             except TimeoutError as exc:
                 await abort_with(context, exc)
-        return ppb.GetMapResponse(map=codec.map_to_pb(self.s.state))
+        return ppb.GetMapResponse(map=codec.map_to_pb(self.s.state), shard_stats=self.s.leader_shard_stats())
 
     async def WatchMap(self, request: ppb.WatchMapRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[ppb.WatchMapResponse]:  # type: ignore[override, type-arg]  # noqa: N802
         sub = self.s.hub.subscribe()  # no await between this and the full map: no change is missed

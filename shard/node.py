@@ -453,6 +453,9 @@ class StoreNode:
         self._replicas: dict[int, ShardReplica] = {}
         self._addresses: dict[int, str] = {}
         self._timers: dict[int, _ShardTimers] = {}
+        # Requests served per shard since start: (reads, writes). Heartbeats
+        # turn them into rates for placement's scheduler.
+        self.request_counts: dict[int, list[int]] = {}
         self._tg: asyncio.TaskGroup | None = None
         self._splits: asyncio.Queue[tuple[int, int, int]] = asyncio.Queue()
         self._created: dict[int, asyncio.Event] = collections.defaultdict(asyncio.Event)
@@ -767,6 +770,7 @@ class StoreNode:
         sid = ctx.shard_id
         if not self._is_leader(sid):
             raise self._not_leader(sid)
+        self.request_counts.setdefault(sid, [0, 0])[1] += 1
         timeout_s = self._timeout_s(ctx, self.cfg.propose_timeout_s)
         await self._check_leases(request)
         stamp = self.hlc.now(self._clock.wall_ms())
@@ -833,6 +837,7 @@ class StoreNode:
         self._check_owned(rep, request)
         sid = ctx.shard_id
         sm = rep.sm
+        self.request_counts.setdefault(sid, [0, 0])[0] += 1
         if consistency == Consistency.LINEARIZABLE:
             await self._read_index(ctx)
             # The wait may have applied a split (or conf change): the read is

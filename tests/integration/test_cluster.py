@@ -140,6 +140,22 @@ def test_placement_bootstraps_the_map_and_the_stores_host_it(cluster: Cluster) -
         watch.close()
 
 
+def test_heartbeats_carry_each_shards_request_rates(cluster: Cluster) -> None:
+    cluster.wait_bootstrapped()
+    key = cluster.stores.key_in(3, "rated/")
+    for i in range(20):
+        r = put(cluster, key, b"v%d" % i)
+        assert not r.header.HasField("error"), r.header
+
+    def rates() -> ppb.ShardStats | None:
+        resp = cluster.call("GetMap", ppb.GetMapRequest(linearizable=True))
+        st = {x.shard_id: x for x in resp.shard_stats}.get(3)
+        return st if st is not None and st.write_rate > 0 else None
+
+    st = wait_until(rates, timeout=30, what="shard 3's write rate in the leader's heartbeat")
+    assert st.is_leader and st.write_rate > 0
+
+
 def test_lease_expiry_deletes_attached_keys_on_every_shard(cluster: Cluster) -> None:
     cluster.wait_bootstrapped()
     stores = cluster.stores
