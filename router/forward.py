@@ -16,11 +16,14 @@ the fallback when a node answers Forward with UNIMPLEMENTED).
   descriptors it carries (or tries another replica when that replica is
   behind); StaleReadNotReady goes to the leader; ServerBusy backs off. All
   within the request's deadline;
-- writes carry (router_id, seq) and every retry reuses them. A store keeps
-  only each router id's latest seq, so writes of one router id must be
-  applied in order: the router writes through *lanes*, each its own router
-  id with at most one write in flight (the Raft thesis's client sessions,
-  §6.3). A write whose answer was lost is retried with the same seq; if the
+- writes carry (router_id, seq, seq_floor) and every retry reuses the seq
+  (the Raft thesis's client sessions, §6.3). One router id per router
+  process; seqs come from one counter, and seq_floor is the lowest seq still
+  in flight (the next seq when none is): every seq below it has its answer
+  here, so the shard keeps outcomes for the window [seq_floor, ...) only
+  and answers an older seq OUTCOME_UNKNOWN, never applying it again. At
+  most ``max_writes_in_flight`` writes are in flight (backpressure). A
+  write whose answer was lost is retried with the same seq; if the
   deadline passes first, the client gets UNAVAILABLE saying the outcome is
   unknown;
 - KV errors are final, mapped by router/etcd_errors.py.
@@ -29,6 +32,7 @@ the fallback when a node answers Forward with UNIMPLEMENTED).
 from __future__ import annotations
 
 import asyncio
+import collections
 import itertools
 import logging
 import time
@@ -167,34 +171,43 @@ class Answer:
     node_id: int
 
 
-class _Lanes:
-    """Router ids for writes, each with at most one write in flight."""
+class WriteSeqs:
+    """The seqs of one router id's writes: one counter, and the seqs in
+    flight (at most `limit`: acquire waits for a free place)."""
 
-    def __init__(self, base: int, max_lanes: int) -> None:
-        self._base = base
-        self._max = max_lanes
-        self._free: list[int] = []
-        self._made = 0
-        self._seq: dict[int, int] = {}
-        self._cond = asyncio.Condition()
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError(f"at least one write must be allowed in flight, got {limit}")
+        self._next = 1
+        self._in_flight: set[int] = set()
+        self._order: collections.deque[int] = collections.deque()  # issued seqs, ascending; front in flight
+        self._places = asyncio.Semaphore(limit)
 
-    async def acquire(self) -> tuple[int, int]:
-        async with self._cond:
-            while not self._free and self._made >= self._max:
-                await self._cond.wait()
-            if self._free:
-                lane = self._free.pop()
-            else:
-                lane = self._base + self._made
-                self._made += 1
-            seq = self._seq.get(lane, 0) + 1
-            self._seq[lane] = seq
-            return lane, seq
+    async def acquire(self) -> int:
+        await self._places.acquire()
+        seq = self._next
+        self._next += 1
+        self._in_flight.add(seq)
+        self._order.append(seq)
+        return seq
 
-    async def release(self, lane: int) -> None:
-        async with self._cond:
-            self._free.append(lane)
-            self._cond.notify()
+    def release(self, seq: int) -> None:
+        """The write of seq has its answer (or was given up)."""
+        if seq not in self._in_flight:
+            return
+        self._in_flight.discard(seq)
+        self._places.release()
+        order = self._order
+        while order and order[0] not in self._in_flight:
+            order.popleft()
+
+    def floor(self) -> int:
+        """The lowest seq in flight; the next seq when none is."""
+        return self._order[0] if self._order else self._next
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._in_flight)
 
 
 class Forwarder:
@@ -205,7 +218,7 @@ class Forwarder:
         *,
         router_id: int,
         use_forward_stream: bool = True,
-        max_write_lanes: int = 64,
+        max_writes_in_flight: int = 4096,
         wall_ms: Callable[[], int] | None = None,
     ) -> None:
         self.cache = cache
@@ -216,8 +229,7 @@ class Forwarder:
         self._use_stream = use_forward_stream
         self._streams: dict[str, ForwardStream] = {}
         self._turn = itertools.count()
-        # Lane router ids: the incarnation's id in the high bits, the lane in the low 8.
-        self._lanes = _Lanes(router_id << 8, max_write_lanes)
+        self.write_seqs = WriteSeqs(max_writes_in_flight)
         self.replica_counts: dict[tuple[int, int], int] = {}  # (shard, node) -> reads served (observability)
         self.last_revision = 0  # the largest revision any shard answered with
 
@@ -269,11 +281,11 @@ class Forwarder:
         `deadline` is a loop.time() reading."""
         if kind not in WRITES:
             return await self._attempts(kind, request, route, deadline, mode, 0, 0)
-        lane, seq = await self._lanes.acquire()
+        seq = await self.write_seqs.acquire()
         try:
-            return await self._attempts(kind, request, route, deadline, mode, lane, seq)
+            return await self._attempts(kind, request, route, deadline, mode, self.router_id, seq)
         finally:
-            await self._lanes.release(lane)
+            self.write_seqs.release(seq)
 
     async def _attempts(
         self,
@@ -282,7 +294,7 @@ class Forwarder:
         route_fn: Callable[[], ShardRoute],
         deadline: float,
         mode: ReadMode,
-        lane: int,
+        router_id: int,
         seq: int,
     ) -> Answer:
         loop = asyncio.get_running_loop()
@@ -304,7 +316,9 @@ class Forwarder:
             header.hlc = self.hlc.now(self.now_ms())
             header.deadline_ms = self.now_ms() + int(left * 1000)
             if seq:
-                header.router_id, header.seq = lane, seq
+                # The floor as of this attempt: a retry keeps its seq, and
+                # its own seq is in flight, so the floor never passes it.
+                header.router_id, header.seq, header.seq_floor = router_id, seq, self.write_seqs.floor()
             msg = cls(header=header, request=request)
             if kind == "range":
                 msg.consistency = consistency

@@ -6,7 +6,11 @@ is ``I length | data``; flags are bit sets in one ``B``.
 
 Command::
 
+    B version=2 | B kind | Q router_id | Q seq | Q seq_floor | Q stamp | Q closed_ts | request
     B version=1 | B kind | Q router_id | Q seq | Q stamp | Q closed_ts | request
+
+A command with seq_floor 0 is written in version 1 (byte for byte what
+was written before seq_floor existed); version 1 decodes as seq_floor 0.
 
 Requests, by kind:
 
@@ -78,6 +82,8 @@ K_PUT, K_DELETE, K_TXN, K_COMPACT, K_CLOSED, K_SPLIT, K_ACK, K_RANGE = 1, 2, 3, 
 K_DELETE_LEASE_KEYS = 8
 
 _HEAD = struct.Struct(">BBQQQQ")
+_HEAD_V2 = struct.Struct(">BBQQQQQ")
+COMMAND_VERSION = 2
 _B = struct.Struct(">B")
 _I = struct.Struct(">I")
 _Q = struct.Struct(">Q")
@@ -309,23 +315,38 @@ def encode_command(cmd: Command) -> bytes:
     if kind == K_RANGE:
         raise TypeError("a RangeRequest is read locally, never logged on its own")
     w = _Writer()
-    w.parts.append(_HEAD.pack(FORMAT_VERSION, kind, cmd.router_id, cmd.seq, cmd.stamp, cmd.closed_ts))
+    if cmd.seq_floor:
+        w.parts.append(
+            _HEAD_V2.pack(COMMAND_VERSION, kind, cmd.router_id, cmd.seq, cmd.seq_floor, cmd.stamp, cmd.closed_ts)
+        )
+    else:
+        w.parts.append(_HEAD.pack(FORMAT_VERSION, kind, cmd.router_id, cmd.seq, cmd.stamp, cmd.closed_ts))
     _write_request(w, cmd.request)
     return w.getvalue()
 
 
 def decode_command(data: bytes) -> Command:
-    if len(data) < _HEAD.size:
-        raise CodecError("command cut short")
-    version, kind, router_id, seq, stamp, closed_ts = _HEAD.unpack_from(data)
-    if version != FORMAT_VERSION:
-        raise CodecError(f"unknown command format version {version}")
+    version = data[0] if data else None
+    if version == COMMAND_VERSION:
+        if len(data) < _HEAD_V2.size:
+            raise CodecError("command cut short")
+        _, kind, router_id, seq, seq_floor, stamp, closed_ts = _HEAD_V2.unpack_from(data)
+        if not seq_floor:
+            raise CodecError("a version-2 command with seq_floor 0")
+        offset = _HEAD_V2.size
+    else:
+        if len(data) < _HEAD.size:
+            raise CodecError("command cut short")
+        version, kind, router_id, seq, stamp, closed_ts = _HEAD.unpack_from(data)
+        if version != FORMAT_VERSION:
+            raise CodecError(f"unknown command format version {version}")
+        seq_floor, offset = 0, _HEAD.size
     if kind == K_RANGE:
         raise CodecError("a RangeRequest is not a command")
-    r = _Reader(data, _HEAD.size)
+    r = _Reader(data, offset)
     request = _read_request(r, kind)
     r.done()
-    return Command(request, router_id, seq, stamp, closed_ts)  # type: ignore[arg-type]
+    return Command(request, router_id, seq, stamp, closed_ts, seq_floor)  # type: ignore[arg-type]
 
 
 # --- outcomes ------------------------------------------------------------------------

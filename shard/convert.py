@@ -89,6 +89,7 @@ def context_from_pb(h: spb.RequestHeader) -> RequestContext:
         epoch=epoch_from_pb(h.epoch),
         router_id=h.router_id,
         seq=h.seq,
+        seq_floor=h.seq_floor,
         hlc=h.hlc,
         deadline_ms=h.deadline_ms,
     )

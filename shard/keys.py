@@ -33,7 +33,9 @@ Meta kinds (per shard, so two shards on one node never collide):
     0x04 GROUP   the voters and learners a split-created shard's Raft group
                  is bootstrapped with (absent for shards created otherwise)
     0x05 CHILD   per shard split off this one (key suffix: its shard id)
-    0x10 DEDUP   per router id: the latest applied sequence and its outcome
+    0x10 DEDUP   per router id (key suffix: router_id u64): the window's floor;
+                 per applied (router id, seq) in the window (key suffix:
+                 router_id u64 | seq u64): its outcome
 
 Records are struct-packed and versioned by their first byte (never pickle)::
 
@@ -41,7 +43,11 @@ Records are struct-packed and versioned by their first byte (never pickle)::
            | q lease | value (rest)
     STATE  B ver=1 | Q applied | Q revision | Q compact | Q closed_ts
     SLOTS  B ver=1 | I slot_count | I n | n * (I lo | I hi)
-    DEDUP  B ver=1 | Q seq | outcome (rest, see shard/codec.py)
+    DEDUP  router record: B ver=2 | Q floor
+           (ver=1, written before windows: B ver=1 | Q seq | outcome (rest),
+           the latest seq applied and its outcome; it reads as floor = seq
+           with that one outcome in the window)
+           window entry: B ver=2 | outcome (rest, see shard/codec.py)
     EPOCH  B ver=1 | Q conf_version | Q slot_version
     GROUP  B ver=1 | I nv | I nl | nv * Q voter | nl * Q learner
     CHILD  B ver=1 (empty otherwise)
@@ -73,6 +79,8 @@ _STATE = struct.Struct(">BQQQQ")
 _SLOTS_HEAD = struct.Struct(">BII")
 _RANGE = struct.Struct(">II")
 _DEDUP_HEAD = struct.Struct(">BQ")
+_DEDUP_FLOOR = struct.Struct(">BQ")
+DEDUP_VERSION = 2
 _EPOCH = struct.Struct(">BQQ")
 _GROUP_HEAD = struct.Struct(">BII")
 
@@ -267,6 +275,22 @@ def router_of_dedup_key(storage_key: bytes) -> int:
     return router_id
 
 
+def dedup_seq_key(shard_id: int, router_id: int, seq: int) -> bytes:
+    """The key of one window entry: sorts right after its router's record,
+    entries in seq order."""
+    return dedup_prefix(shard_id) + _REV.pack(router_id) + _REV.pack(seq)
+
+
+def parse_dedup_key(storage_key: bytes) -> tuple[int, int | None]:
+    """(router_id, seq) of a dedup key; seq is None for the router record."""
+    if len(storage_key) == 18:
+        return router_of_dedup_key(storage_key), None
+    if len(storage_key) != 26:
+        raise RecordError(f"not a dedup key: {storage_key!r}")
+    router_id, seq = struct.unpack_from(">QQ", storage_key, 10)
+    return router_id, seq
+
+
 # --- records -----------------------------------------------------------------------
 
 
@@ -342,10 +366,36 @@ def encode_dedup(seq: int, outcome: bytes) -> bytes:
 
 
 def decode_dedup(raw: bytes) -> tuple[int, bytes]:
+    """A version-1 router record: (latest seq, its outcome)."""
     if len(raw) < _DEDUP_HEAD.size or raw[0] != FORMAT_VERSION:
         raise RecordError("bad dedup record")
     _, seq = _DEDUP_HEAD.unpack_from(raw)
     return seq, bytes(raw[_DEDUP_HEAD.size :])
+
+
+def encode_dedup_floor(floor: int) -> bytes:
+    return _DEDUP_FLOOR.pack(DEDUP_VERSION, floor)
+
+
+def decode_dedup_router(raw: bytes) -> tuple[int, tuple[int, bytes] | None]:
+    """A router record of either version: (floor, the one (seq, outcome) a
+    version-1 record carries, else None)."""
+    if raw[:1] == bytes([DEDUP_VERSION]):
+        if len(raw) != _DEDUP_FLOOR.size:
+            raise RecordError(f"bad dedup floor record ({len(raw)} bytes)")
+        return _DEDUP_FLOOR.unpack(raw)[1], None
+    seq, outcome = decode_dedup(raw)
+    return seq, (seq, outcome)
+
+
+def encode_dedup_entry(outcome: bytes) -> bytes:
+    return bytes([DEDUP_VERSION]) + outcome
+
+
+def decode_dedup_entry(raw: bytes) -> bytes:
+    if len(raw) < 2 or raw[0] != DEDUP_VERSION:
+        raise RecordError("bad dedup entry record")
+    return bytes(raw[1:])
 
 
 def encode_epoch(conf_version: int, slot_version: int) -> bytes:

@@ -118,6 +118,7 @@ class RequestContext:
     seq: int = 0
     hlc: int = 0
     deadline_ms: int = 0
+    seq_floor: int = 0
 
 
 class Consistency(enum.IntEnum):
@@ -774,7 +775,7 @@ class StoreNode:
         timeout_s = self._timeout_s(ctx, self.cfg.propose_timeout_s)
         await self._check_leases(request)
         stamp = self.hlc.now(self._clock.wall_ms())
-        cmd = Command(request, ctx.router_id, ctx.seq, stamp, stamp - 1)
+        cmd = Command(request, ctx.router_id, ctx.seq, stamp, stamp - 1, ctx.seq_floor)
         self._timers[sid].last_closed = self._clock.monotonic()
         try:
             applied = await self._host.propose(sid, encode_command(cmd), timeout_s=timeout_s)

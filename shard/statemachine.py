@@ -5,10 +5,17 @@ Each committed entry is one ``Command`` (shard/codec.py). Applying it:
 
 1. The leader's closed timestamp (piggybacked, or a ``ClosedTs`` entry)
    raises the shard's ``closed_ts``.
-2. Dedup (Raft thesis 6.3): per router id the latest applied ``seq`` and its
-   outcome are kept (replicated, in the engine). A command with a seq at or
-   below that is not applied again: the same seq gets the stored outcome,
-   an older one ``OutcomeUnknown``.
+2. Dedup (Raft thesis 6.3), a window per router id (replicated, in the
+   engine): its ``floor``, the largest ``seq_floor`` any of the router's
+   commands carried (the router has the answer of every seq below it), and
+   the outcome of each seq >= floor applied. A command first raises the
+   floor to its seq_floor (dropping the outcomes below; a command without
+   one, from a router of one write in flight per router id, raises it to
+   its own seq). Then a seq below the floor gets ``OutcomeUnknown`` (it was
+   answered or abandoned: never applied again), a seq in the window already
+   applied gets its stored first outcome, and any other is applied and its
+   outcome stored. So one router id may have many writes in flight, applied
+   in any order, each at most once.
 3. A writing command gets ``rev = max(prev_rev + 1, stamp, closed_ts + 1)``
    (shard/hlc.py): one revision for all the writes of a txn. A command that
    writes nothing (a failed or read-only txn, a delete of nothing, an error)
@@ -26,8 +33,9 @@ Pure: the engine is passed in; no I/O, clocks, threads or asyncio here.
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Union
 
 from shard import hlc, keys, mvcc, mvcc_range, slots
@@ -89,6 +97,30 @@ class Applied:
     @property
     def ok(self) -> bool:
         return not isinstance(self.outcome, ShardError)
+
+
+@dataclass(slots=True)
+class DedupWindow:
+    """One router id's dedup state: the floor, and the encoded outcome of
+    each seq >= floor applied (`heap`: those seqs, for pruning in order)."""
+
+    floor: int = 0
+    outcomes: dict[int, bytes] = field(default_factory=dict)
+    heap: list[int] = field(default_factory=list)
+
+    def add(self, seq: int, outcome: bytes) -> None:
+        self.outcomes[seq] = outcome
+        heapq.heappush(self.heap, seq)
+
+    def raise_floor(self, floor: int) -> list[int]:
+        """Raise the floor; return the seqs dropped (below it)."""
+        self.floor = floor
+        dropped = []
+        while self.heap and self.heap[0] < floor:
+            seq = heapq.heappop(self.heap)
+            del self.outcomes[seq]
+            dropped.append(seq)
+        return dropped
 
 
 def validate(request: Request | RangeRequest, max_txn_ops: int = DEFAULT_MAX_TXN_OPS) -> None:
@@ -187,10 +219,17 @@ class ShardStateMachine:
         self._bootstrap_conf = keys.decode_group(raw_group) if raw_group is not None else None
         cp = keys.child_prefix(self.shard_id)
         self._children = tuple(keys.child_of_key(k) for k, _ in scan(reader, cp, cp + b"\xff" * 8 + b"\x00"))
-        self._dedup: dict[int, tuple[int, bytes]] = {}
+        self._dedup: dict[int, DedupWindow] = {}
         prefix = keys.dedup_prefix(self.shard_id)
-        for k, v in scan(reader, prefix, prefix + b"\xff" * 8 + b"\x00"):
-            self._dedup[keys.router_of_dedup_key(k)] = keys.decode_dedup(v)
+        for k, v in scan(reader, prefix, prefix + b"\xff" * 16 + b"\x00"):
+            router_id, seq = keys.parse_dedup_key(k)
+            w = self._dedup.setdefault(router_id, DedupWindow())
+            if seq is None:  # the router record sorts before its entries
+                w.floor, legacy = keys.decode_dedup_router(v)
+                if legacy is not None:
+                    w.add(*legacy)
+            elif seq >= w.floor:
+                w.add(seq, keys.decode_dedup_entry(v))
 
     # --- what the node reads ---------------------------------------------------------
 
@@ -240,9 +279,16 @@ class ShardStateMachine:
         return slots.contains(self._ranges, slots.slot_of(key, self._slot_count))
 
     def last_seq(self, router_id: int) -> int:
-        """The latest sequence applied for a router (0: none)."""
-        found = self._dedup.get(router_id)
-        return found[0] if found is not None else 0
+        """The latest sequence applied for a router whose outcome is still
+        kept (0: none)."""
+        w = self._dedup.get(router_id)
+        return max(w.outcomes, default=0) if w is not None else 0
+
+    def dedup_window(self, router_id: int) -> tuple[int, tuple[int, ...]]:
+        """(floor, the seqs whose outcomes are kept, in order) of a router
+        id; (0, ()) for one never seen."""
+        w = self._dedup.get(router_id)
+        return (w.floor, tuple(sorted(w.outcomes))) if w is not None else (0, ())
 
     def reader(self, frozen: bool = False) -> ShardReader:
         """The applied state for reads. frozen: later applies do not change
@@ -318,17 +364,28 @@ class ShardStateMachine:
         self._closed_ts = max(self._closed_ts, cmd.closed_ts)
         if isinstance(cmd.request, ClosedTs):
             self._closed_ts = max(self._closed_ts, cmd.request.ts)
+        window: DedupWindow | None = None
         if cmd.router_id:
-            last = self._dedup.get(cmd.router_id)
-            if last is not None and cmd.seq <= last[0]:
-                outcome: Outcome = decode_outcome(last[1]) if cmd.seq == last[0] else OutcomeUnknown()
-                return Applied(index, self._revision, outcome, (), True)
+            window = self._dedup.get(cmd.router_id)
+            if window is None:
+                window = self._dedup[cmd.router_id] = DedupWindow()
+            # No seq_floor: a router with one write in flight per router id.
+            floor = cmd.seq_floor or cmd.seq
+            if floor > window.floor:
+                for seq in window.raise_floor(floor):
+                    view.delete(keys.dedup_seq_key(self.shard_id, cmd.router_id, seq))
+                view.put(keys.dedup_key(self.shard_id, cmd.router_id), keys.encode_dedup_floor(floor))
+            if cmd.seq < window.floor:
+                return Applied(index, self._revision, OutcomeUnknown(), (), True)
+            known = window.outcomes.get(cmd.seq)
+            if known is not None:
+                return Applied(index, self._revision, decode_outcome(known), (), True)
         outcome, events = self._execute(cmd, view)
         split_to = cmd.request.new_shard_id if isinstance(cmd.request, Split) and not isinstance(outcome, ShardError) else 0
-        if cmd.router_id:
+        if window is not None:
             encoded = encode_outcome(outcome)
-            self._dedup[cmd.router_id] = (cmd.seq, encoded)
-            view.put(keys.dedup_key(self.shard_id, cmd.router_id), keys.encode_dedup(cmd.seq, encoded))
+            window.add(cmd.seq, encoded)
+            view.put(keys.dedup_seq_key(self.shard_id, cmd.router_id, cmd.seq), keys.encode_dedup_entry(encoded))
         return Applied(index, self._revision, outcome, events, split_to=split_to)
 
     def _execute(self, cmd: Command, view: StagedView) -> tuple[Outcome, tuple[Event, ...]]:
@@ -428,8 +485,10 @@ class ShardStateMachine:
             view.delete_range(keys.meta_prefix(new), keys.meta_end(new))
             view.put(keys.state_key(new), keys.encode_state(st))
             view.put(keys.slots_key(new), keys.encode_slots(self._slot_count, moved))
-            for router_id, (seq, outcome) in sorted(self._dedup.items()):
-                view.put(keys.dedup_key(new, router_id), keys.encode_dedup(seq, outcome))
+            for router_id, w in sorted(self._dedup.items()):
+                view.put(keys.dedup_key(new, router_id), keys.encode_dedup_floor(w.floor))
+                for seq, outcome in sorted(w.outcomes.items()):
+                    view.put(keys.dedup_seq_key(new, router_id, seq), keys.encode_dedup_entry(outcome))
             view.put(keys.epoch_key(new), keys.encode_epoch(*self._epoch_tuple()))
             voters, learners = self.group_conf() if self.group_conf is not None else ((), ())
             view.put(keys.group_key(new), keys.encode_group(tuple(voters), tuple(learners)))

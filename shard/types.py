@@ -192,6 +192,10 @@ class Command:
     seq: int = 0
     stamp: int = 0
     closed_ts: int = 0
+    seq_floor: int = 0
+    """Every seq of router_id below this one has its answer at the router:
+    the shard may forget those outcomes (see ShardStateMachine). 0: not
+    sent (a router of one write in flight per router id; reads as seq)."""
 
 
 # --- responses -----------------------------------------------------------------------

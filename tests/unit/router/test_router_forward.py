@@ -1,6 +1,7 @@
 """router/forward.py against an in-process fake store (real gRPC on
 loopback): retries follow NotLeader hints, a write keeps its seq across
-retries, concurrent writes use distinct lanes, and a write with no answer
+retries, concurrent writes share one router id with distinct seqs and a
+seq_floor no higher than any seq in flight, and a write with no answer
 before the deadline is UNAVAILABLE "outcome unknown"."""
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from flotillapb import store_pb2_grpc
 from flotillapb.etcd.etcdserverpb import rpc_pb2 as epb
 from router.cache import RoutingCache, ShardRoute
 from router.etcd_errors import EtcdError
-from router.forward import Channels, Forwarder
+from router.forward import Channels, Forwarder, WriteSeqs
 
 
 class FakeStore(store_pb2_grpc.StoreServicer):
@@ -25,11 +26,13 @@ class FakeStore(store_pb2_grpc.StoreServicer):
         self.node_id = node_id
         self.leader = leader
         self.puts: list[tuple[int, int]] = []  # (router_id, seq)
+        self.floors: list[int] = []  # seq_floor of each put
         self.hang = False
 
     async def Put(self, request: spb.ShardPutRequest, context: grpc.aio.ServicerContext) -> spb.ShardPutResponse:  # noqa: N802
         h = spb.ShardResponseHeader(node_id=self.node_id)
         self.puts.append((request.header.router_id, request.header.seq))
+        self.floors.append(request.header.seq_floor)
         if self.hang:
             await asyncio.sleep(30)
         if self.node_id != self.leader:
@@ -79,9 +82,9 @@ async def test_not_leader_hint_is_followed_with_the_same_seq(stream: bool) -> No
             await s.stop(0)
 
 
-async def test_concurrent_writes_use_distinct_lanes_in_seq_order() -> None:
+async def test_concurrent_writes_share_one_router_id_with_a_seq_floor() -> None:
     servers, stores, cache = await _cluster(leader=1)
-    fwd = Forwarder(cache, Channels(), router_id=5, use_forward_stream=False, max_write_lanes=4)
+    fwd = Forwarder(cache, Channels(), router_id=5, use_forward_stream=False, max_writes_in_flight=8)
     try:
         loop = asyncio.get_running_loop()
         await asyncio.gather(
@@ -90,13 +93,64 @@ async def test_concurrent_writes_use_distinct_lanes_in_seq_order() -> None:
                 for _ in range(20)
             )
         )
-        puts = stores[0].puts
+        puts, floors = stores[0].puts, stores[0].floors
         assert len(puts) == 20
-        lanes = {r for r, _ in puts}
-        assert 1 < len(lanes) <= 4 and all(r >> 8 == 5 for r in lanes)
-        for lane in lanes:
-            seqs = [s for r, s in puts if r == lane]
-            assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+        assert {r for r, _ in puts} == {5}  # one router id, no lanes
+        assert sorted(s for _, s in puts) == list(range(1, 21))
+        for (_, seq), floor in zip(puts, floors):
+            assert 1 <= floor <= seq  # the write's own seq is in flight
+        assert fwd.write_seqs.in_flight == 0 and fwd.write_seqs.floor() == 21
+    finally:
+        await fwd.channels.close()
+        for s in servers:
+            await s.stop(0)
+
+
+async def test_write_seqs_floor_is_the_lowest_in_flight() -> None:
+    seqs = WriteSeqs(limit=3)
+    assert seqs.floor() == 1  # none in flight: the next seq
+    a, b, c = await seqs.acquire(), await seqs.acquire(), await seqs.acquire()
+    assert (a, b, c) == (1, 2, 3) and seqs.floor() == 1
+    seqs.release(b)  # out of order: 1 is still in flight
+    assert seqs.floor() == 1
+    seqs.release(a)
+    assert seqs.floor() == 3
+    seqs.release(a)  # releasing twice changes nothing
+    assert seqs.floor() == 3 and seqs.in_flight == 1
+    seqs.release(c)
+    assert seqs.floor() == 4 and seqs.in_flight == 0
+    assert await seqs.acquire() == 4 and seqs.floor() == 4
+
+
+async def test_write_seqs_bound_the_writes_in_flight() -> None:
+    seqs = WriteSeqs(limit=2)
+    await seqs.acquire()
+    second = await seqs.acquire()
+    third = asyncio.create_task(seqs.acquire())
+    await asyncio.sleep(0.01)
+    assert not third.done()  # backpressure: a third waits for a place
+    seqs.release(second)
+    assert await asyncio.wait_for(third, 1) == 3
+    assert seqs.floor() == 1  # seq 1 still in flight
+    with pytest.raises(ValueError):
+        WriteSeqs(0)
+
+
+async def test_retries_keep_seq_and_never_carry_a_floor_above_it() -> None:
+    servers, stores, cache = await _cluster(leader=3)
+    fwd = Forwarder(cache, Channels(), router_id=5, use_forward_stream=False)
+    try:
+        loop = asyncio.get_running_loop()
+        slow = asyncio.create_task(
+            fwd.call("put", epb.PutRequest(key=b"a"), route=lambda: cache.shards()[0], deadline=loop.time() + 5)
+        )
+        await asyncio.sleep(0)
+        await fwd.call("put", epb.PutRequest(key=b"b"), route=lambda: cache.shards()[0], deadline=loop.time() + 5)
+        await slow
+        sent = [(r, s, f) for st in stores for (r, s), f in zip(st.puts, st.floors)]
+        assert {s for _, s, _ in sent} == {1, 2}
+        assert all(f <= s for _, s, f in sent)
+        assert all(f == 1 for _, s, f in sent if s == 1)  # seq 1 is in flight for all its attempts
     finally:
         await fwd.channels.close()
         for s in servers:
