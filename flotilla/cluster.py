@@ -17,16 +17,13 @@ store bootstrap does, so the store harness's slot arithmetic holds.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from flotilla.placementcluster import PlacementCluster, PlacementProc
-from flotilla.raftcluster import REPO, wait_until
-from flotilla.storecluster import StoreCluster, StoreNodeProc
+from flotilla.procs import wait_until
+from flotilla.storecluster import StoreCluster
 from flotillapb import placement_pb2 as ppb
 
 __all__ = ["Cluster", "wait_until"]
@@ -36,28 +33,9 @@ __all__ = ["Cluster", "wait_until"]
 class _PlacementServers(PlacementCluster):
     """Placement servers run as `flotilla server --placement`."""
 
-    def _spawn(self, nid: int) -> int:
-        n = self.nodes.get(nid)
-        if n is None:
-            n = PlacementProc(nid, self.tmp / f"p{nid}", self.tmp / f"p{nid}.log")
-            self.nodes[nid] = n
-        ready = self.tmp / f"p{nid}.ready"
-        ready.unlink(missing_ok=True)
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
-        args = [
-            sys.executable, "-m", "flotilla", *(["-v"] if self.verbose else []), "server", "--placement",
-            "--node-id", str(nid),
-            "--data-dir", str(n.data_dir),
-            "--listen", f"127.0.0.1:{n.port}",  # a restart keeps its port: the stores know it
-            "--placement-voters", ",".join(map(str, self.node_ids)),
-            "--seed", str(nid * 7919),
-            "--ready-file", str(ready),
-            *self.extra_args,
-        ]
-        with open(n.log_path, "ab") as logf:
-            n.proc = subprocess.Popen(args, stdout=logf, stderr=subprocess.STDOUT, env=env, cwd=str(self.tmp))
-        return nid
+    def _command(self, n: PlacementProc) -> tuple[str, list[str]]:
+        # A restart keeps its port: the stores know it.
+        return "flotilla", ["server", "--placement", "--listen", f"127.0.0.1:{n.port}"]
 
 
 @dataclass
@@ -66,24 +44,8 @@ class _StoreNodes(StoreCluster):
 
     join: str = ""
 
-    def _spawn(self, nid: int) -> int:
-        if nid not in self.nodes:
-            data_dir = self.tmp / f"n{nid}"
-            self.nodes[nid] = StoreNodeProc(
-                node_id=nid,
-                data_dir=data_dir,
-                log_path=self.tmp / f"n{nid}.log",
-                args=[
-                    "--store",
-                    "--join", self.join,
-                    "--node-id", str(nid),
-                    "--data-dir", str(data_dir),
-                    "--listen", "127.0.0.1:0",
-                    "--seed", str(nid * 7919),
-                    *self.extra_args,
-                ],
-            )
-        return super()._spawn(nid)
+    def _role_args(self, nid: int) -> list[str]:
+        return ["--join", self.join, "--seed", str(nid * 7919), *self.extra_args]
 
     def start(self) -> None:
         self.tmp.mkdir(parents=True, exist_ok=True)

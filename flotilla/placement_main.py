@@ -23,17 +23,25 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import os
 import random
-import signal
 import sys
-from pathlib import Path
 
 import grpc.aio
 from rocksdict import Rdict
 
+from flotilla.procs import MAX_MESSAGE_BYTES as MAX_MESSAGE_BYTES  # noqa: F401 - kept importable from here
+from flotilla.procs import (
+    add_node_arguments,
+    add_raft_arguments,
+    announce_ready,
+    grpc_server,
+    open_raft_storage,
+    parse_id_addresses,
+    seeded_rng,
+    serve_until_signalled,
+)
 from flotillapb import placement_pb2_grpc
 from placement.deleter import KeyDeleter, MemoryKeyDeleter, StoreKeyDeleter
 from placement.leases import min_lease_ttl_s
@@ -42,12 +50,9 @@ from placement.server import PLACEMENT_GROUP_ID, PlacementConfig, PlacementServe
 from raft.core import ConfState
 from raft.runtime.clock import Clock, SystemClock
 from raft.runtime.host import GroupHost, HostConfig
-from raft.storage.rocks import RocksLogStore, open_db
 from raft.transport.grpc_transport import GrpcTransport
 
 log = logging.getLogger(__name__)
-
-MAX_MESSAGE_BYTES = 64 << 20
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -55,15 +60,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     (--node-id, --data-dir, --listen, --ready-file, --peers, --tick-ms,
     --election-ticks, --seed) mean the same; `flotilla server` adds only the
     --placement-* ones when it already has those."""
-    p.add_argument("--node-id", type=int, required=True)
-    p.add_argument("--data-dir", required=True)
-    p.add_argument("--listen", default="127.0.0.1:0", help="host:port (port 0: any free port, reported)")
-    p.add_argument("--ready-file", help='write {"port":..,"pid":..,"node_id":..} here once serving')
+    add_node_arguments(p)
     p.add_argument("--peers", default="", help="id=host:port,... of the placement servers (itself included) when known up front")
-    p.add_argument("--tick-ms", type=int, default=100)
-    p.add_argument("--election-ticks", type=int, default=10)
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--snapshot-entries", type=int, default=10_000)
+    add_raft_arguments(p, compaction_margin=False)
     p.add_argument("--slots", type=int, default=1024, help="slots of the cluster, fixed at its bootstrap")
     add_placement_arguments(p)
 
@@ -95,13 +94,7 @@ def add_placement_arguments(p: argparse.ArgumentParser, *, bootstrap_stores: int
 
 
 def parse_peers(text: str) -> dict[int, str]:
-    out: dict[int, str] = {}
-    for item in filter(None, (t.strip() for t in text.split(","))):
-        nid, sep, address = item.partition("=")
-        if not sep or not nid.isdigit() or not address:
-            raise SystemExit(f"placement: --peers wants id=host:port,..., got {item!r}")
-        out[int(nid)] = address
-    return out
+    return parse_id_addresses(text, complaint="placement: --peers wants id=host:port,...")
 
 
 def placement_voters(args: argparse.Namespace, peers: dict[int, str]) -> tuple[int, ...]:
@@ -150,16 +143,10 @@ async def add_placement(
 
 
 async def serve(args: argparse.Namespace) -> None:
-    sys.setswitchinterval(0.001)  # let the sync thread get the GIL back quickly (raft/storage/rocks.py)
     peers = parse_peers(args.peers)
     voters = placement_voters(args, peers)
-    data_dir = Path(args.data_dir)
-    data_dir.mkdir(parents=True, exist_ok=True)
-    db = open_db(data_dir / "db")
-    store = RocksLogStore(db, keep_snapshot_data=True)
-    store.recover()
-    seed = args.seed if args.seed is not None else random.SystemRandom().getrandbits(64)
-    rng = random.Random(seed)
+    _, db, store = open_raft_storage(args.data_dir)
+    seed, rng = seeded_rng(args.seed)
     clock = SystemClock()
     transport = GrpcTransport(args.node_id, listen=None, rng=random.Random(rng.getrandbits(64)))
     host = GroupHost(
@@ -175,12 +162,7 @@ async def serve(args: argparse.Namespace) -> None:
             snapshot_entries=args.snapshot_entries,
         ),
     )
-    server = grpc.aio.server(
-        options=[
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-        ]
-    )
+    server = grpc_server()
     transport.add_to_server(server)
     node = await add_placement(host, db, server, node_id=args.node_id, clock=clock, rng=random.Random(rng.getrandbits(64)), voters=voters, args=args)
     port = server.add_insecure_port(args.listen)
@@ -191,34 +173,17 @@ async def serve(args: argparse.Namespace) -> None:
             node.peers[nid] = address
             host.set_peer(nid, address)
     info = {"port": port, "pid": os.getpid(), "node_id": args.node_id}
-    if args.ready_file:
-        tmp = Path(args.ready_file + ".tmp")
-        tmp.write_text(json.dumps(info))
-        tmp.replace(args.ready_file)
-    print(f"ready port={port} pid={os.getpid()} node={args.node_id}", flush=True)
+    announce_ready(args.ready_file, info, f"ready port={port} pid={os.getpid()} node={args.node_id}")
     log.info("node=%d placement serving on port %d voters=%s (seed %d)", args.node_id, port, voters, seed)
-
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
 
     async def run_all() -> None:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(host.run(), name="raft-host")
             tg.create_task(node.run(), name="placement-duties")
 
-    run_task = asyncio.create_task(run_all())
-    stop_task = asyncio.create_task(stop.wait())
     try:
-        done, _ = await asyncio.wait({run_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
-        if run_task in done:
-            run_task.result()  # fail-stop: re-raise what ended the node
+        await serve_until_signalled(run_all(), before_cancel=lambda: server.stop(0.5))
     finally:
-        await server.stop(0.5)
-        run_task.cancel()
-        stop_task.cancel()
-        await asyncio.gather(run_task, stop_task, return_exceptions=True)
         store.close()
         db.close()
 

@@ -10,46 +10,31 @@ the pids it started. `call` sends an RPC to the leader, following the
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import grpc
 
-from flotilla.raftcluster import REPO, wait_until
+from flotilla.procs import ManagedProcess, ProcessGroup, flotilla_argv, wait_until
 from flotillapb import placement_pb2 as ppb
 from flotillapb import placement_pb2_grpc
 from flotillapb import store_pb2 as spb
+
+__all__ = ["PlacementCluster", "PlacementProc", "eventually", "wait_until"]
 
 _RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
 
 @dataclass
-class PlacementProc:
+class PlacementProc(ManagedProcess):
     node_id: int
     data_dir: Path
-    log_path: Path
-    proc: subprocess.Popen[bytes] | None = None
-    port: int = 0
-    channel: grpc.Channel | None = None
     stub: placement_pb2_grpc.PlacementStub | None = None
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    @property
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
 
 
 @dataclass
-class PlacementCluster:
+class PlacementCluster(ProcessGroup):
     tmp: Path
     node_ids: tuple[int, ...] = (1, 2, 3)
     extra_args: list[str] = field(default_factory=list)
@@ -63,45 +48,40 @@ class PlacementCluster:
             self._await_ready(nid)
         self.connect_all()
 
-    def _spawn(self, nid: int) -> int:
+    def _node(self, nid: int) -> PlacementProc:
         n = self.nodes.get(nid)
         if n is None:
-            n = PlacementProc(nid, self.tmp / f"p{nid}", self.tmp / f"p{nid}.log")
+            n = PlacementProc(nid, self.tmp / f"p{nid}", log_path=self.tmp / f"p{nid}.log", name=f"placement {nid}")
             self.nodes[nid] = n
-        ready = self.tmp / f"p{nid}.ready"
-        ready.unlink(missing_ok=True)
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
-        args = [
-            sys.executable, "-m", "flotilla.placement_main", *(["-v"] if self.verbose else []),
-            "--node-id", str(nid),
+        return n
+
+    def _spawn(self, nid: int) -> int:
+        n = self._node(nid)
+        n.spawn(self._argv(n), cwd=self.tmp)
+        return nid
+
+    def _argv(self, n: PlacementProc) -> list[str]:
+        module, command = self._command(n)
+        return flotilla_argv(
+            *command,
+            "--node-id", str(n.node_id),
             "--data-dir", str(n.data_dir),
             "--placement-voters", ",".join(map(str, self.node_ids)),
-            "--seed", str(nid * 7919),
-            "--ready-file", str(ready),
+            "--seed", str(n.node_id * 7919),
+            "--ready-file", str(n.ready_file),
             *self.extra_args,
-        ]
-        with open(n.log_path, "ab") as logf:
-            n.proc = subprocess.Popen(args, stdout=logf, stderr=subprocess.STDOUT, env=env, cwd=str(self.tmp))
-        return nid
+            module=module,
+            verbose=self.verbose,
+        )
+
+    def _command(self, n: PlacementProc) -> tuple[str, list[str]]:
+        """The module to run and its first arguments."""
+        return "flotilla.placement_main", []
 
     def _await_ready(self, nid: int) -> None:
         n = self.nodes[nid]
-        proc = n.proc
-        assert proc is not None
-        ready = self.tmp / f"p{nid}.ready"
-
-        def is_ready() -> dict[str, int] | None:
-            if proc.poll() is not None:
-                raise AssertionError(f"placement {nid} exited with {proc.returncode}:\n{self.log_tail(nid)}")
-            return json.loads(ready.read_text()) if ready.exists() else None
-
-        info = wait_until(is_ready, timeout=60, what=f"placement {nid} ready")
-        n.port = int(info["port"])
-        if n.channel is not None:
-            n.channel.close()
-        n.channel = grpc.insecure_channel(n.address)
-        n.stub = placement_pb2_grpc.PlacementStub(n.channel)
+        n.await_ready(what=f"placement {nid} ready")
+        n.stub = placement_pb2_grpc.PlacementStub(n.connect())
 
     def connect_all(self) -> None:
         peers = [spb.NodeAddress(node_id=n.node_id, address=n.address) for n in self.nodes.values() if n.alive]
@@ -114,34 +94,11 @@ class PlacementCluster:
         self._await_ready(nid)
         self.connect_all()
 
-    def kill(self, nid: int, sig: int = signal.SIGKILL) -> None:
-        n = self.nodes[nid]
-        assert n.proc is not None
-        n.proc.send_signal(sig)
-        n.proc.wait(timeout=30)
-
-    def stop(self) -> None:
-        for n in self.nodes.values():
-            if n.channel is not None:
-                n.channel.close()
-            if n.proc is not None and n.proc.poll() is None:
-                n.proc.send_signal(signal.SIGTERM)
-        for n in self.nodes.values():
-            if n.proc is not None and n.proc.poll() is None:
-                try:
-                    n.proc.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    n.proc.kill()
-                    n.proc.wait(timeout=15)
-
     # -- queries ------------------------------------------------------------------------
     def stub(self, nid: int) -> placement_pb2_grpc.PlacementStub:
         s = self.nodes[nid].stub
         assert s is not None
         return s
-
-    def live(self) -> list[int]:
-        return [nid for nid, n in self.nodes.items() if n.alive]
 
     def status(self, nid: int) -> ppb.StatusResponse:
         return self.stub(nid).Status(ppb.StatusRequest(), timeout=10)
@@ -186,10 +143,6 @@ class PlacementCluster:
 
     def get_map(self, nid: int, *, linearizable: bool = False) -> ppb.ClusterMap:
         return self.stub(nid).GetMap(ppb.GetMapRequest(linearizable=linearizable), timeout=10).map
-
-    def log_tail(self, nid: int, lines: int = 40) -> str:
-        p = self.nodes[nid].log_path
-        return "\n".join(p.read_text(errors="replace").splitlines()[-lines:]) if p.exists() else ""
 
     def all_logs(self) -> str:
         return "\n".join(f"--- placement {nid} ---\n{self.log_tail(nid, 80)}" for nid in self.nodes)

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import ctypes
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -39,7 +38,7 @@ from pathlib import Path
 
 import grpc
 
-from flotilla.raftcluster import REPO
+from flotilla.procs import ManagedProcess, ProcessExited, flotilla_argv, stop_all
 from flotillapb.etcd.etcdserverpb import rpc_pb2 as epb
 from flotillapb.etcd.etcdserverpb import rpc_pb2_grpc
 
@@ -61,21 +60,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 @dataclass
-class Child:
-    name: str
+class Child(ManagedProcess):
+    """One process of the playground: argv, and whether its end was reported."""
+
     args: list[str]
-    log_path: Path
-    ready_file: Path
-    proc: subprocess.Popen[bytes] | None = None
     reported: bool = False
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def log_tail(self, lines: int = 20) -> str:
-        if not self.log_path.exists():
-            return ""
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
 
 class PlaygroundError(Exception):
@@ -158,26 +147,21 @@ class Playground:
         run.mkdir(parents=True, exist_ok=True)
         ready = run / f"{name}.ready"
         ready.unlink(missing_ok=True)
-        c = Child(name, [sys.executable, "-m", "flotilla", "-v", "server", *server_args, "--ready-file", str(ready)], logs / f"{name}.log", ready)
+        argv = flotilla_argv("server", *server_args, "--ready-file", str(ready))
+        c = Child(argv, name=name, log_path=logs / f"{name}.log", ready_file=ready)
         self.children.append(c)
         return c
 
     def _spawn(self, c: Child) -> None:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
         with open(c.log_path, "ab") as logf:
             logf.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(c.args)}\n".encode())
-            logf.flush()
-            c.proc = subprocess.Popen(
-                c.args,
-                stdin=subprocess.DEVNULL,
-                stdout=logf,
-                stderr=subprocess.STDOUT,
-                env=env,
-                cwd=str(self.data_dir),
-                start_new_session=True,  # Ctrl-C reaches the playground only; it stops the children in order
-                preexec_fn=_die_with_parent,
-            )
+        c.spawn(
+            c.args,
+            cwd=self.data_dir,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # Ctrl-C reaches the playground only; it stops the children in order
+            preexec_fn=_die_with_parent,
+        )
 
     def _wait_ready(self, children: list[Child], deadline: float) -> dict[str, dict[str, int]]:
         out: dict[str, dict[str, int]] = {}
@@ -185,11 +169,12 @@ class Playground:
             for c in children:
                 if c.name in out:
                     continue
-                if not c.alive():
-                    code = c.proc.returncode if c.proc is not None else None
-                    raise PlaygroundError(f"{c.name} exited with {code} while starting; {c.log_path}:\n{c.log_tail()}")
-                if c.ready_file.exists():
-                    out[c.name] = json.loads(c.ready_file.read_text())
+                try:
+                    info = c.read_ready()
+                except ProcessExited:
+                    raise PlaygroundError(f"{c.name} exited with {c.returncode} while starting; {c.log_path}:\n{c.log_tail(20)}") from None
+                if info is not None:
+                    out[c.name] = info
             if len(out) == len(children):
                 break
             if time.monotonic() > deadline:
@@ -217,8 +202,8 @@ class Playground:
                     except grpc.RpcError as exc:
                         last = f"{exc.code().name}: {exc.details()}"  # type: ignore[attr-defined]
                     for c in self.children:
-                        if not c.alive():
-                            raise PlaygroundError(f"{c.name} exited with {c.proc.returncode if c.proc else None}; {c.log_path}:\n{c.log_tail()}")
+                        if not c.alive:
+                            raise PlaygroundError(f"{c.name} exited with {c.returncode}; {c.log_path}:\n{c.log_tail(20)}")
                     if time.monotonic() > deadline:
                         raise PlaygroundError(f"the router at {ep} did not serve a Range within {self.args.timeout:.0f}s (last: {last})")
                     if self.stop_requested.wait(0.2):
@@ -227,17 +212,7 @@ class Playground:
     def stop(self) -> None:
         """Routers, then stores, then placement: SIGTERM by pid, then wait."""
         for kind in ("r", "s", "p"):
-            group = [c for c in self.children if c.name.startswith(kind) and c.alive()]
-            for c in group:
-                assert c.proc is not None
-                c.proc.send_signal(signal.SIGTERM)
-            for c in group:
-                assert c.proc is not None
-                try:
-                    c.proc.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    c.proc.kill()
-                    c.proc.wait(timeout=15)
+            stop_all([c for c in self.children if c.name.startswith(kind)])
 
     # -- the command -------------------------------------------------------------------------
     def run(self) -> int:
@@ -313,10 +288,9 @@ class Playground:
             print("ready", flush=True)
             while not self.stop_requested.wait(0.5):
                 for c in self.children:
-                    if not c.alive() and not c.reported:
+                    if not c.alive and not c.reported:
                         c.reported = True
-                        code = c.proc.returncode if c.proc is not None else None
-                        print(f"playground: {c.name} (pid {c.proc.pid if c.proc else '?'}) exited with {code}; see {c.log_path}", flush=True)
+                        print(f"playground: {c.name} (pid {c.proc.pid if c.proc else '?'}) exited with {c.returncode}; see {c.log_path}", flush=True)
         except KeyboardInterrupt:
             pass
         finally:

@@ -12,45 +12,34 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import os
 import random
-import signal
 import sys
 import time
-from pathlib import Path
 
 import grpc
 import grpc.aio
 
+from flotilla import procs
+from flotilla.procs import MAX_MESSAGE_BYTES as MAX_MESSAGE_BYTES  # noqa: F401 - kept importable from here
 from flotillapb import raftadmin_pb2 as pb
 from flotillapb import raftadmin_pb2_grpc
 from raft.core import ConfState, ProposalDropped, StateRole
 from raft.runtime.clock import SystemClock
 from raft.runtime.host import GroupHost, HostConfig
 from raft.runtime.registers import RegisterMachine
-from raft.storage.rocks import RocksLogStore, open_db
 from raft.transport.grpc_transport import GrpcTransport
 
 log = logging.getLogger(__name__)
 
-MAX_MESSAGE_BYTES = 64 << 20
-
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--node-id", type=int, required=True)
-    p.add_argument("--data-dir", required=True)
-    p.add_argument("--listen", default="127.0.0.1:0", help="host:port (port 0: any free port, reported)")
-    p.add_argument("--ready-file", help="write {\"port\":..,\"pid\":..} here once serving")
+    procs.add_node_arguments(p)
     p.add_argument("--groups", type=int, default=1, help="host groups 1..N")
     p.add_argument("--voters", default="1,2,3", help="node ids of every group's initial voters")
-    p.add_argument("--tick-ms", type=int, default=100)
-    p.add_argument("--election-ticks", type=int, default=10)
     p.add_argument("--quiesce-ticks", type=int, default=30, help="0 disables quiescence")
-    p.add_argument("--snapshot-entries", type=int, default=10_000)
-    p.add_argument("--compaction-margin", type=int, default=1_000)
-    p.add_argument("--seed", type=int, default=None)
+    procs.add_raft_arguments(p)
 
 
 class _Admin(raftadmin_pb2_grpc.RaftAdminServicer):
@@ -215,14 +204,8 @@ def _crash_hook_from_env() -> object:
 
 
 async def serve(args: argparse.Namespace) -> None:
-    sys.setswitchinterval(0.001)  # let the sync thread get the GIL back quickly (raft/storage/rocks.py)
-    data_dir = Path(args.data_dir)
-    data_dir.mkdir(parents=True, exist_ok=True)
-    db = open_db(data_dir / "db")
-    store = RocksLogStore(db, keep_snapshot_data=True)
-    store.recover()
-    seed = args.seed if args.seed is not None else random.SystemRandom().getrandbits(64)
-    rng = random.Random(seed)
+    _, db, store = procs.open_raft_storage(args.data_dir)
+    seed, rng = procs.seeded_rng(args.seed)
     transport = GrpcTransport(args.node_id, listen=None, rng=random.Random(rng.getrandbits(64)))
     host = GroupHost(
         args.node_id,
@@ -245,37 +228,17 @@ async def serve(args: argparse.Namespace) -> None:
         machines[gid] = RegisterMachine(db, gid)
         await host.create_group(gid, machines[gid], bootstrap=ConfState(voters=voters))
 
-    server = grpc.aio.server(
-        options=[
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-        ]
-    )
+    server = procs.grpc_server()
     transport.add_to_server(server)
     raftadmin_pb2_grpc.add_RaftAdminServicer_to_server(_Admin(host, machines, transport), server)
     port = server.add_insecure_port(args.listen)
     await server.start()
     info = {"port": port, "pid": os.getpid(), "node_id": args.node_id}
-    if args.ready_file:
-        tmp = Path(args.ready_file + ".tmp")
-        tmp.write_text(json.dumps(info))
-        tmp.replace(args.ready_file)
-    print(f"ready port={port} pid={os.getpid()} node={args.node_id}", flush=True)
+    procs.announce_ready(args.ready_file, info, f"ready port={port} pid={os.getpid()} node={args.node_id}")
     log.info("node=%d serving on port %d with %d groups (seed %d)", args.node_id, port, len(machines), seed)
-
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    run_task = asyncio.create_task(host.run())
-    stop_task = asyncio.create_task(stop.wait())
     try:
-        done, _ = await asyncio.wait({run_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
-        if run_task in done:
-            run_task.result()  # fail-stop: re-raise what ended the host
+        await procs.serve_until_signalled(host.run())
     finally:
-        run_task.cancel()
-        await asyncio.gather(run_task, return_exceptions=True)
         await server.stop(0.5)
         store.close()
         db.close()

@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import os
-import signal
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+from flotilla.procs import ManagedProcess, flotilla_argv, parse_id_addresses, serve_until_signalled, write_ready_file
 from router.server import RouterConfig, RouterServer
 from router.watch import WatchConfig
 
@@ -27,13 +25,7 @@ log = logging.getLogger(__name__)
 
 
 def parse_peers(text: str) -> dict[int, str]:
-    out: dict[int, str] = {}
-    for item in filter(None, (t.strip() for t in text.split(","))):
-        nid, sep, address = item.partition("=")
-        if not sep or not nid.isdigit() or not address:
-            raise SystemExit(f"flotilla router: --store-peers wants id=host:port,..., got {item!r}")
-        out[int(nid)] = address
-    return out
+    return parse_id_addresses(text, complaint="flotilla router: --store-peers wants id=host:port,...")
 
 
 def add_arguments(p: argparse.ArgumentParser, prefix: str = "") -> None:
@@ -111,25 +103,14 @@ async def start(args: argparse.Namespace, prefix: str = "", **overrides: Any) ->
         raise SystemExit(f"flotilla router: {exc}") from None
     port = await router.start()
     info = {"port": port, "pid": os.getpid(), "router_id": router.router_id, "member_id": router.member_id}
-    ready_file = getattr(args, prefix.replace("-", "_") + "ready_file")
-    if ready_file:
-        tmp = Path(ready_file + ".tmp")
-        tmp.write_text(json.dumps(info))
-        tmp.replace(ready_file)
+    write_ready_file(getattr(args, prefix.replace("-", "_") + "ready_file"), info)
     return router
 
 
 async def serve(args: argparse.Namespace, prefix: str = "") -> None:
     router = await start(args, prefix)
     print(f"ready port={router.port} pid={os.getpid()} router={router.router_id}", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        await router.stop()
+    await serve_until_signalled(before_cancel=router.stop)
 
 
 def main(args: argparse.Namespace, prefix: str = "") -> int:
@@ -137,58 +118,21 @@ def main(args: argparse.Namespace, prefix: str = "") -> int:
     return 0
 
 
-class RouterProcess:
+class RouterProcess(ManagedProcess):
     """A router in its own OS process, for tests and harnesses: started with
     port 0, its port read from --ready-file; stop() ends only this pid."""
 
     def __init__(self, tmp: Path, args: list[str], *, name: str = "router") -> None:
+        super().__init__(log_path=tmp / f"{name}.log", name=name)
         self.tmp = tmp
         self.args = args
-        self.log_path = tmp / f"{name}.log"
-        self._ready = tmp / f"{name}.ready"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.port = 0
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
 
     def start(self, timeout_s: float = 30) -> int:
-        from flotilla.raftcluster import REPO, wait_until
-
-        self._ready.unlink(missing_ok=True)
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
-        with open(self.log_path, "ab") as logf:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "flotilla.router_main", "--listen", "127.0.0.1:0", "--ready-file", str(self._ready), *self.args],
-                stdout=logf,
-                stderr=subprocess.STDOUT,
-                env=env,
-                cwd=str(self.tmp),
-            )
-        proc = self.proc
-
-        def ready() -> dict[str, int] | None:
-            if proc.poll() is not None:
-                raise AssertionError(f"router exited with {proc.returncode}:\n{self.log_tail()}")
-            return json.loads(self._ready.read_text()) if self._ready.exists() else None
-
-        self.port = int(wait_until(ready, timeout=timeout_s, what="router ready")["port"])
+        assert self.ready_file is not None
+        argv = ["--listen", "127.0.0.1:0", "--ready-file", str(self.ready_file), *self.args]
+        self.spawn(flotilla_argv(*argv, module="flotilla.router_main", verbose=False), cwd=self.tmp)
+        self.await_ready(timeout=timeout_s, what="router ready")
         return self.port
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=15)
-
-    def log_tail(self, lines: int = 40) -> str:
-        p = self.log_path
-        return "\n".join(p.read_text(errors="replace").splitlines()[-lines:]) if p.exists() else ""
 
 
 if __name__ == "__main__":

@@ -49,24 +49,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import os
 import random
-import signal
-import sys
-from pathlib import Path
 
-import grpc.aio
-
-from flotilla import placement_main, router_main
+from flotilla import placement_main, procs, router_main
+from flotilla.procs import MAX_MESSAGE_BYTES as MAX_MESSAGE_BYTES  # noqa: F401 - kept importable from here
 from flotilla.storeagent import AgentConfig, StoreAgent
 from flotillapb import store_pb2_grpc
 from placement.client import PlacementClient, parse_endpoints
 from placement.server import PLACEMENT_GROUP_ID
 from raft.runtime.clock import SystemClock
 from raft.runtime.host import GroupHost, HostConfig
-from raft.storage.rocks import RocksLogStore, open_db
 from raft.transport.grpc_transport import GrpcTransport
 from shard.node import NodeConfig, StoreNode
 from shard.rocks import RocksEngine
@@ -74,8 +68,6 @@ from shard.service import StoreAdminService, StoreService
 from shard.slots import DEFAULT_SLOTS, MAX_SLOTS
 
 log = logging.getLogger(__name__)
-
-MAX_MESSAGE_BYTES = 64 << 20
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -90,10 +82,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--zone", default="", help="the store's zone label (placement spreads a shard's replicas over zones)")
     p.add_argument("--heartbeat-ms", type=int, default=1000, help="store heartbeat interval to placement")
-    p.add_argument("--node-id", type=int, default=0, help="required with --store or --placement")
-    p.add_argument("--data-dir", default="", help="required with --store or --placement")
-    p.add_argument("--listen", default="127.0.0.1:0", help="host:port (port 0: any free port, reported)")
-    p.add_argument("--ready-file", help='write {"port":..,"pid":..,"node_id":..} here once serving')
+    procs.add_node_arguments(p, required=False, required_help="required with --store or --placement")
     p.add_argument("--shards", type=int, default=1, help="bootstrap shards 1..N, each an equal slot range")
     p.add_argument("--slots", type=int, default=DEFAULT_SLOTS, help=f"slots of the cluster (at most {MAX_SLOTS})")
     p.add_argument("--voters", default="1,2,3", help="node ids of every shard's initial replicas")
@@ -103,14 +92,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="id=host:port,... of the nodes (itself included) when the ports are known up front; "
         "else a harness calls StoreAdmin.SetPeers once every node listens",
     )
-    p.add_argument("--tick-ms", type=int, default=100)
-    p.add_argument("--election-ticks", type=int, default=10)
     p.add_argument("--closed-ts-ms", type=int, default=200, help="idle shard leaders close a timestamp this often")
     p.add_argument("--watch-queue-events", type=int, default=10_000, help="events a watcher may lag behind before it is cancelled")
     p.add_argument("--watch-progress-ms", type=int, default=1_000, help="default progress notification interval")
-    p.add_argument("--snapshot-entries", type=int, default=10_000)
-    p.add_argument("--compaction-margin", type=int, default=1_000, help="entries kept behind a snapshot for slow followers")
-    p.add_argument("--seed", type=int, default=None)
+    procs.add_raft_arguments(p)
     placement_main.add_placement_arguments(p, bootstrap_stores=3, key_deleter="store")
     router_main.add_arguments(p, prefix="router-")
 
@@ -122,13 +107,7 @@ def bootstrap_slots(shard_index: int, shards: int, slot_count: int) -> tuple[tup
 
 def parse_peers(text: str) -> dict[int, str]:
     """`1=127.0.0.1:7001,2=127.0.0.1:7002` -> {1: "127.0.0.1:7001", 2: ...}."""
-    out: dict[int, str] = {}
-    for item in filter(None, (t.strip() for t in text.split(","))):
-        nid, sep, address = item.partition("=")
-        if not sep or not nid.isdigit() or not address:
-            raise SystemExit(f"flotilla server: --peers wants id=host:port,..., got {item!r}")
-        out[int(nid)] = address
-    return out
+    return procs.parse_id_addresses(text, complaint="flotilla server: --peers wants id=host:port,...")
 
 
 def _router_placement(args: argparse.Namespace, address: str, peers: dict[int, str]) -> str:
@@ -153,20 +132,9 @@ async def serve_router(args: argparse.Namespace) -> None:
     """--router alone: no data directory, no Raft host."""
     router = await _start_router(args, _router_placement(args, "", {}), args.node_id)
     info = {"port": router.port, "pid": os.getpid(), "node_id": router.member_id, "router_port": router.port}
-    if args.ready_file:
-        tmp = Path(args.ready_file + ".tmp")
-        tmp.write_text(json.dumps(info))
-        tmp.replace(args.ready_file)
-    print(f"ready port={router.port} pid={os.getpid()} router={router.member_id}", flush=True)
+    procs.announce_ready(args.ready_file, info, f"ready port={router.port} pid={os.getpid()} router={router.member_id}")
     log.info("router node=%d serving etcd v3 on %s", router.member_id, router.address)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        await router.stop()
+    await procs.serve_until_signalled(before_cancel=router.stop)
 
 
 async def serve(args: argparse.Namespace) -> None:
@@ -183,14 +151,8 @@ async def serve(args: argparse.Namespace) -> None:
     if args.store and not joining and not 0 < args.shards <= args.slots:
         raise SystemExit(f"flotilla server: need 0 < --shards <= --slots <= {MAX_SLOTS}")
     peers = parse_peers(args.peers)
-    sys.setswitchinterval(0.001)  # let the sync thread get the GIL back quickly (raft/storage/rocks.py)
-    data_dir = Path(args.data_dir)
-    data_dir.mkdir(parents=True, exist_ok=True)
-    db = open_db(data_dir / "db")
-    store = RocksLogStore(db, keep_snapshot_data=True)
-    store.recover()
-    seed = args.seed if args.seed is not None else random.SystemRandom().getrandbits(64)
-    rng = random.Random(seed)
+    data_dir, db, store = procs.open_raft_storage(args.data_dir)
+    seed, rng = procs.seeded_rng(args.seed)
     clock = SystemClock()
     spool_dir = data_dir / "snapshots-in"  # received snapshots, spooled until installed
     spool_dir.mkdir(exist_ok=True)
@@ -211,12 +173,7 @@ async def serve(args: argparse.Namespace) -> None:
             compaction_margin=args.compaction_margin,
         ),
     )
-    server = grpc.aio.server(
-        options=[
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-        ]
-    )
+    server = procs.grpc_server()
     transport.add_to_server(server)
 
     pnode = None
@@ -287,19 +244,10 @@ async def serve(args: argparse.Namespace) -> None:
     info = {"port": port, "pid": os.getpid(), "node_id": args.node_id}
     if router is not None:
         info["router_port"] = router.port
-    if args.ready_file:
-        tmp = Path(args.ready_file + ".tmp")
-        tmp.write_text(json.dumps(info))
-        tmp.replace(args.ready_file)
     extra = f" router_port={router.port}" if router is not None else ""
-    print(f"ready port={port} pid={os.getpid()} node={args.node_id}{extra}", flush=True)
+    procs.announce_ready(args.ready_file, info, f"ready port={port} pid={os.getpid()} node={args.node_id}{extra}")
     roles = "+".join(r for r, on in (("placement", args.placement), ("store", args.store), ("router", args.router)) if on)
     log.info("node=%d %s serving on port %d (seed %d)", args.node_id, roles, port, seed)
-
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
 
     async def run_all() -> None:
         async with asyncio.TaskGroup() as tg:
@@ -311,19 +259,14 @@ async def serve(args: argparse.Namespace) -> None:
             if agent is not None:
                 tg.create_task(agent.run(), name="store-agent")
 
-    run_task = asyncio.create_task(run_all())
-    stop_task = asyncio.create_task(stop.wait())
-    try:
-        done, _ = await asyncio.wait({run_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
-        if run_task in done:
-            run_task.result()  # fail-stop: re-raise what ended the node
-    finally:
+    async def stop_serving() -> None:
         if router is not None:
             await router.stop()
         await server.stop(0.5)
-        run_task.cancel()
-        stop_task.cancel()
-        await asyncio.gather(run_task, stop_task, return_exceptions=True)
+
+    try:
+        await procs.serve_until_signalled(run_all(), before_cancel=stop_serving)
+    finally:
         if agent is not None:
             await agent.client.close()
         store.close()

@@ -1,6 +1,6 @@
 """Real `flotilla server --store` processes on 127.0.0.1: the harness of the
-store node's integration tests (modelled on flotilla/raftcluster.py, whose
-`wait_until` it uses).
+store node's integration tests (its processes are flotilla/procs.py's
+ManagedProcess, as flotilla/raftcluster.py's are).
 
 Each process binds port 0 and reports it through --ready-file; the harness
 then tells every process everyone's address (StoreAdmin.SetPeers). No sleeps:
@@ -11,17 +11,10 @@ started.
 from __future__ import annotations
 
 import itertools
-import json
-import os
-import signal
-import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import grpc
-
-from flotilla.raftcluster import REPO, wait_until
+from flotilla.procs import ManagedProcess, ProcessGroup, flotilla_argv, wait_until
 from flotillapb import store_pb2 as spb
 from flotillapb import store_pb2_grpc
 from flotillapb.etcd.etcdserverpb import rpc_pb2 as epb
@@ -31,28 +24,16 @@ __all__ = ["StoreCluster", "StoreNodeProc", "wait_until"]
 
 
 @dataclass
-class StoreNodeProc:
+class StoreNodeProc(ManagedProcess):
     node_id: int
     data_dir: Path
-    log_path: Path
     args: list[str]
-    proc: subprocess.Popen[bytes] | None = None
-    port: int = 0
-    channel: grpc.Channel | None = None
     store: store_pb2_grpc.StoreStub | None = None
     admin: store_pb2_grpc.StoreAdminStub | None = None
 
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    @property
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
 
 @dataclass
-class StoreCluster:
+class StoreCluster(ProcessGroup):
     tmp: Path
     shards: int
     slot_count: int = 1024
@@ -81,53 +62,29 @@ class StoreCluster:
                 node_id=nid,
                 data_dir=data_dir,
                 log_path=self.tmp / f"n{nid}.log",
-                args=[
-                    "--store",
-                    "--node-id", str(nid),
-                    "--data-dir", str(data_dir),
-                    "--listen", "127.0.0.1:0",
-                    "--shards", str(self.shards),
-                    "--slots", str(self.slot_count),
-                    "--voters", ",".join(map(str, self.node_ids)),
-                    "--seed", str(nid * 7919),
-                    *self.extra_args,
-                ],
+                name=f"store node {nid}",
+                args=["--store", "--node-id", str(nid), "--data-dir", str(data_dir), "--listen", "127.0.0.1:0", *self._role_args(nid)],
             )
             self.nodes[nid] = n
-        ready = self._ready_file(nid)
-        ready.unlink(missing_ok=True)
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
-        with open(n.log_path, "ab") as logf:
-            n.proc = subprocess.Popen(
-                [sys.executable, "-m", "flotilla", "-v", "server", *n.args, "--ready-file", str(ready)],
-                stdout=logf,
-                stderr=subprocess.STDOUT,
-                env=env,
-                cwd=str(self.tmp),
-            )
+        n.spawn(flotilla_argv("server", *n.args, "--ready-file", str(n.ready_file)), cwd=self.tmp)
         return nid
 
-    def _ready_file(self, nid: int) -> Path:
-        return self.tmp / f"n{nid}.ready"
+    def _role_args(self, nid: int) -> list[str]:
+        """The arguments of a new node after --store, --node-id, --data-dir, --listen."""
+        return [
+            "--shards", str(self.shards),
+            "--slots", str(self.slot_count),
+            "--voters", ",".join(map(str, self.node_ids)),
+            "--seed", str(nid * 7919),
+            *self.extra_args,
+        ]
 
     def _await_ready(self, nid: int) -> None:
         n = self.nodes[nid]
-        proc, ready = n.proc, self._ready_file(nid)
-        assert proc is not None
-
-        def is_ready() -> dict[str, int] | None:
-            if proc.poll() is not None:
-                raise AssertionError(f"node {nid} exited with {proc.returncode}:\n{self.log_tail(nid)}")
-            return json.loads(ready.read_text()) if ready.exists() else None
-
-        info = wait_until(is_ready, timeout=60, what=f"store node {nid} ready")
-        n.port = int(info["port"])
-        if n.channel is not None:
-            n.channel.close()
-        n.channel = grpc.insecure_channel(n.address)
-        n.store = store_pb2_grpc.StoreStub(n.channel)
-        n.admin = store_pb2_grpc.StoreAdminStub(n.channel)
+        n.await_ready(what=f"store node {nid} ready")
+        channel = n.connect()
+        n.store = store_pb2_grpc.StoreStub(channel)
+        n.admin = store_pb2_grpc.StoreAdminStub(channel)
 
     def connect_all(self) -> None:
         peers = [spb.NodeAddress(node_id=n.node_id, address=n.address) for n in self.nodes.values() if n.alive]
@@ -136,40 +93,10 @@ class StoreCluster:
                 assert n.admin is not None
                 n.admin.SetPeers(spb.SetPeersRequest(peers=peers), timeout=10)
 
-    def kill_signal(self, nid: int, sig: int) -> None:
-        """Send a signal without waiting for an exit (SIGSTOP/SIGCONT pauses)."""
-        n = self.nodes[nid]
-        assert n.proc is not None
-        n.proc.send_signal(sig)
-
-    def kill(self, nid: int, sig: int = signal.SIGKILL) -> None:
-        n = self.nodes[nid]
-        assert n.proc is not None
-        n.proc.send_signal(sig)
-        n.proc.wait(timeout=30)
-
     def restart(self, nid: int) -> None:
         self._spawn(nid)
         self._await_ready(nid)
         self.connect_all()
-
-    def stop(self) -> None:
-        for n in self.nodes.values():
-            if n.channel is not None:
-                n.channel.close()
-            if n.proc is not None and n.proc.poll() is None:
-                n.proc.send_signal(signal.SIGTERM)
-        for n in self.nodes.values():
-            if n.proc is not None and n.proc.poll() is None:
-                try:
-                    n.proc.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    n.proc.kill()
-                    n.proc.wait(timeout=15)
-
-    def log_tail(self, nid: int, lines: int = 40) -> str:
-        p = self.nodes[nid].log_path
-        return "\n".join(p.read_text(errors="replace").splitlines()[-lines:]) if p.exists() else ""
 
     # -- stubs and status ------------------------------------------------------------------
     def store(self, nid: int) -> store_pb2_grpc.StoreStub:
@@ -184,9 +111,6 @@ class StoreCluster:
 
     def shard_status(self, nid: int, shard_id: int) -> spb.ShardStatus:
         return next(s for s in self.status(nid).shards if s.descriptor.shard_id == shard_id)
-
-    def live(self) -> list[int]:
-        return [nid for nid, n in self.nodes.items() if n.alive]
 
     def leaders(self) -> dict[int, int]:
         """shard id -> live node that believes it leads it (highest term wins)."""

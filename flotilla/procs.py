@@ -1,0 +1,355 @@
+"""Processes of Flotilla, from both sides: the harnesses that start real
+`python -m flotilla ...` children, and the process mains those children run.
+
+Harness side: `wait_until(predicate, timeout)` is the only way a harness
+waits (no sleeps); a `ManagedProcess` is one child that binds port 0 and
+reports its port through --ready-file, with its output appended to a log
+file; a `ProcessGroup` is the node-id-keyed set of them a cluster harness
+keeps. Every kill or signal goes to a pid the harness started itself.
+
+Server side (flotilla/raftnode.py, server.py, placement_main.py,
+router_main.py): the arguments every node process takes, the ready file
+written once serving, the gRPC server options, and the loop that serves
+until SIGTERM or SIGINT (or until what it runs fails: fail-stop).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import grpc
+import grpc.aio
+from rocksdict import Rdict
+
+from raft.storage.rocks import RocksLogStore, open_db
+
+T = TypeVar("T")
+REPO = Path(__file__).resolve().parents[1]
+
+__all__ = [
+    "GRPC_SERVER_OPTIONS",
+    "MAX_MESSAGE_BYTES",
+    "REPO",
+    "ManagedProcess",
+    "ProcessExited",
+    "ProcessGroup",
+    "add_node_arguments",
+    "add_raft_arguments",
+    "announce_ready",
+    "child_env",
+    "flotilla_argv",
+    "grpc_server",
+    "log_tail",
+    "open_raft_storage",
+    "parse_id_addresses",
+    "seeded_rng",
+    "serve_until_signalled",
+    "stop_all",
+    "wait_until",
+    "write_ready_file",
+]
+
+
+# -- waiting ------------------------------------------------------------------------------
+
+
+class ProcessExited(AssertionError):
+    """A child ended while the harness waited for it: a wait fails at once."""
+
+
+def wait_until(
+    predicate: Callable[[], T],
+    *,
+    timeout: float,
+    what: str,
+    interval: float = 0.05,
+    fail_on: tuple[type[BaseException], ...] = (ProcessExited,),
+) -> T:
+    """Poll predicate until it returns a truthy value or the deadline passes;
+    on timeout fail with the last value (or exception) observed. An exception
+    of `fail_on` (by default a child that exited) ends the wait at once."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while True:
+        try:
+            value = predicate()
+            if value:
+                return value
+            last = value
+        except fail_on:
+            raise
+        except Exception as exc:  # noqa: BLE001 - reported on timeout
+            last = exc
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}; last observed: {last!r}")
+        time.sleep(interval)  # sleep-ok: polling interval of a deadline-bounded wait, not synchronization
+
+
+# -- children -----------------------------------------------------------------------------
+
+
+def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """This process's environment (read now: a caller may have just set a
+    variable), plus extra, with the repository first on PYTHONPATH."""
+    env = {**os.environ, **(extra or {})}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+    return env
+
+
+def flotilla_argv(*args: str, module: str = "flotilla", verbose: bool = True) -> list[str]:
+    """`python -m <module> [-v] args...` with this interpreter."""
+    return [sys.executable, "-m", module, *(["-v"] if verbose else []), *args]
+
+
+def log_tail(path: Path, lines: int = 40) -> str:
+    """The last lines of a log file ("" before it exists)."""
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+
+
+@dataclass(kw_only=True)
+class ManagedProcess:
+    """One child process started by this one: its output appended to
+    log_path, its port reported in ready_file (JSON with "port"; default:
+    log_path with the suffix .ready). Every signal goes to its own pid."""
+
+    log_path: Path
+    ready_file: Path | None = None
+    name: str = "process"
+    proc: subprocess.Popen[bytes] | None = None
+    port: int = 0
+    channel: grpc.Channel | None = None
+
+    def __post_init__(self) -> None:
+        if self.ready_file is None:
+            self.ready_file = self.log_path.with_suffix(".ready")
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    @property
+    def returncode(self) -> int | None:
+        return self.proc.returncode if self.proc is not None else None
+
+    def spawn(self, argv: list[str], *, cwd: Path, env: Mapping[str, str] | None = None, **popen: Any) -> subprocess.Popen[bytes]:
+        """Start argv (its ready file removed first); env is added to this
+        process's environment (child_env); popen: more Popen arguments."""
+        assert self.ready_file is not None
+        self.ready_file.unlink(missing_ok=True)
+        with open(self.log_path, "ab") as logf:
+            self.proc = subprocess.Popen(argv, stdout=logf, stderr=subprocess.STDOUT, env=child_env(env), cwd=str(cwd), **popen)
+        return self.proc
+
+    def read_ready(self) -> dict[str, Any] | None:
+        """The ready file once written, else None; ProcessExited if the process ended."""
+        assert self.proc is not None and self.ready_file is not None
+        if self.proc.poll() is not None:
+            raise ProcessExited(f"{self.name} exited with {self.proc.returncode}:\n{self.log_tail()}")
+        return json.loads(self.ready_file.read_text()) if self.ready_file.exists() else None
+
+    def await_ready(self, *, timeout: float = 60, what: str = "") -> dict[str, Any]:
+        """Wait for the ready file; sets and returns its port's info."""
+        info = wait_until(self.read_ready, timeout=timeout, what=what or f"{self.name} ready")
+        assert info is not None  # wait_until returns only a truthy value
+        self.port = int(info["port"])
+        return info
+
+    def connect(self) -> grpc.Channel:
+        """A fresh channel to the reported port (the previous one closed)."""
+        self.close_channel()
+        self.channel = grpc.insecure_channel(self.address)
+        return self.channel
+
+    def close_channel(self) -> None:
+        if self.channel is not None:
+            self.channel.close()
+
+    def send_signal(self, sig: int) -> None:
+        """Signal the pid without waiting (SIGSTOP/SIGCONT pauses)."""
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def kill(self, sig: int = signal.SIGKILL, timeout: float = 30) -> None:
+        """Signal the pid and wait for it to end."""
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        self.proc.wait(timeout=timeout)
+
+    def terminate(self) -> None:
+        """SIGTERM if it runs (stop_all signals every process first, then waits)."""
+        if self.alive:
+            self.send_signal(signal.SIGTERM)
+
+    def wait_or_kill(self, timeout: float = 15) -> None:
+        """Wait for the end; SIGKILL after timeout."""
+        if self.proc is None:
+            return
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=timeout)
+
+    def stop(self, timeout: float = 15) -> None:
+        stop_all([self], timeout=timeout)
+
+    def log_tail(self, lines: int = 40) -> str:
+        return log_tail(self.log_path, lines)
+
+
+def stop_all(procs: Iterable[ManagedProcess], timeout: float = 15) -> None:
+    """Close their channels, SIGTERM every running one, then wait for each
+    (SIGKILL after timeout): they shut down in parallel."""
+    procs = list(procs)
+    for p in procs:
+        p.close_channel()
+        p.terminate()
+    for p in procs:
+        if p.alive:
+            p.wait_or_kill(timeout)
+
+
+class ProcessGroup:
+    """What a cluster harness does to its processes by node id; the harness
+    (a dataclass) has `nodes: dict[int, <a ManagedProcess>]`."""
+
+    nodes: Mapping[int, ManagedProcess]
+
+    def live(self) -> list[int]:
+        return [nid for nid, n in self.nodes.items() if n.alive]
+
+    def kill(self, nid: int, sig: int = signal.SIGKILL) -> None:
+        self.nodes[nid].kill(sig)
+
+    def kill_signal(self, nid: int, sig: int) -> None:
+        """Send a signal without waiting for an exit (SIGSTOP/SIGCONT pauses)."""
+        self.nodes[nid].send_signal(sig)
+
+    def stop(self) -> None:
+        stop_all(self.nodes.values())
+
+    def log_tail(self, nid: int, lines: int = 40) -> str:
+        return self.nodes[nid].log_tail(lines)
+
+
+# -- the process mains --------------------------------------------------------------------
+
+MAX_MESSAGE_BYTES = 64 << 20
+GRPC_SERVER_OPTIONS = [
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+]
+
+
+def grpc_server() -> grpc.aio.Server:
+    """The gRPC server of a node process (messages up to MAX_MESSAGE_BYTES)."""
+    return grpc.aio.server(options=GRPC_SERVER_OPTIONS)
+
+
+def add_node_arguments(p: argparse.ArgumentParser, *, required: bool = True, required_help: str = "") -> None:
+    """--node-id, --data-dir, --listen, --ready-file. Not required: defaults
+    0 and "" (the process checks them when its role needs them)."""
+    if required:
+        p.add_argument("--node-id", type=int, required=True)
+        p.add_argument("--data-dir", required=True)
+    else:
+        p.add_argument("--node-id", type=int, default=0, help=required_help)
+        p.add_argument("--data-dir", default="", help=required_help)
+    p.add_argument("--listen", default="127.0.0.1:0", help="host:port (port 0: any free port, reported)")
+    p.add_argument("--ready-file", help='write {"port":..,"pid":..,"node_id":..} here once serving')
+
+
+def add_raft_arguments(p: argparse.ArgumentParser, *, compaction_margin: bool = True) -> None:
+    """--tick-ms, --election-ticks, --snapshot-entries[, --compaction-margin], --seed."""
+    p.add_argument("--tick-ms", type=int, default=100)
+    p.add_argument("--election-ticks", type=int, default=10)
+    p.add_argument("--snapshot-entries", type=int, default=10_000)
+    if compaction_margin:
+        p.add_argument("--compaction-margin", type=int, default=1_000, help="entries kept behind a snapshot for slow followers")
+    p.add_argument("--seed", type=int, default=None)
+
+
+def parse_id_addresses(text: str, *, complaint: str) -> dict[int, str]:
+    """`1=127.0.0.1:7001,2=127.0.0.1:7002` -> {1: "127.0.0.1:7001", 2: ...};
+    a malformed item exits with `<complaint>, got '<item>'`."""
+    out: dict[int, str] = {}
+    for item in filter(None, (t.strip() for t in text.split(","))):
+        nid, sep, address = item.partition("=")
+        if not sep or not nid.isdigit() or not address:
+            raise SystemExit(f"{complaint}, got {item!r}")
+        out[int(nid)] = address
+    return out
+
+
+def open_raft_storage(data_dir: str) -> tuple[Path, Rdict, RocksLogStore]:
+    """The data directory (created if new), its RocksDB and the Raft log store
+    recovered from it."""
+    sys.setswitchinterval(0.001)  # let the sync thread get the GIL back quickly (raft/storage/rocks.py)
+    path = Path(data_dir)
+    path.mkdir(parents=True, exist_ok=True)
+    db = open_db(path / "db")
+    store = RocksLogStore(db, keep_snapshot_data=True)
+    store.recover()
+    return path, db, store
+
+
+def seeded_rng(seed: int | None) -> tuple[int, random.Random]:
+    """The seed (given, else a fresh random one, to be logged) and its Random."""
+    if seed is None:
+        seed = random.SystemRandom().getrandbits(64)
+    return seed, random.Random(seed)
+
+
+def write_ready_file(path: str | None, info: Mapping[str, Any]) -> None:
+    """Write info as JSON to path (if given) atomically: a reader never sees half of it."""
+    if path:
+        tmp = Path(path + ".tmp")
+        tmp.write_text(json.dumps(dict(info)))
+        tmp.replace(path)
+
+
+def announce_ready(path: str | None, info: Mapping[str, Any], line: str) -> None:
+    """The ready file, then the `ready port=...` line on stdout."""
+    write_ready_file(path, info)
+    print(line, flush=True)
+
+
+async def serve_until_signalled(
+    run: Awaitable[None] | None = None, *, before_cancel: Callable[[], Awaitable[None]] | None = None
+) -> None:
+    """Run `run` (if any) until SIGTERM or SIGINT; if it ends first, re-raise
+    what ended it (fail-stop). On the way out, await before_cancel() (e.g.
+    stop the gRPC server while the host still runs), then cancel run."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    stop_task = asyncio.ensure_future(stop.wait())
+    run_task = asyncio.ensure_future(run) if run is not None else None
+    try:
+        done, _ = await asyncio.wait({t for t in (run_task, stop_task) if t is not None}, return_when=asyncio.FIRST_COMPLETED)
+        if run_task is not None and run_task in done:
+            run_task.result()  # fail-stop: re-raise what ended it
+    finally:
+        if before_cancel is not None:
+            await before_cancel()
+        tasks = [t for t in (run_task, stop_task) if t is not None]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
