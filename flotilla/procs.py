@@ -353,3 +353,24 @@ async def serve_until_signalled(
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def crash_hook_from_env() -> Callable[[str], None] | None:
+    """The fault-injection hook of a server process: FLOTILLA_CRASH_AT=<point>:<n>
+    ends the process (exit 137, no cleanup, as a kill -9 would) the n-th time
+    its GroupHost passes <point> ("after_persist", "after_apply")."""
+    spec = os.environ.get("FLOTILLA_CRASH_AT")
+    if not spec:
+        return None
+    point, _, n = spec.partition(":")
+    remaining = [int(n or "1")]
+
+    def hook(where: str) -> None:
+        if where == point:
+            remaining[0] -= 1
+            if remaining[0] <= 0:
+                sys.stderr.write(f"FLOTILLA_CRASH_AT: exiting at {where}\n")
+                sys.stderr.flush()
+                os._exit(137)
+
+    return hook

@@ -183,26 +183,6 @@ class _Admin(raftadmin_pb2_grpc.RaftAdminServicer):
         )
 
 
-def _crash_hook_from_env() -> object:
-    """FLOTILLA_CRASH_AT=<point>:<n> ends the process (exit 137, no cleanup)
-    at the n-th time the host passes <point>: a kill -9 at an exact place."""
-    spec = os.environ.get("FLOTILLA_CRASH_AT")
-    if not spec:
-        return None
-    point, _, n = spec.partition(":")
-    remaining = [int(n or "1")]
-
-    def hook(where: str) -> None:
-        if where == point:
-            remaining[0] -= 1
-            if remaining[0] <= 0:
-                sys.stderr.write(f"FLOTILLA_CRASH_AT: exiting at {where}\n")
-                sys.stderr.flush()
-                os._exit(137)
-
-    return hook
-
-
 async def serve(args: argparse.Namespace) -> None:
     _, db, store = procs.open_raft_storage(args.data_dir)
     seed, rng = procs.seeded_rng(args.seed)
@@ -221,7 +201,7 @@ async def serve(args: argparse.Namespace) -> None:
             compaction_margin=args.compaction_margin,
         ),
     )
-    host.crash_hook = _crash_hook_from_env()  # type: ignore[assignment]
+    host.crash_hook = procs.crash_hook_from_env()
     voters = tuple(int(v) for v in args.voters.split(",") if v)
     machines: dict[int, RegisterMachine] = {}
     for gid in range(1, args.groups + 1):

@@ -173,6 +173,7 @@ async def serve(args: argparse.Namespace) -> None:
             compaction_margin=args.compaction_margin,
         ),
     )
+    host.crash_hook = procs.crash_hook_from_env()
     server = procs.grpc_server()
     transport.add_to_server(server)
 

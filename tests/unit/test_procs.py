@@ -229,3 +229,23 @@ def test_harness_names_stay_importable() -> None:
         assert callable(cls)
     r = router_main.RouterProcess(Path("/nonexistent"), ["--static-shards", "1"], name="r1")
     assert r.log_path == Path("/nonexistent/r1.log") and r.proc is None and r.port == 0
+
+
+def test_crash_hook_ends_the_process_at_the_nth_passage() -> None:
+    import subprocess
+    import sys
+
+    from flotilla import procs
+
+    assert procs.crash_hook_from_env() is None or "FLOTILLA_CRASH_AT" in __import__("os").environ
+    code = (
+        "from flotilla import procs\n"
+        "hook = procs.crash_hook_from_env()\n"
+        "for i in range(5):\n"
+        "    hook('after_apply'); hook('after_persist'); print('passed', i, flush=True)\n"
+    )
+    env = {**__import__("os").environ, "FLOTILLA_CRASH_AT": "after_persist:3"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 137
+    assert out.stdout.split("\n")[:-1] == ["passed 0", "passed 1"]
+    assert "exiting at after_persist" in out.stderr

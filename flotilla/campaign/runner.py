@@ -1,0 +1,539 @@
+"""One fault campaign run: a real cluster on 127.0.0.1 (3 placement servers,
+3 store nodes, a router following placement's map), concurrent etcd clients
+through the router, a nemesis injecting faults, then the checkers.
+
+Bounded in ops and time; the seed drives every choice the runner makes (the
+processes' own timing is not deterministic, so a seed reproduces the
+workload and fault schedule, not the interleaving). A failing run (or
+--keep) leaves its directory: history.json, violations.txt and every
+process's log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import shutil
+import statistics
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import grpc
+import grpc.aio
+
+from flotilla.campaign.checkers import Violation, check_all
+from flotilla.campaign.history import History, Op, OpKind, Outcome, WatchEvent, WatchStream
+from flotilla.campaign.nemesis import Nemesis
+from flotilla.cluster import Cluster, wait_until
+from flotilla.router_main import RouterProcess
+from flotillapb.etcd.etcdserverpb import rpc_pb2 as epb
+from flotillapb.etcd.etcdserverpb import rpc_pb2_grpc as eg
+from flotillapb.etcd.mvccpb import kv_pb2 as mvccpb
+
+__all__ = ["CampaignConfig", "RunResult", "run_campaign", "summarize", "format_summary", "VIOLATION_KINDS"]
+
+VIOLATION_KINDS = (
+    "linearizability",
+    "lin_timeout",
+    "acked_write_loss",
+    "double_apply",
+    "watch_order",
+    "watch_duplicate",
+    "watch_gap",
+    "watch_prev_kv",
+    "watch_stalled",
+    "stale_read",
+    "divergence",
+    "lease",
+    "process_died",
+    "nemesis_error",
+    "harness_error",
+)
+
+
+@dataclass
+class CampaignConfig:
+    seed: int = 1
+    ops: int = 2000
+    duration_s: float = 60.0
+    nemeses: tuple[str, ...] = ("kill_leader", "pause")
+    clients: int = 4
+    keys: int = 6
+    fault_interval_s: tuple[float, float] = (1.0, 3.0)
+    op_timeout_s: float = 5.0
+    keep: bool = False
+    base_dir: Path | None = None
+    lin_max_steps: int = 2_000_000
+    log: Callable[[str], None] = print
+
+
+@dataclass
+class RunResult:
+    seed: int
+    ops: int
+    ops_ok: int
+    ops_unknown: int
+    faults: Counter = field(default_factory=Counter)
+    violations: list[Violation] = field(default_factory=list)
+    recovery_s: list[float] = field(default_factory=list)
+    crashpoints_not_fired: int = 0
+    kept_dir: str = ""
+    elapsed_s: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "seed": self.seed,
+            "ops": self.ops,
+            "ops_ok": self.ops_ok,
+            "ops_unknown": self.ops_unknown,
+            "faults": dict(self.faults),
+            "violations": [str(v) for v in self.violations],
+            "recovery_s": self.recovery_s,
+            "crashpoints_not_fired": self.crashpoints_not_fired,
+            "kept_dir": self.kept_dir,
+            "elapsed_s": round(self.elapsed_s, 1),
+        }
+
+
+class _Run:
+    def __init__(self, cfg: CampaignConfig, cluster: Cluster, router: RouterProcess, prefix: bytes) -> None:
+        self.cfg = cfg
+        self.cluster = cluster
+        self.router = router
+        self.rng = random.Random(cfg.seed)
+        self.history = History()
+        self.prefix = prefix
+        self.keys = self._pick_keys()
+        self.lease_key = prefix + b"lease/{l}"
+        self.extra: list[Violation] = []
+        self.stop = asyncio.Event()
+        self.ops_started = 0
+        self.seq = 0
+        self.last_seen: dict[tuple[int, bytes], bytes | None] = {}
+
+    def _pick_keys(self) -> list[bytes]:
+        """cfg.keys register keys, spread over every shard."""
+        stores = self.cluster.stores
+        shards = stores.shard_ids()
+        keys: list[bytes] = []
+        i = 0
+        while len(keys) < self.cfg.keys:
+            want = shards[len(keys) % len(shards)]
+            k = self.prefix + f"k{i}".encode()
+            i += 1
+            if stores.shard_of(k) == want:
+                keys.append(k)
+        return keys
+
+    def now(self) -> float:
+        return time.monotonic()
+
+    def value(self, client: int) -> bytes:
+        self.seq += 1
+        return f"s{self.cfg.seed}-c{client}-{self.seq}".encode()
+
+    # -- clients ------------------------------------------------------------------------------
+    async def client(self, cid: int, kv: eg.KVStub, lease: eg.LeaseStub) -> None:
+        rng = random.Random(self.rng.getrandbits(64))
+        h = self.history
+        to = self.cfg.op_timeout_s
+        while not self.stop.is_set() and len(self.history.ops) < self.cfg.ops:
+            self.ops_started += 1
+            key = rng.choice(self.keys)
+            r = rng.random()
+            wall = int(time.time() * 1000)
+            try:
+                if r < 0.25:
+                    v = self.value(cid)
+                    op = h.invoke(cid, OpKind.PUT, key, self.now(), wall, value=v)
+                    resp = await kv.Put(epb.PutRequest(key=key, value=v), timeout=to)
+                    h.complete(op, self.now(), Outcome.OK, revision=resp.header.revision)
+                elif r < 0.45:
+                    op = h.invoke(cid, OpKind.GET, key, self.now(), wall)
+                    resp = await kv.Range(epb.RangeRequest(key=key), timeout=to)
+                    val, rev = (resp.kvs[0].value, resp.kvs[0].mod_revision) if resp.kvs else (None, 0)
+                    h.complete(op, self.now(), Outcome.OK, output=val, revision=rev)
+                    self.last_seen[(cid, key)] = val
+                elif r < 0.6:
+                    bound = rng.choice((200, 500, 1000))
+                    op = h.invoke(cid, OpKind.STALE_GET, key, self.now(), wall, bound_ms=bound)
+                    resp = await kv.Range(
+                        epb.RangeRequest(key=key), timeout=to, metadata=(("max-staleness-ms", str(bound)),)
+                    )
+                    val, rev = (resp.kvs[0].value, resp.kvs[0].mod_revision) if resp.kvs else (None, 0)
+                    h.complete(op, self.now(), Outcome.OK, output=val, revision=rev)
+                elif r < 0.85:
+                    v = self.value(cid)
+                    exp = self.last_seen.get((cid, key))
+                    op = h.invoke(cid, OpKind.CAS, key, self.now(), wall, value=v, expect=exp)
+                    if exp is None:
+                        cmp = epb.Compare(key=key, target=epb.Compare.VERSION, result=epb.Compare.EQUAL, version=0)
+                    else:
+                        cmp = epb.Compare(key=key, target=epb.Compare.VALUE, result=epb.Compare.EQUAL, value=exp)
+                    resp = await kv.Txn(
+                        epb.TxnRequest(
+                            compare=[cmp],
+                            success=[epb.RequestOp(request_put=epb.PutRequest(key=key, value=v))],
+                            failure=[epb.RequestOp(request_range=epb.RangeRequest(key=key))],
+                        ),
+                        timeout=to,
+                    )
+                    h.complete(op, self.now(), Outcome.OK, output=resp.succeeded, revision=resp.header.revision)
+                    if resp.succeeded:
+                        self.last_seen[(cid, key)] = v
+                    else:
+                        rr = resp.responses[0].response_range
+                        self.last_seen[(cid, key)] = rr.kvs[0].value if rr.kvs else None
+                elif r < 0.93:
+                    op = h.invoke(cid, OpKind.DELETE, key, self.now(), wall)
+                    resp = await kv.DeleteRange(epb.DeleteRangeRequest(key=key), timeout=to)
+                    h.complete(op, self.now(), Outcome.OK, output=resp.deleted, revision=resp.header.revision)
+                else:
+                    await self.lease_cycle(cid, kv, lease, rng)
+            except grpc.aio.AioRpcError as exc:
+                h.complete(op, self.now(), Outcome.UNKNOWN, error=f"{exc.code().name}: {exc.details()}")
+
+    async def lease_cycle(self, cid: int, kv: eg.KVStub, lease: eg.LeaseStub, rng: random.Random) -> None:
+        """Grant, attach a key, revoke: after the revoke is acked the key is gone."""
+        to = self.cfg.op_timeout_s
+        h = self.history
+        key = self.prefix + f"lease/{{l}}{cid}".encode()
+        g = await lease.LeaseGrant(epb.LeaseGrantRequest(TTL=rng.choice((5, 10))), timeout=to)
+        v = self.value(cid)
+        op = h.invoke(cid, OpKind.LEASE_PUT, key, self.now(), int(time.time() * 1000), value=v)
+        try:
+            resp = await kv.Put(epb.PutRequest(key=key, value=v, lease=g.ID), timeout=to)
+            h.complete(op, self.now(), Outcome.OK, revision=resp.header.revision)
+        except grpc.aio.AioRpcError as exc:
+            h.complete(op, self.now(), Outcome.UNKNOWN, error=f"{exc.code().name}: {exc.details()}")
+        op = h.invoke(cid, OpKind.LEASE_REVOKE, key, self.now(), int(time.time() * 1000))
+        await lease.LeaseRevoke(epb.LeaseRevokeRequest(ID=g.ID), timeout=to)
+        h.complete(op, self.now(), Outcome.OK)
+        # Deletion of attached keys is asynchronous in Flotilla (expiry/revoke deletes
+        # shard by shard until done): poll, against a deadline, for the key to go.
+        deadline = self.now() + 15
+        while True:
+            try:
+                got = await kv.Range(epb.RangeRequest(key=key), timeout=to)
+                if not got.kvs or got.kvs[0].lease != g.ID:
+                    return
+            except grpc.aio.AioRpcError:
+                pass
+            if self.now() > deadline:
+                self.extra.append(Violation("lease", key, f"key still attached to revoked lease {g.ID:x} 15 s after the revoke"))
+                return
+            await asyncio.sleep(0.1)  # sleep-ok: polling interval of a deadline-bounded wait
+
+    # -- watcher -----------------------------------------------------------------------------
+    async def watcher(self, wid: int, watch: eg.WatchStub, start_rev: int) -> None:
+        """Watch the prefix with prev_kv and progress notifications; resume
+        from last revision + 1 after any stream end, and now and then on purpose."""
+        rng = random.Random(self.rng.getrandbits(64))
+        next_rev = start_rev
+        stream_no = 0
+        end = self.prefix[:-1] + bytes([self.prefix[-1] + 1])
+        while True:
+            stream_no += 1
+            ws = WatchStream(wid, stream_no, next_rev)
+            self.history.watch_streams.append(ws)
+            q: asyncio.Queue[epb.WatchRequest | None] = asyncio.Queue()
+            await q.put(
+                epb.WatchRequest(
+                    create_request=epb.WatchCreateRequest(
+                        key=self.prefix, range_end=end, start_revision=next_rev, prev_kv=True, progress_notify=True
+                    )
+                )
+            )
+
+            async def reqs() -> Any:
+                while (item := await q.get()) is not None:
+                    yield item
+
+            call = watch.Watch(reqs())
+            restart_after = rng.randint(20, 200)
+            got = 0
+            try:
+                async for resp in call:
+                    if resp.canceled:
+                        ws.canceled_reason = resp.cancel_reason
+                        break
+                    if not resp.events and not resp.created:
+                        ws.high_water = max(ws.high_water, resp.header.revision)  # progress notify
+                    for e in resp.events:
+                        prev = e.prev_kv if e.HasField("prev_kv") else None
+                        self.history.watch_events.append(
+                            WatchEvent(
+                                watcher=wid,
+                                stream=stream_no,
+                                kind="put" if e.type == mvccpb.Event.PUT else "delete",
+                                key=e.kv.key,
+                                value=e.kv.value,
+                                mod_revision=e.kv.mod_revision,
+                                prev_value=prev.value if prev is not None else None,
+                                prev_mod_revision=prev.mod_revision if prev is not None else 0,
+                            )
+                        )
+                        next_rev = max(next_rev, e.kv.mod_revision + 1)
+                        got += 1
+                    if got >= restart_after and not self.stop.is_set():
+                        break  # resume on purpose: resumability
+            except grpc.aio.AioRpcError as exc:
+                ws.canceled_reason = f"{exc.code().name}: {exc.details()}"
+            finally:
+                await q.put(None)
+                call.cancel()
+            if self.stop.is_set() and self.watch_done():
+                return
+            if self.stop.is_set() and self.now() > self.watch_deadline:
+                return
+            await asyncio.sleep(0.05)  # sleep-ok: backoff before resuming a watch stream
+
+    watch_deadline = float("inf")
+
+    def watch_done(self) -> bool:
+        acked = [o.revision for o in self.history.ops if o.is_write and o.outcome is Outcome.OK and o.revision]
+        high = max((s.high_water for s in self.history.watch_streams), default=0)
+        high = max(high, max((e.mod_revision for e in self.history.watch_events), default=0))
+        return not acked or high >= max(acked)
+
+    # -- nemesis -----------------------------------------------------------------------------
+    async def nemesis(self, nem: Nemesis, schedule: list[str], t_end: float) -> None:
+        rng = random.Random(self.rng.getrandbits(64))
+        i = 0
+        while not self.stop.is_set() and self.now() < t_end:
+            lo, hi = self.cfg.fault_interval_s
+            await asyncio.sleep(rng.uniform(lo, hi))  # sleep-ok: nemesis pause duration (time between faults)
+            if self.stop.is_set() or self.now() >= t_end:
+                break
+            kind = schedule[i] if i < len(schedule) else rng.choice(self.cfg.nemeses)
+            i += 1
+            try:
+                ev = await asyncio.to_thread(nem.run, kind)
+            except Exception as exc:  # noqa: BLE001 - a node that died or never healed ends the run, reported
+                died = [
+                    f"store {nid} exited {n.proc.returncode}: {n.log_tail(8)}"
+                    for nid, n in self.cluster.stores.nodes.items()
+                    if n.proc is not None and n.proc.poll() is not None
+                ]
+                kind_ = "process_died" if died else "nemesis_error"
+                self.extra.append(Violation(kind_, b"", f"during {kind}: {exc!r}; {' | '.join(died)}"))
+                self.cfg.log(f"nemesis {kind} failed: {exc!r}")
+                self.stop.set()
+                return
+            self.history.faults.append(ev)
+
+
+def _replica_states(cluster: Cluster, keys: list[bytes]) -> dict[int, dict[bytes, tuple[bytes | None, int]]]:
+    out: dict[int, dict[bytes, tuple[bytes | None, int]]] = {}
+    for nid in cluster.stores.live():
+        st: dict[bytes, tuple[bytes | None, int]] = {}
+        for k in keys:
+            r = cluster.stores.get(nid, k)
+            if r.header.HasField("error"):
+                raise RuntimeError(f"node {nid}: {r.header.error}")
+            kvs = r.response.kvs
+            st[k] = (kvs[0].value, kvs[0].mod_revision) if kvs else (None, 0)
+        out[nid] = st
+    return out
+
+
+def _recovery(history: History, cluster: Cluster) -> list[float]:
+    """Leader kill -> first acknowledged write to that shard invoked after the kill."""
+    out = []
+    for f in history.faults:
+        if f.kind != "kill_leader" or not f.shard:
+            continue
+        done = [
+            o.complete - f.start
+            for o in history.ops
+            if o.is_write and o.outcome is Outcome.OK and o.invoke >= f.start and cluster.stores.shard_of(o.key) == f.shard
+        ]
+        if done:
+            out.append(min(done))
+    return out
+
+
+async def _drive(cfg: CampaignConfig, cluster: Cluster, router: RouterProcess, prefix: bytes) -> tuple[_Run, Nemesis]:
+    run = _Run(cfg, cluster, router, prefix)
+    nem = Nemesis(cluster, random.Random(run.rng.getrandbits(64)), log=cfg.log)
+    channel = grpc.aio.insecure_channel(router.address)
+    kv, watch, lease = eg.KVStub(channel), eg.WatchStub(channel), eg.LeaseStub(channel)
+    start = await kv.Range(epb.RangeRequest(key=prefix, range_end=prefix + b"\xff"), timeout=10)
+    t_end = run.now() + cfg.duration_s
+    # Every run begins with one of each configured nemesis, then picks at random.
+    schedule = list(cfg.nemeses)
+    run.rng.shuffle(schedule)
+    watchers = [asyncio.create_task(run.watcher(w, watch, start.header.revision + 1)) for w in range(2)]
+    clients = [asyncio.create_task(run.client(c, kv, lease)) for c in range(cfg.clients)]
+    nem_task = asyncio.create_task(run.nemesis(nem, schedule, t_end))
+
+    async def clock() -> None:
+        while run.now() < t_end and len(run.history.ops) < cfg.ops:
+            await asyncio.sleep(0.2)  # sleep-ok: the campaign's own duration bound
+        run.stop.set()
+
+    await clock()
+    cfg.log(f"workload done after {run.now() - t_end + cfg.duration_s:.1f}s: {len(run.history.ops)} ops")
+    await nem_task  # a fault in progress heals first
+    await asyncio.gather(*clients)
+    run.watch_deadline = run.now() + 30
+    _, pending = await asyncio.wait(watchers, timeout=35)
+    for t in pending:
+        t.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    cfg.log(
+        f"watchers: {len(run.history.watch_events)} events over {len(run.history.watch_streams)} streams, "
+        f"done={run.watch_done()}"
+    )
+    if not run.watch_done():
+        run.extra.append(Violation("watch_stalled", prefix, "watchers never reached the last acked write's revision within 30 s"))
+    # Final linearizable reads through the router, once every fault healed.
+    for k in run.keys:
+        for _ in range(50):
+            try:
+                r = await kv.Range(epb.RangeRequest(key=k), timeout=cfg.op_timeout_s)
+                run.history.final_reads[k] = (r.kvs[0].value, r.kvs[0].mod_revision) if r.kvs else (None, 0)
+                break
+            except grpc.aio.AioRpcError:
+                await asyncio.sleep(0.2)  # sleep-ok: retry interval of a bounded retry
+    await channel.close()
+    return run, nem
+
+
+def run_campaign(cfg: CampaignConfig) -> RunResult:
+    t0 = time.monotonic()
+    base = Path(cfg.base_dir or tempfile.gettempdir())
+    base.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f"flotilla-campaign-s{cfg.seed}-", dir=base))
+    cfg.log(f"campaign seed={cfg.seed} ops={cfg.ops} duration={cfg.duration_s}s nemeses={','.join(cfg.nemeses)} dir={tmp}")
+    cluster = Cluster(tmp / "cluster", store_args=["--snapshot-entries", "200", "--compaction-margin", "50"])
+    router: RouterProcess | None = None
+    violations: list[Violation] = []
+    result = RunResult(seed=cfg.seed, ops=0, ops_ok=0, ops_unknown=0)
+    crashed = False
+    try:
+        cluster.start()
+        cluster.wait_bootstrapped()
+        paddr = cluster.placement.nodes[cluster.placement_ids[0]].address
+        (tmp / "router").mkdir()
+        router = RouterProcess(tmp / "router", ["-v", "--placement", paddr, "--progress-notify-interval-ms", "300"])
+        router.start()
+        ch = grpc.insecure_channel(router.address)
+        kvs = eg.KVStub(ch)
+        wait_until(lambda: _ok(lambda: kvs.Range(epb.RangeRequest(key=b"warmup"), timeout=5)), timeout=60, what="router serving")
+        ch.close()
+        prefix = f"campaign/s{cfg.seed}/".encode()
+        run, nem = asyncio.run(_bounded(_drive(cfg, cluster, router, prefix), cfg.duration_s + 240))
+        h = run.history
+        wait_until(cluster.stores.all_shards_led, timeout=60, what="every shard led at the end")
+        # Convergence: replicas agree, against a deadline; then check the last snapshot.
+        last: dict[int, dict[bytes, tuple[bytes | None, int]]] = {}
+
+        def converged() -> bool:
+            nonlocal last
+            last = _replica_states(cluster, run.keys)
+            return len({tuple(sorted(s.items())) for s in last.values()}) == 1
+
+        try:
+            wait_until(converged, timeout=30, what="replicas converged")
+        except AssertionError:
+            pass  # check_convergence reports what differs
+        violations = [*check_all(h, last, lin_max_steps=cfg.lin_max_steps), *run.extra]
+        if router.proc is not None and router.proc.poll() is not None:
+            violations.append(Violation("process_died", b"", f"router exited with {router.proc.returncode}"))
+        for nid, n in cluster.placement.nodes.items():
+            if n.proc is not None and n.proc.poll() is not None:
+                violations.append(Violation("process_died", b"", f"placement {nid} exited with {n.proc.returncode}"))
+        result.ops = len(h.ops)
+        result.ops_ok = sum(o.outcome is Outcome.OK for o in h.ops)
+        result.ops_unknown = sum(o.outcome is Outcome.UNKNOWN for o in h.ops)
+        result.faults = Counter(f.kind for f in h.faults)
+        result.recovery_s = _recovery(h, cluster)
+        result.crashpoints_not_fired = nem.crashpoints_not_fired
+        result.violations = violations
+        (tmp / "history.json").write_text(h.dump())
+    except Exception as exc:  # noqa: BLE001 - the run failed; reported and kept, the campaign goes on
+        import traceback
+
+        crashed = True
+        violations.append(Violation("harness_error", b"", f"{exc!r}\n{traceback.format_exc()}"))
+        result.violations = violations
+    except BaseException:
+        crashed = True
+        raise
+    finally:
+        if router is not None:
+            router.stop()
+        cluster.stop()
+        result.elapsed_s = time.monotonic() - t0
+        if crashed or violations or cfg.keep:
+            (tmp / "violations.txt").write_text("\n".join(str(v) for v in violations) + "\n")
+            result.kept_dir = str(tmp)
+            cfg.log(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return result
+
+
+async def _bounded(coro: Any, timeout_s: float) -> Any:
+    async with asyncio.timeout(timeout_s):
+        return await coro
+
+
+def _ok(fn: Callable[[], object]) -> bool:
+    try:
+        fn()
+        return True
+    except grpc.RpcError:
+        return False
+
+
+def summarize(results: list[RunResult]) -> dict[str, Any]:
+    faults: Counter = Counter()
+    viol: Counter = Counter({k: 0 for k in VIOLATION_KINDS})
+    rec: list[float] = []
+    for r in results:
+        faults.update(r.faults)
+        viol.update(v.kind for v in r.violations)
+        rec.extend(r.recovery_s)
+
+    def pct(p: float) -> float | None:
+        if not rec:
+            return None
+        s = sorted(rec)
+        return round(s[min(len(s) - 1, int(p * len(s)))], 3)
+
+    return {
+        "runs": len(results),
+        "ops": sum(r.ops for r in results),
+        "ops_ok": sum(r.ops_ok for r in results),
+        "ops_unknown": sum(r.ops_unknown for r in results),
+        "faults": dict(faults),
+        "violations": dict(viol),
+        "violations_total": sum(viol.values()),
+        "crashpoints_not_fired": sum(r.crashpoints_not_fired for r in results),
+        "recovery_leader_kill_to_first_write_s": {
+            "n": len(rec), "p50": pct(0.5), "p99": pct(0.99),
+            "mean": round(statistics.fmean(rec), 3) if rec else None,
+        },
+        "seeds": [r.seed for r in results],
+        "kept": [r.kept_dir for r in results if r.kept_dir],
+    }
+
+
+def format_summary(s: dict[str, Any]) -> str:
+    lines = [
+        f"runs: {s['runs']}  seeds: {s['seeds']}",
+        f"ops: {s['ops']} (ok {s['ops_ok']}, unknown outcome {s['ops_unknown']})",
+        "faults injected: " + (", ".join(f"{k}={v}" for k, v in sorted(s["faults"].items())) or "none"),
+        "violations: " + ", ".join(f"{k}={v}" for k, v in s["violations"].items()) + f"  (total {s['violations_total']})",
+        f"crash points not fired (not honoured by the server?): {s['crashpoints_not_fired']}",
+        "leader-kill -> first write recovery: n={n} p50={p50}s p99={p99}s".format(**s["recovery_leader_kill_to_first_write_s"]),
+    ]
+    if s["kept"]:
+        lines.append("kept: " + ", ".join(s["kept"]))
+    return "\n".join(lines)

@@ -1,0 +1,31 @@
+"""The short fault campaign CI runs on every submission (issue #8): a real
+cluster, concurrent etcd clients through the router, at least a kill -9 of a
+shard leader and a SIGSTOP pause of one, then every checker; zero violations.
+A failing run keeps its directory (history.json, logs) and names it."""
+
+from __future__ import annotations
+
+import pytest
+
+from flotilla.campaign.runner import CampaignConfig, format_summary, run_campaign, summarize
+
+pytestmark = [pytest.mark.fault, pytest.mark.integration]
+
+
+def test_short_campaign_has_no_violations(tmp_path_factory: pytest.TempPathFactory) -> None:
+    cfg = CampaignConfig(
+        seed=8,
+        ops=1500,
+        duration_s=25,
+        nemeses=("kill_leader", "pause"),
+        clients=4,
+        keys=6,
+        fault_interval_s=(1.0, 2.0),
+        base_dir=tmp_path_factory.mktemp("campaign"),
+    )
+    result = run_campaign(cfg)
+    summary = summarize([result])
+    print(format_summary(summary))
+    assert result.faults["kill_leader"] >= 1 and result.faults["pause"] >= 1, result.faults
+    assert result.ops_ok > 200, summary
+    assert summary["violations_total"] == 0, "\n".join(str(v) for v in result.violations) + f"\nkept: {result.kept_dir}"

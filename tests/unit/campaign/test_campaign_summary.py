@@ -1,0 +1,35 @@
+"""The campaign's command-line pieces that need no cluster: nemesis names and
+the summary (every violation kind listed, 0 when none; recovery percentiles)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from flotilla.campaign.checkers import Violation
+from flotilla.campaign.nemesis import KINDS, parse_kinds
+from flotilla.campaign.runner import VIOLATION_KINDS, RunResult, format_summary, summarize
+
+
+def test_parse_kinds() -> None:
+    assert parse_kinds("kill,pause") == ("kill_one", "kill_leader", "kill_majority", "kill_all", "pause")
+    assert parse_kinds("crashpoint, kill_leader,crashpoint") == ("crashpoint", "kill_leader")
+    assert set(parse_kinds(",".join(KINDS))) == set(KINDS)
+    with pytest.raises(ValueError, match="unknown nemesis 'partition'"):
+        parse_kinds("partition")
+
+
+def test_summary_counts_runs_faults_violations_and_recovery() -> None:
+    a = RunResult(seed=1, ops=100, ops_ok=90, ops_unknown=10, faults=Counter(pause=2, kill_leader=1), recovery_s=[1.0, 3.0])
+    b = RunResult(seed=2, ops=50, ops_ok=50, ops_unknown=0, faults=Counter(kill_leader=2), recovery_s=[2.0],
+                  violations=[Violation("watch_gap", b"k", "x")], kept_dir="/tmp/x")
+    s = summarize([a, b])
+    assert s["runs"] == 2 and s["ops"] == 150 and s["faults"] == {"pause": 2, "kill_leader": 3}
+    assert set(s["violations"]) == set(VIOLATION_KINDS) and s["violations"]["watch_gap"] == 1
+    assert s["violations_total"] == 1 and s["kept"] == ["/tmp/x"]
+    r = s["recovery_leader_kill_to_first_write_s"]
+    assert (r["n"], r["p50"], r["p99"]) == (3, 2.0, 3.0)
+    text = format_summary(s)
+    assert "runs: 2" in text and "watch_gap=1" in text and "(total 1)" in text and "p50=2.0s" in text
+    assert summarize([a])["violations_total"] == 0
