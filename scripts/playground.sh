@@ -14,25 +14,7 @@ set -euo pipefail
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo_root"
 
-python="${PYTHON:-python3}"
-venv="$repo_root/.venv"
-
-if [[ ! -x "$venv/bin/python" ]]; then
-    if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
-        echo "scripts/playground.sh: $python is older than 3.11; set PYTHON=python3.11" >&2
-        exit 1
-    fi
-    "$python" -m venv "$venv" || {
-        echo "scripts/playground.sh: '$python -m venv' failed (on Debian: apt-get install python3-venv)" >&2
-        exit 1
-    }
-fi
-
-stamp="$venv/.flotilla-installed"
-want="$("$venv/bin/python" -c 'import hashlib, sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest())' <pyproject.toml)"
-if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e '.[test]'
-    echo "$want" >"$stamp"
-fi
+# shellcheck source=scripts/venv.sh
+source "$repo_root/scripts/venv.sh"
 
 exec "$venv/bin/flotilla" playground "$@"

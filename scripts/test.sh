@@ -6,20 +6,16 @@
 # Works from any directory and on a fresh Debian machine with python3.11
 # (and python3-venv). Idempotent: the virtualenv (.venv/, gitignored) is
 # created once and the editable install is redone only when pyproject.toml
-# changes. Arguments are passed to pytest, e.g. `-m slow`, `-k election`.
+# changes or a top-level package appears (scripts/venv.sh). Arguments are
+# passed to pytest, e.g. `-m slow`, `-k election`.
 set -euo pipefail
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo_root"
 
-python="${PYTHON:-python3}"
-venv="$repo_root/.venv"
-
 # --- system packages ----------------------------------------------------------
-# Later issues add what the tests need from Debian here, for example
-#     apt-get install -y --no-install-recommends etcd-client
-# (guarded so that the script still runs where apt-get is absent or the
-# packages are already present).
+# What the tests need from Debian, each guarded so that the script still runs
+# where apt-get is absent or the package is already present.
 install_system_packages() {
     # etcdctl for tests/compat/test_etcdctl.py: only when it is missing, apt-get
     # exists and we are root. Non-fatal: without it those tests skip, saying why.
@@ -32,24 +28,8 @@ install_system_packages() {
 }
 install_system_packages
 
-# --- virtualenv ----------------------------------------------------------------
-if [[ ! -x "$venv/bin/python" ]]; then
-    if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
-        echo "scripts/test.sh: $python is older than 3.11; set PYTHON=python3.11" >&2
-        exit 1
-    fi
-    "$python" -m venv "$venv" || {
-        echo "scripts/test.sh: '$python -m venv' failed (on Debian: apt-get install python3-venv)" >&2
-        exit 1
-    }
-fi
-
-# --- install (editable, with the test extra) -------------------------------------
-stamp="$venv/.flotilla-installed"
-want="$("$venv/bin/python" -c 'import hashlib, sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest())' <pyproject.toml)"
-if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e '.[test]'
-    echo "$want" >"$stamp"
-fi
+# --- virtualenv and editable install (shared with playground.sh) -----------------
+# shellcheck source=scripts/venv.sh
+source "$repo_root/scripts/venv.sh"
 
 exec "$venv/bin/python" -m pytest "$@"
