@@ -31,6 +31,7 @@ from flotillapb.etcd.etcdserverpb import rpc_pb2_grpc
 from router.cache import MapSource, PlacementSource, RoutingCache, StaticSource
 from router.cluster import ClusterServicer, RouterMember
 from router.forward import Channels, Forwarder
+from router.grpc_handlers import add_servicer
 from router.kv import MAX_REQUEST_BYTES, Identity, KvRouter, KvServicer
 from router.lease import LeaseServicer, PlacementLeases, PlacementLink
 from router.membership import Registration
@@ -135,12 +136,17 @@ class RouterServer:
                 ("grpc.max_send_message_length", 64 << 20),
             ]
         )
-        rpc_pb2_grpc.add_KVServicer_to_server(KvServicer(self.kv, cfg.request_timeout_s), server)
-        rpc_pb2_grpc.add_WatchServicer_to_server(WatchServicer(self.forwarder, self.cache, cfg.watch, self._stamp), server)
-        rpc_pb2_grpc.add_LeaseServicer_to_server(LeaseServicer(self.link, self._stamp), server)
-        rpc_pb2_grpc.add_ClusterServicer_to_server(ClusterServicer(self.members, self._stamp), server)
-        rpc_pb2_grpc.add_MaintenanceServicer_to_server(
-            MaintenanceServicer(self.kv, cfg.request_timeout_s, lambda: self.forwarder.last_revision), server
+        # Through add_servicer: an undecodable request gets grpc-go's INTERNAL "grpc: error unmarshalling request".
+        add_servicer(server, rpc_pb2_grpc.add_KVServicer_to_server, KvServicer(self.kv, cfg.request_timeout_s))
+        add_servicer(
+            server, rpc_pb2_grpc.add_WatchServicer_to_server, WatchServicer(self.forwarder, self.cache, cfg.watch, self._stamp)
+        )
+        add_servicer(server, rpc_pb2_grpc.add_LeaseServicer_to_server, LeaseServicer(self.link, self._stamp))
+        add_servicer(server, rpc_pb2_grpc.add_ClusterServicer_to_server, ClusterServicer(self.members, self._stamp))
+        add_servicer(
+            server,
+            rpc_pb2_grpc.add_MaintenanceServicer_to_server,
+            MaintenanceServicer(self.kv, cfg.request_timeout_s, lambda: self.forwarder.last_revision),
         )
         self.port = server.add_insecure_port(cfg.listen)
         if not self.port:

@@ -176,17 +176,17 @@ def test_malformed_and_deeply_nested_protobuf_leave_the_router_up(env: Env) -> N
     env.kv.Put(epb.PutRequest(key=b"after-malformed", value=b"v"), timeout=10)
 
 
-@pytest.mark.xfail(
-    reason="grpcio's Python server answers a request it cannot decode with UNKNOWN 'Unexpected DecodeError'; "
-    "etcd (grpc-go) answers INTERNAL 'grpc: error unmarshalling request'. Needs a deserializer in router/server.py.",
-    strict=True,
-)
 def test_malformed_protobuf_gets_etcds_code(env: Env) -> None:
+    # grpc-go (etcd): status.Errorf(codes.Internal, "grpc: error unmarshalling request: %v", err)
     for body in MALFORMED:
         e = _raw_unary(env, "/etcdserverpb.KV/Range", body)
-        assert e.code() in (grpc.StatusCode.INTERNAL, grpc.StatusCode.INVALID_ARGUMENT), (e.code(), e.details())
+        assert e.code() == grpc.StatusCode.INTERNAL, (e.code(), e.details())
+        assert (e.details() or "").startswith("grpc: error unmarshalling request: "), e.details()
     e = _raw_unary(env, "/etcdserverpb.KV/Txn", _nested_txn(10_000))
-    assert e.code() in (grpc.StatusCode.INTERNAL, grpc.StatusCode.INVALID_ARGUMENT), (e.code(), e.details())
+    assert e.code() == grpc.StatusCode.INTERNAL, (e.code(), e.details())
+    assert (e.details() or "").startswith("grpc: error unmarshalling request: "), e.details()
+    assert env.all_up() == []
+    env.kv.Put(epb.PutRequest(key=b"after-unmarshal-errors", value=b"v"), timeout=10)
 
 
 def _varint(n: int) -> bytes:
