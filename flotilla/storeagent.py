@@ -216,8 +216,16 @@ class StoreAgent:
         for sid in self.node.shard_ids():
             desc, term, leader = self._descriptor(sid)
             read_rate, write_rate = rates.get(sid, (0.0, 0.0))
+            key_count, size_bytes = self.node.shard_figures(sid)
             st = ppb.ShardStats(
-                shard_id=sid, is_leader=leader, epoch=desc.epoch, term=term, read_rate=read_rate, write_rate=write_rate
+                shard_id=sid,
+                is_leader=leader,
+                epoch=desc.epoch,
+                term=term,
+                read_rate=read_rate,
+                write_rate=write_rate,
+                key_count=key_count,
+                size_bytes=size_bytes,
             )
             if leader:
                 st.descriptor.CopyFrom(desc)

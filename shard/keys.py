@@ -33,6 +33,9 @@ Meta kinds (per shard, so two shards on one node never collide):
     0x04 GROUP   the voters and learners a split-created shard's Raft group
                  is bootstrapped with (absent for shards created otherwise)
     0x05 CHILD   per shard split off this one (key suffix: its shard id)
+    0x06 STATS   the live key count and approximate live size (sum of
+                 len(key) + len(value) of the live keys) of the shard's slots;
+                 absent for a shard created before it was kept (unknown)
     0x10 DEDUP   per router id (key suffix: router_id u64): the window's floor;
                  per applied (router id, seq) in the window (key suffix:
                  router_id u64 | seq u64): its outcome
@@ -51,6 +54,7 @@ Records are struct-packed and versioned by their first byte (never pickle)::
     EPOCH  B ver=1 | Q conf_version | Q slot_version
     GROUP  B ver=1 | I nv | I nl | nv * Q voter | nl * Q learner
     CHILD  B ver=1 (empty otherwise)
+    STATS  B ver=1 | Q key_count | Q size_bytes
 
 A record with an unknown version or a wrong length raises ``RecordError``.
 """
@@ -83,6 +87,7 @@ _DEDUP_FLOOR = struct.Struct(">BQ")
 DEDUP_VERSION = 2
 _EPOCH = struct.Struct(">BQQ")
 _GROUP_HEAD = struct.Struct(">BII")
+_STATS = struct.Struct(">BQQ")
 
 TOMBSTONE = 0x01
 
@@ -98,6 +103,7 @@ class MetaKind(enum.IntEnum):
     EPOCH = 0x03
     GROUP = 0x04
     CHILD = 0x05
+    STATS = 0x06
     DEDUP = 0x10
 
 
@@ -237,6 +243,10 @@ def group_key(shard_id: int) -> bytes:
     return META_PREFIX + _META.pack(shard_id, MetaKind.GROUP)
 
 
+def stats_key(shard_id: int) -> bytes:
+    return META_PREFIX + _META.pack(shard_id, MetaKind.STATS)
+
+
 def child_prefix(shard_id: int) -> bytes:
     return META_PREFIX + _META.pack(shard_id, MetaKind.CHILD)
 
@@ -319,6 +329,11 @@ def is_tombstone(raw: bytes) -> bool:
     return bool(raw[1] & TOMBSTONE)
 
 
+def value_size(raw: bytes) -> int:
+    """The length of the value of an encoded MVCC record, without decoding it."""
+    return len(raw) - _MVCC_HEAD.size
+
+
 def decode_mvcc(raw: bytes) -> MvccRecord:
     if len(raw) < _MVCC_HEAD.size or raw[0] != FORMAT_VERSION:
         raise RecordError(f"bad MVCC record ({len(raw)} bytes, version {raw[:1]!r})")
@@ -396,6 +411,18 @@ def decode_dedup_entry(raw: bytes) -> bytes:
     if len(raw) < 2 or raw[0] != DEDUP_VERSION:
         raise RecordError("bad dedup entry record")
     return bytes(raw[1:])
+
+
+def encode_stats(key_count: int, size_bytes: int) -> bytes:
+    return _STATS.pack(FORMAT_VERSION, key_count, size_bytes)
+
+
+def decode_stats(raw: bytes) -> tuple[int, int]:
+    """(key_count, size_bytes) of a STATS record."""
+    if len(raw) != _STATS.size or raw[0] != FORMAT_VERSION:
+        raise RecordError(f"bad stats record ({len(raw)} bytes)")
+    _, key_count, size_bytes = _STATS.unpack(raw)
+    return key_count, size_bytes
 
 
 def encode_epoch(conf_version: int, slot_version: int) -> bytes:

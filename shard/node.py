@@ -935,6 +935,14 @@ class StoreNode:
         return WatchBatch(progress_revision=0 if w.queue else sm.readable_revision, closed_ts=sm.closed_ts)
 
     # -- status ------------------------------------------------------------------------------
+    def shard_figures(self, shard_id: int) -> tuple[int, int]:
+        """(live key count, approximate live size in bytes) of a hosted shard
+        as this replica applied it; (0, 0) when not hosted or not known."""
+        rep = self._replicas.get(shard_id)
+        if rep is None:
+            return 0, 0
+        return max(rep.sm.key_count, 0), max(rep.sm.size_bytes, 0)
+
     def shard_info(self, shard_id: int) -> ShardInfo:
         rep = self._replicas[shard_id]
         st = self._host.status(shard_id)

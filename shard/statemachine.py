@@ -22,6 +22,15 @@ Each committed entry is one ``Command`` (shard/codec.py). Applying it:
    leaves the revision alone.
 4. The result is an ``Applied``: the outcome (a response, or the ShardError
    etcd would answer) and the events to fan out to watchers.
+5. The shard's live key count and approximate live size (the sum of
+   len(key) + len(value) of its live keys) follow the events, in the
+   replicated meta (the STATS record, shard/keys.py): a PUT without prev_kv
+   adds one key and len(key) + len(value); a PUT over a live key adds
+   len(value) - len(prev value); a DELETE takes away one key and
+   len(key) + len(prev value). A split scans the moved slots to give the new
+   shard its figures (see ``_split``). A shard whose meta predates the
+   figures reports them as unknown (0, ``stats_known`` False) until a split
+   recomputes them: the apply step never scans a whole shard by surprise.
 
 Reads (``range``, ``events_since``) serve the applied state. Everything is
 read through the engine plus the writes staged in the current apply batch
@@ -63,6 +72,7 @@ from shard.types import (
     DeleteRangeResponse,
     Epoch,
     Event,
+    EventType,
     PutRequest,
     RangeRequest,
     RangeResponse,
@@ -170,6 +180,17 @@ class ShardReader:
         return mvcc.events_since(self.view, self.ranges, self.slot_count, key, range_end, start_rev, limit, prev_kv)
 
 
+def live_totals(view: KvReader, ranges: slots.SlotRanges, slot_count: int) -> tuple[int, int]:
+    """(key count, sum of len(key) + len(value)) of the live keys of the
+    given slots, by a scan of their MVCC records (ShardStateMachine keeps
+    these figures; this is the brute force, used at a split)."""
+    n = size = 0
+    for ukey, _, raw in mvcc.visible_raw(view, slots.normalize(ranges), slot_count, b"\x00", b"\x00"):
+        n += 1
+        size += len(ukey) + keys.value_size(raw)
+    return n, size
+
+
 class ShardStateMachine:
     def __init__(
         self,
@@ -215,6 +236,13 @@ class ShardStateMachine:
         self._closed_ts = st.closed_ts
         raw_epoch = reader.get(keys.epoch_key(self.shard_id))
         self._epoch = Epoch(*keys.decode_epoch(raw_epoch)) if raw_epoch is not None else BOOTSTRAP_EPOCH
+        raw_stats = reader.get(keys.stats_key(self.shard_id))
+        # No STATS record: a new shard (no STATE either) starts from zero; a
+        # shard from before the figures were kept has them unknown (None).
+        self._stats: tuple[int, int] | None = (
+            keys.decode_stats(raw_stats) if raw_stats is not None else (0, 0) if raw is None else None
+        )
+        self._stats_dirty = raw_stats is None and raw is None
         raw_group = reader.get(keys.group_key(self.shard_id))
         self._bootstrap_conf = keys.decode_group(raw_group) if raw_group is not None else None
         cp = keys.child_prefix(self.shard_id)
@@ -255,6 +283,24 @@ class ShardStateMachine:
         """(voters, learners) a split-created shard's group starts with; None
         for a shard created otherwise."""
         return self._bootstrap_conf
+
+    @property
+    def key_count(self) -> int:
+        """How many live keys the shard holds, as applied (0 if unknown)."""
+        return self._stats[0] if self._stats is not None else 0
+
+    @property
+    def size_bytes(self) -> int:
+        """The sum of len(key) + len(value) of the shard's live keys, as
+        applied (0 if unknown): an approximation of its size, which leaves
+        out old versions, tombstones and record overhead."""
+        return self._stats[1] if self._stats is not None else 0
+
+    @property
+    def stats_known(self) -> bool:
+        """False for a shard whose meta predates key_count and size_bytes
+        (until a split recomputes them)."""
+        return self._stats is not None
 
     @property
     def revision(self) -> int:
@@ -355,6 +401,28 @@ class ShardStateMachine:
         if self._slots_dirty:
             view.put(keys.slots_key(self.shard_id), keys.encode_slots(self._slot_count, self._ranges))
             self._slots_dirty = False
+        if self._stats_dirty and self._stats is not None:
+            view.put(keys.stats_key(self.shard_id), keys.encode_stats(*self._stats))
+        self._stats_dirty = False
+
+    def _count(self, events: Sequence[Event]) -> None:
+        """Follow the live key count and size through applied events."""
+        if self._stats is None or not events:
+            return
+        n, size = self._stats
+        for ev in events:
+            prev = ev.prev_kv
+            if ev.type == EventType.PUT:
+                if prev is None:
+                    n += 1
+                    size += len(ev.kv.key) + len(ev.kv.value)
+                else:
+                    size += len(ev.kv.value) - len(prev.value)
+            elif prev is not None:  # a DELETE carries the live version it removed
+                n -= 1
+                size -= len(prev.key) + len(prev.value)
+        self._stats = (n, size)
+        self._stats_dirty = True
 
     def _apply_entry(self, index: int, data: bytes, view: StagedView) -> Applied:
         try:
@@ -381,6 +449,7 @@ class ShardStateMachine:
             if known is not None:
                 return Applied(index, self._revision, decode_outcome(known), (), True)
         outcome, events = self._execute(cmd, view)
+        self._count(events)
         split_to = cmd.request.new_shard_id if isinstance(cmd.request, Split) and not isinstance(outcome, ShardError) else 0
         if window is not None:
             encoded = encode_outcome(outcome)
@@ -466,7 +535,15 @@ class ShardStateMachine:
         a replica of it opened on this node continues the same history. This
         shard's slot_version grows by one and the new shard starts at the
         same epoch; the new shard's meta records the group conf to bootstrap
-        its Raft group with (this group's, as of this entry)."""
+        its Raft group with (this group's, as of this entry).
+
+        The live key count and size of the moved slots are counted by a scan
+        here (their data is this shard's, so every replica counts the same):
+        the new shard starts with them, and this shard keeps the rest. Where
+        that subtraction cannot be trusted (this shard's figures unknown, or
+        the new shard already hosted here, its data in the moved slots
+        possibly newer than this shard's), this shard scans the slots it
+        keeps instead, which only it writes."""
         moved = slots.normalize(req.moved)
         if (
             req.new_shard_id == self.shard_id
@@ -480,10 +557,16 @@ class ShardStateMachine:
         new = req.new_shard_id
         self._epoch = Epoch(self._epoch.conf_version, self._epoch.slot_version + 1)
         view.put(keys.epoch_key(self.shard_id), keys.encode_epoch(*self._epoch_tuple()))
-        if view.get(keys.slots_key(new)) is None:
+        kept = slots.subtract(self._ranges, moved)
+        created = view.get(keys.slots_key(new)) is None
+        if created:
+            moved_stats = live_totals(view, moved, self._slot_count)
+            if self._stats is not None:
+                self._stats = (self._stats[0] - moved_stats[0], self._stats[1] - moved_stats[1])
             st = keys.ShardState(0, self._revision, self._compact, self._closed_ts)
             view.delete_range(keys.meta_prefix(new), keys.meta_end(new))
             view.put(keys.state_key(new), keys.encode_state(st))
+            view.put(keys.stats_key(new), keys.encode_stats(*moved_stats))
             view.put(keys.slots_key(new), keys.encode_slots(self._slot_count, moved))
             for router_id, w in sorted(self._dedup.items()):
                 view.put(keys.dedup_key(new, router_id), keys.encode_dedup_floor(w.floor))
@@ -495,9 +578,12 @@ class ShardStateMachine:
         # else: this node already hosts the new shard (created from the map,
         # from a snapshot of its leader, while this replica lagged): its meta
         # is its own and newer; only this shard's side of the split applies.
+        if not created or self._stats is None:
+            self._stats = live_totals(view, kept, self._slot_count)
+        self._stats_dirty = True
         view.put(keys.child_key(self.shard_id, new), b"\x01")
         self._children = (*self._children, new)
-        self._ranges = slots.subtract(self._ranges, moved)
+        self._ranges = kept
         self._slots_dirty = True
         return AckResponse(self._revision)
 

@@ -155,6 +155,16 @@ def test_heartbeats_carry_each_shards_request_rates(cluster: Cluster) -> None:
     st = wait_until(rates, timeout=30, what="shard 3's write rate in the leader's heartbeat")
     assert st.is_leader and st.write_rate > 0
 
+    # ... and its live key count and size: one key, rewritten 20 times, so its
+    # last value counts (a heartbeat sent mid-way may carry an earlier one).
+    def sized() -> ppb.ShardStats | None:
+        resp = cluster.call("GetMap", ppb.GetMapRequest(linearizable=True))
+        st = {x.shard_id: x for x in resp.shard_stats if x.is_leader}.get(3)
+        return st if st is not None and st.size_bytes >= len(key) + len(b"v19") else None
+
+    st = wait_until(sized, timeout=30, what="shard 3's size in the leader's heartbeat")
+    assert st.is_leader and st.key_count >= 1 and st.size_bytes > 0
+
 
 def test_lease_expiry_deletes_attached_keys_on_every_shard(cluster: Cluster) -> None:
     cluster.wait_bootstrapped()
