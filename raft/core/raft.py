@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 from raft.core import confchange
 from raft.core.config import Config
@@ -39,14 +39,13 @@ from raft.core.types import (
     HardState,
     Message,
     MessageType,
+    RandomSource,
     ReadState,
     Snapshot,
     SoftState,
     StateRole,
 )
 
-if TYPE_CHECKING:
-    import random
 
 CAMPAIGN_TRANSFER = b"CampaignTransfer"
 
@@ -63,7 +62,7 @@ class Raft:
         config: Config,
         storage: Storage,
         *,
-        rng: random.Random,
+        rng: RandomSource,
         logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
     ) -> None:
         config.validate()

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Mapping, Sequence
+from typing import Mapping, Sequence
 
 from raft.core.config import Config
 from raft.core.errors import RaftInvariantError, StepLocalMessage, StepPeerNotFound
@@ -35,13 +35,12 @@ from raft.core.types import (
     HardState,
     Message,
     MessageType,
+    RandomSource,
     Ready,
     SoftState,
     StateRole,
 )
 
-if TYPE_CHECKING:
-    import random
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +71,7 @@ class RawNode:
         config: Config,
         storage: Storage,
         *,
-        rng: random.Random,
+        rng: RandomSource,
         logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
     ) -> None:
         self.raft = Raft(config, storage, rng=rng, logger=logger)

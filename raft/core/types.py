@@ -10,11 +10,18 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import NewType
+from typing import NewType, Protocol
 
 NodeId = NewType("NodeId", int)
 Term = NewType("Term", int)
 Index = NewType("Index", int)
+
+class RandomSource(Protocol):
+    """What the core needs of its injected randomness (random.Random fits):
+    a uniform integer in [0, n)."""
+
+    def randrange(self, n: int, /) -> int: ...
+
 
 NONE: NodeId = NodeId(0)
 """The 'no node' id: node ids are positive; 0 means no leader / no vote."""

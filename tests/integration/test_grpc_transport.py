@@ -88,7 +88,7 @@ async def wait_until(predicate: Callable[[], bool], what: str, timeout_s: float 
     while not predicate():
         if loop.time() > deadline:
             pytest.fail(f"timed out after {timeout_s}s waiting for {what}")
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0.01)  # sleep-ok: polling interval of a deadline-bounded wait
 
 
 def app(group_id: int, index: int, payload: bytes = b"") -> Message:

@@ -34,11 +34,11 @@ class FakeStore(store_pb2_grpc.StoreServicer):
         self.puts.append((request.header.router_id, request.header.seq))
         self.floors.append(request.header.seq_floor)
         if self.hang:
-            await asyncio.sleep(30)
+            await asyncio.sleep(30)  # sleep-ok: a fake store that never answers (the caller's deadline ends it)
         if self.node_id != self.leader:
             h.error.routing.not_leader.CopyFrom(spb.NotLeader(shard_id=1, leader_node_id=self.leader))
             return spb.ShardPutResponse(header=h)
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0.01)  # sleep-ok: a fake store's service time, so writes overlap
         return spb.ShardPutResponse(header=h, response=epb.PutResponse(header=epb.ResponseHeader(revision=7)))
 
     async def Forward(  # noqa: N802
@@ -127,7 +127,7 @@ async def test_write_seqs_bound_the_writes_in_flight() -> None:
     await seqs.acquire()
     second = await seqs.acquire()
     third = asyncio.create_task(seqs.acquire())
-    await asyncio.sleep(0.01)
+    await asyncio.sleep(0.01)  # sleep-ok: give the blocked acquire a chance to (wrongly) finish
     assert not third.done()  # backpressure: a third waits for a place
     seqs.release(second)
     assert await asyncio.wait_for(third, 1) == 3
@@ -144,7 +144,7 @@ async def test_retries_keep_seq_and_never_carry_a_floor_above_it() -> None:
         slow = asyncio.create_task(
             fwd.call("put", epb.PutRequest(key=b"a"), route=lambda: cache.shards()[0], deadline=loop.time() + 5)
         )
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # sleep-ok: one loop turn, so the slow write is sent first
         await fwd.call("put", epb.PutRequest(key=b"b"), route=lambda: cache.shards()[0], deadline=loop.time() + 5)
         await slow
         sent = [(r, s, f) for st in stores for (r, s), f in zip(st.puts, st.floors)]
