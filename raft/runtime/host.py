@@ -86,13 +86,6 @@ class GroupNotFound(KeyError):
     pass
 
 
-class NotLeader(Exception):
-    def __init__(self, group_id: int, leader_hint: int) -> None:
-        super().__init__(f"group {group_id}: not leader (leader hint {leader_hint})")
-        self.group_id = group_id
-        self.leader_hint = leader_hint
-
-
 @dataclass(frozen=True, slots=True)
 class HostConfig:
     tick_interval_s: float = 0.1
