@@ -333,8 +333,11 @@ class Forwarder:
                 code = exc.code().name if isinstance(exc, grpc.aio.AioRpcError) else type(exc).__name__
                 last = f"node {node} ({address}) did not answer: {code}"
                 if kind in WRITES:
-                    sent_surely = isinstance(exc, grpc.aio.AioRpcError) and exc.code() == grpc.StatusCode.UNAVAILABLE
-                    unknown = unknown or not sent_surely
+                    # Any failed call may have reached the leader: gRPC also
+                    # says UNAVAILABLE when a connection drops after the
+                    # request went out. The retry (same seq) is safe, but if
+                    # the deadline ends first the client must hear "unknown".
+                    unknown = True
                 log.debug("shard=%d %s: %s (retrying)", route.shard_id, kind, last)
                 avoid.add(node)
                 if len(avoid) >= len(route.replicas):

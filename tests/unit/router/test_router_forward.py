@@ -28,11 +28,14 @@ class FakeStore(store_pb2_grpc.StoreServicer):
         self.puts: list[tuple[int, int]] = []  # (router_id, seq)
         self.floors: list[int] = []  # seq_floor of each put
         self.hang = False
+        self.drop_after_receive = False  # fail the call with UNAVAILABLE once the request arrived
 
     async def Put(self, request: spb.ShardPutRequest, context: grpc.aio.ServicerContext) -> spb.ShardPutResponse:  # noqa: N802
         h = spb.ShardResponseHeader(node_id=self.node_id)
         self.puts.append((request.header.router_id, request.header.seq))
         self.floors.append(request.header.seq_floor)
+        if self.drop_after_receive:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "connection reset after the request arrived")
         if self.hang:
             await asyncio.sleep(30)  # sleep-ok: a fake store that never answers (the caller's deadline ends it)
         if self.node_id != self.leader:
@@ -166,6 +169,26 @@ async def test_a_write_without_answer_is_outcome_unknown() -> None:
         loop = asyncio.get_running_loop()
         with pytest.raises(EtcdError) as info:
             await fwd.call("put", epb.PutRequest(key=b"k", value=b"v"), route=lambda: cache.shards()[0], deadline=loop.time() + 0.5)
+        assert info.value.code == grpc.StatusCode.UNAVAILABLE and "outcome is unknown" in info.value.message
+    finally:
+        await fwd.channels.close()
+        for s in servers:
+            await s.stop(0)
+
+
+async def test_a_write_failing_unavailable_after_it_arrived_is_outcome_unknown() -> None:
+    """UNAVAILABLE does not prove the request was not received: a write whose
+    calls all failed that way may have been applied, so the client must hear
+    "unknown", not "timed out"."""
+    servers, stores, cache = await _cluster(leader=1)
+    for s in stores:
+        s.drop_after_receive = True
+    fwd = Forwarder(cache, Channels(), router_id=5, use_forward_stream=False)
+    try:
+        loop = asyncio.get_running_loop()
+        with pytest.raises(EtcdError) as info:
+            await fwd.call("put", epb.PutRequest(key=b"k", value=b"v"), route=lambda: cache.shards()[0], deadline=loop.time() + 0.5)
+        assert any(st.puts for st in stores), "the fake stores never received the write"
         assert info.value.code == grpc.StatusCode.UNAVAILABLE and "outcome is unknown" in info.value.message
     finally:
         await fwd.channels.close()
