@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from flotilla.placementcluster import PlacementCluster, PlacementProc
-from flotilla.procs import wait_until
-from flotilla.storecluster import StoreCluster
+from flotilla.procs import flotilla_argv, wait_until
+from flotilla.storecluster import StoreCluster, StoreNodeProc
 from flotillapb import placement_pb2 as ppb
 
 __all__ = ["Cluster", "wait_until"]
@@ -33,9 +33,17 @@ __all__ = ["Cluster", "wait_until"]
 class _PlacementServers(PlacementCluster):
     """Placement servers run as `flotilla server --placement`."""
 
+    node_env: dict[int, dict[str, str]] = field(default_factory=dict)
+    """Extra environment of each node's process (fault files, clock offsets)."""
+
     def _command(self, n: PlacementProc) -> tuple[str, list[str]]:
         # A restart keeps its port: the stores know it.
         return "flotilla", ["server", "--placement", "--listen", f"127.0.0.1:{n.port}"]
+
+    def _spawn(self, nid: int) -> int:
+        n = self._node(nid)
+        n.spawn(self._argv(n), cwd=self.tmp, env=self.node_env.get(nid))
+        return nid
 
 
 @dataclass
@@ -43,6 +51,24 @@ class _StoreNodes(StoreCluster):
     """Store nodes run as `flotilla server --store --join <placement>`."""
 
     join: str = ""
+    node_env: dict[int, dict[str, str]] = field(default_factory=dict)
+    """Extra environment of each node's process (fault files, clock offsets)."""
+
+    def _spawn(self, nid: int) -> int:
+        """StoreCluster._spawn, with the node's extra environment."""
+        n = self.nodes.get(nid)
+        if n is None:
+            data_dir = self.tmp / f"n{nid}"
+            n = StoreNodeProc(
+                node_id=nid,
+                data_dir=data_dir,
+                log_path=self.tmp / f"n{nid}.log",
+                name=f"store node {nid}",
+                args=["--store", "--node-id", str(nid), "--data-dir", str(data_dir), "--listen", "127.0.0.1:0", *self._role_args(nid)],
+            )
+            self.nodes[nid] = n
+        n.spawn(flotilla_argv("server", *n.args, "--ready-file", str(n.ready_file)), cwd=self.tmp, env=self.node_env.get(nid))
+        return nid
 
     def _role_args(self, nid: int) -> list[str]:
         return ["--join", self.join, "--seed", str(nid * 7919), *self.extra_args]
@@ -63,6 +89,8 @@ class Cluster:
     down_after_s: float = 2.0
     placement_args: list[str] = field(default_factory=list)
     store_args: list[str] = field(default_factory=list)
+    faults: bool = False
+    """Every process reads fault rules from faults_file(node_id) (raft/transport/faults.py)."""
     placement: _PlacementServers = field(init=False)
     stores: _StoreNodes = field(init=False)
 
@@ -85,6 +113,15 @@ class Cluster:
             node_ids=self.store_ids,
             extra_args=["--heartbeat-ms", "300", *self.store_args],
         )
+        if self.faults:
+            (self.tmp / "faults").mkdir(parents=True, exist_ok=True)
+            for nid in (*self.placement_ids, *self.store_ids):
+                group = self.placement if nid in self.placement_ids else self.stores
+                group.node_env[nid] = {"FLOTILLA_FAULTS_FILE": str(self.faults_file(nid))}
+
+    def faults_file(self, node_id: int) -> Path:
+        """The rule file of a node's process (written by the nemesis)."""
+        return self.tmp / "faults" / f"{node_id}.json"
 
     def start(self) -> None:
         self.placement.start()

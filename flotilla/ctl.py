@@ -4,10 +4,15 @@
     shards                        id, slots, replicas, leader, epoch
     operators                     running and recently ended operators
     split SHARD [--at SLOT]       split a shard (default: at its middle slot)
+    merge TARGET SOURCE           merge shard SOURCE into shard TARGET (SOURCE's replicas move
+                                  onto TARGET's nodes first if they differ)
     move SHARD FROM TO            move a replica between store nodes
     transfer-leader SHARD NODE    move a shard's leadership
     drain NODE [--undo]           move every replica and leader off a node
     cancel OPERATOR               cancel a running operator (a learner it added is removed)
+    hashkv [--revision R]         every replica's hash of every shard (StoreAdmin.HashKV), at one
+                                  revision per shard; a replica that differs from its leader is
+                                  flagged MISMATCH and the exit status is 1
 
 Human tables by default, `-o json` for scripts. Calls go to the placement
 leader (followed from any endpoint). Exit status 1 with the server's
@@ -27,6 +32,8 @@ import grpc.aio
 from google.protobuf import json_format
 
 from flotillapb import placement_pb2 as ppb
+from flotillapb import store_pb2 as spb
+from flotillapb import store_pb2_grpc
 from placement.client import PlacementClient, PlacementUnavailable, parse_endpoints
 
 
@@ -41,6 +48,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     s = sub.add_parser("split", help="split a shard")
     s.add_argument("shard", type=int)
     s.add_argument("--at", type=int, default=0, help="first slot of the new shard (default: the middle)")
+    s = sub.add_parser("merge", help="merge shard SOURCE into shard TARGET")
+    s.add_argument("target", type=int, help="the shard that stays (and takes the other's slots)")
+    s.add_argument("source", type=int, help="the shard that leaves the map")
     s = sub.add_parser("move", help="move a replica")
     s.add_argument("shard", type=int)
     s.add_argument("from_node", type=int)
@@ -53,6 +63,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     s.add_argument("--undo", action="store_true", help="mark the node up again")
     s = sub.add_parser("cancel", help="cancel an operator")
     s.add_argument("operator", type=int)
+    s = sub.add_parser("hashkv", help="compare the replicas of every shard by their MVCC hash")
+    s.add_argument("--revision", type=int, default=0, help="revision to hash at (default: each shard leader's newest)")
 
 
 def _slots(d: Any) -> str:
@@ -67,7 +79,12 @@ def _steps(op: ppb.OperatorInfo) -> str:
     out = []
     for i, s in enumerate(op.steps):
         kind = ppb.StepKind.Name(s.kind).lower().replace("_", "-")
-        arg = f"{s.new_shard_id}@{s.at_slot}" if s.kind == ppb.SPLIT else str(s.node_id)
+        if s.kind == ppb.SPLIT:
+            arg = f"{s.new_shard_id}@{s.at_slot}"
+        elif s.kind in (ppb.PREPARE_MERGE, ppb.COMMIT_MERGE):
+            arg = str(s.other_shard_id)
+        else:
+            arg = str(s.node_id)
         mark = "*" if i == op.step_index and op.state == "running" else ""
         out.append(f"{mark}{kind}({arg})")
     return " ".join(out)
@@ -85,6 +102,80 @@ def _shard_figures(st: ppb.ShardStats | None) -> tuple[str, str, str, str]:
     if st is None:
         return ("-", "-", "-", "-")
     return (str(st.size_bytes), str(st.key_count), f"{st.read_rate:.1f}", f"{st.write_rate:.1f}")
+
+
+async def _replica_hash(address: str, shard_id: int, revision: int, deadline: float) -> spb.ShardHashKVResponse:
+    """One replica's HashKV, retried while it has not applied up to revision yet."""
+    loop = asyncio.get_running_loop()
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = store_pb2_grpc.StoreAdminStub(channel)
+        while True:
+            left = deadline - loop.time()
+            a = await stub.HashKV(spb.ShardHashKVRequest(shard_id=shard_id, revision=revision), timeout=max(0.1, left))
+            err = a.header.error
+            behind = err.HasField("routing") and err.routing.HasField("stale_read_not_ready")
+            if not behind or loop.time() >= deadline:
+                return a
+            await asyncio.sleep(0.05)  # sleep-ok: wait for the replica to apply up to revision, within the deadline
+
+
+async def hashkv(m: ppb.ClusterMap, revision: int, timeout_s: float) -> tuple[list[dict[str, object]], list[int]]:
+    """A row per replica of every shard, and the shards whose replicas differ.
+    The leader (else the first replica) is hashed first, at `revision` (0:
+    its newest); the others at the revision it hashed."""
+    addresses = {n.node_id: n.address for n in m.nodes}
+    loop = asyncio.get_running_loop()
+    rows: list[dict[str, object]] = []
+    mismatched: list[int] = []
+    for s in sorted(m.shards, key=lambda s: s.descriptor.shard_id):
+        d = s.descriptor
+        ids = [r.node_id for r in d.replicas]
+        first = d.leader_node_id if d.leader_node_id in ids else ids[0]
+        order = [first, *(n for n in ids if n != first)]
+        rev = revision
+        answers: dict[int, object] = {}
+        for nid in order:
+            address = next((r.address for r in d.replicas if r.node_id == nid and r.address), addresses.get(nid, ""))
+            try:
+                a = await _replica_hash(address, d.shard_id, rev, loop.time() + timeout_s)
+            except grpc.aio.AioRpcError as exc:
+                answers[nid] = f"unreachable: {exc.code().name}"
+                continue
+            if a.header.HasField("error"):
+                answers[nid] = f"error: {a.header.error}".strip().replace("\n", " ")
+                continue
+            rev = rev or a.hash_revision
+            answers[nid] = a
+        got = {n: (a.hash, a.compact_revision) for n, a in answers.items() if isinstance(a, spb.ShardHashKVResponse)}
+        if len(set(got.values())) > 1:
+            mismatched.append(d.shard_id)
+        reference = got.get(order[0])  # the leader's, when it answered
+        for nid in order:
+            answer = answers[nid]
+            row: dict[str, object] = {"shard": d.shard_id, "node": nid, "leader": nid == d.leader_node_id}
+            if isinstance(answer, spb.ShardHashKVResponse):
+                row.update(
+                    revision=answer.hash_revision, compact_revision=answer.compact_revision, versions=answer.versions, hash=answer.hash
+                )
+                row["mismatch"] = d.shard_id in mismatched and got[nid] != reference
+            else:
+                row["error"] = answer
+            rows.append(row)
+    return rows, mismatched
+
+
+def _hashkv_table(rows: list[dict[str, object]], mismatched: list[int]) -> str:
+    body = table(
+        ("SHARD", "NODE", "ROLE", "REVISION", "COMPACT", "VERSIONS", "HASH", "NOTE"),
+        [
+            (r["shard"], r["node"], "leader" if r["leader"] else "follower", r.get("revision", "-"), r.get("compact_revision", "-"),
+             r.get("versions", "-"), f"{r['hash']:08x}" if "hash" in r else "-",
+             "MISMATCH" if r.get("mismatch") else ("mismatch in shard" if r["shard"] in mismatched else r.get("error", "")))
+            for r in rows
+        ],
+    )
+    verdict = f"replicas differ in shard(s) {', '.join(map(str, mismatched))}" if mismatched else "every shard's replicas agree"
+    return f"{body}\n{verdict}"
 
 
 async def run(args: argparse.Namespace) -> tuple[object, str]:
@@ -118,6 +209,10 @@ async def run(args: argparse.Namespace) -> tuple[object, str]:
                 for s in m.shards
             ]
             return answer, table(("SHARD", "SLOTS", "REPLICAS", "LEADER", "EPOCH", "SIZE", "KEYS", "READS/S", "WRITES/S"), rows)
+        if cmd == "hashkv":
+            m = (await client.call("GetMap", ppb.GetMapRequest(linearizable=True))).map
+            replica_rows, mismatched = await hashkv(m, args.revision, args.timeout)
+            return {"replicas": replica_rows, "mismatched_shards": mismatched}, _hashkv_table(replica_rows, mismatched)
         if cmd == "operators":
             ops = (await client.call("ListOperators", ppb.ListOperatorsRequest())).operators
             rows = [(o.id, o.kind, o.shard_id, o.state, f"{o.age_s:.1f}s", _steps(o), o.note) for o in ops]
@@ -134,6 +229,8 @@ async def run(args: argparse.Namespace) -> tuple[object, str]:
             return json_format.MessageToDict(resp), text
         if cmd == "split":
             resp = await client.call("Split", ppb.SplitRequest(shard_id=args.shard, at_slot=args.at))
+        elif cmd == "merge":
+            resp = await client.call("Merge", ppb.MergeRequest(shard_id=args.target, other_shard_id=args.source))
         elif cmd == "move":
             resp = await client.call("Move", ppb.MoveRequest(shard_id=args.shard, from_node=args.from_node, to_node=args.to_node))
         elif cmd == "transfer-leader":
@@ -156,6 +253,8 @@ def main(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(json.dumps(data, indent=2, sort_keys=True) if args.output == "json" else text)
+    if isinstance(data, dict) and data.get("mismatched_shards"):
+        return 1  # hashkv: replicas differ
     return 0
 
 

@@ -84,6 +84,10 @@ def add_placement_arguments(p: argparse.ArgumentParser, *, bootstrap_stores: int
     )
     p.add_argument("--initial-shards", type=int, default=4, help="shards of the bootstrapped cluster (0: one per store node)")
     p.add_argument("--replicas", type=int, default=3, help="replicas of each initial shard (fewer if fewer store nodes)")
+    p.add_argument("--split-keys", type=int, default=0, help="the scheduler splits a shard holding at least this many live keys (0: off)")
+    p.add_argument("--split-size-bytes", type=int, default=0, help="the scheduler splits a shard holding at least this many live bytes (0: off)")
+    p.add_argument("--merge-keys", type=int, default=0, help="the scheduler merges two adjacent shards on the same nodes each holding fewer live keys than this (0: off)")
+    p.add_argument("--merge-size-bytes", type=int, default=0, help="the scheduler merges two adjacent shards on the same nodes each holding fewer live bytes than this (0: off)")
     p.add_argument(
         "--key-deleter",
         choices=("store", "memory"),
@@ -135,6 +139,10 @@ async def add_placement(
             slot_count=args.slots,
             initial_shards=args.initial_shards,
             replicas=args.replicas,
+            split_keys=args.split_keys,
+            split_size_bytes=args.split_size_bytes,
+            merge_keys=args.merge_keys,
+            merge_size_bytes=args.merge_size_bytes,
         ),
     )
     await host.create_group(PLACEMENT_GROUP_ID, machine, bootstrap=ConfState(voters=voters))

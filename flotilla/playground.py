@@ -57,6 +57,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", default="./flotilla-data", help="the cluster's data and logs (default ./flotilla-data)")
     p.add_argument("--client-port", type=int, default=2379, help="the first router's etcd port (default 2379; 0: any free port)")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the cluster to serve before giving up")
+    p.add_argument(
+        "--quota-backend-bytes", type=int, default=0,
+        help="each store's space quota (NOSPACE alarm over it; 0: 2 GiB, etcd's default; below 0: none)",
+    )
 
 
 @dataclass
@@ -257,6 +261,7 @@ class Playground:
                 [
                     "--store", "--node-id", str(STORE_ID_BASE + i + 1), "--data-dir", str(self.data_dir / f"s{i + 1}"),
                     "--listen", f"127.0.0.1:{port}", "--join", join, "--slots", str(slots),
+                    "--quota-backend-bytes", str(getattr(args, "quota_backend_bytes", 0)),
                 ],
             )
             for i, port in enumerate(sports)

@@ -358,7 +358,12 @@ async def serve_until_signalled(
 def crash_hook_from_env() -> Callable[[str], None] | None:
     """The fault-injection hook of a server process: FLOTILLA_CRASH_AT=<point>:<n>
     ends the process (exit 137, no cleanup, as a kill -9 would) the n-th time
-    its GroupHost passes <point> ("after_persist", "after_apply")."""
+    its GroupHost passes <point>: before_persist, after_persist (the log
+    entries and hard state are one WriteBatch, so these are also before/after
+    the hard-state save), before_apply, after_apply, snapshot_save (a snapshot
+    written or handed to the transport), before_snapshot_apply,
+    after_snapshot_apply, split_apply (a split entry applied and on disk, the
+    new shard not yet opened: shard/node.py)."""
     spec = os.environ.get("FLOTILLA_CRASH_AT")
     if not spec:
         return None

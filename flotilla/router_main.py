@@ -127,9 +127,10 @@ class RouterProcess(ManagedProcess):
         self.tmp = tmp
         self.args = args
 
-    def start(self, timeout_s: float = 30) -> int:
+    def start(self, timeout_s: float = 30, *, port: int = 0) -> int:
+        """Start on port (0: any; a restart passes its old port so clients reconnect)."""
         assert self.ready_file is not None
-        argv = ["--listen", "127.0.0.1:0", "--ready-file", str(self.ready_file), *self.args]
+        argv = ["--listen", f"127.0.0.1:{port}", "--ready-file", str(self.ready_file), *self.args]
         self.spawn(flotilla_argv(*argv, module="flotilla.router_main", verbose=False), cwd=self.tmp)
         self.await_ready(timeout=timeout_s, what="router ready")
         return self.port

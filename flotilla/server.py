@@ -61,9 +61,12 @@ from placement.client import PlacementClient, parse_endpoints
 from placement.server import PLACEMENT_GROUP_ID
 from raft.runtime.clock import SystemClock
 from raft.runtime.host import GroupHost, HostConfig
+from raft.transport.faults import wrap_from_env
 from raft.transport.grpc_transport import GrpcTransport
 from shard.node import NodeConfig, StoreNode
+from shard.quota import quota_bytes
 from shard.rocks import RocksEngine
+from shard.space import RocksSpace
 from shard.service import StoreAdminService, StoreService
 from shard.slots import DEFAULT_SLOTS, MAX_SLOTS
 
@@ -95,6 +98,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--closed-ts-ms", type=int, default=200, help="idle shard leaders close a timestamp this often")
     p.add_argument("--watch-queue-events", type=int, default=10_000, help="events a watcher may lag behind before it is cancelled")
     p.add_argument("--watch-progress-ms", type=int, default=1_000, help="default progress notification interval")
+    p.add_argument(
+        "--quota-backend-bytes", type=int, default=0,
+        help="the store's space quota (etcd's flag): over it the node raises the NOSPACE alarm and refuses writes "
+        "that add data; 0: 2 GiB (etcd's default), below 0: no quota",
+    )
+    p.add_argument("--space-check-ms", type=int, default=1_000, help="how often the store measures the space it uses")
     procs.add_raft_arguments(p)
     placement_main.add_placement_arguments(p, bootstrap_stores=3, key_deleter="store")
     router_main.add_arguments(p, prefix="router-")
@@ -159,10 +168,12 @@ async def serve(args: argparse.Namespace) -> None:
     transport = GrpcTransport(
         args.node_id, listen=None, rng=random.Random(rng.getrandbits(64)), snapshot_spool_dir=str(spool_dir)
     )
+    # Fault campaigns: FLOTILLA_FAULTS_FILE / FLOTILLA_CLOCK_OFFSET_MS (raft/transport/faults.py).
+    host_transport, clock = wrap_from_env(transport, clock, node_id=args.node_id, rng=random.Random(seed ^ 0xFA17))
     host = GroupHost(
         args.node_id,
         store,
-        transport,
+        host_transport,
         clock=clock,
         rng=rng,
         config=HostConfig(
@@ -184,6 +195,7 @@ async def serve(args: argparse.Namespace) -> None:
             host, db, server, node_id=args.node_id, clock=clock, rng=random.Random(rng.getrandbits(64)), voters=voters, args=args
         )
     node = None
+    space: RocksSpace | None = None
     if args.store:
         node = StoreNode(
             args.node_id,
@@ -194,6 +206,8 @@ async def serve(args: argparse.Namespace) -> None:
                 closed_ts_interval_s=args.closed_ts_ms / 1000,
                 watch_queue_events=args.watch_queue_events,
                 watch_progress_interval_s=args.watch_progress_ms / 1000,
+                quota_bytes=quota_bytes(args.quota_backend_bytes),
+                space_check_interval_s=args.space_check_ms / 1000,
             ),
         )
         if joining:
@@ -210,6 +224,7 @@ async def serve(args: argparse.Namespace) -> None:
             log.info("node=%d reopened split shards %s", args.node_id, split)
         store_pb2_grpc.add_StoreServicer_to_server(StoreService(node), server)
         store_pb2_grpc.add_StoreAdminServicer_to_server(StoreAdminService(node), server)
+        space = node.space = RocksSpace(db)
     # Every group restored what it needed from its spooled snapshot (create_group):
     # what is left is from transfers that never completed or were not installed.
     for stale in spool_dir.iterdir():
@@ -270,6 +285,8 @@ async def serve(args: argparse.Namespace) -> None:
     finally:
         if agent is not None:
             await agent.client.close()
+        if space is not None:
+            space.close()  # a defragment under way finishes before the DB closes
         store.close()
         db.close()
 

@@ -13,13 +13,24 @@
   and configuration from the leader's snapshot;
 - creates a replica on demand when a Raft message arrives for a group it
   does not host and the map says it should (GroupHost.on_unknown_group);
+- destroys a replica (StoreNode.destroy_replica: its group, meta and the
+  data of its slots) once BOTH the map no longer lists this node for the
+  shard, at a conf_version at least the replica's own, AND the replica's
+  own applied configuration no longer has this node as voter or learner.
+  The map alone could be stale (a lagging placement server's), and a
+  replica still in its group's configuration may hold acknowledged entries;
+  a destroyed replica leaves a tombstone with its conf_version, so only a
+  map entry at a newer conf_version (a re-add) hosts it again;
 - tells the node every store node's address from the map (Raft peers,
   NotLeader hints);
 - is the node's LeaseRegistry: LeaseAttach on the placement leader;
 - carries out the operator steps placement answers a heartbeat with, for
   the shards this node leads (`execute_step`): conf changes ADD_LEARNER,
   ADD_NODE (promote, once the learner has caught up), REMOVE_NODE, a leader
-  transfer, or a split. A step already in effect is skipped (placement
+  transfer, a split, or a merge's freeze (PREPARE_MERGE, as the source's
+  leader) and commit (COMMIT_MERGE, as the target's leader; heartbeats say
+  which shards this replica is frozen for, ``merge_target``, which is how
+  placement confirms a freeze on every replica). A step already in effect is skipped (placement
   sends a step again until the shard's report confirms it); one step per
   shard at a time.
 """
@@ -53,6 +64,7 @@ class AgentConfig:
     heartbeat_interval_s: float = 1.0
     report_check_interval_s: float = 0.2
     retry_s: float = 0.5
+    destroy_check_interval_s: float = 1.0
 
 
 class PlacementLeases:
@@ -97,6 +109,10 @@ class StoreAgent:
         self.registered = asyncio.Event()
         self._stepping: dict[int, asyncio.Task[None]] = {}
         self.steps_done = 0
+        self.destroyed: list[int] = []
+        """Shards whose replica this agent destroyed (in order; for tests and logs)."""
+        self._hosting = asyncio.Lock()
+        """Creating and destroying replicas never interleave."""
         host.on_unknown_group = self._on_unknown_group
         node.leases = PlacementLeases(client)
 
@@ -108,6 +124,7 @@ class StoreAgent:
             tg.create_task(self._create_loop(), name="agent-create-replicas")
             tg.create_task(self._heartbeat_loop(), name="agent-heartbeat")
             tg.create_task(self._report_loop(), name="agent-report")
+            tg.create_task(self._destroy_loop(), name="agent-destroy-replicas")
 
     async def _register(self) -> None:
         req = ppb.RegisterNodeRequest(
@@ -181,14 +198,44 @@ class StoreAgent:
                 continue
             d = s.descriptor
             epoch = (d.epoch.conf_version, d.epoch.slot_version)
-            await self.node.host_shard(
-                sid,
-                slot_count=self.slot_count,
-                slot_ranges=tuple((r.start, r.end) for r in d.slots),
-                voters=[r.node_id for r in d.replicas if not r.learner],
-                learners=[r.node_id for r in d.replicas if r.learner],
-                bootstrap=epoch == _INITIAL_EPOCH,
-            )
+            async with self._hosting:
+                await self.node.host_shard(
+                    sid,
+                    slot_count=self.slot_count,
+                    slot_ranges=tuple((r.start, r.end) for r in d.slots),
+                    voters=[r.node_id for r in d.replicas if not r.learner],
+                    learners=[r.node_id for r in d.replicas if r.learner],
+                    bootstrap=epoch == _INITIAL_EPOCH,
+                    conf_version=d.epoch.conf_version,
+                )
+
+    # -- destroying removed replicas -----------------------------------------------------
+    def unwanted(self, shard_id: int) -> bool:
+        """Whether this node's replica of shard_id is to be destroyed: the map
+        (at the replica's conf_version or newer) does not list this node, and
+        the replica's applied configuration, which it has (a snapshot or the
+        bootstrap gave it one), does not have it either."""
+        s = self.shards.get(shard_id)
+        if s is None or self._assigned(s) or shard_id not in self.node.shard_ids():
+            return False
+        cs = self.host.status(shard_id).conf_state
+        members = (*cs.voters, *cs.learners)
+        if not members or self.node.node_id in members:
+            return False
+        return s.descriptor.epoch.conf_version >= self.node.shard_info(shard_id).epoch.conf_version
+
+    async def _destroy_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.cfg.destroy_check_interval_s)
+            for sid in self.node.shard_ids():
+                if not self.unwanted(sid):
+                    continue
+                async with self._hosting:
+                    if not self.unwanted(sid):
+                        continue
+                    log.info("node=%d destroying its replica of shard %d: removed from the group and the map", self.node.node_id, sid)
+                    await self.node.destroy_replica(sid)
+                    self.destroyed.append(sid)
 
     # -- heartbeats and reports --------------------------------------------------------------
     def _descriptor(self, shard_id: int) -> tuple[spb.ShardDescriptor, int, bool]:
@@ -226,6 +273,7 @@ class StoreAgent:
                 write_rate=write_rate,
                 key_count=key_count,
                 size_bytes=size_bytes,
+                merge_target=self.node.merge_target(sid),
             )
             if leader:
                 st.descriptor.CopyFrom(desc)
@@ -305,6 +353,16 @@ class StoreAgent:
             log.info("node=%d shard=%d operator %d: splitting at slot %d into shard %d", self.node.node_id, sid, step.operator_id, step.at_slot, step.new_shard_id)
             await self.node.split(sid, step.new_shard_id, step.at_slot)
             return True
+        elif kind == ppb.PREPARE_MERGE:
+            if self.node.merge_target(sid) == step.other_shard_id:
+                return False  # frozen already: placement waits for every replica's report
+            log.info("node=%d shard=%d operator %d: freezing for a merge into shard %d", self.node.node_id, sid, step.operator_id, step.other_shard_id)
+            await self.node.prepare_merge(sid, step.other_shard_id)
+            return True
+        elif kind == ppb.COMMIT_MERGE:
+            log.info("node=%d shard=%d operator %d: merging shard %d into it", self.node.node_id, sid, step.operator_id, step.other_shard_id)
+            await self.node.commit_merge(sid, step.other_shard_id)
+            return True
         else:
             return False
         log.info("node=%d shard=%d operator %d: conf change %s node %d", self.node.node_id, sid, step.operator_id, cc.type.name, n)
@@ -316,6 +374,8 @@ class StoreAgent:
         while True:
             await asyncio.sleep(self.cfg.report_check_interval_s)
             for sid in self.node.shard_ids():
+                if sid not in self.node.shard_ids():
+                    continue  # destroyed while an earlier report was in flight
                 desc, term, leader = self._descriptor(sid)
                 if not leader:
                     self._reported.pop(sid, None)

@@ -31,6 +31,8 @@ class StepKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     REMOVE_REPLICA: _ClassVar[StepKind]
     TRANSFER_LEADER: _ClassVar[StepKind]
     SPLIT: _ClassVar[StepKind]
+    PREPARE_MERGE: _ClassVar[StepKind]
+    COMMIT_MERGE: _ClassVar[StepKind]
 NODE_KIND_UNSPECIFIED: NodeKind
 STORE: NodeKind
 ROUTER: NodeKind
@@ -45,6 +47,8 @@ PROMOTE: StepKind
 REMOVE_REPLICA: StepKind
 TRANSFER_LEADER: StepKind
 SPLIT: StepKind
+PREPARE_MERGE: StepKind
+COMMIT_MERGE: StepKind
 
 class Label(_message.Message):
     __slots__ = ("key", "value")
@@ -149,7 +153,7 @@ class RegisterNodeResponse(_message.Message):
     def __init__(self, node_id: _Optional[int] = ..., map_version: _Optional[int] = ..., cluster_id: _Optional[int] = ...) -> None: ...
 
 class ShardStats(_message.Message):
-    __slots__ = ("shard_id", "is_leader", "epoch", "term", "size_bytes", "key_count", "read_rate", "write_rate", "descriptor")
+    __slots__ = ("shard_id", "is_leader", "epoch", "term", "size_bytes", "key_count", "read_rate", "write_rate", "descriptor", "merge_target")
     SHARD_ID_FIELD_NUMBER: _ClassVar[int]
     IS_LEADER_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
@@ -159,6 +163,7 @@ class ShardStats(_message.Message):
     READ_RATE_FIELD_NUMBER: _ClassVar[int]
     WRITE_RATE_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTOR_FIELD_NUMBER: _ClassVar[int]
+    MERGE_TARGET_FIELD_NUMBER: _ClassVar[int]
     shard_id: int
     is_leader: bool
     epoch: _store_pb2.ShardEpoch
@@ -168,7 +173,8 @@ class ShardStats(_message.Message):
     read_rate: float
     write_rate: float
     descriptor: _store_pb2.ShardDescriptor
-    def __init__(self, shard_id: _Optional[int] = ..., is_leader: _Optional[bool] = ..., epoch: _Optional[_Union[_store_pb2.ShardEpoch, _Mapping]] = ..., term: _Optional[int] = ..., size_bytes: _Optional[int] = ..., key_count: _Optional[int] = ..., read_rate: _Optional[float] = ..., write_rate: _Optional[float] = ..., descriptor: _Optional[_Union[_store_pb2.ShardDescriptor, _Mapping]] = ...) -> None: ...
+    merge_target: int
+    def __init__(self, shard_id: _Optional[int] = ..., is_leader: _Optional[bool] = ..., epoch: _Optional[_Union[_store_pb2.ShardEpoch, _Mapping]] = ..., term: _Optional[int] = ..., size_bytes: _Optional[int] = ..., key_count: _Optional[int] = ..., read_rate: _Optional[float] = ..., write_rate: _Optional[float] = ..., descriptor: _Optional[_Union[_store_pb2.ShardDescriptor, _Mapping]] = ..., merge_target: _Optional[int] = ...) -> None: ...
 
 class StoreHeartbeatRequest(_message.Message):
     __slots__ = ("node_id", "shards")
@@ -317,20 +323,22 @@ class StatusResponse(_message.Message):
     def __init__(self, node_id: _Optional[int] = ..., is_leader: _Optional[bool] = ..., leader_node_id: _Optional[int] = ..., term: _Optional[int] = ..., applied_index: _Optional[int] = ..., map_version: _Optional[int] = ..., cluster_id: _Optional[int] = ..., leases: _Optional[int] = ..., leases_pending_delete: _Optional[int] = ..., keys_deleted: _Optional[int] = ..., heartbeats: _Optional[int] = ..., voters: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class OperatorStep(_message.Message):
-    __slots__ = ("operator_id", "shard_id", "kind", "node_id", "new_shard_id", "at_slot")
+    __slots__ = ("operator_id", "shard_id", "kind", "node_id", "new_shard_id", "at_slot", "other_shard_id")
     OPERATOR_ID_FIELD_NUMBER: _ClassVar[int]
     SHARD_ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     NEW_SHARD_ID_FIELD_NUMBER: _ClassVar[int]
     AT_SLOT_FIELD_NUMBER: _ClassVar[int]
+    OTHER_SHARD_ID_FIELD_NUMBER: _ClassVar[int]
     operator_id: int
     shard_id: int
     kind: StepKind
     node_id: int
     new_shard_id: int
     at_slot: int
-    def __init__(self, operator_id: _Optional[int] = ..., shard_id: _Optional[int] = ..., kind: _Optional[_Union[StepKind, str]] = ..., node_id: _Optional[int] = ..., new_shard_id: _Optional[int] = ..., at_slot: _Optional[int] = ...) -> None: ...
+    other_shard_id: int
+    def __init__(self, operator_id: _Optional[int] = ..., shard_id: _Optional[int] = ..., kind: _Optional[_Union[StepKind, str]] = ..., node_id: _Optional[int] = ..., new_shard_id: _Optional[int] = ..., at_slot: _Optional[int] = ..., other_shard_id: _Optional[int] = ...) -> None: ...
 
 class OperatorInfo(_message.Message):
     __slots__ = ("id", "kind", "shard_id", "steps", "step_index", "state", "age_s", "note")

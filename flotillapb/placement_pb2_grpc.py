@@ -281,7 +281,7 @@ class PlacementServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Merge(self, request, context):
-        """UNIMPLEMENTED for now
+        """other_shard_id merges into shard_id
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

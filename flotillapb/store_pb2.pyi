@@ -20,6 +20,64 @@ READ_SERIALIZABLE: ReadConsistency
 READ_BOUNDED_STALENESS: ReadConsistency
 READ_AT_REVISION: ReadConsistency
 
+class StoreAlarmRequest(_message.Message):
+    __slots__ = ("action", "alarm")
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    ALARM_FIELD_NUMBER: _ClassVar[int]
+    action: _rpc_pb2.AlarmRequest.AlarmAction
+    alarm: _rpc_pb2.AlarmType
+    def __init__(self, action: _Optional[_Union[_rpc_pb2.AlarmRequest.AlarmAction, str]] = ..., alarm: _Optional[_Union[_rpc_pb2.AlarmType, str]] = ...) -> None: ...
+
+class StoreAlarmResponse(_message.Message):
+    __slots__ = ("node_id", "alarms", "changed", "used_bytes", "quota_bytes")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    ALARMS_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_FIELD_NUMBER: _ClassVar[int]
+    USED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    QUOTA_BYTES_FIELD_NUMBER: _ClassVar[int]
+    node_id: int
+    alarms: _containers.RepeatedScalarFieldContainer[_rpc_pb2.AlarmType]
+    changed: _containers.RepeatedScalarFieldContainer[_rpc_pb2.AlarmType]
+    used_bytes: int
+    quota_bytes: int
+    def __init__(self, node_id: _Optional[int] = ..., alarms: _Optional[_Iterable[_Union[_rpc_pb2.AlarmType, str]]] = ..., changed: _Optional[_Iterable[_Union[_rpc_pb2.AlarmType, str]]] = ..., used_bytes: _Optional[int] = ..., quota_bytes: _Optional[int] = ...) -> None: ...
+
+class StoreDefragmentRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class StoreDefragmentResponse(_message.Message):
+    __slots__ = ("node_id", "used_bytes_before", "used_bytes_after")
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    USED_BYTES_BEFORE_FIELD_NUMBER: _ClassVar[int]
+    USED_BYTES_AFTER_FIELD_NUMBER: _ClassVar[int]
+    node_id: int
+    used_bytes_before: int
+    used_bytes_after: int
+    def __init__(self, node_id: _Optional[int] = ..., used_bytes_before: _Optional[int] = ..., used_bytes_after: _Optional[int] = ...) -> None: ...
+
+class ShardHashKVRequest(_message.Message):
+    __slots__ = ("shard_id", "revision")
+    SHARD_ID_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    shard_id: int
+    revision: int
+    def __init__(self, shard_id: _Optional[int] = ..., revision: _Optional[int] = ...) -> None: ...
+
+class ShardHashKVResponse(_message.Message):
+    __slots__ = ("header", "hash", "compact_revision", "hash_revision", "versions")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    HASH_FIELD_NUMBER: _ClassVar[int]
+    COMPACT_REVISION_FIELD_NUMBER: _ClassVar[int]
+    HASH_REVISION_FIELD_NUMBER: _ClassVar[int]
+    VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    header: ShardResponseHeader
+    hash: int
+    compact_revision: int
+    hash_revision: int
+    versions: int
+    def __init__(self, header: _Optional[_Union[ShardResponseHeader, _Mapping]] = ..., hash: _Optional[int] = ..., compact_revision: _Optional[int] = ..., hash_revision: _Optional[int] = ..., versions: _Optional[int] = ...) -> None: ...
+
 class DeleteLeaseKeysRequest(_message.Message):
     __slots__ = ("shard_id", "lease_id", "keys")
     SHARD_ID_FIELD_NUMBER: _ClassVar[int]

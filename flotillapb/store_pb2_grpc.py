@@ -403,6 +403,21 @@ class StoreAdminStub:
                 request_serializer=flotillapb_dot_store__pb2.DeleteLeaseKeysRequest.SerializeToString,
                 response_deserializer=flotillapb_dot_store__pb2.DeleteLeaseKeysResponse.FromString,
                 _registered_method=True)
+        self.Alarm = channel.unary_unary(
+                '/flotillapb.store.StoreAdmin/Alarm',
+                request_serializer=flotillapb_dot_store__pb2.StoreAlarmRequest.SerializeToString,
+                response_deserializer=flotillapb_dot_store__pb2.StoreAlarmResponse.FromString,
+                _registered_method=True)
+        self.Defragment = channel.unary_unary(
+                '/flotillapb.store.StoreAdmin/Defragment',
+                request_serializer=flotillapb_dot_store__pb2.StoreDefragmentRequest.SerializeToString,
+                response_deserializer=flotillapb_dot_store__pb2.StoreDefragmentResponse.FromString,
+                _registered_method=True)
+        self.HashKV = channel.unary_unary(
+                '/flotillapb.store.StoreAdmin/HashKV',
+                request_serializer=flotillapb_dot_store__pb2.ShardHashKVRequest.SerializeToString,
+                response_deserializer=flotillapb_dot_store__pb2.ShardHashKVResponse.FromString,
+                _registered_method=True)
 
 
 class StoreAdminServicer:
@@ -450,6 +465,37 @@ class StoreAdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Alarm(self, request, context):
+        """This node's alarms (shard/quota.py: etcd's NOSPACE semantics; the
+        member id of the node's alarms is its node id). GET lists the active
+        ones (alarm NONE: all); ACTIVATE arms one; DEACTIVATE disarms one (NONE:
+        all). A node still over its quota raises NOSPACE again at its next
+        measurement. The router's Maintenance.Alarm fans out to every node.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Defragment(self, request, context):
+        """Give free space back: flush the memtables and compact the whole RocksDB
+        (so deleted and compacted versions leave the files), then measure the
+        space used again. etcd's Defragment, for this node.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def HashKV(self, request, context):
+        """The hash of one replica's MVCC state of a shard up to a revision
+        (shard/hashkv.py), to compare a shard's replicas. Served by any replica
+        that has applied every write up to the revision (else header.error:
+        StaleReadNotReady on a follower, KvError FUTURE_REVISION on the
+        leader); KvError COMPACTED below the shard's compact revision.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_StoreAdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -472,6 +518,21 @@ def add_StoreAdminServicer_to_server(servicer, server):
                     servicer.DeleteLeaseKeys,
                     request_deserializer=flotillapb_dot_store__pb2.DeleteLeaseKeysRequest.FromString,
                     response_serializer=flotillapb_dot_store__pb2.DeleteLeaseKeysResponse.SerializeToString,
+            ),
+            'Alarm': grpc.unary_unary_rpc_method_handler(
+                    servicer.Alarm,
+                    request_deserializer=flotillapb_dot_store__pb2.StoreAlarmRequest.FromString,
+                    response_serializer=flotillapb_dot_store__pb2.StoreAlarmResponse.SerializeToString,
+            ),
+            'Defragment': grpc.unary_unary_rpc_method_handler(
+                    servicer.Defragment,
+                    request_deserializer=flotillapb_dot_store__pb2.StoreDefragmentRequest.FromString,
+                    response_serializer=flotillapb_dot_store__pb2.StoreDefragmentResponse.SerializeToString,
+            ),
+            'HashKV': grpc.unary_unary_rpc_method_handler(
+                    servicer.HashKV,
+                    request_deserializer=flotillapb_dot_store__pb2.ShardHashKVRequest.FromString,
+                    response_serializer=flotillapb_dot_store__pb2.ShardHashKVResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -585,6 +646,87 @@ class StoreAdmin:
             '/flotillapb.store.StoreAdmin/DeleteLeaseKeys',
             flotillapb_dot_store__pb2.DeleteLeaseKeysRequest.SerializeToString,
             flotillapb_dot_store__pb2.DeleteLeaseKeysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Alarm(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/flotillapb.store.StoreAdmin/Alarm',
+            flotillapb_dot_store__pb2.StoreAlarmRequest.SerializeToString,
+            flotillapb_dot_store__pb2.StoreAlarmResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Defragment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/flotillapb.store.StoreAdmin/Defragment',
+            flotillapb_dot_store__pb2.StoreDefragmentRequest.SerializeToString,
+            flotillapb_dot_store__pb2.StoreDefragmentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def HashKV(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/flotillapb.store.StoreAdmin/HashKV',
+            flotillapb_dot_store__pb2.ShardHashKVRequest.SerializeToString,
+            flotillapb_dot_store__pb2.ShardHashKVResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -8,6 +8,16 @@ own Raft log, one at a time (DESIGN.md, "Rebalancing"):
     RemoveReplica(n)   conf change REMOVE_NODE n
     TransferLeader(n)  Raft leader transfer to n
     Split(new, slot)   the shard's slots >= slot go to shard `new` (same replicas)
+    PrepareMerge(t)    the (source) shard freezes for a merge into shard t
+    CommitMerge(s, t)  shard t takes over the frozen shard s (run by t's leader)
+
+A MERGE operator belongs to its source shard and keeps both shards busy:
+its steps are the moves that put the source's replicas on the target's
+nodes (when they differ), then PrepareMerge, confirmed once every replica of
+the source reported its freeze in a heartbeat (``frozen``: a replica that
+has not applied it must not see the CommitMerge, see
+shard/statemachine.py), then CommitMerge, confirmed when the source has
+left the map (the target's report of the merged slots removes it).
 
 Placement never assumes a step happened: a step is confirmed when the map
 (what the shard leader reported, gated by the epoch) shows its effect
@@ -40,6 +50,7 @@ class OperatorKind(enum.Enum):
     MOVE = "move"
     TRANSFER_LEADER = "transfer-leader"
     SPLIT = "split"
+    MERGE = "merge"
     ROLLBACK = "rollback"
 
 
@@ -76,7 +87,21 @@ class Split:
     at_slot: int
 
 
-Step = AddLearner | Promote | RemoveReplica | TransferLeader | Split
+@dataclass(frozen=True, slots=True)
+class PrepareMerge:
+    target_shard_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class CommitMerge:
+    source_shard_id: int
+    target_shard_id: int
+
+
+Step = AddLearner | Promote | RemoveReplica | TransferLeader | Split | PrepareMerge | CommitMerge
+
+Frozen = Mapping[int, Mapping[int, int]]
+"""shard id -> node id -> the merge target that node's replica reported being frozen for."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +122,15 @@ class Operator:
     def current(self) -> Step | None:
         return self.steps[self.step_index] if self.step_index < len(self.steps) else None
 
+    def shards(self) -> frozenset[int]:
+        """Every shard this operator changes (a merge: its target too)."""
+        return frozenset({self.shard_id, *(s.target_shard_id for s in self.steps if isinstance(s, (PrepareMerge, CommitMerge)))})
+
+    def executing_shard(self) -> int:
+        """The shard whose leader carries out the current step."""
+        step = self.current
+        return step.target_shard_id if isinstance(step, CommitMerge) else self.shard_id
+
     def nodes(self) -> frozenset[int]:
         """Nodes this operator adds to or removes from (the per-node rate limit counts them)."""
         return frozenset(s.node_id for s in self.steps if isinstance(s, (AddLearner, RemoveReplica, TransferLeader)))
@@ -107,8 +141,34 @@ def move_steps(from_node: int, to_node: int) -> tuple[Step, ...]:
     return (AddLearner(to_node), Promote(to_node), RemoveReplica(from_node))
 
 
-def step_done(step: Step, shard: Shard) -> bool:
-    """Does the map's view of the shard show this step's effect?"""
+def merge_steps(source: Shard, target: Shard) -> tuple[Step, ...] | str:
+    """The steps merging source into target: first the moves that put the
+    source's replicas on the target's nodes (each a move step of the
+    source), then PrepareMerge and CommitMerge. A string: why it cannot be
+    done (the replica sets differ in size or in learners)."""
+    have = {r.node_id: r.learner for r in source.replicas}
+    want = {r.node_id: r.learner for r in target.replicas}
+    if len(have) != len(want):
+        return f"shard {source.shard_id} has {len(have)} replicas and shard {target.shard_id} {len(want)}: move them onto the same nodes first"
+    if any(have.values()) or any(want.values()):
+        if have != want:
+            return f"shards {source.shard_id} and {target.shard_id} have learners on different nodes: finish or cancel their operators first"
+    steps: list[Step] = []
+    for frm, to in zip(sorted(set(have) - set(want)), sorted(set(want) - set(have))):
+        steps.extend(move_steps(frm, to))
+    steps += [PrepareMerge(target.shard_id), CommitMerge(source.shard_id, target.shard_id)]
+    return tuple(steps)
+
+
+def step_done(step: Step, shard: Shard, frozen: Frozen | None = None) -> bool:
+    """Does the map's view of the shard show this step's effect? (A
+    PrepareMerge: every replica of the shard reported its freeze; a
+    CommitMerge: never while the source is in the map.)"""
+    if isinstance(step, PrepareMerge):
+        reported = (frozen or {}).get(shard.shard_id, {})
+        return bool(shard.replicas) and all(reported.get(r.node_id) == step.target_shard_id for r in shard.replicas)
+    if isinstance(step, CommitMerge):
+        return False
     role = {r.node_id: r.learner for r in shard.replicas}
     if isinstance(step, AddLearner):
         return step.node_id in role
@@ -161,11 +221,11 @@ class OperatorTable:
     _next_id: int = 1
 
     def busy_shards(self) -> frozenset[int]:
-        return frozenset(op.shard_id for op in self.running.values())
+        return frozenset(sid for op in self.running.values() for sid in op.shards())
 
     def add(self, op: Operator, now: float) -> Operator | None:
-        """Start op (a new id is assigned); None if its shard has one running."""
-        if op.shard_id in self.busy_shards():
+        """Start op (a new id is assigned); None if one of its shards has one running."""
+        if op.shards() & self.busy_shards():
             return None
         op = dataclasses.replace(op, id=self._next_id, step_started_at=now, state=OperatorState.RUNNING)
         self._next_id += 1
@@ -180,10 +240,16 @@ class OperatorTable:
 
     def cancel(self, op_id: int, now: float, *, state: OperatorState = OperatorState.CANCELLED, shard: Shard | None = None, note: str = "") -> Operator | None:
         """Stop op_id. If it added a learner it did not promote, a ROLLBACK
-        operator removing that learner replaces it (returned)."""
+        operator removing that learner replaces it (returned). A merge
+        stopped at its CommitMerge leaves its source frozen (there is no
+        rollback of a freeze): the note says how to finish it."""
         op = self.running.get(op_id)
         if op is None:
             return None
+        cur = op.current
+        if isinstance(cur, CommitMerge):
+            finish = f"shard {cur.source_shard_id} stays frozen: merge it into shard {cur.target_shard_id} again to finish"
+            note = f"{note or op.note}; {finish}"
         self._finish(op, state, note)
         if shard is None:
             return None
@@ -199,19 +265,27 @@ class OperatorTable:
         rb = Operator(0, OperatorKind.ROLLBACK, op.shard_id, tuple(RemoveReplica(n) for n in learners), now, op.timeout, note=f"rolls back operator {op.id}")
         return self.add(rb, now)
 
-    def confirm(self, shards: Mapping[int, Shard], now: float) -> list[Operator]:
-        """Advance every operator past the steps the map confirms; finish the
-        completed ones; time out the stalled ones (rolled back). Returns the
-        operators that ended in this call."""
+    def confirm(self, shards: Mapping[int, Shard], now: float, frozen: Frozen | None = None) -> list[Operator]:
+        """Advance every operator past the steps the map (and, for a merge's
+        freeze, the replicas' reports) confirms; finish the completed ones;
+        time out the stalled ones (rolled back). Returns the operators that
+        ended in this call."""
         ended: list[Operator] = []
         for op in list(self.running.values()):
             shard = shards.get(op.shard_id)
+            cur = op.current
+            if shard is None and isinstance(cur, CommitMerge) and cur.target_shard_id in shards:
+                # The source left the map: the target's report of its slots removed it.
+                op = self.running[op.id] = dataclasses.replace(op, step_index=len(op.steps), step_started_at=now)
+                self._finish(op, OperatorState.SUCCESS)
+                ended.append(op)
+                continue
             if shard is None:
                 self._finish(op, OperatorState.CANCELLED, "the shard left the map")
                 ended.append(op)
                 continue
             i = op.step_index
-            while i < len(op.steps) and step_done(op.steps[i], shard):
+            while i < len(op.steps) and step_done(op.steps[i], shard, frozen):
                 i += 1
             if i != op.step_index:
                 op = dataclasses.replace(op, step_index=i, step_started_at=now)

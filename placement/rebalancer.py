@@ -10,7 +10,7 @@ out in the shard's own Raft log and reports the new epoch.
 
 Operators live in the leader's memory only: a new leader starts with none,
 and the scheduler re-derives from the map what is still needed. Admin
-commands (Move, TransferLeader, Split, Cancel, Drain) start or stop
+commands (Move, TransferLeader, Split, Merge, Cancel, Drain) start or stop
 operators here after checking them against the map.
 """
 
@@ -26,14 +26,18 @@ import grpc
 from flotillapb import placement_pb2 as ppb
 from placement.operators import (
     AddLearner,
+    CommitMerge,
+    Frozen,
     Operator,
     OperatorKind,
     OperatorTable,
+    PrepareMerge,
     Promote,
     RemoveReplica,
     Split,
     Step,
     TransferLeader,
+    merge_steps,
     move_steps,
     next_action,
 )
@@ -59,7 +63,14 @@ class OperatorError(Exception):
 class Rebalancer:
     def __init__(self, server: PlacementServer, config: SchedulerConfig | None = None, *, interval_s: float = 0.5) -> None:
         self.s = server
-        self.cfg = config or SchedulerConfig(replicas=server.cfg.replicas, down_after_s=server.cfg.down_after_s)
+        self.cfg = config or SchedulerConfig(
+            replicas=server.cfg.replicas,
+            down_after_s=server.cfg.down_after_s,
+            split_keys=server.cfg.split_keys,
+            split_size_bytes=server.cfg.split_size_bytes,
+            merge_keys=server.cfg.merge_keys,
+            merge_size_bytes=server.cfg.merge_size_bytes,
+        )
         self.interval_s = interval_s
         self.table = OperatorTable()
         self._next_round = 0.0
@@ -76,8 +87,17 @@ class Rebalancer:
         heard = {nid: self.s._heard.get(nid, ready) for nid in self.s.state.nodes}
         return Stats(last_heard=heard, shards=loads_of(self.s.node_stats), running=tuple(self.table.running.values()))
 
+    def frozen(self) -> Frozen:
+        """Which replicas reported a freeze for a merge, from the latest heartbeats."""
+        out: dict[int, dict[int, int]] = {}
+        for nid, hb in self.s.node_stats.items():
+            for st in hb.shards:
+                if st.merge_target:
+                    out.setdefault(st.shard_id, {})[nid] = st.merge_target
+        return out
+
     def confirm(self, now: float) -> None:
-        for op in self.table.confirm(self.s.state.shards, now):
+        for op in self.table.confirm(self.s.state.shards, now, self.frozen()):
             log.info("placement node=%d operator %d (%s shard=%d) ended", self.s.node_id, op.id, op.kind.value, op.shard_id)
         # A step that needs a node that is no longer up cannot finish: cancel
         # now (rolling back a learner it added) rather than at the timeout.
@@ -106,7 +126,8 @@ class Rebalancer:
         if not self.table.running:
             return []
         led = {st.shard_id for st in req.shards if st.is_leader}
-        by_shard = {op.shard_id: op for op in self.table.running.values()}
+        # A merge's CommitMerge is carried out by its target's leader.
+        by_shard = {op.executing_shard(): op for op in self.table.running.values()}
         up = [nid for nid, n in self.s.state.nodes.items() if n.state == NodeState.UP]
         out = []
         for sid in sorted(led & by_shard.keys()):
@@ -135,10 +156,12 @@ class Rebalancer:
     def _start(self, kind: OperatorKind, shard_id: int, steps: tuple[Step, ...], note: str) -> Operator:
         self.s.require_leader()
         now = self.s.clock.monotonic()
-        op = self.table.add(Operator(0, kind, shard_id, steps, now, MANUAL_TIMEOUT_S, note=note), now)
+        want = Operator(0, kind, shard_id, steps, now, MANUAL_TIMEOUT_S, note=note)
+        op = self.table.add(want, now)
         if op is None:
-            busy = next(o.id for o in self.table.running.values() if o.shard_id == shard_id)
-            raise OperatorError(grpc.StatusCode.FAILED_PRECONDITION, f"placement: shard {shard_id} has operator {busy} running; cancel it first")
+            busy = next(o for o in self.table.running.values() if o.shards() & want.shards())
+            sid = min(busy.shards() & want.shards())
+            raise OperatorError(grpc.StatusCode.FAILED_PRECONDITION, f"placement: shard {sid} has operator {busy.id} running; cancel it first")
         log.info("placement node=%d operator %d %s shard=%d: %s", self.s.node_id, op.id, kind.value, shard_id, note)
         return op
 
@@ -170,6 +193,25 @@ class Rebalancer:
         new_id = next_shard_id(self.s.state, [*self.table.running.values(), *self.table.finished])
         return self._start(OperatorKind.SPLIT, shard_id, (Split(new_id, at),), f"split shard {shard_id} at slot {at} into shard {new_id} (ctl)")
 
+    def merge(self, target_id: int, source_id: int) -> Operator:
+        """Merge shard source_id into shard target_id (any two shards: a
+        shard owns a set of slot ranges, so they need not be adjacent).
+        When their replicas are on different nodes, the source's replicas
+        move onto the target's first."""
+        self.s.require_leader()
+        if target_id == source_id:
+            raise OperatorError(grpc.StatusCode.INVALID_ARGUMENT, f"placement: cannot merge shard {target_id} into itself")
+        target, source = self._shard(target_id), self._shard(source_id)
+        steps = merge_steps(source, target)
+        if isinstance(steps, str):
+            raise OperatorError(grpc.StatusCode.FAILED_PRECONDITION, f"placement: {steps}")
+        for s in steps:
+            if isinstance(s, AddLearner):
+                self._store_up(s.node_id)
+        moves = len(steps) - 2
+        how = f" after {moves // 3} replica move(s) onto shard {target_id}'s nodes" if moves else ""
+        return self._start(OperatorKind.MERGE, source_id, steps, f"merge shard {source_id} into shard {target_id}{how} (ctl)")
+
     def cancel(self, op_id: int) -> Operator | None:
         self.s.require_leader()
         op = self.table.running.get(op_id)
@@ -196,14 +238,25 @@ class Rebalancer:
 # ------------------------------------------------------------------- codec
 
 
-_KIND = {AddLearner: ppb.ADD_LEARNER, Promote: ppb.PROMOTE, RemoveReplica: ppb.REMOVE_REPLICA, TransferLeader: ppb.TRANSFER_LEADER, Split: ppb.SPLIT}
+_KIND = {
+    AddLearner: ppb.ADD_LEARNER, Promote: ppb.PROMOTE, RemoveReplica: ppb.REMOVE_REPLICA, TransferLeader: ppb.TRANSFER_LEADER,
+    Split: ppb.SPLIT, PrepareMerge: ppb.PREPARE_MERGE, CommitMerge: ppb.COMMIT_MERGE,
+}
 
 
 def step_to_pb(op_id: int, shard_id: int, step: Step) -> ppb.OperatorStep:
+    """shard_id: the shard whose leader carries the step out (a
+    CommitMerge: the target, whatever shard_id says)."""
+    if isinstance(step, CommitMerge):
+        shard_id = step.target_shard_id
     pb = ppb.OperatorStep(operator_id=op_id, shard_id=shard_id, kind=_KIND[type(step)])
     if isinstance(step, Split):
         pb.new_shard_id = step.new_shard_id
         pb.at_slot = step.at_slot
+    elif isinstance(step, PrepareMerge):
+        pb.other_shard_id = step.target_shard_id
+    elif isinstance(step, CommitMerge):
+        pb.other_shard_id = step.source_shard_id
     else:
         pb.node_id = step.node_id
     return pb

@@ -16,7 +16,12 @@ proposes operators (placement/operators.py), in priority order:
    never be undone by the next round);
 5. leader balance: the same for leader counts, by leader transfer;
 6. split: a shard over a size / key count / write rate threshold (0: off)
-   splits at its middle slot.
+   splits at its middle slot;
+7. merge (off unless `merge_size_bytes` or `merge_keys` is set): two shards
+   with the same replicas whose slots are adjacent, each below the merge
+   thresholds and together below half of every split threshold (hysteresis:
+   the merged shard is far from splitting again, and a shard just split is
+   far above the merge thresholds), merge into the one with the lower id.
 
 Rate limits: at most one operator per shard; a node takes part in at most
 `max_ops_per_node` running operators; at most `max_ops` run at once.
@@ -33,8 +38,10 @@ from dataclasses import dataclass, field
 
 from placement.operators import (
     AddLearner,
+    CommitMerge,
     Operator,
     OperatorKind,
+    PrepareMerge,
     Promote,
     RemoveReplica,
     Split,
@@ -60,6 +67,9 @@ class SchedulerConfig:
     split_write_rate: float = 0.0
     op_timeout_s: float = 60.0
     balance: bool = True
+    merge_size_bytes: int = 0
+    """Merge two adjacent shards both smaller than this (and merge_keys); 0 with merge_keys 0: never."""
+    merge_keys: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +95,7 @@ class _Round:
     def __init__(self, st: PlacementState, stats: Stats, now: float, cfg: SchedulerConfig) -> None:
         self.st, self.stats, self.now, self.cfg = st, stats, now, cfg
         self.out: list[Operator] = []
-        self.busy_shards = {op.shard_id for op in stats.running}
+        self.busy_shards = {sid for op in stats.running for sid in op.shards()}
         self.node_ops: collections.Counter[int] = collections.Counter()
         self.ops = len(stats.running)
         for op in stats.running:
@@ -161,6 +171,7 @@ class _Round:
             self.balance_replicas()
             self.balance_leaders()
         self.split()
+        self.merge()
         return self.out
 
     def repair(self) -> None:
@@ -292,6 +303,49 @@ class _Round:
             if hot and at is not None:
                 self.emit(OperatorKind.SPLIT, sid, (Split(next_id, at),), f"shard {sid} is over a split threshold ({load})")
                 next_id += 1
+
+    def merge(self) -> None:
+        c = self.cfg
+        if not (c.merge_size_bytes or c.merge_keys):
+            return
+        small: dict[int, ShardLoad] = {}
+        for sid in sorted(self.st.shards):
+            load = self.stats.shards.get(sid)
+            if load is None or not self.free(sid):
+                continue
+            if (c.merge_size_bytes and load.size_bytes >= c.merge_size_bytes) or (c.merge_keys and load.key_count >= c.merge_keys):
+                continue
+            small[sid] = load
+        taken: set[int] = set()
+        for target in sorted(small):
+            if target in taken or self.ops >= c.max_ops:
+                continue
+            for source in sorted(small):
+                if source == target or source in taken or not self.mergeable(target, source, small[target], small[source]):
+                    continue
+                self.emit(
+                    OperatorKind.MERGE, source, (PrepareMerge(target), CommitMerge(source, target)),
+                    f"shards {target} and {source} are below the merge thresholds ({small[target]}, {small[source]}): merge {source} into {target}",
+                )
+                self.busy_shards.add(target)
+                taken.update((target, source))
+                break
+
+    def mergeable(self, target: int, source: int, lt: ShardLoad, ls: ShardLoad) -> bool:
+        """Same replicas (the scheduler does not move replicas for a merge),
+        adjacent slots, and far enough below every split threshold."""
+        c = self.cfg
+        a, b = self.st.shards[target], self.st.shards[source]
+        if {(r.node_id, r.learner) for r in a.replicas} != {(r.node_id, r.learner) for r in b.replicas}:
+            return False
+        if not any(x[1] == y[0] for x in a.slots for y in b.slots) and not any(y[1] == x[0] for x in a.slots for y in b.slots):
+            return False
+        size, keys, rate = lt.size_bytes + ls.size_bytes, lt.key_count + ls.key_count, lt.write_rate + ls.write_rate
+        return not (
+            (c.split_size_bytes and size * 2 >= c.split_size_bytes)
+            or (c.split_keys and keys * 2 >= c.split_keys)
+            or (c.split_write_rate and rate * 2 >= c.split_write_rate)
+        )
 
 
 def next_shard_id(st: PlacementState, ops: Sequence[Operator]) -> int:

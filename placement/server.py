@@ -90,6 +90,14 @@ class PlacementConfig:
     initial_shards: int = 0
     """Shards of an automatic bootstrap (0: one per up store node)."""
     replicas: int = 3
+    split_keys: int = 0
+    """The scheduler splits a shard with at least this many live keys (0: never on key count)."""
+    split_size_bytes: int = 0
+    """The scheduler splits a shard with at least this many live bytes (0: never on size)."""
+    merge_keys: int = 0
+    """The scheduler merges two small shards each with fewer live keys than this (0: never on key count)."""
+    merge_size_bytes: int = 0
+    """The scheduler merges two small shards each with fewer live bytes than this (0: never on size)."""
 
 
 # ----------------------------------------------------------------- errors
@@ -681,8 +689,8 @@ class PlacementService(placement_pb2_grpc.PlacementServicer):
         return await self._operator(context, lambda: self.s.rebalancer.split(request.shard_id, request.at_slot))
 
     async def Merge(self, request: ppb.MergeRequest, context: grpc.aio.ServicerContext) -> ppb.OperatorResponse:  # type: ignore[type-arg]  # noqa: N802
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "placement: merging shards is not implemented yet (split and move are)")
-        raise AssertionError("unreachable")
+        # shard_id is the target (it keeps its id and takes the other's slots).
+        return await self._operator(context, lambda: self.s.rebalancer.merge(request.shard_id, request.other_shard_id))
 
     async def Move(self, request: ppb.MoveRequest, context: grpc.aio.ServicerContext) -> ppb.OperatorResponse:  # type: ignore[type-arg]  # noqa: N802
         return await self._operator(context, lambda: self.s.rebalancer.move(request.shard_id, request.from_node, request.to_node))

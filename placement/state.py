@@ -345,12 +345,19 @@ class PlacementState:
         if shard.epoch.is_newer_than(cur.epoch):
             if shard.slots != cur.slots:
                 for other in self.shards.values():
-                    if other.shard_id != shard.shard_id and intersect(other.slots, shard.slots):
+                    if other.shard_id != shard.shard_id and intersect(other.slots, shard.slots) and not self._absorbed(other, shard):
                         return ReportOutcome.SLOT_CONFLICT
             return ReportOutcome.ACCEPTED
         if shard.epoch == cur.epoch and shard.leader_node_id and shard.leader_term > cur.leader_term:
             return ReportOutcome.ACCEPTED  # same epoch, a newer leader: only the hint changes
         return ReportOutcome.STALE
+
+    @staticmethod
+    def _absorbed(other: Shard, shard: Shard) -> bool:
+        """Did shard (reported at a newer epoch) take over all of other's
+        slots, i.e. merge it? A shard's slots grow only by a CommitMerge in
+        its own log, which needs the other shard frozen for it."""
+        return bool(other.slots) and normalize(intersect(other.slots, shard.slots)) == normalize(other.slots)
 
     def _report(self, shard: Shard) -> Applied:
         shard = dataclasses.replace(shard, slots=normalize(shard.slots))
@@ -366,8 +373,15 @@ class PlacementState:
             new = dataclasses.replace(shard, leader_node_id=cur.leader_node_id, leader_term=cur.leader_term)
         else:
             new = shard
+        # A merge: the shards whose slots this one took over leave the map in the same change.
+        merged = tuple(sorted(
+            sid for sid, other in self.shards.items()
+            if sid != shard.shard_id and cur is not None and intersect(other.slots, new.slots) and self._absorbed(other, new)
+        ))
+        for sid in merged:
+            del self.shards[sid]
         self.shards[shard.shard_id] = new
-        return Applied(ReportResult(outcome, new), MapChange(self._bump(), shards=(new,)))
+        return Applied(ReportResult(outcome, new), MapChange(self._bump(), shards=(new,), removed_shards=merged))
 
     def _grant(self, cmd: GrantLease) -> Applied:
         if cmd.lease_id == 0:

@@ -3,11 +3,34 @@
 - Status: version "3.5.13" (the etcd API level served; Kubernetes checks it
   for watch progress requests); this router as leader, so `etcdctl endpoint
   status` shows a healthy member; header.revision the largest revision seen.
-- Alarm: no alarms yet (NOSPACE is not raised by store nodes yet).
-- Defragment: nothing to do (RocksDB compacts by itself): success.
-- HashKV: a CRC-32 over every key, value and mod revision of the whole key
-  space at one revision (read through the router like any range). It is
-  Flotilla's own hash, comparable only between Flotilla answers.
+  StatusResponse.errors lists every store node's active alarms as etcd
+  prints them ("memberID:<node id> alarm:NOSPACE "), and dbSize /
+  dbSizeInUse the space the store nodes use, summed (their last
+  measurement); a node that does not answer within a second is left out.
+- Alarm: the store nodes' alarms (shard/quota.py, etcd's semantics: a node
+  over its --quota-backend-bytes raises NOSPACE, and the leaders it hosts
+  refuse writes that add data until the alarm is disarmed). The member id of
+  a node's alarms is its node id. GET asks every store node (alarm NONE:
+  every alarm); ACTIVATE arms an alarm on the node memberID names (etcd
+  answers an unknown member the same way: it records it; here a member
+  that is no store node gets "etcdserver: member not found"); DEACTIVATE
+  disarms it there (memberID 0: on every node), answering the alarms it
+  disarmed. A node still over its quota raises NOSPACE again at its next
+  measurement (each --space-check-ms).
+- Defragment: every store node flushes and compacts its RocksDB, so the
+  space of deleted and compacted versions is given back and measured again
+  (etcd defragments the member the client talks to; the router's members
+  are all the store nodes).
+- HashKV: one hash per shard, from the shard's leader (another replica if
+  the leader cannot answer): shard/hashkv.py's CRC-32 of the shard's MVCC
+  state at revision R (every version after the shard's compact revision,
+  plus what compaction keeps). R is the request's revision, or the
+  revision of a whole-key-space count read. The answer's hash is the CRC-32
+  over, for each shard in slot order, its first slot and its hash (u32
+  big-endian each): two answers compare equal only for the same shard
+  layout at the same R. compact_revision is the highest over the shards;
+  hash_revision (and header.revision) is R. `flotilla ctl hashkv` compares
+  the replicas of every shard.
 - Snapshot: a backup of the whole key space at one revision R, in
   Flotilla's own format (below), streamed as etcd streams its db: in
   SnapshotResponse.blob chunks, the SHA-256 of all the bytes before it as the
@@ -36,19 +59,26 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import os
 import struct
 import zlib
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import TypeVar
 
 import grpc
 import grpc.aio
 
+from flotillapb import store_pb2 as spb
+from flotillapb import store_pb2_grpc
 from flotillapb.etcd.etcdserverpb import rpc_pb2 as epb
 from flotillapb.etcd.etcdserverpb import rpc_pb2_grpc
 from flotillapb.etcd.mvccpb import kv_pb2 as mvccpb
-from router.etcd_errors import EtcdError, abort_with
+from router.etcd_errors import EtcdError, abort_with, from_kv_error
 from router.kv import KvRouter, deadline_of
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 ETCD_VERSION = "3.5.13"
 
@@ -58,6 +88,23 @@ BACKUP_PAGE_KEYS = 512  # key-values per range while backing up
 BACKUP_CHUNK_BYTES = 64 * 1024  # SnapshotResponse.blob size (the last may be smaller)
 BACKUP_ALIGN = 512  # the bytes before the SHA-256 trailer: a multiple of this
 _U32 = struct.Struct(">I")
+STATUS_FANOUT_TIMEOUT_S = 1.0  # Status asks every store node for its alarms; a slow one is left out
+HASH_RETRY_S = 0.05
+
+
+def alarm_text(member_id: int, alarm: int) -> str:
+    """An alarm as etcd's StatusResponse.errors carries it (gogoproto's
+    AlarmMember.String(), trailing space included)."""
+    return f"memberID:{member_id} alarm:{epb.AlarmType.Name(alarm)} "
+
+
+def combine_shard_hashes(shard_hashes: Iterable[tuple[int, int]]) -> int:
+    """The HashKV answer: CRC-32 over (first slot, shard hash), u32 big-endian
+    each, of every shard in slot order."""
+    crc = 0
+    for first_slot, h in sorted(shard_hashes):
+        crc = zlib.crc32(_U32.pack(first_slot) + _U32.pack(h), crc)
+    return crc
 
 
 class BackupError(ValueError):
@@ -146,6 +193,39 @@ class MaintenanceServicer(rpc_pb2_grpc.MaintenanceServicer):
     def _header(self, h: epb.ResponseHeader) -> None:
         self._kv.stamp(h, self._revision())
 
+    # -- store nodes -----------------------------------------------------------------
+    async def _store_nodes(self) -> dict[int, str]:
+        """node id -> address of every store node hosting a replica in the map."""
+        cache = self._kv.cache
+        if not cache.shards():
+            await cache.refresh()
+        out: dict[int, str] = {}
+        for route in cache.shards():
+            for n in route.replicas:
+                address = cache.address(n)
+                if address:
+                    out[n] = address
+        return out
+
+    def _admin(self, address: str) -> store_pb2_grpc.StoreAdminStub:
+        return store_pb2_grpc.StoreAdminStub(self._kv.fwd.channels.channel(address))
+
+    async def _fan_out(
+        self, nodes: dict[int, str], call: Callable[[store_pb2_grpc.StoreAdminStub], Awaitable[T]], timeout_s: float
+    ) -> dict[int, T | grpc.aio.AioRpcError | TimeoutError]:
+        """call() on every node at once; each answer, or the error it ended with."""
+
+        async def one(address: str) -> T | grpc.aio.AioRpcError | TimeoutError:
+            try:
+                async with asyncio.timeout(timeout_s):
+                    return await call(self._admin(address))
+            except (grpc.aio.AioRpcError, TimeoutError) as exc:
+                return exc
+
+        ids = sorted(nodes)
+        answers = await asyncio.gather(*(one(nodes[n]) for n in ids))
+        return dict(zip(ids, answers))
+
     async def Status(self, request: epb.StatusRequest, context: grpc.aio.ServicerContext) -> epb.StatusResponse:  # noqa: N802
         ident = self._kv.identity
         resp = epb.StatusResponse(
@@ -155,35 +235,128 @@ class MaintenanceServicer(rpc_pb2_grpc.MaintenanceServicer):
             raftIndex=1,
             raftAppliedIndex=1,
         )
+        try:
+            nodes = await self._store_nodes()
+        except EtcdError:
+            nodes = {}
+        answers = await self._fan_out(
+            nodes, lambda stub: stub.Alarm(spb.StoreAlarmRequest(action=epb.AlarmRequest.GET)), STATUS_FANOUT_TIMEOUT_S
+        )
+        for nid, a in answers.items():
+            if isinstance(a, spb.StoreAlarmResponse):
+                resp.errors.extend(alarm_text(nid, alarm) for alarm in a.alarms)
+                resp.dbSize += a.used_bytes
+                resp.dbSizeInUse += a.used_bytes
         self._header(resp.header)
         return resp
 
     async def Alarm(self, request: epb.AlarmRequest, context: grpc.aio.ServicerContext) -> epb.AlarmResponse:  # noqa: N802
-        resp = epb.AlarmResponse()
+        try:
+            resp = await self._alarm(request, deadline_of(context, self._timeout_s))
+        except EtcdError as err:
+            await abort_with(context, err)
         self._header(resp.header)
         return resp
 
+    async def _alarm(self, request: epb.AlarmRequest, deadline: float) -> epb.AlarmResponse:
+        nodes = await self._store_nodes()
+        action = request.action
+        if action == epb.AlarmRequest.ACTIVATE:
+            if request.alarm == epb.NONE:
+                return epb.AlarmResponse()
+            if request.memberID not in nodes:
+                raise EtcdError("member_not_found")
+            nodes = {request.memberID: nodes[request.memberID]}
+        elif action == epb.AlarmRequest.DEACTIVATE and request.memberID:
+            if request.memberID not in nodes:
+                return epb.AlarmResponse()  # etcd: nothing active for that member
+            nodes = {request.memberID: nodes[request.memberID]}
+        timeout_s = max(0.0, deadline - asyncio.get_running_loop().time())
+        req = spb.StoreAlarmRequest(action=action, alarm=request.alarm)
+        answers = await self._fan_out(nodes, lambda stub: stub.Alarm(req), timeout_s)
+        resp = epb.AlarmResponse()
+        for nid, a in answers.items():
+            if not isinstance(a, spb.StoreAlarmResponse):
+                if action != epb.AlarmRequest.GET:
+                    raise EtcdError("timeout", f"store node {nid}: {a}")
+                log.warning("alarm list: store node %d did not answer (%s); its alarms are left out", nid, a)
+                continue
+            if action == epb.AlarmRequest.GET:
+                listed = list(a.alarms)
+            elif action == epb.AlarmRequest.ACTIVATE:
+                listed = [request.alarm]
+            else:
+                listed = list(a.changed)
+            resp.alarms.extend(epb.AlarmMember(memberID=nid, alarm=alarm) for alarm in listed)
+        return resp
+
     async def Defragment(self, request: epb.DefragmentRequest, context: grpc.aio.ServicerContext) -> epb.DefragmentResponse:  # noqa: N802
+        try:
+            nodes = await self._store_nodes()
+        except EtcdError as err:
+            await abort_with(context, err)
+        left = context.time_remaining()
+        answers = await self._fan_out(
+            nodes, lambda stub: stub.Defragment(spb.StoreDefragmentRequest()), 300.0 if left is None else max(0.0, left)
+        )
+        for nid, a in answers.items():
+            if not isinstance(a, spb.StoreDefragmentResponse):
+                await abort_with(context, EtcdError("timeout", f"store node {nid} did not defragment: {a}"))
+            log.info("store node %d defragmented: %d -> %d bytes used", nid, a.used_bytes_before, a.used_bytes_after)
         resp = epb.DefragmentResponse()
         self._header(resp.header)
         return resp
 
     async def HashKV(self, request: epb.HashKVRequest, context: grpc.aio.ServicerContext) -> epb.HashKVResponse:  # noqa: N802
+        deadline = deadline_of(context, self._timeout_s)
         try:
-            r = await self._kv.range(
-                epb.RangeRequest(key=b"\x00", range_end=b"\x00", revision=request.revision),
-                deadline_of(context, self._timeout_s),
-            )
+            revision = request.revision
+            if revision <= 0:
+                r = await self._kv.range(epb.RangeRequest(key=b"\x00", range_end=b"\x00", count_only=True), deadline)
+                revision = r.header.revision
+            routes = self._kv.cache.shards()
+            answers = await asyncio.gather(*(self.shard_hash(route.shard_id, revision, deadline) for route in routes))
         except EtcdError as err:
             await abort_with(context, err)
-        crc = 0
-        for kv in r.kvs:
-            crc = zlib.crc32(kv.key, crc)
-            crc = zlib.crc32(kv.value, crc)
-            crc = zlib.crc32(kv.mod_revision.to_bytes(8, "big"), crc)
-        resp = epb.HashKVResponse(hash=crc)
-        self._kv.stamp(resp.header, r.header.revision)
+        firsts = [min((lo for lo, _ in route.slot_ranges), default=0) for route in routes]
+        resp = epb.HashKVResponse(
+            hash=combine_shard_hashes((first, a.hash) for first, a in zip(firsts, answers)),
+            compact_revision=max((a.compact_revision for a in answers), default=0),
+            hash_revision=revision,
+        )
+        self._kv.stamp(resp.header, revision)
         return resp
+
+    async def shard_hash(self, shard_id: int, revision: int, deadline: float) -> spb.ShardHashKVResponse:
+        """One shard's HashKV at revision, from its leader, else another replica
+        (a follower not caught up with revision yet answers StaleReadNotReady),
+        retried until the deadline. KV errors (COMPACTED, FUTURE_REVISION) are
+        final."""
+        loop = asyncio.get_running_loop()
+        turn = 0
+        last = "no replica answered"
+        while loop.time() < deadline:
+            route = self._kv.cache.shard(shard_id)
+            if route is None or not route.replicas:
+                raise EtcdError("no_leader", f"shard {shard_id} is not in the map")
+            order = ([route.leader] if route.leader else []) + [n for n in route.replicas if n != route.leader]
+            node = order[turn % len(order)]
+            turn += 1
+            address = self._kv.cache.address(node)
+            try:
+                async with asyncio.timeout(max(0.0, deadline - loop.time())):
+                    a = await self._admin(address).HashKV(spb.ShardHashKVRequest(shard_id=shard_id, revision=revision))
+            except (grpc.aio.AioRpcError, TimeoutError) as exc:
+                last = f"node {node}: {exc}"
+                continue
+            if not a.header.HasField("error"):
+                return a
+            if a.header.error.HasField("kv"):
+                if a.header.error.kv.code != spb.KvError.FUTURE_REVISION or turn > 3 * len(order):
+                    raise from_kv_error(a.header.error.kv)
+            last = f"node {node}: {a.header.error}"
+            await asyncio.sleep(HASH_RETRY_S)  # sleep-ok: back off between replicas within the deadline
+        raise EtcdError("timeout", f"HashKV of shard {shard_id}: {last}")
 
     async def Hash(self, request: epb.HashRequest, context: grpc.aio.ServicerContext) -> epb.HashResponse:  # noqa: N802
         await abort_with(context, EtcdError("unimplemented", "Hash covers one etcd backend; use HashKV"))

@@ -140,8 +140,19 @@ class WatchMerger:
         """Swap one source for others (a shard split while watched): the new
         ones start at the old one's frontier, and take its pending events."""
         s = self._sources.pop(old)
-        for i, n in enumerate(new):
-            self._sources[n] = _Source(s.frontier, list(s.pending) if i == 0 else [])
+        pending_given = False
+        for n in new:
+            cur = self._sources.get(n)
+            if cur is not None:
+                # Already a source (a merge into a shard this watch reads):
+                # its stream goes on from its own frontier; it takes the old
+                # source's pending events, in revision order.
+                if s.pending and not pending_given:
+                    cur.pending = sorted([*cur.pending, *s.pending], key=event_revision)
+                    pending_given = True
+                continue
+            self._sources[n] = _Source(s.frontier, [] if pending_given else list(s.pending))
+            pending_given = True
         return self._release()
 
     def _release(self) -> list[Any]:

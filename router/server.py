@@ -138,9 +138,8 @@ class RouterServer:
         )
         # Through add_servicer: an undecodable request gets grpc-go's INTERNAL "grpc: error unmarshalling request".
         add_servicer(server, rpc_pb2_grpc.add_KVServicer_to_server, KvServicer(self.kv, cfg.request_timeout_s))
-        add_servicer(
-            server, rpc_pb2_grpc.add_WatchServicer_to_server, WatchServicer(self.forwarder, self.cache, cfg.watch, self._stamp)
-        )
+        self.watch_servicer = WatchServicer(self.forwarder, self.cache, cfg.watch, self._stamp)
+        add_servicer(server, rpc_pb2_grpc.add_WatchServicer_to_server, self.watch_servicer)
         add_servicer(server, rpc_pb2_grpc.add_LeaseServicer_to_server, LeaseServicer(self.link, self._stamp))
         add_servicer(server, rpc_pb2_grpc.add_ClusterServicer_to_server, ClusterServicer(self.members, self._stamp))
         add_servicer(

@@ -24,6 +24,21 @@ idle (the router asks shards for progress every ``shard_progress_ms``).
   watch_id -1 at the least frontier over the stream's watches.
 - Fragmenting large responses is not done: each response carries whole
   revisions.
+- Memory per client is bounded, as etcd bounds it (its watch stream's
+  buffered send channel, "victim" watchers and syncVictimsLoop): the
+  responses waiting to be sent to one client stream hold at most
+  ``send_queue_bytes`` of events (one response may go past it when nothing
+  else waits, so a large revision still goes through). A watch whose
+  released events do not fit is paused: its shard streams are closed and
+  what it had not yet queued is dropped, remembering the revision up to
+  which every event was queued. Once the client has taken the queue down to
+  half, every paused watch is resumed from the next revision on every shard
+  it reads (the shards' history), so no event is lost and none is sent
+  twice. If that revision was compacted meanwhile, the watch is canceled
+  with compact_revision set, as etcd cancels a watcher that fell behind a
+  compaction. Progress notifications that do not fit are skipped (a later
+  one says more). ``WatchSession.queued_bytes`` is the measure, and
+  ``max_queued_bytes`` / ``pauses`` what a test can read.
 """
 
 from __future__ import annotations
@@ -42,7 +57,7 @@ from flotillapb import store_pb2 as spb
 from flotillapb import store_pb2_grpc
 from flotillapb.etcd.etcdserverpb import rpc_pb2 as epb
 from flotillapb.etcd.etcdserverpb import rpc_pb2_grpc
-from router import merge
+from router import merge, slots
 from router.cache import RoutingCache, ShardRoute
 from router.etcd_errors import from_kv_error
 from router.forward import Forwarder
@@ -54,6 +69,10 @@ log = logging.getLogger(__name__)
 class WatchConfig:
     progress_notify_interval_s: float = 600.0
     shard_progress_ms: int = 100
+    send_queue_bytes: int = 4 * 1024 * 1024
+    handover_timeout_s: float = 10.0
+    """How long a watch waits for the map to show who owns a split (or merged) shard's slots."""
+    """Events waiting to be sent to one client stream, at most (serialized size)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +93,33 @@ class _Watch:
         self.queue: asyncio.Queue[_Batch] = asyncio.Queue()
         self.tasks: dict[int, asyncio.Task[None]] = {}
         self.runner: asyncio.Task[None] | None = None
+        self.delivered = max(0, create.start_revision - 1)
+        """Every event of the watch with a revision up to this is queued for the client (0: none yet, from now)."""
+        self.resume_from = 0
+        """While paused: the revision to resume every shard stream from."""
+
+    def restart(self, start: int) -> None:
+        """Fresh state to resume from `start` on the same shards (after a pause)."""
+        self.merger = merge.WatchMerger(self.merger.sources, start)
+        self.queue = asyncio.Queue()
+        self.delivered = start - 1
+
+
+def _chunks(events: list[Any], target_bytes: int) -> list[list[Any]]:
+    """Events cut into responses of about target_bytes, never inside a revision."""
+    out: list[list[Any]] = []
+    cur: list[Any] = []
+    size = 0
+    for ev in events:
+        n = ev.ByteSize() + 4
+        if cur and size + n > target_bytes and merge.event_revision(ev) != merge.event_revision(cur[-1]):
+            out.append(cur)
+            cur, size = [], 0
+        cur.append(ev)
+        size += n
+    if cur:
+        out.append(cur)
+    return out
 
 
 class WatchSession:
@@ -84,10 +130,17 @@ class WatchSession:
         self._cache = cache
         self._cfg = cfg
         self._stamp = stamp
-        self._out: asyncio.Queue[epb.WatchResponse | None] = asyncio.Queue()
+        self._out: asyncio.Queue[tuple[epb.WatchResponse, int] | None] = asyncio.Queue()
         self._watches: dict[int, _Watch] = {}
+        self._victims: dict[int, _Watch] = {}
         self._next_id = 0
         self._turn = itertools.count()
+        self.queued_bytes = 0
+        """Serialized size of the event responses waiting to be sent."""
+        self.max_queued_bytes = 0
+        self.max_response_bytes = 0
+        self.pauses = 0
+        self.resumes = 0
 
     def _header(self, revision: int) -> epb.ResponseHeader:
         h = epb.ResponseHeader()
@@ -98,14 +151,56 @@ class WatchSession:
         reader = asyncio.create_task(self._read(requests))
         try:
             while True:
-                resp = await self._out.get()
-                if resp is None:
+                item = await self._out.get()
+                if item is None:
                     return
+                resp, size = item
+                self.queued_bytes -= size
+                if self._victims and self.queued_bytes <= self._cfg.send_queue_bytes // 2:
+                    self._resume_victims()
                 yield resp
         finally:
             reader.cancel()
             for w in list(self._watches.values()):
                 self._stop(w)
+
+    def _send(self, resp: epb.WatchResponse) -> None:
+        """Queue a control response (created, canceled, progress): never refused."""
+        self._out.put_nowait((resp, 0))
+
+    def _offer(self, resp: epb.WatchResponse) -> bool:
+        """Queue an event response if it fits under send_queue_bytes (or
+        nothing else waits); False: it does not, and nothing was queued."""
+        size = resp.ByteSize()
+        self.max_response_bytes = max(self.max_response_bytes, size)
+        if self.queued_bytes > 0 and self.queued_bytes + size > self._cfg.send_queue_bytes:
+            return False
+        self.queued_bytes += size
+        self.max_queued_bytes = max(self.max_queued_bytes, self.queued_bytes)
+        self._out.put_nowait((resp, size))
+        return True
+
+    def _pause(self, w: _Watch, resume_from: int) -> None:
+        """The client is not taking events fast enough: close the watch's
+        shard streams and drop what it had not queued (etcd's victim)."""
+        for t in w.tasks.values():
+            t.cancel()
+        w.tasks = {}
+        w.resume_from = resume_from
+        self._victims[w.watch_id] = w
+        self.pauses += 1
+        log.debug("watch=%d paused: %d bytes waiting for the client; resumes from revision %d", w.watch_id, self.queued_bytes, resume_from)
+
+    def _resume_victims(self) -> None:
+        victims, self._victims = self._victims, {}
+        for wid, w in victims.items():
+            if self._watches.get(wid) is not w:
+                continue  # canceled meanwhile
+            w.restart(w.resume_from)
+            for sid in w.merger.sources:
+                w.tasks[sid] = asyncio.create_task(self._shard_stream(w, sid, w.resume_from))
+            w.runner = asyncio.create_task(self._merge(w))
+            self.resumes += 1
 
     async def _read(self, requests: AsyncIterator[epb.WatchRequest]) -> None:
         try:
@@ -116,8 +211,8 @@ class WatchSession:
                 elif which == "cancel_request":
                     self._cancel(req.cancel_request.watch_id)
                 elif which == "progress_request":
-                    rev = min((w.merger.frontier() for w in self._watches.values()), default=self._fwd.last_revision)
-                    self._out.put_nowait(epb.WatchResponse(header=self._header(rev), watch_id=-1))
+                    rev = min((w.delivered if w.watch_id in self._victims else w.merger.frontier() for w in self._watches.values()), default=self._fwd.last_revision)
+                    self._send(epb.WatchResponse(header=self._header(rev), watch_id=-1))
         except grpc.aio.AioRpcError:
             pass
         finally:
@@ -133,7 +228,7 @@ class WatchSession:
             wid = self._next_id
             self._next_id += 1
         elif wid in self._watches:
-            self._out.put_nowait(
+            self._send(
                 epb.WatchResponse(
                     header=self._header(self._fwd.last_revision),
                     watch_id=-1,
@@ -146,11 +241,11 @@ class WatchSession:
         try:
             shard_ids = [s.shard_id for s in self._cache.shards_for_range(create.key, create.range_end)]
         except Exception as exc:  # noqa: BLE001 - the map is empty: say so on the stream
-            self._out.put_nowait(epb.WatchResponse(watch_id=wid, created=True, canceled=True, cancel_reason=str(exc)))
+            self._send(epb.WatchResponse(watch_id=wid, created=True, canceled=True, cancel_reason=str(exc)))
             return
         w = _Watch(wid, create, shard_ids)
         self._watches[wid] = w
-        self._out.put_nowait(epb.WatchResponse(header=self._header(self._fwd.last_revision), watch_id=wid, created=True))
+        self._send(epb.WatchResponse(header=self._header(self._fwd.last_revision), watch_id=wid, created=True))
         for sid in shard_ids:
             w.tasks[sid] = asyncio.create_task(self._shard_stream(w, sid, create.start_revision))
         w.runner = asyncio.create_task(self._merge(w))
@@ -160,10 +255,11 @@ class WatchSession:
         if w is None:
             return
         self._stop(w)
-        self._out.put_nowait(epb.WatchResponse(header=self._header(w.merger.frontier()), watch_id=wid, canceled=True))
+        self._send(epb.WatchResponse(header=self._header(w.merger.frontier()), watch_id=wid, canceled=True))
 
     def _stop(self, w: _Watch) -> None:
         self._watches.pop(w.watch_id, None)
+        self._victims.pop(w.watch_id, None)
         for t in w.tasks.values():
             t.cancel()
         if w.runner is not None and w.runner is not asyncio.current_task():
@@ -180,12 +276,13 @@ class WatchSession:
                 async with asyncio.timeout(timeout):
                     b = await w.queue.get()
             except TimeoutError:
-                self._out.put_nowait(epb.WatchResponse(header=self._header(w.merger.frontier()), watch_id=w.watch_id))
+                # Skipped when the client is behind: a later notification says more.
+                self._offer(epb.WatchResponse(header=self._header(w.merger.frontier()), watch_id=w.watch_id))
                 last_sent = loop.time()
                 continue
             if b.compact_revision:
                 self._stop(w)
-                self._out.put_nowait(
+                self._send(
                     epb.WatchResponse(
                         header=self._header(self._fwd.last_revision),
                         watch_id=w.watch_id,
@@ -196,7 +293,7 @@ class WatchSession:
                 return
             if b.cancel_reason:
                 self._stop(w)
-                self._out.put_nowait(
+                self._send(
                     epb.WatchResponse(
                         header=self._header(self._fwd.last_revision), watch_id=w.watch_id, canceled=True, cancel_reason=b.cancel_reason
                     )
@@ -211,12 +308,21 @@ class WatchSession:
                         w.tasks[sid] = asyncio.create_task(self._shard_stream(w, sid, start))
             else:
                 released = w.merger.add(b.shard_id, b.events, b.progress_revision)
-            if released:
-                rev = max(w.merger.frontier(), merge.event_revision(released[-1]))
+            chunks = _chunks(released, max(1, self._cfg.send_queue_bytes // 4))
+            for i, chunk in enumerate(chunks):
+                last = i == len(chunks) - 1
+                rev = max(w.merger.frontier(), merge.event_revision(chunk[-1])) if last else merge.event_revision(chunk[-1])
                 resp = epb.WatchResponse(header=self._header(rev), watch_id=w.watch_id)
-                resp.events.extend(released)
-                self._out.put_nowait(resp)
+                resp.events.extend(chunk)
+                if not self._offer(resp):
+                    # Everything up to w.delivered is queued; this chunk (and
+                    # all after it) comes again from the shards.
+                    self._pause(w, w.delivered + 1 if w.delivered > 0 else merge.event_revision(chunk[0]))
+                    return
+                w.delivered = max(w.delivered, merge.event_revision(chunk[-1]))
                 last_sent = loop.time()
+            # Every event up to the frontier is released, and what was released is queued.
+            w.delivered = max(w.delivered, w.merger.frontier())
 
     def _pick(self, route: ShardRoute, avoid: set[int]) -> int:
         candidates = [n for n in route.replicas if n not in avoid] or list(route.replicas)
@@ -230,7 +336,11 @@ class WatchSession:
         original = self._cache.shard(shard_id)
         while True:
             route = self._cache.shard(shard_id)
-            if route is None:
+            if route is None or (original is not None and route.slot_ranges != original.slot_ranges):
+                # Split or merged away, seen in the map before (or instead of)
+                # an epoch error from the node: a stream that broke with
+                # UNAVAILABLE at the split would otherwise reopen on the
+                # shrunken shard and miss the moved slots' events.
                 await self._moved(w, shard_id, original)
                 return
             node = self._pick(route, avoid)
@@ -280,15 +390,33 @@ class WatchSession:
             await asyncio.sleep(0.05)
 
     async def _moved(self, w: _Watch, shard_id: int, original: ShardRoute | None) -> None:
-        """The shard's slots now belong to other shards: hand over to them."""
-        owners: set[int] = set()
+        """The shard's slots (those this watch reads) changed owners: hand over
+        to their owners now. A slot whose new owner the map does not show yet
+        is waited for (refreshing the map), within ``handover_timeout_s``;
+        past that the watch is canceled rather than silently missing its
+        events (the client re-creates it from its last revision)."""
+        watched: list[int] = []
         if original is not None:
-            for lo, hi in original.slot_ranges:
-                for slot in range(lo, hi):
-                    try:
-                        owners.add(self._cache.shard_of_slot(slot).shard_id)
-                    except Exception:  # noqa: BLE001 - a slot without a known owner: keep looking later
-                        continue
+            one = slots.range_slot(w.create.key, w.create.range_end, self._cache.slot_count)
+            watched = [one] if one is not None else [s for lo, hi in original.slot_ranges for s in range(lo, hi)]
+            watched = [s for s in watched if any(lo <= s < hi for lo, hi in original.slot_ranges)]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._cfg.handover_timeout_s
+        while True:
+            owners: set[int] = set()
+            unknown = False
+            for slot in watched:
+                try:
+                    owners.add(self._cache.shard_of_slot(slot).shard_id)
+                except Exception:  # noqa: BLE001 - no known owner yet
+                    unknown = True
+            if not unknown:
+                break
+            if loop.time() >= deadline:
+                w.queue.put_nowait(_Batch(shard_id, cancel_reason="watch could not follow a shard split or merge; re-create it"))
+                return
+            await self._cache.refresh()
+            await asyncio.sleep(0.05)  # sleep-ok: a bounded poll for the map to show the new owner
         w.queue.put_nowait(_Batch(shard_id, moved=tuple(sorted(owners))))
 
 
@@ -298,10 +426,16 @@ class WatchServicer(rpc_pb2_grpc.WatchServicer):
         self._cache = cache
         self._cfg = cfg
         self._stamp = stamp
+        self.sessions: set[WatchSession] = set()
+        """The client streams being served (their queues are what tests measure)."""
 
     async def Watch(  # noqa: N802
         self, request_iterator: AsyncIterator[epb.WatchRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[epb.WatchResponse]:
         session = WatchSession(self._fwd, self._cache, self._cfg, self._stamp)
-        async for resp in session.run(request_iterator):
-            yield resp
+        self.sessions.add(session)
+        try:
+            async for resp in session.run(request_iterator):
+                yield resp
+        finally:
+            self.sessions.discard(session)

@@ -20,6 +20,9 @@ Requests, by kind:
     4 COMPACT  q revision | B physical
     5 CLOSED   Q ts
     6 SPLIT    Q new_shard_id | I n | n * (I lo | I hi)
+    9 PREPARE_MERGE  Q target_shard_id | Q target conf_version | Q target slot_version
+   10 COMMIT_MERGE   Q source_shard_id | Q source_index | q source_revision
+                     | Q source conf_version | Q source slot_version
     7 RANGE    bytes key | bytes range_end | q limit | q revision | B sort_order
                | B sort_target | B flags (1 serializable, 2 keys_only, 4 count_only)
                | q min_mod | q max_mod | q min_create | q max_create   (in txn ops only)
@@ -61,6 +64,8 @@ from shard.types import (
     DeleteRangeRequest,
     DeleteRangeResponse,
     KeyValue,
+    CommitMerge,
+    PrepareMerge,
     PutRequest,
     PutResponse,
     RangeRequest,
@@ -80,6 +85,7 @@ FORMAT_VERSION = 1
 
 K_PUT, K_DELETE, K_TXN, K_COMPACT, K_CLOSED, K_SPLIT, K_ACK, K_RANGE = 1, 2, 3, 4, 5, 6, 5, 7
 K_DELETE_LEASE_KEYS = 8
+K_PREPARE_MERGE, K_COMMIT_MERGE = 9, 10
 
 _HEAD = struct.Struct(">BBQQQQ")
 _HEAD_V2 = struct.Struct(">BBQQQQQ")
@@ -215,6 +221,16 @@ def _write_request(w: _Writer, r: Request | RequestOp) -> None:
         for lo, hi in r.moved:
             w.u32(lo)
             w.u32(hi)
+    elif isinstance(r, PrepareMerge):
+        w.u64(r.target_shard_id)
+        w.u64(r.target_epoch[0])
+        w.u64(r.target_epoch[1])
+    elif isinstance(r, CommitMerge):
+        w.u64(r.source_shard_id)
+        w.u64(r.source_index)
+        w.i64(r.source_revision)
+        w.u64(r.source_epoch[0])
+        w.u64(r.source_epoch[1])
     elif isinstance(r, DeleteLeaseKeys):
         w.i64(r.lease_id)
         w.u32(len(r.keys))
@@ -239,6 +255,8 @@ _REQUEST_KINDS: tuple[tuple[type, int], ...] = (
     (ClosedTs, K_CLOSED),
     (Split, K_SPLIT),
     (DeleteLeaseKeys, K_DELETE_LEASE_KEYS),
+    (PrepareMerge, K_PREPARE_MERGE),
+    (CommitMerge, K_COMMIT_MERGE),
     (RangeRequest, K_RANGE),
 )
 
@@ -304,6 +322,12 @@ def _read_request(r: _Reader, kind: int, depth: int = 0) -> Request | RequestOp:
         sid = r.u64()
         moved = tuple((r.u32(), r.u32()) for _ in range(r.count()))
         return Split(sid, moved)
+    if kind == K_PREPARE_MERGE:
+        target = r.u64()
+        return PrepareMerge(target, (r.u64(), r.u64()))
+    if kind == K_COMMIT_MERGE:
+        source, index, rev = r.u64(), r.u64(), r.i64()
+        return CommitMerge(source, index, rev, (r.u64(), r.u64()))
     if kind == K_DELETE_LEASE_KEYS:
         lease_id = r.i64()
         return DeleteLeaseKeys(lease_id, tuple(r.blob() for _ in range(r.count())))

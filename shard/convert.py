@@ -330,6 +330,7 @@ _KV_CODES: dict[type[se.ShardError], int] = {
     se.ValueProvided: spb.KvError.VALUE_PROVIDED,
     se.LeaseProvided: spb.KvError.LEASE_PROVIDED,
     se.LeaseNotFound: spb.KvError.LEASE_NOT_FOUND,
+    se.NoSpace: spb.KvError.NO_SPACE,
 }
 
 

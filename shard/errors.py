@@ -17,6 +17,8 @@
         OutcomeUnknown              a retried command older than its router's latest applied one
                                     (the router answers UNAVAILABLE, never applies it twice)
         LeaseNotFound               "etcdserver: requested lease not found" (a put names a lease placement does not have)
+        NoSpace                     "etcdserver: mvcc: database space exceeded" (the node's NOSPACE alarm is
+                                    active: shard/quota.py; refused before proposing, never logged)
         InvalidCommand              a log entry that does not decode (a bug upstream; it is
                                     answered, not applied, on every replica alike)
 
@@ -118,6 +120,11 @@ class LeaseNotFound(ShardError):
     message = "etcdserver: requested lease not found"
 
 
+class NoSpace(ShardError):
+    code = 14
+    message = "etcdserver: mvcc: database space exceeded"
+
+
 ERRORS_BY_CODE: dict[int, type[ShardError]] = {
     cls.code: cls
     for cls in (
@@ -134,5 +141,6 @@ ERRORS_BY_CODE: dict[int, type[ShardError]] = {
         OutcomeUnknown,
         InvalidCommand,
         LeaseNotFound,
+        NoSpace,
     )
 }

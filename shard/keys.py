@@ -36,6 +36,11 @@ Meta kinds (per shard, so two shards on one node never collide):
     0x06 STATS   the live key count and approximate live size (sum of
                  len(key) + len(value) of the live keys) of the shard's slots;
                  absent for a shard created before it was kept (unknown)
+    0x07 MERGE   a merge source's freeze (PrepareMerge applied): the target
+                 shard, the index of the PrepareMerge entry, the revision then,
+                 and whether the target applied its CommitMerge (absent: not
+                 frozen)
+    0x08 MERGED  per shard merged into this one (key suffix: its shard id)
     0x10 DEDUP   per router id (key suffix: router_id u64): the window's floor;
                  per applied (router id, seq) in the window (key suffix:
                  router_id u64 | seq u64): its outcome
@@ -55,6 +60,7 @@ Records are struct-packed and versioned by their first byte (never pickle)::
     GROUP  B ver=1 | I nv | I nl | nv * Q voter | nl * Q learner
     CHILD  B ver=1 (empty otherwise)
     STATS  B ver=1 | Q key_count | Q size_bytes
+    MERGE  B ver=1 | Q target | Q index | Q revision | B committed
 
 A record with an unknown version or a wrong length raises ``RecordError``.
 """
@@ -104,6 +110,8 @@ class MetaKind(enum.IntEnum):
     GROUP = 0x04
     CHILD = 0x05
     STATS = 0x06
+    MERGE = 0x07
+    MERGED = 0x08
     DEDUP = 0x10
 
 
@@ -245,6 +253,18 @@ def group_key(shard_id: int) -> bytes:
 
 def stats_key(shard_id: int) -> bytes:
     return META_PREFIX + _META.pack(shard_id, MetaKind.STATS)
+
+
+def merge_key(shard_id: int) -> bytes:
+    return META_PREFIX + _META.pack(shard_id, MetaKind.MERGE)
+
+
+def merged_prefix(shard_id: int) -> bytes:
+    return META_PREFIX + _META.pack(shard_id, MetaKind.MERGED)
+
+
+def merged_key(shard_id: int, source_shard_id: int) -> bytes:
+    return merged_prefix(shard_id) + _REV.pack(source_shard_id)
 
 
 def child_prefix(shard_id: int) -> bytes:
@@ -423,6 +443,31 @@ def decode_stats(raw: bytes) -> tuple[int, int]:
         raise RecordError(f"bad stats record ({len(raw)} bytes)")
     _, key_count, size_bytes = _STATS.unpack(raw)
     return key_count, size_bytes
+
+
+_MERGE = struct.Struct(">BQQQB")
+
+
+@dataclass(frozen=True, slots=True)
+class MergeState:
+    """A merge source's freeze: into `target`, at log `index`, at `revision`;
+    `committed` once the target applied the CommitMerge."""
+
+    target: int
+    index: int
+    revision: int
+    committed: bool = False
+
+
+def encode_merge(m: MergeState) -> bytes:
+    return _MERGE.pack(FORMAT_VERSION, m.target, m.index, m.revision, int(m.committed))
+
+
+def decode_merge(raw: bytes) -> MergeState:
+    if len(raw) != _MERGE.size or raw[0] != FORMAT_VERSION:
+        raise RecordError(f"bad merge record ({len(raw)} bytes)")
+    _, target, index, revision, committed = _MERGE.unpack(raw)
+    return MergeState(target, index, revision, bool(committed))
 
 
 def encode_epoch(conf_version: int, slot_version: int) -> bytes:

@@ -39,7 +39,26 @@ split loop (in ``run``) creates it once the apply batch is on disk, with a
 Raft group bootstrapped at index 0 from the conf state recorded in the new
 shard's meta (the parent's at the split entry), so its initial log is the
 same on every replica. At restart, ``open_split_shards`` hosts every shard
-whose meta says a split created it.
+whose meta says a split created it. ``host_shard`` (the map's way in) does
+not host a shard whose slots a replica here still holds (one that missed
+the split): that replica's older log or snapshot would overwrite them.
+
+Destruction: ``destroy_replica()`` deletes a replica the caller no longer
+wants (the store agent decides: see flotilla/storeagent.py): its Raft group,
+meta and the data of its slots no other shard here holds, in one synced
+batch, leaving a tombstone (its conf_version) in the log store; ``host_shard``
+hosts it again only for a newer conf_version.
+
+Merges (placement's MERGE operator): ``prepare_merge()`` as the source's
+leader proposes a ``PrepareMerge``; the frozen source then refuses reads and
+writes with WrongShard (the router refreshes its map and retries) and
+proposes no closed timestamps, but still serves watches (its history is
+final). ``commit_merge()`` as the target's leader proposes a ``CommitMerge``
+only once the local source replica is frozen for it (placement has also
+seen every source replica report the freeze, ``merge_target``). Every
+replica that applies the CommitMerge then destroys its source replica,
+keeping the slots' data (the target's now); one that restarts before doing
+so destroys it when it would host it (``merged_away``).
 
 Leases (when the node is given a ``LeaseRegistry``, i.e. placement): a write
 that puts a key with a lease first attaches the key to the lease in
@@ -70,14 +89,19 @@ from raft.core import ConfState, ProposalDropped, StateRole
 from raft.core.errors import FlotillaError
 from raft.core.types import Entry
 from raft.runtime.clock import Clock
-from raft.runtime.host import GroupHost
+from raft.runtime.host import GroupHost, GroupNotFound
 from shard import hlc, slots
 from shard.codec import encode_command
 from shard import keys
 from shard.engine import KvEngine, scan
+from shard import snapshot as shard_snapshot
 from shard.errors import EmptyKey, FutureRevision, InvalidSplit, LeaseNotFound, ShardError, SlotNotOwned
 from shard.leasekeys import LeaseChange, LeaseRegistry, LeaseRegistryUnavailable, lease_changes, lease_puts
 from shard.mvcc import in_range
+from shard.hashkv import KvHash, records as mvcc_records
+from shard.quota import DEFAULT_QUOTA_BYTES, SpaceQuota
+from shard.errors import RevisionCompacted
+from shard.space import SpaceMeter
 from shard.statemachine import Applied, ShardStateMachine, validate
 from shard.types import (
     BOOTSTRAP_EPOCH,
@@ -99,6 +123,7 @@ from shard.types import (
     Split,
     TxnRequest,
 )
+from shard.types import CommitMerge, PrepareMerge
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +191,10 @@ class NodeConfig:
     """Events a watcher may have waiting to be sent; beyond, it is cancelled."""
     watch_batch_events: int = 1_000
     watch_progress_interval_s: float = 1.0
+    quota_bytes: int = DEFAULT_QUOTA_BYTES
+    """The space quota (shard/quota.py); -1: none."""
+    space_check_interval_s: float = 1.0
+    """How often the space used is measured (with a SpaceMeter)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -344,6 +373,10 @@ class ShardReplica:
         self._clock_update = clock_update
         self._on_split = on_split
         self._on_events = on_events
+        self.on_merge: Callable[[int, int, int], None] | None = None
+        """(target shard, index, source shard) of each CommitMerge applied here."""
+        self.retired = False
+        """This frozen replica's merge target applied the CommitMerge here: it is being destroyed."""
 
     @property
     def epoch(self) -> Epoch:
@@ -372,6 +405,16 @@ class ShardReplica:
                     w.cancel_routing(EpochNotMatch(self.sm.epoch, self.sm.slot_ranges))
                 if self._on_split is not None:
                     self._on_split(self.shard_id, a.index, a.split_to)
+            if a.frozen:
+                # Watchers stay: the shard's history is final and they have
+                # it all; they end when the replica is destroyed.
+                log.info("shard=%d applied PrepareMerge at index=%d: frozen for shard=%d epoch=%s", self.shard_id, a.index, self.sm.merge_state.target if self.sm.merge_state else 0, self.sm.epoch)
+            if a.merged_from:
+                # Watchers stay too: the source's slots join their feed from
+                # here on, every event above both shards' last revisions.
+                log.info("shard=%d applied CommitMerge at index=%d: took over shard=%d epoch=%s slots=%s", self.shard_id, a.index, a.merged_from, self.sm.epoch, self.sm.slot_ranges)
+                if self.on_merge is not None:
+                    self.on_merge(self.shard_id, a.index, a.merged_from)
         self._clock_update(self.sm.readable_revision)
         return out
 
@@ -399,6 +442,11 @@ class ShardReplica:
         self._clock_update(self.sm.readable_revision)
         for w in list(self.watchers):
             w.cancel("the replica installed a snapshot; resume from the revision after the last event received")
+        if self.on_merge is not None:
+            # A snapshot taken after a merge: the source's local replica (still
+            # frozen here) is destroyed as if this replica had applied it.
+            for source in sorted(self.sm.merged_sources):
+                self.on_merge(self.shard_id, self.sm.applied_index(), source)
 
 
 # --- the node ----------------------------------------------------------------------------------
@@ -459,11 +507,17 @@ class StoreNode:
         self.request_counts: dict[int, list[int]] = {}
         self._tg: asyncio.TaskGroup | None = None
         self._splits: asyncio.Queue[tuple[int, int, int]] = asyncio.Queue()
+        self._merges: asyncio.Queue[tuple[int, int, int]] = asyncio.Queue()
         self._created: dict[int, asyncio.Event] = collections.defaultdict(asyncio.Event)
         self.leases: LeaseRegistry | None = None
         """Placement's leases; None: puts with a lease are not checked (static clusters)."""
         self._lease_reports: list[tuple[int, LeaseChange]] = []
         self._lease_kick = asyncio.Event()
+        self._destroying: set[int] = set()
+        self.quota = SpaceQuota(self.cfg.quota_bytes)
+        """The node's quota and alarms: its shard leaders refuse growing writes while NOSPACE is active."""
+        self.space: SpaceMeter | None = None
+        """Measures the space used, every space_check_interval_s; None: no measurement."""
 
     # -- wiring ----------------------------------------------------------------------
     async def add_shard(
@@ -501,6 +555,7 @@ class StoreNode:
     async def _host_replica(self, sm: ShardStateMachine, bootstrap: ConfState) -> None:
         shard_id = sm.shard_id
         rep = ShardReplica(sm, self.hlc.update, self._queue_split, self._on_applied_events)
+        rep.on_merge = self._queue_merge
         await self._host.create_group(shard_id, rep, bootstrap=bootstrap)
         # Known to the node only once its group exists (the loops ask the host about it).
         self._replicas[shard_id] = rep
@@ -517,15 +572,44 @@ class StoreNode:
         voters: Sequence[int] = (),
         learners: Sequence[int] = (),
         bootstrap: bool,
+        conf_version: int = 0,
     ) -> None:
         """Host a replica of a shard the map assigns to this node. bootstrap:
         one of the shard's initial replicas, which all start its group from
         the same configuration (voters, learners); else a replica joining an
-        existing group, which learns everything from the leader's snapshot."""
-        if shard_id in self._replicas or shard_id in self._host.group_ids():
+        existing group, which learns everything from the leader's snapshot.
+
+        A replica destroyed here (``destroy_replica``) is hosted again only
+        for a map entry at a newer conf_version than the one it was destroyed
+        at (a re-add): a stale map, or a late message of its old group, must
+        not bring it back empty."""
+        if shard_id in self._replicas or shard_id in self._host.group_ids() or shard_id in self._destroying:
+            return
+        tomb = self._host.tombstone(shard_id)
+        if tomb is not None:
+            if conf_version <= tomb:
+                log.info("node=%d shard=%d not hosted: destroyed here at conf_version %d, map says %d", self.node_id, shard_id, tomb, conf_version)
+                return
+            await self._host.clear_tombstone(shard_id)
+            if shard_id in self._replicas or shard_id in self._host.group_ids():
+                return
+        if self.merged_away(shard_id):
+            await self.destroy_replica(shard_id)  # merged before a restart, not destroyed yet
+            return
+        overlap = self._overlapping(shard_id, slot_ranges)
+        if overlap:
+            # A replica here still holds some of these slots: one that missed
+            # the split creating this shard (TiKV does not create a peer whose
+            # range overlaps another either). It applies the split and creates
+            # this one itself, or installs a later snapshot and shrinks; the
+            # map or the next message of this shard's group then retries. Now,
+            # the lagging replica's log or an older snapshot of it would write
+            # over this shard's newer data in those slots.
+            log.debug("node=%d shard=%d not hosted yet: its slots overlap shard(s) %s here", self.node_id, shard_id, overlap)
             return
         sm = ShardStateMachine(self._engine, shard_id, slot_count, slot_ranges, group_conf=self._group_conf(shard_id), other_slots=self._other_slots(shard_id))
         rep = ShardReplica(sm, self.hlc.update, self._queue_split, self._on_applied_events)
+        rep.on_merge = self._queue_merge
         conf = ConfState(voters=tuple(voters), learners=tuple(learners)) if bootstrap else None
         await self._host.create_group(shard_id, rep, bootstrap=conf)
         self._replicas[shard_id] = rep
@@ -536,6 +620,64 @@ class StoreNode:
             "node=%d hosts shard=%d (%s) epoch=%s slots=%s",
             self.node_id, shard_id, "bootstrapped" if bootstrap else "from disk or the leader", sm.epoch, sm.slot_ranges,
         )
+
+    async def destroy_replica(self, shard_id: int) -> None:
+        """Delete this node's replica of shard_id: its Raft group (log, hard
+        state), its meta records, and the data of its slots, except slots
+        another shard on this node owns (a shard split off it that this node
+        hosts, or the target of a merge). A tombstone with the replica's
+        conf_version stays behind (``host_shard`` then refuses to bring it
+        back at that or an older configuration).
+
+        The caller decides that the replica is no longer wanted (the store
+        agent: not in the map, and not in its group's applied configuration).
+        Everything is one synced WriteBatch, so a crash leaves the replica
+        whole (destroyed again later) or gone; calling it again, or for a
+        shard not hosted, deletes whatever is left and keeps the tombstone."""
+        rep = self._replicas.pop(shard_id, None)
+        self._destroying.add(shard_id)
+        try:
+            self._timers.pop(shard_id, None)
+            self.request_counts.pop(shard_id, None)
+            self._created.pop(shard_id, None)
+            if rep is not None:
+                ranges, conf_version = rep.sm.slot_ranges, rep.epoch.conf_version
+                for w in list(rep.watchers):
+                    w.cancel_routing(ShardNotFound(shard_id))
+            else:
+                ranges, conf_version = self._on_disk(shard_id)
+            tomb = max(conf_version, self._host.tombstone(shard_id) or 0)
+            doomed = slots.subtract(slots.normalize(ranges), self._slots_elsewhere(shard_id))
+            await self._host.remove_group(
+                shard_id, tombstone=tomb, extra_writes=lambda wb: shard_snapshot.clear(wb, shard_id, doomed)
+            )
+        finally:
+            self._destroying.discard(shard_id)
+        log.info("node=%d destroyed its replica of shard=%d (conf_version %d); slots deleted: %s", self.node_id, shard_id, tomb, doomed)
+
+    def _overlapping(self, shard_id: int, slot_ranges: slots.SlotRanges) -> list[int]:
+        """Hosted shards other than shard_id holding any of slot_ranges."""
+        wanted = slots.normalize(slot_ranges)
+        return [sid for sid, rep in self._replicas.items() if sid != shard_id and slots.intersect(rep.sm.slot_ranges, wanted)]
+
+    def _on_disk(self, shard_id: int) -> tuple[slots.SlotRanges, int]:
+        """(slot ranges, conf_version) of a replica not hosted, from its meta ((), 0 if none)."""
+        raw = self._engine.get(keys.slots_key(shard_id))
+        ranges = keys.decode_slots(raw)[1] if raw is not None else ()
+        raw = self._engine.get(keys.epoch_key(shard_id))
+        return ranges, keys.decode_epoch(raw)[0] if raw is not None else 0
+
+    def _slots_elsewhere(self, shard_id: int) -> slots.SlotRanges:
+        """The slots every other shard of this node owns: hosted, or with
+        meta on disk (a split's new shard not opened yet)."""
+        out: slots.SlotRanges = ()
+        for sid, rep in self._replicas.items():
+            if sid != shard_id:
+                out = slots.merge(out, rep.sm.slot_ranges)
+        for sid in self.shards_on_disk():
+            if sid != shard_id and sid not in self._replicas:
+                out = slots.merge(out, self._on_disk(sid)[0])
+        return out
 
     def shards_on_disk(self) -> list[int]:
         """Shards with a replica's state on this node (slots recorded)."""
@@ -629,12 +771,19 @@ class StoreNode:
         split's apply and the creation of the new group."""
         opened = []
         for shard_id in find_split_shards(self._engine):
+            if self.merged_away(shard_id):
+                await self.destroy_replica(shard_id)  # merged before a restart, not destroyed yet
+                continue
             if shard_id not in self._replicas:
                 await self._open_split_shard(shard_id)
                 opened.append(shard_id)
         return opened
 
     async def _open_split_shard(self, shard_id: int) -> None:
+        if self._host.tombstone(shard_id) is not None:
+            # Destroyed here already (a stale split entry replayed): never back empty.
+            log.warning("node=%d split shard=%d not opened: destroyed here (tombstone)", self.node_id, shard_id)
+            return
         sm = ShardStateMachine(self._engine, shard_id, group_conf=self._group_conf(shard_id), other_slots=self._other_slots(shard_id))
         conf = sm.bootstrap_conf
         if conf is None:
@@ -648,9 +797,128 @@ class StoreNode:
             parent_id, index, new_shard_id = await self._splits.get()
             # The new shard's meta is in the apply batch of the split entry:
             # open it once that batch is written.
-            await self._host.wait_applied(parent_id, index)
+            if parent_id not in self._replicas:
+                continue  # destroyed meanwhile: its split's new shard is not ours to open
+            try:
+                await self._host.wait_applied(parent_id, index)
+            except GroupNotFound:
+                continue
+            if self._host.crash_hook is not None:
+                self._host.crash_hook("split_apply")  # the split is on disk, its new shard not yet open
             if new_shard_id not in self._replicas:
                 await self._open_split_shard(new_shard_id)
+
+    # -- merges -------------------------------------------------------------------------------
+    def merged_away(self, shard_id: int) -> bool:
+        """Does this node's engine say shard_id was merged into another shard
+        (its target applied the CommitMerge here)? Such a replica is only
+        destroyed, never served again."""
+        raw = self._engine.get(keys.merge_key(shard_id))
+        return raw is not None and keys.decode_merge(raw).committed
+
+    def merge_target(self, shard_id: int) -> int:
+        """The shard a hosted shard is frozen for (0: not frozen, not hosted)."""
+        rep = self._replicas.get(shard_id)
+        m = rep.sm.merge_state if rep is not None else None
+        return m.target if m is not None else 0
+
+    def _queue_merge(self, target_id: int, index: int, source_id: int) -> None:
+        self._merges.put_nowait((target_id, index, source_id))
+
+    async def _merge_loop(self) -> None:
+        """Destroy the source of each merge applied here, once the target's
+        apply batch (which marks the source merged and owns its slots) is on
+        disk. destroy_replica keeps the slots the target now owns."""
+        while True:
+            target_id, index, source_id = await self._merges.get()
+            try:
+                await self._host.wait_applied(target_id, index)
+            except GroupNotFound:
+                continue
+            if self._host.crash_hook is not None:
+                self._host.crash_hook("merge_apply")  # the merge is on disk, its source not destroyed yet
+            source = self._replicas.get(source_id)
+            if source is not None:
+                source.retired = True
+            if source_id in self._replicas or source_id in self._host.group_ids():
+                await self.destroy_replica(source_id)
+
+    def _merge_pair(self, source_id: int, target_id: int) -> tuple[ShardReplica, ShardReplica]:
+        """Both replicas of a merge, hosted here with the same voters and
+        learners (the merge's precondition: the source's data is on exactly
+        the target's nodes)."""
+        source, target = self._replicas.get(source_id), self._replicas.get(target_id)
+        if source is None:
+            raise ShardNotFound(source_id)
+        if target is None:
+            raise ShardNotFound(target_id)
+        if source.sm.slot_count != target.sm.slot_count:
+            raise InvalidSplit(f"shards {source_id} and {target_id} have different slot counts")
+        cs, ct = self._host.status(source_id).conf_state, self._host.status(target_id).conf_state
+        if (sorted(cs.voters), sorted(cs.learners)) != (sorted(ct.voters), sorted(ct.learners)):
+            raise InvalidSplit(
+                f"shards {source_id} and {target_id} have different replicas "
+                f"({sorted(cs.voters)}/{sorted(cs.learners)} vs {sorted(ct.voters)}/{sorted(ct.learners)}): move them onto the same nodes first"
+            )
+        return source, target
+
+    async def prepare_merge(self, source_id: int, target_id: int, *, timeout_s: float | None = None) -> ShardInfo:
+        """As the source shard's leader, freeze it for a merge into target_id
+        (a PrepareMerge in its log). Already frozen for that target: nothing
+        to do."""
+        source, target = self._merge_pair(source_id, target_id)
+        m = source.sm.merge_state
+        if m is not None:
+            if m.target != target_id:
+                raise InvalidSplit(f"shard {source_id} is frozen for a merge into shard {m.target}, not {target_id}")
+            return self.shard_info(source_id)
+        if not self._is_leader(source_id):
+            raise self._not_leader(source_id)
+        timeout = timeout_s if timeout_s is not None else self.cfg.propose_timeout_s
+        stamp = self.hlc.now(self._clock.wall_ms())
+        epoch = (target.epoch.conf_version, target.epoch.slot_version)
+        cmd = Command(PrepareMerge(target_id, epoch), stamp=stamp, closed_ts=stamp - 1)
+        applied = await self._propose_admin(source_id, cmd, timeout, "the merge's freeze")
+        if isinstance(applied.outcome, ShardError):
+            raise applied.outcome
+        return self.shard_info(source_id)
+
+    async def commit_merge(self, target_id: int, source_id: int, *, timeout_s: float | None = None) -> ShardInfo:
+        """As the target shard's leader, take over the frozen source (a
+        CommitMerge in its log). Proposed only once the local source replica
+        applied its PrepareMerge (placement also waits for every source
+        replica to report the freeze before it asks; see
+        ShardStateMachine._commit_merge for why that makes the apply safe on
+        every replica). Already merged: nothing to do."""
+        tgt = self._replicas.get(target_id)
+        if tgt is None:
+            raise ShardNotFound(target_id)
+        if source_id in tgt.sm.merged_sources:
+            return self.shard_info(target_id)
+        source, target = self._merge_pair(source_id, target_id)
+        m = source.sm.merge_state
+        if m is None or m.target != target_id:
+            raise ServerBusy(f"shard {source_id} is not frozen for a merge into shard {target_id} on this node yet", 200)
+        if not self._is_leader(target_id):
+            raise self._not_leader(target_id)
+        timeout = timeout_s if timeout_s is not None else self.cfg.propose_timeout_s
+        stamp = self.hlc.now(self._clock.wall_ms())
+        ep = (source.epoch.conf_version, source.epoch.slot_version)
+        cmd = Command(CommitMerge(source_id, m.index, m.revision, ep), stamp=stamp, closed_ts=stamp - 1)
+        applied = await self._propose_admin(target_id, cmd, timeout, "the merge")
+        if isinstance(applied.outcome, ShardError):
+            raise applied.outcome
+        return self.shard_info(target_id)
+
+    async def _propose_admin(self, shard_id: int, cmd: Command, timeout_s: float, what: str) -> Applied:
+        try:
+            applied = await self._host.propose(shard_id, encode_command(cmd), timeout_s=timeout_s)
+        except (ProposalDropped, GroupNotFound):
+            raise self._not_leader(shard_id) from None
+        except TimeoutError:
+            raise ServerBusy(f"{what} was not applied in time: its outcome is unknown", 100) from None
+        assert isinstance(applied, Applied), applied
+        return applied
 
     def shard_ids(self) -> list[int]:
         return sorted(self._replicas)
@@ -683,7 +951,9 @@ class StoreNode:
         async with asyncio.TaskGroup() as tg:
             self._tg = tg
             tg.create_task(self._split_loop(), name="store-splits")
+            tg.create_task(self._merge_loop(), name="store-merges")
             tg.create_task(self._lease_report_loop(), name="store-lease-reports")
+            tg.create_task(self._space_loop(), name="store-space")
             interval = self.cfg.closed_ts_interval_s
             while True:
                 await self._clock.sleep(interval / 2)
@@ -692,6 +962,8 @@ class StoreNode:
                     t = self._timers[sid]
                     if t.closing or now - t.last_closed < interval or not self._is_leader(sid):
                         continue
+                    if self._replicas[sid].sm.frozen:
+                        continue  # a frozen shard applies nothing more: no closed timestamps either
                     t.closing = True
                     t.last_closed = now
                     tg.create_task(self._close(sid, t))
@@ -701,8 +973,8 @@ class StoreNode:
         data = encode_command(Command(ClosedTs(ts), stamp=ts, closed_ts=ts))
         try:
             await self._host.propose(shard_id, data, timeout_s=self.cfg.propose_timeout_s)
-        except (ProposalDropped, TimeoutError):
-            pass  # leadership moved or the group is stuck: the next round tries again
+        except (ProposalDropped, TimeoutError, GroupNotFound):
+            pass  # leadership moved, the group is stuck or was destroyed: the next round tries again
         finally:
             t.closing = False
 
@@ -742,11 +1014,29 @@ class StoreNode:
             if one is not None and not slots.contains(sm.slot_ranges, one):
                 raise WrongShard(one)
 
-    def _is_leader(self, shard_id: int) -> bool:
-        st = self._host.status(shard_id)
-        return st.soft_state.role == StateRole.LEADER
+    @staticmethod
+    def _refuse_frozen(rep: ShardReplica, request: Request | RequestOp) -> None:
+        """A shard frozen for a merge serves no reads or writes: WrongShard,
+        so the router refreshes its map and retries (on the merge's target
+        once the merge is in the map). Watches are still served: the frozen
+        history is final."""
+        if not rep.sm.frozen:
+            return
+        for key, range_end in _request_keys(request):
+            one = slots.single_slot(key, range_end, rep.sm.slot_count)
+            if one is not None:
+                raise WrongShard(one)
+        raise WrongShard(rep.sm.slot_ranges[0][0] if rep.sm.slot_ranges else 0)
 
-    def _not_leader(self, shard_id: int) -> NotLeader:
+    def _is_leader(self, shard_id: int) -> bool:
+        # Not host.status(): that builds the whole Status (progress, conf
+        # state) and was ~12% of a store's CPU under write load, asked on
+        # every request. The core names itself leader exactly while it is one.
+        return self._host.leader_of(shard_id) == self.node_id
+
+    def _not_leader(self, shard_id: int) -> NotLeader | ShardNotFound:
+        if shard_id not in self._replicas or shard_id not in self._host.group_ids():
+            return ShardNotFound(shard_id)  # destroyed meanwhile
         leader = self._host.leader_of(shard_id)
         if leader == self.node_id:
             leader = 0  # we were, but the proposal was dropped: an election is under way
@@ -768,9 +1058,11 @@ class StoreNode:
         rep = self._replica(ctx)
         validate(request)
         self._check_owned(rep, request)
+        self._refuse_frozen(rep, request)
         sid = ctx.shard_id
         if not self._is_leader(sid):
             raise self._not_leader(sid)
+        self.quota.admit(request)  # NoSpace while the NOSPACE alarm is active (etcd's capped applier)
         self.request_counts.setdefault(sid, [0, 0])[1] += 1
         timeout_s = self._timeout_s(ctx, self.cfg.propose_timeout_s)
         await self._check_leases(request)
@@ -779,9 +1071,15 @@ class StoreNode:
         self._timers[sid].last_closed = self._clock.monotonic()
         try:
             applied = await self._host.propose(sid, encode_command(cmd), timeout_s=timeout_s)
-        except ProposalDropped:
+        except (ProposalDropped, GroupNotFound):
             raise self._not_leader(sid) from None
         except TimeoutError:
+            if rep.retired:
+                # Destroyed after a merge with this proposal pending: every
+                # entry up to the freeze was applied here before (the merge
+                # needed it), so its entry, if any, came after the freeze,
+                # which applies nothing. The keys are the target's now.
+                self._refuse_frozen(rep, request)
             raise ServerBusy(
                 "the write was not applied in time: its outcome is unknown; retry it with the same seq", 100
             ) from None
@@ -836,6 +1134,7 @@ class StoreNode:
         rep = self._replica(ctx)
         validate(request)
         self._check_owned(rep, request)
+        self._refuse_frozen(rep, request)
         sid = ctx.shard_id
         sm = rep.sm
         self.request_counts.setdefault(sid, [0, 0])[0] += 1
@@ -871,7 +1170,7 @@ class StoreNode:
         sid = ctx.shard_id
         try:
             await self._host.read_index(sid, timeout_s=self._timeout_s(ctx, self.cfg.read_index_timeout_s))
-        except TimeoutError:
+        except (TimeoutError, GroupNotFound):
             raise self._not_leader(sid) from None
 
     # -- watch ------------------------------------------------------------------------------
@@ -933,6 +1232,55 @@ class StoreNode:
     def _progress(rep: ShardReplica, w: _Watcher) -> WatchBatch:
         sm = rep.sm
         return WatchBatch(progress_revision=0 if w.queue else sm.readable_revision, closed_ts=sm.closed_ts)
+
+    # -- space and hashes ----------------------------------------------------------------------
+    async def _space_loop(self) -> None:
+        """Measure the space used on a timer (never per request): over the
+        quota raises the NOSPACE alarm (shard/quota.py)."""
+        while True:
+            self.measure_space()
+            await self._clock.sleep(self.cfg.space_check_interval_s)
+
+    def measure_space(self) -> int:
+        """Measure now (with a SpaceMeter); the space used as last measured."""
+        if self.space is not None and self.quota.observe(self.space.used_bytes()):
+            log.warning(
+                "node=%d raised the NOSPACE alarm: %d bytes used, quota %d bytes; writes that add data are refused "
+                "until the alarm is disarmed", self.node_id, self.quota.used_bytes, self.quota.quota_bytes,
+            )
+        return self.quota.used_bytes
+
+    async def defragment(self) -> tuple[int, int]:
+        """Give the space of deleted versions back (etcd's Defragment): the
+        space used before and after, measured."""
+        before = self.measure_space()
+        if self.space is not None:
+            await self.space.defragment()
+        return before, self.measure_space()
+
+    async def hash_kv(self, shard_id: int, revision: int = 0) -> tuple[int, int, int, int]:
+        """(hash, compact_revision, hash_revision, versions hashed) of this
+        replica's MVCC state of the shard at revision (0: its newest
+        readable one); shard/hashkv.py says what is hashed. Read from one
+        RocksDB snapshot, yielding to the loop every few thousand versions."""
+        rep = self._replicas.get(shard_id)
+        if rep is None:
+            raise ShardNotFound(shard_id)
+        sm = rep.sm
+        rev = revision or sm.readable_revision
+        if rev > sm.readable_revision:
+            if self._is_leader(shard_id):
+                raise FutureRevision()
+            raise StaleReadNotReady(sm.closed_ts, rev, self._host.leader_of(shard_id))
+        if rev < sm.compact_revision:
+            raise RevisionCompacted()
+        h = KvHash(rev, sm.compact_revision)
+        view = self._engine.snapshot()  # no await since the checks: the view is the state they saw
+        for i, (k, v) in enumerate(mvcc_records(view, sm.slot_ranges)):
+            h.add(k, v)
+            if i % 4096 == 4095:
+                await asyncio.sleep(0)
+        return h.result(), h.compact_revision, rev, h.versions
 
     # -- status ------------------------------------------------------------------------------
     def shard_figures(self, shard_id: int) -> tuple[int, int]:

@@ -14,7 +14,9 @@ import grpc.aio
 
 from flotillapb import store_pb2 as spb
 from flotillapb import store_pb2_grpc
+from flotillapb.etcd.etcdserverpb import rpc_pb2 as epb
 from shard import convert
+from shard.quota import AlarmType
 from shard.errors import ShardError
 from shard.node import RoutingError, ServerBusy, StoreNode
 
@@ -223,3 +225,43 @@ class StoreAdminService(store_pb2_grpc.StoreAdminServicer):
             left=convert.descriptor_to_pb(left, addresses),
             right=convert.descriptor_to_pb(right, addresses),
         )
+
+    async def Alarm(self, request: spb.StoreAlarmRequest, context: grpc.aio.ServicerContext) -> spb.StoreAlarmResponse:  # noqa: N802
+        """GET / ACTIVATE / DEACTIVATE one of this node's alarms (shard/quota.py)."""
+        q = self._node.quota
+        try:
+            alarm = AlarmType(request.alarm)
+        except ValueError:  # an alarm type newer than this node: it has none of it, and arms none
+            return spb.StoreAlarmResponse(node_id=self._node.node_id, used_bytes=q.used_bytes, quota_bytes=q.quota_bytes)
+        changed: tuple[AlarmType, ...] = ()
+        if request.action == epb.AlarmRequest.ACTIVATE and q.activate(alarm):
+            changed = (alarm,)
+        elif request.action == epb.AlarmRequest.DEACTIVATE:
+            before = q.active(alarm)
+            if q.deactivate(alarm):
+                changed = before
+                log.info("node=%d alarms disarmed: %s", self._node.node_id, ", ".join(a.name for a in before))
+        return spb.StoreAlarmResponse(
+            node_id=self._node.node_id,
+            alarms=[int(a) for a in q.active(alarm if request.action == epb.AlarmRequest.GET else AlarmType.NONE)],
+            changed=[int(a) for a in changed],
+            used_bytes=q.used_bytes,
+            quota_bytes=q.quota_bytes,
+        )
+
+    async def Defragment(  # noqa: N802
+        self, request: spb.StoreDefragmentRequest, context: grpc.aio.ServicerContext
+    ) -> spb.StoreDefragmentResponse:
+        before, after = await self._node.defragment()
+        return spb.StoreDefragmentResponse(node_id=self._node.node_id, used_bytes_before=before, used_bytes_after=after)
+
+    async def HashKV(self, request: spb.ShardHashKVRequest, context: grpc.aio.ServicerContext) -> spb.ShardHashKVResponse:  # noqa: N802
+        node = self._node
+        sid = request.shard_id
+        h = spb.ShardResponseHeader(node_id=node.node_id, hlc=node.hlc.last, closed_ts=node.closed_ts(sid))
+        try:
+            hash_, compact, rev, versions = await node.hash_kv(sid, request.revision)
+        except (RoutingError, ShardError) as exc:
+            h.error.CopyFrom(convert.store_error(exc, compact_revision=node.compact_revision(sid)))
+            return spb.ShardHashKVResponse(header=h)
+        return spb.ShardHashKVResponse(header=h, hash=hash_, compact_revision=compact, hash_revision=rev, versions=versions)

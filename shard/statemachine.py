@@ -31,6 +31,12 @@ Each committed entry is one ``Command`` (shard/codec.py). Applying it:
    shard its figures (see ``_split``). A shard whose meta predates the
    figures reports them as unknown (0, ``stats_known`` False) until a split
    recomputes them: the apply step never scans a whole shard by surprise.
+6. Merges (``PrepareMerge`` in the source's log, ``CommitMerge`` in the
+   target's): see ``_prepare_merge`` and ``_commit_merge``. A frozen source
+   applies nothing after its PrepareMerge: every later entry is answered
+   SlotNotOwned (a routing error: the router retries elsewhere) with no
+   effect at all, not even on the closed timestamp or the dedup windows, so
+   its final state is the same on every replica that applied the freeze.
 
 Reads (``range``, ``events_since``) serve the applied state. Everything is
 read through the engine plus the writes staged in the current apply batch
@@ -58,13 +64,16 @@ from shard.errors import (
     OutcomeUnknown,
     RevisionCompacted,
     ShardError,
+    SlotNotOwned,
 )
 from shard.txn import DEFAULT_MAX_TXN_OPS, Executor, check_owned, validate_op
+from raft.core.errors import RaftInvariantError
 from shard.types import (
     BOOTSTRAP_EPOCH,
     AckResponse,
     ClosedTs,
     Command,
+    CommitMerge,
     CompactionRequest,
     CompactionResponse,
     DeleteLeaseKeys,
@@ -73,6 +82,7 @@ from shard.types import (
     Epoch,
     Event,
     EventType,
+    PrepareMerge,
     PutRequest,
     RangeRequest,
     RangeResponse,
@@ -103,10 +113,24 @@ class Applied:
     duplicate: bool = False
     split_to: int = 0
     """A split applied here: the id of the shard it created (0: none)."""
+    merged_from: int = 0
+    """A CommitMerge applied here: the id of the source shard it took over (0: none)."""
+    frozen: bool = False
+    """This entry was the shard's PrepareMerge: it is frozen from here on."""
 
     @property
     def ok(self) -> bool:
         return not isinstance(self.outcome, ShardError)
+
+
+class MergeNotReady(RaftInvariantError):
+    """A CommitMerge reached a replica whose local copy of the source shard
+    has not applied its PrepareMerge at the named index. Taking over the
+    slots then would serve data the source may still be missing, and
+    skipping the entry would make this replica diverge from the others:
+    fail-stop instead (the runtime ends the process). The store node never
+    proposes a CommitMerge before every source replica reported its freeze
+    (placement confirms it), so this is a broken precondition, not a race."""
 
 
 @dataclass(slots=True)
@@ -138,7 +162,7 @@ def validate(request: Request | RangeRequest, max_txn_ops: int = DEFAULT_MAX_TXN
     the RequestError etcd would answer."""
     if isinstance(request, (PutRequest, DeleteRangeRequest, TxnRequest, RangeRequest)):
         validate_op(request, max_txn_ops)
-    elif isinstance(request, (CompactionRequest, ClosedTs, Split, DeleteLeaseKeys)):
+    elif isinstance(request, (CompactionRequest, ClosedTs, Split, DeleteLeaseKeys, PrepareMerge, CommitMerge)):
         return
     else:
         raise TypeError(f"not a shard request: {type(request).__name__}")
@@ -247,6 +271,12 @@ class ShardStateMachine:
         self._bootstrap_conf = keys.decode_group(raw_group) if raw_group is not None else None
         cp = keys.child_prefix(self.shard_id)
         self._children = tuple(keys.child_of_key(k) for k, _ in scan(reader, cp, cp + b"\xff" * 8 + b"\x00"))
+        raw_merge = reader.get(keys.merge_key(self.shard_id))
+        self._merge: keys.MergeState | None = keys.decode_merge(raw_merge) if raw_merge is not None else None
+        mp = keys.merged_prefix(self.shard_id)
+        # MERGED keys end with the source's id, laid out as CHILD keys are.
+        self._merged = frozenset(keys.child_of_key(k) for k, _ in scan(reader, mp, mp + b"\xff" * 8 + b"\x00"))
+        self._index = self._applied
         self._dedup: dict[int, DedupWindow] = {}
         prefix = keys.dedup_prefix(self.shard_id)
         for k, v in scan(reader, prefix, prefix + b"\xff" * 16 + b"\x00"):
@@ -277,6 +307,20 @@ class ShardStateMachine:
     def children(self) -> tuple[int, ...]:
         """The shards split off this one (as applied here)."""
         return self._children
+
+    @property
+    def merge_state(self) -> keys.MergeState | None:
+        """This shard's freeze for a merge into another (None: not frozen)."""
+        return self._merge
+
+    @property
+    def frozen(self) -> bool:
+        return self._merge is not None
+
+    @property
+    def merged_sources(self) -> frozenset[int]:
+        """The shards merged into this one (as applied here)."""
+        return self._merged
 
     @property
     def bootstrap_conf(self) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
@@ -429,6 +473,9 @@ class ShardStateMachine:
             cmd = decode_command(data)
         except CodecError as exc:
             return Applied(index, self._revision, InvalidCommand(f"log entry is not a valid shard command: {exc}"))
+        if self._merge is not None:  # frozen: nothing after the PrepareMerge has any effect
+            return Applied(index, self._revision, SlotNotOwned(f"shard {self.shard_id} is frozen for a merge into shard {self._merge.target}"))
+        self._index = index
         self._closed_ts = max(self._closed_ts, cmd.closed_ts)
         if isinstance(cmd.request, ClosedTs):
             self._closed_ts = max(self._closed_ts, cmd.request.ts)
@@ -450,12 +497,15 @@ class ShardStateMachine:
                 return Applied(index, self._revision, decode_outcome(known), (), True)
         outcome, events = self._execute(cmd, view)
         self._count(events)
-        split_to = cmd.request.new_shard_id if isinstance(cmd.request, Split) and not isinstance(outcome, ShardError) else 0
+        ok = not isinstance(outcome, ShardError)
+        split_to = cmd.request.new_shard_id if isinstance(cmd.request, Split) and ok else 0
+        merged_from = cmd.request.source_shard_id if isinstance(cmd.request, CommitMerge) and ok else 0
+        frozen = isinstance(cmd.request, PrepareMerge) and ok
         if window is not None:
             encoded = encode_outcome(outcome)
             window.add(cmd.seq, encoded)
             view.put(keys.dedup_seq_key(self.shard_id, cmd.router_id, cmd.seq), keys.encode_dedup_entry(encoded))
-        return Applied(index, self._revision, outcome, events, split_to=split_to)
+        return Applied(index, self._revision, outcome, events, split_to=split_to, merged_from=merged_from, frozen=frozen)
 
     def _execute(self, cmd: Command, view: StagedView) -> tuple[Outcome, tuple[Event, ...]]:
         req = cmd.request
@@ -470,6 +520,10 @@ class ShardStateMachine:
                 return self._split(req, view), ()
             if isinstance(req, DeleteLeaseKeys):
                 return self._delete_lease_keys(cmd, req, view)
+            if isinstance(req, PrepareMerge):
+                return self._prepare_merge(req, view), ()
+            if isinstance(req, CommitMerge):
+                return self._commit_merge(req, view), ()
         except ShardError as err:
             return err, ()
         return InvalidCommand(f"unexpected request {type(req).__name__}"), ()
@@ -586,6 +640,117 @@ class ShardStateMachine:
         self._ranges = kept
         self._slots_dirty = True
         return AckResponse(self._revision)
+
+    def _prepare_merge(self, req: PrepareMerge, view: StagedView) -> AckResponse:
+        """Freeze this shard for a merge into req.target_shard_id: record the
+        index and revision it froze at (its final state: nothing applied
+        after this entry changes it), and bump slot_version so requests at
+        the old epoch are refused."""
+        if req.target_shard_id in (0, self.shard_id):
+            raise InvalidCommand(f"shard {self.shard_id} cannot merge into shard {req.target_shard_id}")
+        self._merge = keys.MergeState(req.target_shard_id, self._index, self._revision)
+        view.put(keys.merge_key(self.shard_id), keys.encode_merge(self._merge))
+        self._epoch = Epoch(self._epoch.conf_version, self._epoch.slot_version + 1)
+        view.put(keys.epoch_key(self.shard_id), keys.encode_epoch(*self._epoch_tuple()))
+        return AckResponse(self._revision)
+
+    def _commit_merge(self, req: CommitMerge, view: StagedView) -> AckResponse:
+        """Take over the frozen source shard req.source_shard_id. Its data is
+        already in this node's engine under its slots, final since its
+        PrepareMerge; its meta (slots, revisions, figures, dedup windows) is
+        read from the engine too, and is the same on every replica because
+        a frozen shard applies nothing after its freeze. So every replica
+        whose local source froze at req.source_index computes the same
+        result. One that did not raises MergeNotReady (fail-stop; see
+        there). A second CommitMerge of the same source (placement sent the
+        step again before it saw the first) is a no-op.
+
+        The slots join this shard's; revision, compact revision and closed
+        timestamp become the larger of the two (the source's writes all have
+        revisions <= its final revision, so the next write here is above
+        every event of both: watches continue in order); the dedup windows
+        are merged per router id (see _merge_dedup); the key count and size
+        add up (unknown if either is); slot_version + 1. The source's MERGE
+        record is marked committed, and this shard records the source as
+        merged (the node then destroys the source's group, keeping its slots'
+        data, which is now this shard's)."""
+        src = req.source_shard_id
+        if src in self._merged:
+            return AckResponse(self._revision)
+        raw = view.get(keys.merge_key(src))
+        frozen = keys.decode_merge(raw) if raw is not None else None
+        if frozen is None or frozen.target != self.shard_id or frozen.index != req.source_index or frozen.committed:
+            raise MergeNotReady(
+                f"shard {self.shard_id}: CommitMerge of shard {src} frozen at index {req.source_index}, "
+                f"but the local shard {src} shows {frozen}"
+            )
+        raw_slots = view.get(keys.slots_key(src))
+        raw_state = view.get(keys.state_key(src))
+        if raw_slots is None or raw_state is None:
+            raise MergeNotReady(f"shard {self.shard_id}: merge source {src} has no slots or state here")
+        _, src_ranges = keys.decode_slots(raw_slots)
+        st = keys.decode_state(raw_state)
+        raw_stats = view.get(keys.stats_key(src))
+        if self._stats is not None and raw_stats is not None:
+            n, size = keys.decode_stats(raw_stats)
+            self._stats = (self._stats[0] + n, self._stats[1] + size)
+        elif self._stats is not None:
+            self._stats = None  # unknown until a split recomputes them
+            view.delete(keys.stats_key(self.shard_id))
+        self._stats_dirty = self._stats is not None
+        self._merge_dedup(src, view)
+        self._ranges = slots.merge(self._ranges, slots.normalize(src_ranges))
+        self._slots_dirty = True
+        self._revision = max(self._revision, st.revision)
+        self._compact = max(self._compact, st.compact_revision)
+        self._closed_ts = max(self._closed_ts, st.closed_ts)
+        self._epoch = Epoch(self._epoch.conf_version, self._epoch.slot_version + 1)
+        view.put(keys.epoch_key(self.shard_id), keys.encode_epoch(*self._epoch_tuple()))
+        view.put(keys.merge_key(src), keys.encode_merge(keys.MergeState(frozen.target, frozen.index, frozen.revision, True)))
+        view.put(keys.merged_key(self.shard_id, src), b"\x01")
+        self._merged = self._merged | {src}
+        return AckResponse(self._revision)
+
+    def _merge_dedup(self, src: int, view: StagedView) -> None:
+        """Merge the source's dedup windows into this shard's. Seqs are
+        router-wide, so a router's floor (every seq below has its answer at
+        the router) holds for both shards: the merged floor is the larger.
+        A seq kept by both (one request applies in one of them at most; the
+        other refused it, SlotNotOwned, while the router's map was behind)
+        keeps the outcome that is not that refusal."""
+        prefix = keys.dedup_prefix(src)
+        theirs: dict[int, DedupWindow] = {}
+        for k, v in scan(view, prefix, prefix + b"\xff" * 16 + b"\x00"):
+            router_id, seq = keys.parse_dedup_key(k)
+            w = theirs.setdefault(router_id, DedupWindow())
+            if seq is None:
+                w.floor, legacy = keys.decode_dedup_router(v)
+                if legacy is not None:
+                    w.add(*legacy)
+            elif seq >= w.floor:
+                w.add(seq, keys.decode_dedup_entry(v))
+        for router_id, tw in sorted(theirs.items()):
+            mine = self._dedup.get(router_id)
+            if mine is None:
+                mine = self._dedup[router_id] = DedupWindow()
+            floor = max(mine.floor, tw.floor)
+            if floor > mine.floor:
+                for seq in mine.raise_floor(floor):
+                    view.delete(keys.dedup_seq_key(self.shard_id, router_id, seq))
+            view.put(keys.dedup_key(self.shard_id, router_id), keys.encode_dedup_floor(floor))
+            for seq, outcome in sorted(tw.outcomes.items()):
+                if seq < floor:
+                    continue
+                known = mine.outcomes.get(seq)
+                if known is not None and (
+                    isinstance(decode_outcome(outcome), SlotNotOwned) or not isinstance(decode_outcome(known), SlotNotOwned)
+                ):
+                    continue
+                if known is None:
+                    mine.add(seq, outcome)
+                else:
+                    mine.outcomes[seq] = outcome
+                view.put(keys.dedup_seq_key(self.shard_id, router_id, seq), keys.encode_dedup_entry(outcome))
 
     # --- snapshots ---------------------------------------------------------------------
 

@@ -179,7 +179,35 @@ class DeleteLeaseKeys:
     keys: tuple[bytes, ...]
 
 
-Request = Union[PutRequest, DeleteRangeRequest, TxnRequest, CompactionRequest, ClosedTs, Split, DeleteLeaseKeys]
+@dataclass(frozen=True, slots=True)
+class PrepareMerge:
+    """A merge's first step, in the source shard's log: the source freezes
+    (every later entry is refused without effect: writes answer
+    SlotNotOwned, so the router refreshes and retries), bumps its
+    slot_version and records the index and revision it froze at, for
+    `target` (whose epoch was target_epoch when the merge was proposed)."""
+
+    target_shard_id: int
+    target_epoch: tuple[int, int] = (0, 0)
+
+
+@dataclass(frozen=True, slots=True)
+class CommitMerge:
+    """A merge's second step, in the target shard's log: take over the
+    frozen source's slots, revisions, dedup windows and figures (its data is
+    already on every replica, keyed by slot). source_index is the index of
+    the source's PrepareMerge; each replica applies this only over a local
+    source frozen at that index (see ShardStateMachine._commit_merge)."""
+
+    source_shard_id: int
+    source_index: int
+    source_revision: int
+    source_epoch: tuple[int, int] = (0, 0)
+
+
+Request = Union[
+    PutRequest, DeleteRangeRequest, TxnRequest, CompactionRequest, ClosedTs, Split, DeleteLeaseKeys, PrepareMerge, CommitMerge
+]
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,5 +1,5 @@
 """`python -m flotilla.campaign [--seed N] [--ops N] [--duration S]
-[--nemesis kill,pause,crashpoint,...] [--runs N] [--keep] [-o json]`:
+[--nemesis kill,pause,crashpoint,partition,clock,ops,placement,router,all,...] [--runs N] [--keep] [-o json]`:
 run fault campaigns and print the summary. Exit status 1 if any run found a
 violation (its directory is kept and named in the summary)."""
 
@@ -11,7 +11,7 @@ import signal
 import sys
 import time
 
-from flotilla.campaign.nemesis import KINDS, parse_kinds
+from flotilla.campaign.nemesis import ALIASES, KINDS, parse_kinds
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -20,8 +20,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--duration", type=float, default=60.0, help="seconds of workload per run (upper bound)")
     p.add_argument(
         "--nemesis",
-        default="kill,pause,crashpoint",
-        help=f"comma list of {', '.join(KINDS)}, or 'kill' for every kill kind",
+        default="all",
+        help=f"comma list of {', '.join(KINDS)}; or a group: {', '.join(f'{k}' for k in ALIASES)} ('all': every kind)",
     )
     p.add_argument("--runs", type=int, default=1, help="runs, seeds seed, seed+1, ...")
     p.add_argument("--total-duration", type=float, default=0.0, help="keep starting runs until this many seconds passed")

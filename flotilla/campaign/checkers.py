@@ -13,7 +13,13 @@ Each returns a list of Violation; an empty list means the property held.
   missing (no gaps, also across resumed streams), and prev_kv names the
   previous event of the key.
 - bounded staleness: a read with bound B invoked at wall time t returns a
-  state no older than the newest write acknowledged before t - B.
+  state no older than the newest write acknowledged before t - B - S, where
+  S (clock_skew_ms) is the wall-clock skew the run injected. What Flotilla
+  promises is B on clocks that agree: a leader whose clock runs ahead by d
+  stamps writes (and closes timestamps) d in the future, and a replica whose
+  clock runs behind by d judges "now - B" d too early, so with skews up to
+  d on every node the promise is B + 2d (the runner passes S = 2 * the
+  largest |offset| it applied; 0 without clock faults).
 - convergence: every replica's state equals every other's.
 """
 
@@ -221,7 +227,7 @@ def check_watches(history: History, prefix_keys: set[bytes] | None = None) -> li
     return out
 
 
-def check_staleness(history: History) -> list[Violation]:
+def check_staleness(history: History, clock_skew_ms: int = 0) -> list[Violation]:
     out: list[Violation] = []
     writes = _writes(history)
     by_value = _value_writes(history)
@@ -231,7 +237,7 @@ def check_staleness(history: History) -> list[Violation]:
         floor_ms = op.wall_ms - op.bound_ms
         # The newest write acknowledged before the bound: its wall completion is
         # not recorded, so use monotonic order: complete <= invoke - bound.
-        older = [w for w in writes.get(op.key, []) if w.complete <= op.invoke - op.bound_ms / 1000]
+        older = [w for w in writes.get(op.key, []) if w.complete <= op.invoke - (op.bound_ms + clock_skew_ms) / 1000]
         if not older:
             continue
         floor = max(older, key=lambda w: w.revision)
@@ -272,6 +278,7 @@ def check_all(
     replica_states: Mapping[int, Mapping[bytes, tuple[bytes | None, int]]] | None = None,
     *,
     lin_max_steps: int = 2_000_000,
+    clock_skew_ms: int = 0,
 ) -> list[Violation]:
     register_keys = {o.key for o in history.ops if o.kind in (OpKind.PUT, OpKind.CAS, OpKind.DELETE, OpKind.GET)}
     return [
@@ -279,6 +286,6 @@ def check_all(
         *check_acked_writes(history),
         *check_double_apply(history),
         *check_watches(history, register_keys),
-        *check_staleness(history),
+        *check_staleness(history, clock_skew_ms),
         *check_convergence(replica_states or {}),
     ]

@@ -16,6 +16,7 @@ import random
 import shutil
 import statistics
 import tempfile
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ import grpc.aio
 
 from flotilla.campaign.checkers import Violation, check_all
 from flotilla.campaign.history import History, Op, OpKind, Outcome, WatchEvent, WatchStream
-from flotilla.campaign.nemesis import Nemesis
+from flotilla.campaign.nemesis import KINDS, Nemesis
 from flotilla.cluster import Cluster, wait_until
 from flotilla.router_main import RouterProcess
 from flotillapb.etcd.etcdserverpb import rpc_pb2 as epb
@@ -81,6 +82,12 @@ class RunResult:
     violations: list[Violation] = field(default_factory=list)
     recovery_s: list[float] = field(default_factory=list)
     crashpoints_not_fired: int = 0
+    crashpoints_fired: dict[str, int] = field(default_factory=dict)
+    """point -> times it fired (a crash point armed and passed)."""
+    placement_ops: dict[str, int] = field(default_factory=dict)
+    """"kind:ok|failed|skipped" -> count of the operations asked of placement under a fault."""
+    clock_skew_ms: int = 0
+    recovery_partition_s: list[float] = field(default_factory=list)
     kept_dir: str = ""
     elapsed_s: float = 0.0
 
@@ -94,6 +101,10 @@ class RunResult:
             "violations": [str(v) for v in self.violations],
             "recovery_s": self.recovery_s,
             "crashpoints_not_fired": self.crashpoints_not_fired,
+            "crashpoints_fired": self.crashpoints_fired,
+            "placement_ops": self.placement_ops,
+            "clock_skew_ms": self.clock_skew_ms,
+            "recovery_partition_s": self.recovery_partition_s,
             "kept_dir": self.kept_dir,
             "elapsed_s": round(self.elapsed_s, 1),
         }
@@ -114,6 +125,7 @@ class _Run:
         self.ops_started = 0
         self.seq = 0
         self.last_seen: dict[tuple[int, bytes], bytes | None] = {}
+        self.router_down: threading.Event | None = None  # the nemesis's: set while it has the router down
 
     def _pick_keys(self) -> list[bytes]:
         """cfg.keys register keys, spread over every shard."""
@@ -142,6 +154,9 @@ class _Run:
         h = self.history
         to = self.cfg.op_timeout_s
         while not self.stop.is_set() and len(self.history.ops) < self.cfg.ops:
+            if self.router_down is not None and self.router_down.is_set():
+                await asyncio.sleep(0.1)  # sleep-ok: polling interval while the nemesis has the router down
+                continue
             self.ops_started += 1
             key = rng.choice(self.keys)
             r = rng.random()
@@ -196,13 +211,20 @@ class _Run:
                     await self.lease_cycle(cid, kv, lease, rng)
             except grpc.aio.AioRpcError as exc:
                 h.complete(op, self.now(), Outcome.UNKNOWN, error=f"{exc.code().name}: {exc.details()}")
+                if exc.code() == grpc.StatusCode.UNAVAILABLE:
+                    # A router restarting or no leader: back off, or a tight loop
+                    # fills the history with unknown outcomes (costly to check).
+                    await asyncio.sleep(rng.uniform(0.1, 0.3))  # sleep-ok: retry backoff of a client
 
     async def lease_cycle(self, cid: int, kv: eg.KVStub, lease: eg.LeaseStub, rng: random.Random) -> None:
         """Grant, attach a key, revoke: after the revoke is acked the key is gone."""
         to = self.cfg.op_timeout_s
         h = self.history
         key = self.prefix + f"lease/{{l}}{cid}".encode()
-        g = await lease.LeaseGrant(epb.LeaseGrantRequest(TTL=rng.choice((5, 10))), timeout=to)
+        try:
+            g = await lease.LeaseGrant(epb.LeaseGrantRequest(TTL=rng.choice((5, 10))), timeout=to)
+        except grpc.aio.AioRpcError:
+            return  # no op recorded yet: nothing to complete (a granted lease left behind just expires)
         v = self.value(cid)
         op = h.invoke(cid, OpKind.LEASE_PUT, key, self.now(), int(time.time() * 1000), value=v)
         try:
@@ -211,7 +233,11 @@ class _Run:
         except grpc.aio.AioRpcError as exc:
             h.complete(op, self.now(), Outcome.UNKNOWN, error=f"{exc.code().name}: {exc.details()}")
         op = h.invoke(cid, OpKind.LEASE_REVOKE, key, self.now(), int(time.time() * 1000))
-        await lease.LeaseRevoke(epb.LeaseRevokeRequest(ID=g.ID), timeout=to)
+        try:
+            await lease.LeaseRevoke(epb.LeaseRevokeRequest(ID=g.ID), timeout=to)
+        except grpc.aio.AioRpcError as exc:
+            h.complete(op, self.now(), Outcome.UNKNOWN, error=f"{exc.code().name}: {exc.details()}")
+            return  # revoked or not: the key goes with the lease's expiry at the latest
         h.complete(op, self.now(), Outcome.OK)
         # Deletion of attached keys is asynchronous in Flotilla (expiry/revoke deletes
         # shard by shard until done): poll, against a deadline, for the key to go.
@@ -341,11 +367,11 @@ def _replica_states(cluster: Cluster, keys: list[bytes]) -> dict[int, dict[bytes
     return out
 
 
-def _recovery(history: History, cluster: Cluster) -> list[float]:
-    """Leader kill -> first acknowledged write to that shard invoked after the kill."""
+def _recovery(history: History, cluster: Cluster, kind: str = "kill_leader") -> list[float]:
+    """Leader kill (or isolation) -> first acknowledged write to that shard invoked after it."""
     out = []
     for f in history.faults:
-        if f.kind != "kill_leader" or not f.shard:
+        if f.kind != kind or not f.shard:
             continue
         done = [
             o.complete - f.start
@@ -357,10 +383,19 @@ def _recovery(history: History, cluster: Cluster) -> list[float]:
     return out
 
 
+_RECONNECT_OPTIONS = (
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 500),
+)
+
+
 async def _drive(cfg: CampaignConfig, cluster: Cluster, router: RouterProcess, prefix: bytes) -> tuple[_Run, Nemesis]:
     run = _Run(cfg, cluster, router, prefix)
-    nem = Nemesis(cluster, random.Random(run.rng.getrandbits(64)), log=cfg.log)
-    channel = grpc.aio.insecure_channel(router.address)
+    nem = Nemesis(cluster, random.Random(run.rng.getrandbits(64)), log=cfg.log, router=router)
+    run.router_down = nem.router_down
+    # Reconnect quickly to a router restarted on its port (gRPC's default backoff starts at 1 s, grows to 120 s).
+    channel = grpc.aio.insecure_channel(router.address, options=_RECONNECT_OPTIONS)
     kv, watch, lease = eg.KVStub(channel), eg.WatchStub(channel), eg.LeaseStub(channel)
     start = await kv.Range(epb.RangeRequest(key=prefix, range_end=prefix + b"\xff"), timeout=10)
     t_end = run.now() + cfg.duration_s
@@ -391,6 +426,8 @@ async def _drive(cfg: CampaignConfig, cluster: Cluster, router: RouterProcess, p
     )
     if not run.watch_done():
         run.extra.append(Violation("watch_stalled", prefix, "watchers never reached the last acked write's revision within 30 s"))
+    if nem.splits:
+        await asyncio.to_thread(nem.sync_map)  # placement split shards: the harness's map follows
     # Final linearizable reads through the router, once every fault healed.
     for k in run.keys:
         for _ in range(50):
@@ -410,7 +447,7 @@ def run_campaign(cfg: CampaignConfig) -> RunResult:
     base.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f"flotilla-campaign-s{cfg.seed}-", dir=base))
     cfg.log(f"campaign seed={cfg.seed} ops={cfg.ops} duration={cfg.duration_s}s nemeses={','.join(cfg.nemeses)} dir={tmp}")
-    cluster = Cluster(tmp / "cluster", store_args=["--snapshot-entries", "200", "--compaction-margin", "50"])
+    cluster = Cluster(tmp / "cluster", store_args=["--snapshot-entries", "200", "--compaction-margin", "50"], faults=True)
     router: RouterProcess | None = None
     violations: list[Violation] = []
     result = RunResult(seed=cfg.seed, ops=0, ops_ok=0, ops_unknown=0)
@@ -418,7 +455,8 @@ def run_campaign(cfg: CampaignConfig) -> RunResult:
     try:
         cluster.start()
         cluster.wait_bootstrapped()
-        paddr = cluster.placement.nodes[cluster.placement_ids[0]].address
+        # Every placement server: the nemesis kills and partitions them too.
+        paddr = ",".join(cluster.placement.nodes[n].address for n in cluster.placement_ids)
         (tmp / "router").mkdir()
         router = RouterProcess(tmp / "router", ["-v", "--placement", paddr, "--progress-notify-interval-ms", "300"])
         router.start()
@@ -435,6 +473,8 @@ def run_campaign(cfg: CampaignConfig) -> RunResult:
 
         def converged() -> bool:
             nonlocal last
+            if nem.splits:
+                nem.sync_map(timeout_s=5)
             last = _replica_states(cluster, run.keys)
             return len({tuple(sorted(s.items())) for s in last.values()}) == 1
 
@@ -442,7 +482,9 @@ def run_campaign(cfg: CampaignConfig) -> RunResult:
             wait_until(converged, timeout=30, what="replicas converged")
         except AssertionError:
             pass  # check_convergence reports what differs
-        violations = [*check_all(h, last, lin_max_steps=cfg.lin_max_steps), *run.extra]
+        # Skewed wall clocks widen what bounded staleness promises (checkers.check_staleness).
+        skew_ms = 2 * nem.max_clock_offset_ms
+        violations = [*check_all(h, last, lin_max_steps=cfg.lin_max_steps, clock_skew_ms=skew_ms), *run.extra]
         if router.proc is not None and router.proc.poll() is not None:
             violations.append(Violation("process_died", b"", f"router exited with {router.proc.returncode}"))
         for nid, n in cluster.placement.nodes.items():
@@ -453,7 +495,11 @@ def run_campaign(cfg: CampaignConfig) -> RunResult:
         result.ops_unknown = sum(o.outcome is Outcome.UNKNOWN for o in h.ops)
         result.faults = Counter(f.kind for f in h.faults)
         result.recovery_s = _recovery(h, cluster)
+        result.recovery_partition_s = _recovery(h, cluster, kind="partition_leader")
         result.crashpoints_not_fired = nem.crashpoints_not_fired
+        result.crashpoints_fired = dict(nem.crashpoints_by_point)
+        result.placement_ops = {f"{k}:{o}": n for (k, o), n in sorted(nem.op_outcomes.items())}
+        result.clock_skew_ms = skew_ms
         result.violations = violations
         (tmp / "history.json").write_text(h.dump())
     except Exception as exc:  # noqa: BLE001 - the run failed; reported and kept, the campaign goes on
@@ -493,19 +539,28 @@ def _ok(fn: Callable[[], object]) -> bool:
 
 
 def summarize(results: list[RunResult]) -> dict[str, Any]:
-    faults: Counter = Counter()
+    faults: Counter = Counter({k: 0 for k in KINDS})
     viol: Counter = Counter({k: 0 for k in VIOLATION_KINDS})
+    crash: Counter = Counter()
+    pops: Counter = Counter()
     rec: list[float] = []
+    rec_part: list[float] = []
     for r in results:
         faults.update(r.faults)
         viol.update(v.kind for v in r.violations)
+        crash.update(r.crashpoints_fired)
+        pops.update(r.placement_ops)
         rec.extend(r.recovery_s)
+        rec_part.extend(r.recovery_partition_s)
 
-    def pct(p: float) -> float | None:
-        if not rec:
+    def pct(xs: list[float], p: float) -> float | None:
+        if not xs:
             return None
-        s = sorted(rec)
+        s = sorted(xs)
         return round(s[min(len(s) - 1, int(p * len(s)))], 3)
+
+    def figures(xs: list[float]) -> dict[str, Any]:
+        return {"n": len(xs), "p50": pct(xs, 0.5), "p99": pct(xs, 0.99), "mean": round(statistics.fmean(xs), 3) if xs else None}
 
     return {
         "runs": len(results),
@@ -513,13 +568,15 @@ def summarize(results: list[RunResult]) -> dict[str, Any]:
         "ops_ok": sum(r.ops_ok for r in results),
         "ops_unknown": sum(r.ops_unknown for r in results),
         "faults": dict(faults),
+        "faults_total": sum(faults.values()),
         "violations": dict(viol),
         "violations_total": sum(viol.values()),
+        "crashpoints": dict(sorted(crash.items())),
         "crashpoints_not_fired": sum(r.crashpoints_not_fired for r in results),
-        "recovery_leader_kill_to_first_write_s": {
-            "n": len(rec), "p50": pct(0.5), "p99": pct(0.99),
-            "mean": round(statistics.fmean(rec), 3) if rec else None,
-        },
+        "placement_ops": dict(sorted(pops.items())),
+        "max_clock_skew_allowance_ms": max((r.clock_skew_ms for r in results), default=0),
+        "recovery_leader_kill_to_first_write_s": figures(rec),
+        "recovery_leader_isolation_to_first_write_s": figures(rec_part),
         "seeds": [r.seed for r in results],
         "kept": [r.kept_dir for r in results if r.kept_dir],
     }
@@ -529,10 +586,16 @@ def format_summary(s: dict[str, Any]) -> str:
     lines = [
         f"runs: {s['runs']}  seeds: {s['seeds']}",
         f"ops: {s['ops']} (ok {s['ops_ok']}, unknown outcome {s['ops_unknown']})",
-        "faults injected: " + (", ".join(f"{k}={v}" for k, v in sorted(s["faults"].items())) or "none"),
+        f"faults injected (total {s['faults_total']}): " + ", ".join(f"{k}={v}" for k, v in s["faults"].items()),
         "violations: " + ", ".join(f"{k}={v}" for k, v in s["violations"].items()) + f"  (total {s['violations_total']})",
-        f"crash points not fired (not honoured by the server?): {s['crashpoints_not_fired']}",
+        "crash points: " + (", ".join(f"{k}={v}" for k, v in s["crashpoints"].items()) or "none armed"),
+        f"crash points not fired (not reached in the window, or not honoured): {s['crashpoints_not_fired']}",
+        "placement operations under faults: " + (", ".join(f"{k}={v}" for k, v in s["placement_ops"].items()) or "none"),
+        f"staleness bound allowance for clock skew: +{s['max_clock_skew_allowance_ms']} ms",
         "leader-kill -> first write recovery: n={n} p50={p50}s p99={p99}s".format(**s["recovery_leader_kill_to_first_write_s"]),
+        "leader-isolation -> first write recovery: n={n} p50={p50}s p99={p99}s".format(
+            **s["recovery_leader_isolation_to_first_write_s"]
+        ),
     ]
     if s["kept"]:
         lines.append("kept: " + ", ".join(s["kept"]))

@@ -15,6 +15,12 @@ an unsynced entry as stable. A failed write or sync raises ``FatalStorageError``
 and poisons the store: every later write raises too, and the in-memory views
 stay as they were. The runtime exits the process; recovery is a restart.
 
+Removing: ``LogBatch.remove_group`` deletes a group's whole key range and
+may leave a tombstone in it (key kind 0x20, after the log; record
+``B version=1 | Q number``): a number the owner chose, kept across restarts
+(``RocksLogStore.tombstone``) until cleared; a group with only a tombstone
+is not recovered as a group.
+
 Reading: metadata (offset, last index, hard state, snapshot) and the most
 recent entries of each group are kept in memory; older entries are read from a
 RocksDB snapshot taken right after the last successful commit, so a read can
@@ -54,6 +60,7 @@ import concurrent.futures
 import functools
 import logging
 import os
+import struct
 from dataclasses import dataclass, field
 from typing import Callable, Protocol, Sequence
 
@@ -94,7 +101,26 @@ __all__ = [
     "RocksLogStore",
     "is_bootstrap_snapshot",
     "open_db",
+    "tombstone_key",
 ]
+
+_TOMBSTONE_KIND = 0x20
+"""Key kind of a destroyed group's tombstone: inside the group's key range
+(``keys.group_start``/``group_end``), after its log, never read as a log key."""
+_TOMBSTONE = struct.Struct(">BQ")
+"""tombstone record: B version=1 | Q the owner's number (see LogBatch.remove_group)"""
+
+
+def tombstone_key(group_id: int) -> bytes:
+    """Where a destroyed group's tombstone is kept."""
+    return keys.group_start(group_id) + bytes([_TOMBSTONE_KIND])
+
+
+def _decode_tombstone(raw: bytes) -> int:
+    if len(raw) != _TOMBSTONE.size or raw[0] != 1:
+        raise FatalStorageError(f"bad tombstone record {raw.hex()}")
+    return int(_TOMBSTONE.unpack(raw)[1])
+
 
 DEFAULT_CACHE_ENTRIES = 512
 DEFAULT_CACHE_BYTES = 1 << 20
@@ -265,6 +291,8 @@ class _Pending:
     tail: list[Entry] = field(default_factory=list)  # entries staged here, ending at last
     drop_log: bool = False  # the committed log is dropped (snapshot applied)
     removed: bool = False
+    tombstone: int | None = None  # with removed: the tombstone left in its place
+    tombstone_cleared: bool = False
 
 
 class LogBatch:
@@ -414,11 +442,28 @@ class LogBatch:
         self.set_hard_state(group_id, HardState(term=BOOTSTRAP_TERM, vote=0, commit=BOOTSTRAP_INDEX))
         self.must_sync = True
 
-    def remove_group(self, group_id: int) -> None:
-        """Delete everything of the group (its log, hard state, snapshot, applied key)."""
+    def remove_group(self, group_id: int, *, tombstone: int | None = None) -> None:
+        """Delete everything of the group (its log, hard state, snapshot, applied key).
+
+        tombstone, if given, is left in the group's place (``tombstone_key``):
+        a number its owner chose (a shard keeps the configuration version it
+        was destroyed at), read back with ``RocksLogStore.tombstone`` even
+        after a restart, so the owner can tell a stale message or map entry
+        for the destroyed replica from a genuine re-add (TiKV's Tombstone peer
+        state). Written after the range delete in the same batch, so it wins."""
         p = self._claim(group_id)
         self.wb.delete_range(keys.group_start(group_id), keys.group_end(group_id))
+        if tombstone is not None:
+            self.wb.put(tombstone_key(group_id), _TOMBSTONE.pack(1, tombstone))
         p.removed = True
+        p.tombstone = tombstone
+        self.must_sync = True
+
+    def clear_tombstone(self, group_id: int) -> None:
+        """Forget a destroyed group's tombstone (it is being hosted again)."""
+        p = self._claim(group_id)
+        self.wb.delete(tombstone_key(group_id))
+        p.tombstone_cleared = True
         self.must_sync = True
 
     def discard(self) -> None:
@@ -496,9 +541,11 @@ class RocksLogStore:
         self.keep_snapshot_data = keep_snapshot_data
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="raft-log-sync")
         self._groups: dict[int, GroupStorage] = {}
+        self._tombstones: dict[int, int] = {}
         self._reader: _Reader | None = None
         self._in_flight = 0
         self._failed: BaseException | None = None
+        self._closed = False
 
     @property
     def db(self) -> rocksdict.Rdict:
@@ -525,7 +572,11 @@ class RocksLogStore:
                 if key >= end:
                     break
                 group_id = keys.parse_group(key)
-                self._groups[group_id] = self._load_group(group_id, it, verify)
+                raw = self._db.get(tombstone_key(group_id))
+                if raw is not None:
+                    self._tombstones[group_id] = _decode_tombstone(raw)
+                if raw is None or key != tombstone_key(group_id):  # more than a tombstone: a live group
+                    self._groups[group_id] = self._load_group(group_id, it, verify)
                 it.seek(keys.group_end(group_id))
             del it
             self._reader = self._db.snapshot()
@@ -588,6 +639,10 @@ class RocksLogStore:
     def group_ids(self) -> list[int]:
         """Ids of the groups recovered or touched since (removed ones excluded)."""
         return sorted(self._groups)
+
+    def tombstone(self, group_id: int) -> int | None:
+        """The tombstone a removal left for group_id (None: none, or cleared)."""
+        return self._tombstones.get(group_id)
 
     # -- writing ------------------------------------------------------------------
     def batch(self) -> LogBatch:
@@ -661,9 +716,14 @@ class RocksLogStore:
         lb.compact(group_id, index)
         await self.write(lb)
 
-    async def remove_group(self, group_id: int) -> None:
+    async def remove_group(self, group_id: int, *, tombstone: int | None = None) -> None:
         lb = self.batch()
-        lb.remove_group(group_id)
+        lb.remove_group(group_id, tombstone=tombstone)
+        await self.write(lb)
+
+    async def clear_tombstone(self, group_id: int) -> None:
+        lb = self.batch()
+        lb.clear_tombstone(group_id)
         await self.write(lb)
 
     async def bootstrap(self, group_id: int, conf_state: ConfState) -> None:
@@ -678,6 +738,7 @@ class RocksLogStore:
         snapshot or iterator keeps the DB, and its LOCK file, open.)"""
         self._executor.shutdown(wait=True)
         self._reader = None
+        self._closed = True
 
     # -- internals ------------------------------------------------------------------
     def _check_batch(self, lb: LogBatch) -> None:
@@ -726,10 +787,16 @@ class RocksLogStore:
     def _install(self, lb: LogBatch) -> None:
         if lb._reader is None:
             raise RaftInvariantError("installing a batch that was not written")
-        self._reader, lb._reader = lb._reader, None
+        # A write that completes after close() (its caller was cancelled)
+        # must not publish a read view: it would pin the closed DB (and its LOCK).
+        self._reader, lb._reader = (None if self._closed else lb._reader), None
         for group_id, p in lb._pending.items():
             view = p.view
             view._staged_in = None
+            if p.removed and p.tombstone is not None:
+                self._tombstones[group_id] = p.tombstone
+            elif p.removed or p.tombstone_cleared:  # the range delete took an older one too
+                self._tombstones.pop(group_id, None)
             if p.removed:
                 view._reset()
                 if self._groups.get(group_id) is view:

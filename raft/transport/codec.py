@@ -55,6 +55,10 @@ DEFAULT_CHUNK_SIZE = 1 << 20
 """Bytes of snapshot data per SnapshotChunk (1 MiB)."""
 
 _HEARTBEAT_TYPES = (MessageType.HEARTBEAT, MessageType.HEARTBEAT_RESP)
+# Dict lookups, not MessageType(x)/EntryKind(x): an Enum call per entry was
+# a third of decoding an append.
+_MESSAGE_TYPES = {int(t): t for t in MessageType}
+_ENTRY_KINDS = {int(k): k for k in EntryKind}
 
 
 class CodecError(RaftError):
@@ -67,21 +71,36 @@ class CodecError(RaftError):
 
 def message_to_pb(msg: Message) -> pb.Message:
     """The wire form of msg, of any type. A snapshot's data is left out."""
-    out = pb.Message(
-        type=cast(pb.MessageType, int(msg.type)),
-        to=msg.to,
-        from_=msg.from_,
-        term=msg.term,
-        log_term=msg.log_term,
-        index=msg.index,
-        entries=[
-            pb.Entry(term=e.term, index=e.index, kind=cast(pb.EntryKind, int(e.kind)), data=e.data) for e in msg.entries
-        ],
-        commit=msg.commit,
-        reject=msg.reject,
-        reject_hint=msg.reject_hint,
-        context=msg.context,
-    )
+    out = pb.Message()
+    _fill(out, msg)
+    return out
+
+
+def _fill(out: pb.Message, msg: Message) -> None:
+    """Write msg into out, a fresh message in place (e.g. inside its batch):
+    building a message and then copying it into its parent costs a copy per
+    level (entries, message, batch), and this is the hot path of every write."""
+    out.type = cast(pb.MessageType, int(msg.type))
+    out.to = msg.to
+    out.from_ = msg.from_
+    if msg.term:
+        out.term = msg.term
+    if msg.log_term:
+        out.log_term = msg.log_term
+    if msg.index:
+        out.index = msg.index
+    if msg.entries:
+        add = out.entries.add
+        for e in msg.entries:
+            add(term=e.term, index=e.index, kind=cast(pb.EntryKind, int(e.kind)), data=e.data)
+    if msg.commit:
+        out.commit = msg.commit
+    if msg.reject:
+        out.reject = True
+    if msg.reject_hint:
+        out.reject_hint = msg.reject_hint
+    if msg.context:
+        out.context = msg.context
     if msg.snapshot is not None:
         meta = msg.snapshot.metadata
         out.snapshot.SetInParent()  # present even when every field is zero
@@ -89,16 +108,16 @@ def message_to_pb(msg: Message) -> pb.Message:
         out.snapshot.term = meta.term
         out.snapshot.conf_state.voters.extend(meta.conf_state.voters)
         out.snapshot.conf_state.learners.extend(meta.conf_state.learners)
-    return out
 
 
 def message_from_pb(m: pb.Message) -> Message:
     """The core Message of a wire message; a snapshot comes back with empty data."""
     try:
-        mtype = MessageType(m.type)
-        entries = tuple(Entry(term=e.term, index=e.index, kind=EntryKind(e.kind), data=e.data) for e in m.entries)
-    except ValueError as exc:
-        raise CodecError(f"malformed message: {exc}") from exc
+        mtype = _MESSAGE_TYPES[m.type]
+        kinds = _ENTRY_KINDS
+        entries = tuple([Entry(term=e.term, index=e.index, kind=kinds[e.kind], data=e.data) for e in m.entries])
+    except KeyError as exc:
+        raise CodecError(f"malformed message: unknown message type or entry kind {exc}") from exc
     snapshot: Snapshot | None = None
     if m.HasField("snapshot"):
         s = m.snapshot
@@ -148,8 +167,9 @@ def encode_batch(from_node: int, to_node: int, items: Iterable[tuple[int, Messag
     Raises CodecError for a local message type or a message carrying snapshot
     data (snapshots go through the snapshot stream).
     """
-    messages: list[pb.GroupMessage] = []
-    heartbeats: list[pb.Heartbeat] = []
+    batch = pb.MessageBatch(from_node=from_node, to_node=to_node)
+    add_message = batch.messages.add
+    add_heartbeat = batch.heartbeats.add
     runs: list[int] = []
     in_heartbeats = False  # which list the current run takes from
     run = 0
@@ -165,28 +185,22 @@ def encode_batch(from_node: int, to_node: int, items: Iterable[tuple[int, Messag
             run = 0
         run += 1
         if compact:
-            heartbeats.append(
-                pb.Heartbeat(
-                    group_id=group_id,
-                    to=msg.to,
-                    from_=msg.from_,
-                    term=msg.term,
-                    commit=msg.commit,
-                    context=msg.context,
-                    response=msg.type == MessageType.HEARTBEAT_RESP,
-                )
+            add_heartbeat(
+                group_id=group_id,
+                to=msg.to,
+                from_=msg.from_,
+                term=msg.term,
+                commit=msg.commit,
+                context=msg.context,
+                response=msg.type == MessageType.HEARTBEAT_RESP,
             )
         else:
-            messages.append(pb.GroupMessage(group_id=group_id, msg=message_to_pb(msg)))
+            _fill(add_message(group_id=group_id).msg, msg)
     runs.append(run)
     # [m] or [m, h]: all messages, then all heartbeats, which an empty `runs` says.
-    return pb.MessageBatch(
-        from_node=from_node,
-        to_node=to_node,
-        messages=messages,
-        heartbeats=heartbeats,
-        runs=runs if len(runs) > 2 else (),
-    )
+    if len(runs) > 2:
+        batch.runs.extend(runs)
+    return batch
 
 
 def _heartbeat_from_pb(h: pb.Heartbeat) -> Message:

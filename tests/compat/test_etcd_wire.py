@@ -252,6 +252,7 @@ FIELD_FACTS: list[tuple[str, str, int, str]] = [
     ("etcdserverpb.HashKVResponse", "header", 1, HDR),
     ("etcdserverpb.HashKVResponse", "hash", 2, "uint32"),
     ("etcdserverpb.HashKVResponse", "compact_revision", 3, "int64"),
+    ("etcdserverpb.HashKVResponse", "hash_revision", 4, "int64"),
     ("etcdserverpb.SnapshotResponse", "header", 1, HDR),
     ("etcdserverpb.SnapshotResponse", "remaining_bytes", 2, "uint64"),
     ("etcdserverpb.SnapshotResponse", "blob", 3, "bytes"),

@@ -293,3 +293,33 @@ def test_snapshot_save_writes_a_flotilla_backup(ctl: Ctl, tmp_path: pathlib.Path
     assert [(kv.key, kv.value, kv.mod_revision) for kv in kvs] == [
         (base64.b64decode(j["key"]), base64.b64decode(j.get("value", "")), j["mod_revision"]) for j in everything
     ]
+
+
+def test_alarm_list_and_disarm(ctl: Ctl) -> None:
+    """`etcdctl alarm list` shows every store node's NOSPACE alarm as etcd
+    prints it, `endpoint status` lists it among its errors, a put is refused
+    with etcd's text, and `etcdctl alarm disarm` clears them all (etcdctl
+    has no command to raise one: the test arms them with Maintenance.Alarm)."""
+    import grpc
+
+    from flotillapb.etcd.etcdserverpb import rpc_pb2 as epb
+    from flotillapb.etcd.etcdserverpb import rpc_pb2_grpc as eg
+
+    assert ctl.out("alarm", "list") == []
+    members = (1, 2, 3)  # the module's store nodes
+    with grpc.insecure_channel(ctl.endpoint) as channel:
+        maint = eg.MaintenanceStub(channel)
+        try:
+            for m in members:
+                maint.Alarm(epb.AlarmRequest(action=epb.AlarmRequest.ACTIVATE, memberID=m, alarm=epb.NOSPACE), timeout=10)
+            expected = [f"memberID:{m} alarm:NOSPACE " for m in members]
+            assert ctl.out("alarm", "list") == expected
+            status = ctl.out("endpoint", "status")[0]
+            assert all(e.strip() in status for e in expected), status
+            p = ctl.run("put", "alarmed", "x", check=False)
+            assert p.returncode != 0 and "etcdserver: mvcc: database space exceeded" in p.stderr
+            assert ctl.out("alarm", "disarm") == expected
+        finally:
+            maint.Alarm(epb.AlarmRequest(action=epb.AlarmRequest.DEACTIVATE, memberID=0, alarm=epb.NOSPACE), timeout=10)
+    assert ctl.out("alarm", "list") == []
+    assert ctl.out("put", "alarmed", "x") == ["OK"]

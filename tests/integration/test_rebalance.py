@@ -5,7 +5,13 @@ One cluster for the module, in order: a 4th store joins a 3-store cluster
 and receives replicas and leaders; `flotilla ctl` transfers a leader and
 moves a replica; a drained node ends with nothing; a store killed for longer
 than --down-after has its replicas repaired on the others. After each, every
-acknowledged write is still readable linearizably from the shard's leader.
+acknowledged write is still readable linearizably from the shard's leader,
+and a history of puts and linearizable reads recorded while the scenario ran
+(tests/integration/history.py) is linearizable: no read was stale.
+
+A replica moved or drained away is destroyed on its old store (issue #7):
+the store stops hosting it, a scan of its RocksDB (the process stopped)
+finds no key in the shard's slots, and it does not come back at restart.
 """
 
 from __future__ import annotations
@@ -24,6 +30,9 @@ from flotilla.raftcluster import REPO
 from flotillapb import placement_pb2 as ppb
 from flotillapb import store_pb2 as spb
 from flotillapb.etcd.etcdserverpb import rpc_pb2 as epb
+from raft.storage import open_db
+from shard import keys as shard_keys
+from tests.integration.history import Load
 
 pytestmark = pytest.mark.integration
 
@@ -162,21 +171,75 @@ def settled(c: Cluster, pred: object, what: str, timeout: float = 40) -> ppb.Clu
     return wait_until(check, timeout=timeout, what=what)
 
 
+def read_on(c: Cluster, nid: int, shard_id: int, key: bytes) -> bytes | None:
+    """A linearizable read served by node nid's replica (ReadIndex), retried on routing errors."""
+
+    def attempt() -> tuple[bytes | None] | None:
+        epoch = c.stores.shard_status(nid, shard_id).descriptor.epoch
+        req = spb.ShardRangeRequest(header=spb.RequestHeader(shard_id=shard_id, epoch=epoch), consistency=spb.READ_LINEARIZABLE, request=epb.RangeRequest(key=key))
+        r = c.stores.store(nid).Range(req, timeout=10)
+        if r.header.HasField("error"):
+            return None
+        return (r.response.kvs[0].value if r.response.kvs else None,)
+
+    return wait_until(attempt, timeout=30, what=f"linearizable read of {key!r} on node {nid}")[0]
+
+
+def hosted(c: Cluster, nid: int) -> set[int]:
+    return {s.descriptor.shard_id for s in c.stores.status(nid).shards}
+
+
+def keys_in_slots(c: Cluster, nid: int, ranges: list[tuple[int, int]]) -> int:
+    """Data and revision-index keys in these slots of a STOPPED store's RocksDB (a real scan)."""
+    db = open_db(c.stores.nodes[nid].data_dir / "db")
+    try:
+        n = 0
+        for lo, hi in ranges:
+            for start, end in ((shard_keys.data_prefix(lo), shard_keys.data_prefix(hi)), (shard_keys.rev_prefix(lo), shard_keys.rev_prefix(hi))):
+                for k in db.keys(from_key=start):
+                    if k >= end:
+                        break
+                    n += 1
+        return n
+    finally:
+        db.close()
+
+
+def check_destroyed_and_gone_after_restart(c: Cluster, nid: int, shard_id: int, ranges: list[tuple[int, int]]) -> None:
+    """nid destroys its replica of shard_id; stopped, its RocksDB has no key
+    in `ranges`; restarted, it hosts what the map gives it but not shard_id."""
+    wait_until(lambda: shard_id not in hosted(c, nid), timeout=40, what=f"node {nid} destroys its replica of shard {shard_id}")
+    c.stores.nodes[nid].stop()
+    assert keys_in_slots(c, nid, ranges) == 0, f"node {nid} still stores keys of shard {shard_id}'s slots {ranges}"
+    c.stores._spawn(nid)
+    c.stores._await_ready(nid)
+    mine = {s.descriptor.shard_id for s in c.get_map().shards if any(r.node_id == nid for r in s.descriptor.replicas)}
+    wait_until(lambda: mine <= hosted(c, nid), timeout=40, what=f"restarted node {nid} hosts its shards {mine}")
+    assert shard_id not in hosted(c, nid), f"shard {shard_id} came back on node {nid} after a restart"
+
+
 # -------------------------------------------------------------------- tests
 
 
 def test_new_store_receives_replicas_and_leaders(cluster: Cluster, writes: Writes) -> None:
     writes.write_batch("before-join")
     stores = cluster.stores
-    stores.node_ids = (*stores.node_ids, NEW_STORE)
-    stores._spawn(NEW_STORE)
-    stores._await_ready(NEW_STORE)
-    m = settled(
-        cluster,
-        lambda m: set(replica_counts(m).values()) == {3} and max(leader_counts(m).values()) - min(leader_counts(m).values()) <= 1,
-        "replicas 3 per store and leaders balanced with the 4th store",
-        timeout=60,
-    )
+    with Load(cluster) as load:
+        stores.node_ids = (*stores.node_ids, NEW_STORE)
+        stores._spawn(NEW_STORE)
+        stores._await_ready(NEW_STORE)
+        m = settled(
+            cluster,
+            lambda m: set(replica_counts(m).values()) == {3} and max(leader_counts(m).values()) - min(leader_counts(m).values()) <= 1,
+            "replicas 3 per store and leaders balanced with the 4th store",
+            timeout=60,
+        )
+    load.check()
+    # the stores that gave replicas to the 4th destroyed theirs
+    for sid_desc in (s.descriptor for s in m.shards):
+        for nid in stores.node_ids:
+            if nid != NEW_STORE and all(r.node_id != nid for r in sid_desc.replicas):
+                wait_until(lambda: sid_desc.shard_id not in hosted(cluster, nid), timeout=40, what=f"node {nid} destroys shard {sid_desc.shard_id}")
     assert leader_counts(m)[NEW_STORE] >= 1
     writes.write_batch("after-join")
     writes.check()
@@ -190,16 +253,28 @@ def test_ctl_transfer_leader_and_move(cluster: Cluster, writes: Writes) -> None:
     assert out.returncode == 0, out.stderr
     # (the leader balancer may move it back afterwards: the operator's success is what ctl promises)
     wait_operator(cluster, int(json.loads(out.stdout)["id"]), "success")
+    # Regression (issue #7): a leader transfer followed by a stale ReadIndex. A
+    # write acknowledged by the new leader is seen by a linearizable read
+    # served on the old leader right after (it must not answer from its state
+    # as of its own term).
+    key = cluster.stores.key_in(s.shard_id, "after-transfer-")
+    writes.put(key, b"new-leader-wrote-this")
+    assert read_on(cluster, s.leader_node_id, s.shard_id, key) == b"new-leader-wrote-this"
 
     m = cluster.get_map()
     s = m.shards[1].descriptor
     have = {r.node_id for r in s.replicas}
     frm = next(n for n in sorted(have) if n != s.leader_node_id)
     to = next(n for n in sorted(replica_counts(m)) if n not in have)
-    out = ctl(cluster, "-o", "json", "move", str(s.shard_id), str(frm), str(to))
-    assert out.returncode == 0, out.stderr
-    op_id = int(json.loads(out.stdout)["id"])
-    wait_operator(cluster, op_id, "success")
+    for i in range(6):  # data of the moved shard on its source store
+        writes.put(cluster.stores.key_in(s.shard_id, f"moved{i}-"), b"v")
+    with Load(cluster) as load:
+        out = ctl(cluster, "-o", "json", "move", str(s.shard_id), str(frm), str(to))
+        assert out.returncode == 0, out.stderr
+        op_id = int(json.loads(out.stdout)["id"])
+        wait_operator(cluster, op_id, "success")
+    load.check()
+    check_destroyed_and_gone_after_restart(cluster, frm, s.shard_id, [(r.start, r.end) for r in s.slots])
     table = ctl(cluster, "operators")
     assert table.returncode == 0 and "move" in table.stdout, table.stderr
     bad = ctl(cluster, "move", str(s.shard_id), "999", str(to))
@@ -209,9 +284,12 @@ def test_ctl_transfer_leader_and_move(cluster: Cluster, writes: Writes) -> None:
 
 
 def test_drain_node(cluster: Cluster, writes: Writes) -> None:
-    out = ctl(cluster, "drain", str(NEW_STORE))
-    assert out.returncode == 0 and "draining" in out.stdout, out.stderr
-    settled(cluster, lambda m: replica_counts(m).get(NEW_STORE, 0) == 0, f"node {NEW_STORE} drained", timeout=60)
+    with Load(cluster) as load:
+        out = ctl(cluster, "drain", str(NEW_STORE))
+        assert out.returncode == 0 and "draining" in out.stdout, out.stderr
+        settled(cluster, lambda m: replica_counts(m).get(NEW_STORE, 0) == 0, f"node {NEW_STORE} drained", timeout=60)
+    load.check()
+    wait_until(lambda: not hosted(cluster, NEW_STORE), timeout=40, what=f"node {NEW_STORE} destroys every replica")
     writes.write_batch("after-drain")
     writes.check()
     assert ctl(cluster, "drain", "--undo", str(NEW_STORE)).returncode == 0
@@ -221,13 +299,15 @@ def test_drain_node(cluster: Cluster, writes: Writes) -> None:
 
 def test_dead_store_is_repaired(cluster: Cluster, writes: Writes) -> None:
     victim = 13
-    cluster.stores.kill(victim, signal.SIGKILL)
-    m = settled(
-        cluster,
-        lambda m: replica_counts(m).get(victim, 0) == 0 and all(len(s.descriptor.replicas) == 3 for s in m.shards),
-        f"replicas of the dead node {victim} repaired",
-        timeout=60,
-    )
+    with Load(cluster) as load:
+        cluster.stores.kill(victim, signal.SIGKILL)
+        m = settled(
+            cluster,
+            lambda m: replica_counts(m).get(victim, 0) == 0 and all(len(s.descriptor.replicas) == 3 for s in m.shards),
+            f"replicas of the dead node {victim} repaired",
+            timeout=60,
+        )
+    load.check()
     assert next(n.state for n in m.nodes if n.node_id == victim) == ppb.DOWN
     writes.write_batch("after-repair")
     writes.check()

@@ -49,6 +49,8 @@ OPTIONAL_MODULES = (
     "shard/txn.py",
     "shard/snapshot.py",
     "shard/leasekeys.py",
+    "shard/quota.py",
+    "shard/hashkv.py",
     "flotilla/campaign/history.py",
     "flotilla/campaign/linearizability.py",
     "flotilla/campaign/checkers.py",

@@ -629,14 +629,16 @@ class HashKVRequest(_message.Message):
     def __init__(self, revision: _Optional[int] = ...) -> None: ...
 
 class HashKVResponse(_message.Message):
-    __slots__ = ("header", "hash", "compact_revision")
+    __slots__ = ("header", "hash", "compact_revision", "hash_revision")
     HEADER_FIELD_NUMBER: _ClassVar[int]
     HASH_FIELD_NUMBER: _ClassVar[int]
     COMPACT_REVISION_FIELD_NUMBER: _ClassVar[int]
+    HASH_REVISION_FIELD_NUMBER: _ClassVar[int]
     header: ResponseHeader
     hash: int
     compact_revision: int
-    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., hash: _Optional[int] = ..., compact_revision: _Optional[int] = ...) -> None: ...
+    hash_revision: int
+    def __init__(self, header: _Optional[_Union[ResponseHeader, _Mapping]] = ..., hash: _Optional[int] = ..., compact_revision: _Optional[int] = ..., hash_revision: _Optional[int] = ...) -> None: ...
 
 class SnapshotRequest(_message.Message):
     __slots__ = ()

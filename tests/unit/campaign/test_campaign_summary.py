@@ -16,8 +16,12 @@ def test_parse_kinds() -> None:
     assert parse_kinds("kill,pause") == ("kill_one", "kill_leader", "kill_majority", "kill_all", "pause")
     assert parse_kinds("crashpoint, kill_leader,crashpoint") == ("crashpoint", "kill_leader")
     assert set(parse_kinds(",".join(KINDS))) == set(KINDS)
-    with pytest.raises(ValueError, match="unknown nemesis 'partition'"):
-        parse_kinds("partition")
+    assert parse_kinds("partition") == (
+        "partition_leader", "partition_split", "partition_bridge", "partition_oneway", "delay"
+    )
+    assert parse_kinds("all") == KINDS
+    with pytest.raises(ValueError, match="unknown nemesis 'partitions'"):
+        parse_kinds("partitions")
 
 
 def test_summary_counts_runs_faults_violations_and_recovery() -> None:
@@ -25,7 +29,8 @@ def test_summary_counts_runs_faults_violations_and_recovery() -> None:
     b = RunResult(seed=2, ops=50, ops_ok=50, ops_unknown=0, faults=Counter(kill_leader=2), recovery_s=[2.0],
                   violations=[Violation("watch_gap", b"k", "x")], kept_dir="/tmp/x")
     s = summarize([a, b])
-    assert s["runs"] == 2 and s["ops"] == 150 and s["faults"] == {"pause": 2, "kill_leader": 3}
+    assert s["runs"] == 2 and s["ops"] == 150
+    assert s["faults"] == {**{k: 0 for k in KINDS}, "pause": 2, "kill_leader": 3} and s["faults_total"] == 5
     assert set(s["violations"]) == set(VIOLATION_KINDS) and s["violations"]["watch_gap"] == 1
     assert s["violations_total"] == 1 and s["kept"] == ["/tmp/x"]
     r = s["recovery_leader_kill_to_first_write_s"]
@@ -33,3 +38,17 @@ def test_summary_counts_runs_faults_violations_and_recovery() -> None:
     text = format_summary(s)
     assert "runs: 2" in text and "watch_gap=1" in text and "(total 1)" in text and "p50=2.0s" in text
     assert summarize([a])["violations_total"] == 0
+
+
+def test_summary_lists_every_nemesis_kind_crash_points_and_placement_ops() -> None:
+    a = RunResult(
+        seed=3, ops=10, ops_ok=10, ops_unknown=0, faults=Counter(partition_leader=1, kill_router=1),
+        crashpoints_fired={"split_apply:fired": 1}, placement_ops={"split_under_fault:failed": 1},
+        recovery_partition_s=[0.5], clock_skew_ms=800,
+    )
+    s = summarize([a])
+    text = format_summary(s)
+    for k in KINDS:
+        assert f"{k}=" in text, k
+    assert "split_apply:fired=1" in text and "split_under_fault:failed=1" in text and "+800 ms" in text
+    assert s["recovery_leader_isolation_to_first_write_s"]["p50"] == 0.5

@@ -1,0 +1,23 @@
+"""The rule files a partition nemesis writes: each side drops exactly the
+other side's nodes (a cut both ways), and nothing else."""
+
+from __future__ import annotations
+
+from flotilla.campaign.nemesis import ALIASES, CRASH_POINTS, KINDS, Nemesis
+
+
+def test_cut_drops_the_other_groups_both_ways() -> None:
+    rules = Nemesis._cut([[11], [12, 13]])
+    assert rules[11].drop == {12, 13}
+    assert rules[12].drop == {11} and rules[13].drop == {11}
+    assert all(not r.delay_ms and not r.clock_offset_ms for r in rules.values())
+    three = Nemesis._cut([[1], [2], [3]])
+    assert three[1].drop == {2, 3} and three[2].drop == {1, 3}
+
+
+def test_groups_name_only_known_kinds_and_every_crash_point_is_listed() -> None:
+    for group, kinds in ALIASES.items():
+        assert set(kinds) <= set(KINDS), group
+    assert ALIASES["all"] == KINDS
+    assert {"before_persist", "after_persist", "before_apply", "after_apply", "snapshot_save",
+            "before_snapshot_apply", "after_snapshot_apply", "split_apply"} == set(CRASH_POINTS)

@@ -1,0 +1,45 @@
+"""WatchMerger.replace when a watched shard is merged into another shard the
+same watch already reads: the target's stream goes on, nothing is lost or
+delivered twice."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from router import merge
+
+
+@dataclass(frozen=True)
+class KV:
+    key: bytes
+    mod_revision: int
+
+
+@dataclass(frozen=True)
+class Ev:
+    kv: KV
+
+
+def _ev(key: str, rev: int) -> Ev:
+    return Ev(KV(key.encode(), rev))
+
+
+def test_a_merged_source_hands_its_pending_events_to_the_existing_target() -> None:
+    m = merge.WatchMerger(["a", "b"], start_revision=1)
+    assert m.add("a", [_ev("a1", 3), _ev("a2", 9)], progress_revision=9) == []
+    # b has events up to 7, pending until a's frontier passes them... which it has
+    assert [e.kv.mod_revision for e in m.add("b", [_ev("b1", 5), _ev("b2", 12)], progress_revision=12)] == [3, 5, 9]
+    # b (frozen at 12) merges into a: a's stream continues from its own frontier (9)
+    out = m.replace("b", ["a"])
+    assert out == []  # b2 (12) waits for a's frontier
+    assert m.sources == ("a",)
+    out = m.add("a", [_ev("b3", 15)], progress_revision=15)
+    assert [e.kv.mod_revision for e in out] == [12, 15]
+
+
+def test_replace_into_a_new_and_an_existing_source_gives_pending_once() -> None:
+    m = merge.WatchMerger(["a", "b"], start_revision=1)
+    m.add("b", [_ev("b1", 5)], progress_revision=5)
+    m.replace("b", ["a", "c"])
+    out = m.add("a", [], progress_revision=10) + m.add("c", [], progress_revision=10)
+    assert [e.kv.mod_revision for e in out] == [5]

@@ -1,0 +1,94 @@
+"""The node wiring of the space quota and of HashKV, on StoreNodes in one
+process (real RocksDB, LocalTransport, virtual time; the space measurement is
+the in-memory MemorySpace, so the test sets what each node "uses").
+
+A node over its quota raises NOSPACE at its next timed measurement; the
+leaders it hosts then refuse puts (NoSpace, before proposing: nothing reaches
+the log) while deletes and compactions go through; the alarm stays after
+space is freed until it is disarmed; a node still over raises it again. The
+replicas of a shard hash alike at one revision."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from shard.errors import NoSpace
+from shard.node import RequestContext
+from shard.quota import AlarmType, SpaceQuota
+from shard.space import MemorySpace
+from shard.types import CompactionRequest, DeleteRangeRequest, PutRequest, TxnRequest
+from tests.unit.runtime.storenodes import NODES, Nodes, key_in
+
+QUOTA = 10_000
+
+
+async def test_nospace_refuses_growing_writes_until_disarmed(tmp_path: Path) -> None:
+    c = Nodes(tmp_path)
+    for n in NODES:
+        await c.start(n, fresh=True)
+    try:
+        spaces = {}
+        for n in NODES:
+            c.nodes[n].quota = SpaceQuota(QUOTA)
+            spaces[n] = c.nodes[n].space = MemorySpace(1_000)
+        await c.until(lambda: c.leader(1), what="a leader of shard 1")
+        key = key_in(((0, 8),), 0)
+        await c.put(key, b"v1")
+
+        for s in spaces.values():
+            s.used = 2 * QUOTA
+        await c.until(lambda: all(AlarmType.NOSPACE in c.nodes[n].quota.alarms for n in NODES), what="NOSPACE everywhere")
+        lead = c.leader(1)
+        assert lead is not None
+        node = c.nodes[lead]
+        ctx = RequestContext(1, node._replicas[1].epoch)  # noqa: SLF001 - test reads the replica's epoch
+        applied = c.hosts[lead].status(1).applied
+        with pytest.raises(NoSpace):
+            await node.write(ctx, PutRequest(key, b"v2"))
+        with pytest.raises(NoSpace):
+            await node.write(ctx, TxnRequest((), (PutRequest(key, b"v2"),), ()))
+        revision = node._replicas[1].sm.revision  # noqa: SLF001
+        d = await node.write(ctx, DeleteRangeRequest(key))
+        assert d.deleted == 1  # type: ignore[union-attr]
+        await node.write(ctx, CompactionRequest(revision))
+        assert c.hosts[lead].status(1).applied > applied
+
+        # Space freed (a defragment gives it back): the alarm stays until disarmed.
+        for s in spaces.values():
+            s.freed_by_defragment = 2 * QUOTA - 500
+        before, after = await node.defragment()
+        assert (before, after) == (2 * QUOTA, 500) and spaces[lead].defragments == 1
+        with pytest.raises(NoSpace):
+            await node.write(ctx, PutRequest(key, b"v3"))
+        assert node.quota.deactivate(AlarmType.NOSPACE)
+        await node.write(ctx, PutRequest(key, b"v3"))
+
+        # A node still over raises it again at its next measurement.
+        spaces[lead].used = 2 * QUOTA
+        await c.until(lambda: AlarmType.NOSPACE in node.quota.alarms, what="NOSPACE again")
+    finally:
+        await c.stop_all()
+
+
+async def test_replicas_hash_alike(tmp_path: Path) -> None:
+    c = Nodes(tmp_path)
+    for n in NODES:
+        await c.start(n, fresh=True)
+    try:
+        await c.until(lambda: c.leader(1), what="a leader of shard 1")
+        for i in range(5):
+            await c.put(key_in(((0, 8),), i), b"v%d" % i)
+        lead = c.leader(1)
+        assert lead is not None
+        h, compact, rev, versions = await c.nodes[lead].hash_kv(1)
+        assert versions == 5 and compact == 0
+        await c.until(
+            lambda: all(c.nodes[n]._replicas[1].sm.readable_revision >= rev for n in NODES),  # noqa: SLF001
+            what="every replica applied up to the revision",
+        )
+        for n in NODES:
+            assert await c.nodes[n].hash_kv(1, rev) == (h, compact, rev, versions)
+    finally:
+        await c.stop_all()
