@@ -193,12 +193,19 @@ class GroupHost:
             await self._store.bootstrap(group_id, bootstrap)
             storage = self._store.group(group_id)
         snap = storage.snapshot()
-        if sm.applied_index() < snap.metadata.index and not is_bootstrap_snapshot(snap):
-            # Crash between persisting a received snapshot and restoring the
-            # state machine from it: restore now, from the log store's copy.
+        if sm.applied_index() < snap.metadata.index:
             lb = self._store.batch()
             spooled: list[str] = []
-            self._restore(sm, snap.data, snap.metadata.index, lb.wb, spooled)
+            if is_bootstrap_snapshot(snap):
+                # Crash between persisting the bootstrap and applying it: the
+                # state machine must still say it is at the bootstrap index,
+                # or a snapshot it sends would claim index 0 (compacted).
+                sm.on_applied_index(snap.metadata.index, lb.wb)
+            else:
+                # Crash between persisting a received snapshot and restoring
+                # the state machine from it: restore now, from the log
+                # store's copy.
+                self._restore(sm, snap.data, snap.metadata.index, lb.wb, spooled)
             await self._store.write(lb, sync=True)
             self._remove_spooled(spooled)
         node = RawNode(

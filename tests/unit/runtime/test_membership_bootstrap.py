@@ -150,3 +150,35 @@ async def test_added_node_learns_the_full_configuration_and_never_leads_alone(tm
         await c.until(lambda: c.machines[4].digest == c.machines[lead].digest, what="node 4 applies new entries")
     finally:
         await c.stop()
+
+
+async def test_restart_between_bootstrap_persist_and_apply_sends_a_valid_snapshot(tmp_path: Path) -> None:
+    """A crash after the bootstrap snapshot is persisted but before the state
+    machine records it applied (the before_apply crash point; found by a
+    campaign run): on restart the replica must still be at the bootstrap
+    index, or the snapshot it sends to a voter with an empty log (at once,
+    before its term's no-op commits) claims index 0 and the host fails
+    (Compacted). Nodes 1-3 of voters 1-4 are bootstrapped on disk only, as
+    after such a crash; node 4 starts empty."""
+    voters = (1, 2, 3, 4)
+    for n in (1, 2, 3):
+        db = open_db(tmp_path / f"n{n}")
+        store = RocksLogStore(db, keep_snapshot_data=True)
+        store.recover()
+        await store.bootstrap(GROUP, ConfState(voters=voters))
+        assert RegisterMachine(db, GROUP).applied_index() == 0
+        store.close()
+        db.close()
+    c = Nodes(tmp_path)
+    try:
+        for n in (1, 2, 3):
+            await c.add(n, ConfState(voters=voters))
+            assert c.machines[n].applied_index() == BOOTSTRAP_INDEX
+        h4 = await c.add(4, None)
+        await c.until(lambda: h4.status(GROUP).conf_state.voters == voters, what="node 4 gets a snapshot")
+        lead = c.leader()
+        assert lead is not None
+        await c.hosts[lead].propose(GROUP, b"k=v")
+        await c.until(lambda: c.machines[4].digest == c.machines[lead].digest, what="node 4 catches up")
+    finally:
+        await c.stop()
