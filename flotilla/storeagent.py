@@ -282,9 +282,10 @@ class StoreAgent:
 
     async def _heartbeat_loop(self) -> None:
         while True:
-            req = ppb.StoreHeartbeatRequest(node_id=self.node.node_id, shards=self._stats())
+            req = ppb.StoreHeartbeatRequest(node_id=self.node.node_id, shards=self._stats(), alarms=[int(a) for a in self.node.quota.active()])
             try:
                 resp = await self.client.call("StoreHeartbeat", req)
+                self.node.quota.peers_nospace = frozenset(n for n in resp.nospace_nodes if n != self.node.node_id)
                 for step in resp.steps:
                     self._start_step(step)
             except grpc.aio.AioRpcError as exc:

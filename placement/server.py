@@ -69,6 +69,8 @@ from raft.runtime.host import GroupHost
 
 log = logging.getLogger(__name__)
 
+NOSPACE = epb.AlarmType.NOSPACE
+
 PLACEMENT_GROUP_ID = 0
 LEADER_METADATA_KEY = "placement-leader"
 
@@ -331,6 +333,11 @@ class PlacementServer:
                     out[st.shard_id] = st
         return [out[sid] for sid in sorted(out)]
 
+    def nospace_nodes(self) -> list[int]:
+        """Nodes whose last heartbeat to this leader reported NOSPACE (a new
+        leader learns them again within one heartbeat interval)."""
+        return sorted(nid for nid, hb in self.node_stats.items() if NOSPACE in hb.alarms and nid in self.state.nodes)
+
     async def heartbeat(self, req: ppb.StoreHeartbeatRequest) -> NodeState:
         self.require_leader()
         node = self.state.nodes.get(req.node_id)
@@ -566,7 +573,12 @@ class PlacementService(placement_pb2_grpc.PlacementServicer):
             state = await self.s.heartbeat(request)
         except _EXPECTED as exc:
             await abort_with(context, exc)
-        return ppb.StoreHeartbeatResponse(map_version=self.s.state.map_version, state=int(state), steps=self.s.rebalancer.steps_for(request))
+        return ppb.StoreHeartbeatResponse(
+            map_version=self.s.state.map_version,
+            state=int(state),
+            steps=self.s.rebalancer.steps_for(request),
+            nospace_nodes=self.s.nospace_nodes(),
+        )
 
     async def ReportShard(self, request: ppb.ReportShardRequest, context: grpc.aio.ServicerContext) -> ppb.ReportShardResponse:  # type: ignore[type-arg]  # noqa: N802
         try:

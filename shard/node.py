@@ -545,6 +545,11 @@ class StoreNode:
 
         return other
 
+    def _group_nodes(self, shard_id: int) -> tuple[int, ...]:
+        """Every node of the shard's group (voters, then learners)."""
+        cs = self._host.status(shard_id).conf_state
+        return (*cs.voters, *cs.learners)
+
     def _group_conf(self, shard_id: int) -> Callable[[], tuple[Sequence[int], Sequence[int]]]:
         def conf() -> tuple[Sequence[int], Sequence[int]]:
             cs = self._host.status(shard_id).conf_state
@@ -1062,7 +1067,9 @@ class StoreNode:
         sid = ctx.shard_id
         if not self._is_leader(sid):
             raise self._not_leader(sid)
-        self.quota.admit(request)  # NoSpace while the NOSPACE alarm is active (etcd's capped applier)
+        # NoSpace while the NOSPACE alarm is active here or on a node with a
+        # replica of this shard (etcd's capped applier)
+        self.quota.admit(request, lambda: self._group_nodes(sid))
         self.request_counts.setdefault(sid, [0, 0])[1] += 1
         timeout_s = self._timeout_s(ctx, self.cfg.propose_timeout_s)
         await self._check_leases(request)

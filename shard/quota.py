@@ -22,6 +22,12 @@ request, and feeds it to ``observe``; its shard leaders call ``admit`` before
 proposing. Between two measurements a burst of writes may overshoot the quota
 by what the node accepted in that interval.
 
+A node's alarms reach the others through placement (its heartbeat carries
+them, the answer lists every node with NOSPACE): a leader also refuses a
+growing write to a shard with a replica on a node with NOSPACE, which is
+etcd's cluster-wide refusal narrowed to the shards that would fill that node
+(a heartbeat interval late).
+
 Alarms live in the node's memory: after a restart, the first measurement
 raises NOSPACE again if the node is still over quota (etcd keeps alarms in its
 backend; a Flotilla node that freed space and restarted comes back unarmed).
@@ -32,6 +38,7 @@ it.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from shard.errors import NoSpace
@@ -77,6 +84,10 @@ class SpaceQuota:
     """-1: no quota (alarms can still be activated by hand)."""
     used_bytes: int = 0
     alarms: set[AlarmType] = field(default_factory=set)
+    peers_nospace: frozenset[int] = frozenset()
+    """Other nodes with NOSPACE active (placement relays them): a shard with a
+    replica there is refused growing writes too, or its leader would go on
+    filling the full node's disk through replication."""
 
     @property
     def enabled(self) -> bool:
@@ -94,14 +105,17 @@ class SpaceQuota:
             return self.activate(AlarmType.NOSPACE)
         return False
 
-    def admit(self, request: Request | RequestOp) -> None:
+    def admit(self, request: Request | RequestOp, replicas: Callable[[], Iterable[int]] = tuple) -> None:
         """Raise NoSpace unless the request may be proposed. A request that
         would take the node to its quota raises the alarm too (etcd's
-        quotaKVServer.check)."""
+        quotaKVServer.check). `replicas` gives the nodes of the shard's
+        group (asked only while some other node has NOSPACE)."""
         c = cost(request)
         if c == 0:
             return
         if AlarmType.NOSPACE in self.alarms:
+            raise NoSpace()
+        if self.peers_nospace and not self.peers_nospace.isdisjoint(replicas()):
             raise NoSpace()
         if self.over(c):
             self.activate(AlarmType.NOSPACE)

@@ -82,3 +82,29 @@ def test_no_quota_never_refuses_but_alarms_can_be_armed_by_hand() -> None:
     assert q.active() == (AlarmType.NOSPACE, AlarmType.CORRUPT)
     assert q.active(AlarmType.CORRUPT) == (AlarmType.CORRUPT,)
     assert q.deactivate(AlarmType.NONE) and q.active() == ()
+
+
+def test_a_replica_on_a_full_node_refuses_the_shards_growing_writes() -> None:
+    """This node is under its quota, but another node with NOSPACE holds a
+    replica of the shard: the leader here must not go on filling it."""
+    q = SpaceQuota(10_000)
+    put = PutRequest(b"k", b"v")
+    q.peers_nospace = frozenset({12})
+    asked: list[int] = []
+
+    def replicas(nodes: tuple[int, ...]):  # type: ignore[no-untyped-def]
+        def get() -> tuple[int, ...]:
+            asked.append(1)
+            return nodes
+
+        return get
+
+    with pytest.raises(NoSpace):
+        q.admit(put, replicas((11, 12, 13)))
+    q.admit(put, replicas((11, 13, 14)))  # no replica on the full node
+    q.admit(DeleteRangeRequest(b"k"), replicas((11, 12, 13)))  # frees space: passes
+    assert q.active() == ()  # the other node's alarm is not this node's
+    q.peers_nospace = frozenset()
+    n = len(asked)
+    q.admit(put, replicas((11, 12, 13)))
+    assert len(asked) == n  # nobody full: the group is not even looked up
