@@ -17,6 +17,8 @@ store bootstrap does, so the store harness's slot arithmetic holds.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +28,7 @@ from flotilla.procs import flotilla_argv, wait_until
 from flotilla.storecluster import StoreCluster, StoreNodeProc
 from flotillapb import placement_pb2 as ppb
 
-__all__ = ["Cluster", "wait_until"]
+__all__ = ["Cluster", "running", "wait_until"]
 
 
 @dataclass
@@ -160,3 +162,19 @@ class Cluster:
         return self.placement.all_logs() + "\n" + "\n".join(
             f"--- store {nid} ---\n{self.stores.log_tail(nid, 60)}" for nid in self.stores.nodes
         )
+
+
+@contextlib.contextmanager
+def running(c: Cluster) -> Iterator[Cluster]:
+    """Start c and wait until its map is bootstrapped with every shard led;
+    print every process's log if that (or the body) fails; always stop it.
+    A test fixture's `with running(Cluster(...)) as c: yield c`."""
+    try:
+        c.start()
+        c.wait_bootstrapped()
+        yield c
+    except BaseException:
+        print(c.logs())
+        raise
+    finally:
+        c.stop()

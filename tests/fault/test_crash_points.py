@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import grpc
 import pytest
 
-from flotilla.cluster import Cluster, wait_until
+from flotilla.cluster import Cluster, running, wait_until
 from flotillapb import placement_pb2 as ppb
 
 pytestmark = [pytest.mark.fault, pytest.mark.integration]
@@ -22,15 +22,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     # Small snapshot intervals: a few writes snapshot and compact; a node down
     # for them catches up by snapshot.
     c = Cluster(tmp_path_factory.mktemp("crashpoints"), store_args=["--snapshot-entries", "20", "--compaction-margin", "5"])
-    try:
-        c.start()
-        c.wait_bootstrapped()
+    with running(c):
         yield c
-    except BaseException:
-        print(c.logs())
-        raise
-    finally:
-        c.stop()
 
 
 def _restart(c: Cluster, nid: int, crash_at: str | None = None) -> None:

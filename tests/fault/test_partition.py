@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from flotilla.cluster import Cluster, wait_until
+from flotilla.cluster import Cluster, running, wait_until
 from raft.transport.faults import Rules, write_rules
 
 pytestmark = [pytest.mark.fault, pytest.mark.integration]
@@ -20,15 +20,8 @@ pytestmark = [pytest.mark.fault, pytest.mark.integration]
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     c = Cluster(tmp_path_factory.mktemp("partition"), faults=True)
-    try:
-        c.start()
-        c.wait_bootstrapped()
+    with running(c):
         yield c
-    except BaseException:
-        print(c.logs())
-        raise
-    finally:
-        c.stop()
 
 
 def _terms(c: Cluster) -> dict[int, int]:

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from flotilla.cluster import Cluster, wait_until
+from flotilla.cluster import Cluster, running, wait_until
 from tests.integration.history import Load
 
 pytestmark = pytest.mark.integration
@@ -27,15 +27,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         initial_shards=1,
         placement_args=["--split-keys", str(SPLIT_KEYS)],
     )
-    try:
-        c.start()
-        c.wait_bootstrapped()
+    with running(c):
         yield c
-    except BaseException:
-        print(c.logs())
-        raise
-    finally:
-        c.stop()
 
 
 def test_shard_splits_on_its_own_under_load_and_no_read_is_stale(cluster: Cluster) -> None:

@@ -25,7 +25,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from flotilla.cluster import Cluster, wait_until
+from flotilla.cluster import Cluster, running, wait_until
 from flotilla.raftcluster import REPO
 from flotillapb import placement_pb2 as ppb
 from flotillapb import store_pb2 as spb
@@ -47,15 +47,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         down_after_s=DOWN_AFTER_S,
         store_args=["--snapshot-entries", "20", "--compaction-margin", "5"],
     )
-    try:
-        c.start()
-        c.wait_bootstrapped()
+    with running(c):
         yield c
-    except BaseException:
-        print(c.logs())
-        raise
-    finally:
-        c.stop()
 
 
 # ------------------------------------------------------------------ helpers

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from flotilla.cluster import Cluster, wait_until
+from flotilla.cluster import Cluster, running, wait_until
 from flotillapb import placement_pb2 as ppb
 from flotillapb import store_pb2 as spb
 from flotillapb.etcd.etcdserverpb import rpc_pb2 as epb
@@ -34,15 +34,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         initial_shards=2,
         store_args=["--snapshot-entries", "20", "--compaction-margin", "5"],
     )
-    try:
-        c.start()
-        c.wait_bootstrapped()
+    with running(c):
         yield c
-    except BaseException:
-        print(c.logs())
-        raise
-    finally:
-        c.stop()
 
 
 def _owner(m: ppb.ClusterMap, key: bytes) -> ppb.ShardInfo:
