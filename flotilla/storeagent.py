@@ -16,7 +16,10 @@
 - destroys a replica (StoreNode.destroy_replica: its group, meta and the
   data of its slots) once BOTH the map no longer lists this node for the
   shard, at a conf_version at least the replica's own, AND the replica's
-  own applied configuration no longer has this node as voter or learner.
+  own applied configuration no longer has this node as voter or learner,
+  or (a replica removed while its store was down, which never hears of its
+  removal) a linearizable map read shows the shard without this node at a
+  newer conf_version than the replica's own.
   The map alone could be stale (a lagging placement server's), and a
   replica still in its group's configuration may hold acknowledged entries;
   a destroyed replica leaves a tombstone with its conf_version, so only a
@@ -224,16 +227,47 @@ class StoreAgent:
             return False
         return s.descriptor.epoch.conf_version >= self.node.shard_info(shard_id).epoch.conf_version
 
+    def left_behind(self, shard_id: int) -> bool:
+        """Whether this node's replica of shard_id may have been removed while
+        it could not hear of it (its store was down; the group no longer
+        sends it anything, so its own configuration still has it): the map
+        it watches lists the shard without this node at a newer conf_version
+        than the replica's. Only a hint: see _confirm_left_behind."""
+        s = self.shards.get(shard_id)
+        if s is None or self._assigned(s) or shard_id not in self.node.shard_ids():
+            return False
+        return s.descriptor.epoch.conf_version > self.node.shard_info(shard_id).epoch.conf_version
+
+    async def _confirm_left_behind(self, shard_id: int) -> bool:
+        """left_behind, checked against a linearizable map read from the
+        placement leader (the watched map may come from a lagging placement
+        server). Safe to destroy then: the group committed a configuration
+        without this node after the replica's own, and a later re-add makes
+        it a learner first, which placement promotes only after the map shows
+        it (so a fresh map without it means it is no voter)."""
+        try:
+            resp = await self.client.call("GetMap", ppb.GetMapRequest(linearizable=True))
+        except (grpc.aio.AioRpcError, PlacementUnavailable):
+            return False
+        s = next((x for x in resp.map.shards if x.descriptor.shard_id == shard_id), None)
+        if s is None or self._assigned(s) or shard_id not in self.node.shard_ids():
+            return False
+        return s.descriptor.epoch.conf_version > self.node.shard_info(shard_id).epoch.conf_version
+
     async def _destroy_loop(self) -> None:
         while True:
             await asyncio.sleep(self.cfg.destroy_check_interval_s)
             for sid in self.node.shard_ids():
-                if not self.unwanted(sid):
+                removed = self.unwanted(sid)
+                if not removed and not (self.left_behind(sid) and await self._confirm_left_behind(sid)):
                     continue
                 async with self._hosting:
-                    if not self.unwanted(sid):
+                    if removed and not self.unwanted(sid):
                         continue
-                    log.info("node=%d destroying its replica of shard %d: removed from the group and the map", self.node.node_id, sid)
+                    if not removed and not await self._confirm_left_behind(sid):
+                        continue
+                    why = "removed from the group and the map" if removed else "removed from the group while it could not hear of it"
+                    log.info("node=%d destroying its replica of shard %d: %s", self.node.node_id, sid, why)
                     await self.node.destroy_replica(sid)
                     self.destroyed.append(sid)
 
