@@ -115,6 +115,8 @@ class WatchMerger:
     def __init__(self, sources: Iterable[Any], start_revision: int) -> None:
         # Before anything arrives, a source is known complete up to start - 1.
         self._sources: dict[Any, _Source] = {s: _Source(max(0, start_revision - 1)) for s in sources}
+        self._released = max(0, start_revision - 1)
+        """Every event up to this revision was released (or precedes the watch)."""
 
     @property
     def sources(self) -> tuple[Any, ...]:
@@ -156,6 +158,15 @@ class WatchMerger:
         return self._release()
 
     def _release(self) -> list[Any]:
+        """Release what every source is complete up to, each event once.
+
+        The same event can reach the merger twice when slots change hands
+        while watched: a shard merged into one this watch reads hands over
+        its pending events, and the target's stream, restarted after the
+        merge from its own frontier, reads the same events again from the
+        merged slots' history. An event at or below what was released
+        already is such a repeat (no source can still deliver an event below
+        its frontier), and so is a second (key, revision, type) in one release."""
         upto = self.frontier()
         out: list[Any] = []
         for s in self._sources.values():
@@ -163,7 +174,15 @@ class WatchMerger:
             while n < len(s.pending) and event_revision(s.pending[n]) <= upto:
                 n += 1
             if n:
-                out.extend(s.pending[:n])
+                out.extend(ev for ev in s.pending[:n] if event_revision(ev) > self._released)
                 del s.pending[:n]
         out.sort(key=event_revision)  # stable: one source's events of one revision keep their order
-        return out
+        seen: set[tuple[bytes, int, int]] = set()
+        unique: list[Any] = []
+        for ev in out:
+            ident = (bytes(ev.kv.key), event_revision(ev), int(getattr(ev, "type", 0)))
+            if ident not in seen:
+                seen.add(ident)
+                unique.append(ev)
+        self._released = max(self._released, upto)
+        return unique

@@ -43,3 +43,17 @@ def test_replace_into_a_new_and_an_existing_source_gives_pending_once() -> None:
     m.replace("b", ["a", "c"])
     out = m.add("a", [], progress_revision=10) + m.add("c", [], progress_revision=10)
     assert [e.kv.mod_revision for e in out] == [5]
+
+
+def test_events_read_again_after_a_merge_are_released_once() -> None:
+    """b merges into a while b's event at 12 is pending; a's stream then
+    restarts from its frontier (9) over the merged slots and reads b's event
+    at 12 again, plus one already released (5): each goes out once."""
+    m = merge.WatchMerger(["a", "b"], start_revision=1)
+    m.add("a", [_ev("a1", 3)], progress_revision=9)
+    assert [e.kv.mod_revision for e in m.add("b", [_ev("b1", 5), _ev("b2", 12)], progress_revision=12)] == [3, 5]
+    assert m.replace("b", ["a"]) == []
+    out = m.add("a", [_ev("b1", 5), _ev("b2", 12), _ev("a3", 14)], progress_revision=14)
+    assert [(e.kv.key, e.kv.mod_revision) for e in out] == [(b"b2", 12), (b"a3", 14)]
+    # And a late repeat of anything released is dropped.
+    assert m.add("a", [_ev("a3", 14)], progress_revision=15) == []
