@@ -85,7 +85,7 @@ class Rebalancer:
     def stats(self, now: float) -> Stats:
         ready = self.s._ready_at if self.s._ready_at is not None else now
         heard = {nid: self.s._heard.get(nid, ready) for nid in self.s.state.nodes}
-        return Stats(last_heard=heard, shards=loads_of(self.s.node_stats), running=tuple(self.table.running.values()))
+        return Stats(last_heard=heard, shards=loads_of(self.s.node_stats), running=tuple(self.table.running.values()), frozen=self.frozen())
 
     def frozen(self) -> Frozen:
         """Which replicas reported a freeze for a merge, from the latest heartbeats."""

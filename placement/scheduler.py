@@ -3,6 +3,12 @@
 `schedule` looks at the shard map and the leader's in-memory figures and
 proposes operators (placement/operators.py), in priority order:
 
+0. finish merges: a shard whose replicas report a freeze for a merge into
+   another and that no operator works on (its merge operator timed out, or
+   was lost with a placement leader: operators are the leader's memory)
+   gets its merge again. A freeze cannot be undone and a frozen shard
+   serves nothing, so the merge must finish; its PrepareMerge is confirmed
+   by the reports, and the CommitMerge follows;
 1. repair: a replica on a node down for longer than `down_after_s` (or
    removed) is replaced: a learner on another up node, promoted, then the
    dead replica removed; a shard with fewer voters than `replicas` gets one;
@@ -47,6 +53,7 @@ from placement.operators import (
     Split,
     Step,
     TransferLeader,
+    merge_steps,
     move_steps,
     project,
 )
@@ -85,6 +92,8 @@ class Stats:
     """node id -> when placement last heard it (a node missing: never, i.e. long ago)."""
     shards: Mapping[int, ShardLoad] = field(default_factory=dict)
     running: Sequence[Operator] = ()
+    frozen: Mapping[int, Mapping[int, int]] = field(default_factory=dict)
+    """shard id -> node id -> the merge target that node's replica reported being frozen for."""
 
 
 def schedule(map_state: PlacementState, stats: Stats, now: float, config: SchedulerConfig) -> list[Operator]:
@@ -164,6 +173,7 @@ class _Round:
     def run(self) -> list[Operator]:
         if not self.st.bootstrapped:
             return []
+        self.finish_merges()
         self.repair()
         self.drain()
         if self.cfg.balance:
@@ -173,6 +183,20 @@ class _Round:
         self.split()
         self.merge()
         return self.out
+
+    def finish_merges(self) -> None:
+        for sid, by_node in sorted(self.stats.frozen.items()):
+            targets = set(by_node.values())
+            if sid not in self.st.shards or not self.free(sid) or len(targets) != 1:
+                continue
+            target = targets.pop()
+            if target not in self.st.shards or not self.free(target):
+                continue
+            steps = merge_steps(self.st.shards[sid], self.st.shards[target])
+            if isinstance(steps, str) or len(steps) != 2:
+                continue  # the replicas differ (a repair ran meanwhile?): no replica moves of a frozen shard
+            self.emit(OperatorKind.MERGE, sid, steps, f"shard {sid} is frozen for a merge into shard {target} that no operator finishes: merge it")
+            self.busy_shards.add(target)
 
     def repair(self) -> None:
         for sid in sorted(self.st.shards):

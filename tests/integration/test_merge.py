@@ -32,6 +32,7 @@ from __future__ import annotations
 import os
 import queue
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -42,7 +43,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from flotilla.cluster import Cluster, wait_until
+from flotilla.cluster import Cluster, running, wait_until
 from flotilla.procs import ManagedProcess, flotilla_argv
 from flotilla.raftcluster import REPO
 from flotillapb import placement_pb2 as ppb
@@ -469,3 +470,44 @@ def test_the_scheduler_merges_small_shards_when_given_a_merge_threshold(tmp_path
         if router is not None:
             router.stop()
         c.stop()
+
+
+def test_a_frozen_source_whose_merge_operator_was_cancelled_is_merged_anyway(tmp_path: Path) -> None:
+    """A freeze cannot be undone and a frozen shard serves nothing, so a merge
+    whose operator ended after the freeze (cancelled here; timed out, or lost
+    with a placement leader, elsewhere) must still finish: the scheduler
+    starts it again from the replicas' freeze reports. A paused node holds
+    the first operator before its CommitMerge (it cannot report its freeze)."""
+    c = Cluster(tmp_path / "c", initial_shards=2, slot_count=SLOT_COUNT, down_after_s=120)
+    with running(c):
+        m = c.get_map()
+        leaders = {s.descriptor.leader_node_id for s in m.shards}
+        idle = [n for n in c.store_ids if n not in leaders]
+        assert idle, leaders  # 2 shards, 3 stores
+        paused = idle[0]
+        live = [n for n in c.store_ids if n != paused]
+        source_version = next(s.descriptor.epoch.slot_version for s in m.shards if s.descriptor.shard_id == 2)
+
+        def frozen_on_live_replicas() -> bool:
+            versions = [s.descriptor.epoch.slot_version for n in live for s in c.stores.status(n).shards if s.descriptor.shard_id == 2]
+            return len(versions) == len(live) and all(v > source_version for v in versions)
+
+        c.stores.nodes[paused].send_signal(signal.SIGSTOP)
+        try:
+            out = ctl(c, "merge", "1", "2")
+            assert out.returncode == 0, out.stderr
+            match = re.search(r"operator (\d+) \(merge\) started on shard 2", out.stdout)
+            assert match, out.stdout
+            op_id = int(match.group(1))
+            wait_until(frozen_on_live_replicas, timeout=60, what="shard 2 frozen on the live nodes")
+            cancelled = ctl(c, "cancel", str(op_id))
+            assert cancelled.returncode == 0, cancelled.stderr
+            first = operator(c, op_id)
+            assert first is not None and first.state == "cancelled", first
+        finally:
+            c.stores.nodes[paused].send_signal(signal.SIGCONT)
+        merged = wait_until(lambda: (mm := c.get_map()) and len(mm.shards) == 1 and mm, timeout=90, what="shard 2 merged by a new operator")
+        assert merged.shards[0].descriptor.shard_id == 1
+        ops = c.call("ListOperators", ppb.ListOperatorsRequest()).operators
+        assert any(o.id != op_id and o.kind == "merge" and o.state == "success" for o in ops), ops
+

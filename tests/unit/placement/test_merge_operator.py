@@ -178,3 +178,26 @@ def test_a_merge_timed_out_at_its_commit_says_how_to_finish_it() -> None:
     assert again is not None
     t.confirm({1: a, 2: b}, NOW + 102, {2: {1: 1, 2: 1, 3: 1}})
     assert t.running[again.id].current == CommitMerge(2, 1)
+
+
+# ------------------------------------------------ finishing an abandoned merge
+
+
+def test_scheduler_finishes_a_frozen_merge_no_operator_works_on() -> None:
+    """Shard 2 reports a freeze for a merge into 1 but no operator runs (it
+    timed out, or a new placement leader forgot it): merge it again, even
+    with merging off, before anything else (a frozen shard serves nothing)."""
+    st = state(shard(1, ((0, 32),), (1, 2, 3)), shard(2, ((32, 64),), (1, 2, 3)), nodes=(1, 2, 3))
+    heard = {1: NOW, 2: NOW, 3: NOW}
+    frozen = {2: {1: 1, 2: 1, 3: 1}}
+    cfg = SchedulerConfig(replicas=3, balance=False)
+    ops = schedule(st, Stats(last_heard=heard, frozen=frozen), NOW, cfg)
+    assert [(o.kind, o.shard_id, o.steps) for o in ops] == [(OperatorKind.MERGE, 2, (PrepareMerge(1), CommitMerge(2, 1)))]
+    # Not while an operator works on either shard, nor when the target left.
+    running = (Operator(9, OperatorKind.TRANSFER_LEADER, 1, (), NOW, 60.0),)
+    assert schedule(st, Stats(last_heard=heard, frozen=frozen, running=running), NOW, cfg) == []
+    alone = state(shard(2, ((32, 64),), (1, 2, 3)), nodes=(1, 2, 3))
+    assert schedule(alone, Stats(last_heard=heard, frozen=frozen), NOW, cfg) == []
+    # Nor by moving the replicas of a frozen shard.
+    moved = state(shard(1, ((0, 32),), (1, 2, 4)), shard(2, ((32, 64),), (1, 2, 3)))
+    assert [o for o in schedule(moved, Stats(last_heard={**heard, 4: NOW}, frozen=frozen), NOW, cfg) if o.kind == OperatorKind.MERGE] == []
