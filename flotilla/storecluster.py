@@ -45,6 +45,8 @@ class StoreCluster(ProcessGroup):
     splits: dict[int, tuple[tuple[tuple[int, int], ...], tuple[int, int]]] = field(default_factory=dict)
     """The harness's shard map after splits: shard id -> (slot ranges, epoch);
     shards not named here have their bootstrap slots and epoch (1, 1)."""
+    merged: set[int] = field(default_factory=set)
+    """Shards merged into others (gone from the map)."""
 
     # -- processes ------------------------------------------------------------------------
     def start(self) -> None:
@@ -127,7 +129,7 @@ class StoreCluster(ProcessGroup):
         return leaders if all(s in leaders for s in self.shard_ids()) else None
 
     def shard_ids(self) -> list[int]:
-        return sorted({*range(1, self.shards + 1), *self.splits})
+        return sorted({*range(1, self.shards + 1), *self.splits} - self.merged)
 
     def epoch(self, shard_id: int) -> tuple[int, int]:
         return self.splits[shard_id][1] if shard_id in self.splits else (1, 1)

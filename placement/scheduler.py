@@ -373,7 +373,9 @@ class _Round:
 
 
 def next_shard_id(st: PlacementState, ops: Sequence[Operator]) -> int:
-    used = set(st.shards)
+    """A shard id never used: above every id the map ever held (a merged
+    shard's id is not reused) and every id a split operator picks."""
+    used = {*st.shards, st.max_shard_id}
     used.update(s.new_shard_id for op in ops for s in op.steps if isinstance(s, Split))
     return max(used, default=0) + 1
 

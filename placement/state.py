@@ -243,6 +243,10 @@ class PlacementState:
     leases: dict[int, Lease] = field(default_factory=dict)
     ending: dict[int, frozenset[bytes]] = field(default_factory=dict)
     """Leases revoked or expired whose attached keys are not all deleted yet."""
+    max_shard_id: int = 0
+    """The highest shard id the map ever held: ids are never reused (a shard
+    merged away leaves tombstones and stray Raft messages of its group on the
+    stores; a new shard with its id would be refused or confused)."""
     _key_lease: dict[bytes, int] = field(default_factory=dict)
 
     @property
@@ -259,6 +263,15 @@ class PlacementState:
         AttachKeys -> tuple of indexes whose lease does not exist;
         LeaseKeysDeleted -> keys of that lease still to delete (int).
         """
+        self._note_shard_ids()  # before too: a command may remove the highest (a merge)
+        out = self._apply(cmd)
+        self._note_shard_ids()
+        return out
+
+    def _note_shard_ids(self) -> None:
+        self.max_shard_id = max(self.max_shard_id, max(self.shards, default=0))
+
+    def _apply(self, cmd: Command) -> Applied:
         if isinstance(cmd, Bootstrap):
             return self._bootstrap(cmd)
         if isinstance(cmd, RegisterNode):
@@ -483,6 +496,7 @@ class PlacementState:
                 "map_version": self.map_version,
                 "nodes": [_node_obj(n) for _, n in sorted(self.nodes.items())],
                 "shards": [_shard_obj(s) for _, s in sorted(self.shards.items())],
+                "max_shard_id": self.max_shard_id,
             }
         )
 
@@ -510,6 +524,7 @@ class PlacementState:
             for so in o["shards"]:
                 s = _shard_from(so)
                 st.shards[s.shard_id] = s
+            st.max_shard_id = max(int(o.get("max_shard_id", 0)), max(st.shards, default=0))
         for rec in lease_records:
             lo = _load(rec)
             lid = int(lo["id"])

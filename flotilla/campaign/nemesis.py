@@ -52,7 +52,7 @@ from raft.transport.faults import Rules, write_rules
 __all__ = ["Nemesis", "KINDS", "CRASH_POINTS", "ALIASES", "parse_kinds"]
 
 PARTITION_KINDS = ("partition_leader", "partition_split", "partition_bridge", "partition_oneway", "delay")
-OP_KINDS = ("transfer_under_fault", "split_under_fault", "move_under_fault")
+OP_KINDS = ("transfer_under_fault", "split_under_fault", "move_under_fault", "merge_under_fault")
 PLACEMENT_KINDS = ("kill_placement_leader", "kill_placement_follower", "pause_placement")
 ROUTER_KINDS = ("kill_router", "pause_router")
 KINDS = (
@@ -61,7 +61,7 @@ KINDS = (
 )
 CRASH_POINTS = (
     "before_persist", "after_persist", "before_apply", "after_apply",
-    "snapshot_save", "before_snapshot_apply", "after_snapshot_apply", "split_apply",
+    "snapshot_save", "before_snapshot_apply", "after_snapshot_apply", "split_apply", "merge_apply",
 )
 ALIASES = {
     "kill": ("kill_one", "kill_leader", "kill_majority", "kill_all"),
@@ -72,6 +72,8 @@ ALIASES = {
     "all": KINDS,
 }
 MAX_SPLITS = 2  # per run: each split adds a shard (a Raft group on every store)
+MAX_MERGES = 2  # per run, and only while at least MIN_SHARDS_TO_MERGE shards exist
+MIN_SHARDS_TO_MERGE = 3
 
 
 def parse_kinds(text: str) -> tuple[str, ...]:
@@ -102,6 +104,7 @@ class Nemesis:
     crashpoints_by_point: Counter = field(default_factory=Counter)
     """"<point>:fired" / "<point>:not_fired" -> count."""
     splits: int = 0
+    merges: int = 0
     max_clock_offset_ms: int = 0
     """The largest |offset| any process's wall clock had: the staleness checker's slack."""
     op_outcomes: Counter = field(default_factory=Counter)
@@ -191,6 +194,8 @@ class Nemesis:
             point = self.rng.choice(CRASH_POINTS)
             if point == "split_apply" and self.splits >= MAX_SPLITS:
                 point = self.rng.choice([p for p in CRASH_POINTS if p != "split_apply"])  # no more splits this run
+            if point == "merge_apply" and not self._may_merge():
+                point = self.rng.choice([p for p in CRASH_POINTS if p not in ("split_apply", "merge_apply")])
             n = self.rng.randint(1, 40)
             start = self.clock()
             self._kill([victim])
@@ -201,17 +206,16 @@ class Nemesis:
                 n = 1
                 time.sleep(self.rng.uniform(10.0, 15.0))  # sleep-ok: nemesis pause duration (how long the node stays down)
                 window_s = 10.0
-            elif point in ("snapshot_save", "split_apply"):
+            elif point in ("snapshot_save", "split_apply", "merge_apply"):
                 n, window_s = 1, 10.0
-            fired = self._restart_with_crash(
-                victim, f"{point}:{n}", window_s=window_s, during=self._split_somewhere if point == "split_apply" else None
-            )
+            during = {"split_apply": self._split_somewhere, "merge_apply": self._merge_somewhere}.get(point)
+            fired = self._restart_with_crash(victim, f"{point}:{n}", window_s=window_s, during=during)
             if fired:
                 self.crashpoints_fired += 1
             else:
                 self.crashpoints_not_fired += 1
             self.crashpoints_by_point[f"{point}:{'fired' if fired else 'not_fired'}"] += 1
-            if point == "split_apply":
+            if point in ("split_apply", "merge_apply"):
                 self.sync_map()
             nids = [victim]
             detail = f"FLOTILLA_CRASH_AT={point}:{n} {'fired' if fired else 'NOT fired (not reached in the window?)'}"
@@ -411,7 +415,7 @@ class Nemesis:
             if paused is not None:
                 self.stores.nodes[paused].send_signal(signal.SIGCONT)
             self._clear_rules()
-        if kind == "split_under_fault":
+        if kind in ("split_under_fault", "merge_under_fault"):
             self.sync_map()
         return nids, shard, f"{op} while {fdetail}"
 
@@ -429,6 +433,13 @@ class Nemesis:
                 self.op_outcomes[(kind, "skipped")] += 1
                 return f"split of shard {shard} skipped (the run's {MAX_SPLITS} splits done)", shard
             name, req, method = f"split shard {shard}", ppb.SplitRequest(shard_id=shard, at_slot=0), "Split"
+        elif kind == "merge_under_fault":
+            if not self._may_merge():
+                self.op_outcomes[(kind, "skipped")] += 1
+                return f"merge skipped ({self.merges} merges done, {len(shards)} shards)", shard
+            source = shard if shard in shards else self.rng.choice(shards)
+            target = self.rng.choice([s for s in shards if s != source])
+            name, req, method = f"merge shard {source} into shard {target}", ppb.MergeRequest(shard_id=target, other_shard_id=source), "Merge"
         elif kind == "move_under_fault":
             frm = self.rng.choice(stores)
             to = self.rng.choice([n for n in stores if n != frm])
@@ -439,12 +450,22 @@ class Nemesis:
             resp = self.cluster.call(method, req, timeout=10)
             if kind == "split_under_fault":
                 self.splits += 1
+            if kind == "merge_under_fault":
+                self.merges += 1
             self.op_outcomes[(kind, "ok")] += 1
             return f"{name}: accepted, operator {resp.operator.id} {resp.operator.state}", shard
         except (grpc.RpcError, AssertionError) as exc:
             self.op_outcomes[(kind, "failed")] += 1
             why = f"{exc.code().name}: {exc.details()}" if isinstance(exc, grpc.RpcError) else repr(exc)[:200]  # type: ignore[attr-defined]
             return f"{name}: failed ({why})", shard
+
+    def _may_merge(self) -> bool:
+        return self.merges < MAX_MERGES and len(self.stores.shard_ids()) >= MIN_SHARDS_TO_MERGE
+
+    def _merge_somewhere(self) -> str:
+        """Merge two random shards through placement (the merge_apply crash point)."""
+        desc, _ = self._placement_op("merge_under_fault", 0)
+        return desc
 
     def _split_somewhere(self) -> str:
         """Split a random shard through placement (the split_apply crash point)."""
@@ -453,10 +474,15 @@ class Nemesis:
 
     def sync_map(self, timeout_s: float = 30.0) -> None:
         """Take the shards' slots and epochs from placement's map into the
-        store harness (a split through placement changed them): every shard
-        in the map, led, its epoch as its leader reports it."""
+        store harness (a split or merge through placement changed them):
+        once no merge operator runs (a merge ends with its source leaving
+        the map), every shard in the map, led, its epoch as its leader
+        reports it; shards gone from the map were merged away."""
 
         def synced() -> bool:
+            ops = self.cluster.call("ListOperators", ppb.ListOperatorsRequest()).operators
+            if self.merges and any(o.kind == "merge" and o.state == "running" for o in ops):
+                return False
             m = self.cluster.get_map()
             if not all(s.descriptor.leader_node_id for s in m.shards):
                 return False
@@ -464,6 +490,8 @@ class Nemesis:
                 d = s.descriptor
                 ranges = tuple((r.start, r.end) for r in d.slots)
                 self.stores.splits[d.shard_id] = (ranges, (d.epoch.conf_version, d.epoch.slot_version))
+            in_map = {s.descriptor.shard_id for s in m.shards}
+            self.stores.merged.update(sid for sid in self.stores.shard_ids() if sid not in in_map)
             return True
 
         try:

@@ -426,7 +426,7 @@ async def _drive(cfg: CampaignConfig, cluster: Cluster, router: RouterProcess, p
     )
     if not run.watch_done():
         run.extra.append(Violation("watch_stalled", prefix, "watchers never reached the last acked write's revision within 30 s"))
-    if nem.splits:
+    if nem.splits or nem.merges:
         await asyncio.to_thread(nem.sync_map)  # placement split shards: the harness's map follows
     # Final linearizable reads through the router, once every fault healed.
     for k in run.keys:
@@ -473,7 +473,7 @@ def run_campaign(cfg: CampaignConfig) -> RunResult:
 
         def converged() -> bool:
             nonlocal last
-            if nem.splits:
+            if nem.splits or nem.merges:
                 nem.sync_map(timeout_s=5)
             last = _replica_states(cluster, run.keys)
             return len({tuple(sorted(s.items())) for s in last.values()}) == 1

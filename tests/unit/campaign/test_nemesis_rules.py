@@ -3,7 +3,12 @@ other side's nodes (a cut both ways), and nothing else."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 from flotilla.campaign.nemesis import ALIASES, CRASH_POINTS, KINDS, Nemesis
+
+REPO = Path(__file__).resolve().parents[3]
 
 
 def test_cut_drops_the_other_groups_both_ways() -> None:
@@ -19,5 +24,10 @@ def test_groups_name_only_known_kinds_and_every_crash_point_is_listed() -> None:
     for group, kinds in ALIASES.items():
         assert set(kinds) <= set(KINDS), group
     assert ALIASES["all"] == KINDS
+    # Every crash point the code has is one the nemesis can arm, and back.
+    in_code: set[str] = set()
+    for path in (*(REPO / "raft").rglob("*.py"), *(REPO / "shard").rglob("*.py")):
+        in_code.update(re.findall(r'crash_hook\("([a-z_]+)"\)', path.read_text()))
+    assert in_code == set(CRASH_POINTS)
     assert {"before_persist", "after_persist", "before_apply", "after_apply", "snapshot_save",
-            "before_snapshot_apply", "after_snapshot_apply", "split_apply"} == set(CRASH_POINTS)
+            "before_snapshot_apply", "after_snapshot_apply", "split_apply", "merge_apply"} <= in_code

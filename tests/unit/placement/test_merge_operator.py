@@ -18,7 +18,7 @@ from placement.operators import (
     move_steps,
     step_done,
 )
-from placement.scheduler import SchedulerConfig, ShardLoad, Stats, schedule
+from placement.scheduler import SchedulerConfig, ShardLoad, Stats, next_shard_id, schedule
 from placement.state import Epoch, Node, NodeKind, NodeState, PlacementState, Replica, ReportOutcome, ReportShard, Shard
 
 NOW = 1000.0
@@ -201,3 +201,15 @@ def test_scheduler_finishes_a_frozen_merge_no_operator_works_on() -> None:
     # Nor by moving the replicas of a frozen shard.
     moved = state(shard(1, ((0, 32),), (1, 2, 4)), shard(2, ((32, 64),), (1, 2, 3)))
     assert [o for o in schedule(moved, Stats(last_heard={**heard, 4: NOW}, frozen=frozen), NOW, cfg) if o.kind == OperatorKind.MERGE] == []
+
+
+def test_a_merged_shards_id_is_never_given_to_a_new_shard() -> None:
+    """Shard 4 merged into 3: the next split must not create a new shard 4
+    (its old replicas left tombstones on the stores, and stray messages of
+    its Raft group may still be in flight). Also across a snapshot."""
+    st = state(*(shard(i, ((16 * (i - 1), 16 * i),), (1, 2, 3)) for i in (1, 2, 3, 4)), nodes=(1, 2, 3))
+    out = st.apply(ReportShard(shard(3, ((32, 64),), (1, 2, 3), Epoch(1, 2))))
+    assert out.result.outcome == ReportOutcome.ACCEPTED  # type: ignore[attr-defined]
+    assert set(st.shards) == {1, 2, 3}
+    assert next_shard_id(st, []) == 5
+    assert next_shard_id(PlacementState.from_snapshot(st.snapshot()), []) == 5
