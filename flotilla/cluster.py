@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from flotilla.placementcluster import PlacementCluster, PlacementProc
-from flotilla.procs import flotilla_argv, wait_until
-from flotilla.storecluster import StoreCluster, StoreNodeProc
+from flotilla.procs import wait_until
+from flotilla.storecluster import StoreCluster
 from flotillapb import placement_pb2 as ppb
 
 __all__ = ["Cluster", "running", "wait_until"]
@@ -53,24 +53,6 @@ class _StoreNodes(StoreCluster):
     """Store nodes run as `flotilla server --store --join <placement>`."""
 
     join: str = ""
-    node_env: dict[int, dict[str, str]] = field(default_factory=dict)
-    """Extra environment of each node's process (fault files, clock offsets)."""
-
-    def _spawn(self, nid: int) -> int:
-        """StoreCluster._spawn, with the node's extra environment."""
-        n = self.nodes.get(nid)
-        if n is None:
-            data_dir = self.tmp / f"n{nid}"
-            n = StoreNodeProc(
-                node_id=nid,
-                data_dir=data_dir,
-                log_path=self.tmp / f"n{nid}.log",
-                name=f"store node {nid}",
-                args=["--store", "--node-id", str(nid), "--data-dir", str(data_dir), "--listen", "127.0.0.1:0", *self._role_args(nid)],
-            )
-            self.nodes[nid] = n
-        n.spawn(flotilla_argv("server", *n.args, "--ready-file", str(n.ready_file)), cwd=self.tmp, env=self.node_env.get(nid))
-        return nid
 
     def _role_args(self, nid: int) -> list[str]:
         return ["--join", self.join, "--seed", str(nid * 7919), *self.extra_args]

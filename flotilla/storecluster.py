@@ -47,6 +47,8 @@ class StoreCluster(ProcessGroup):
     shards not named here have their bootstrap slots and epoch (1, 1)."""
     merged: set[int] = field(default_factory=set)
     """Shards merged into others (gone from the map)."""
+    node_env: dict[int, dict[str, str]] = field(default_factory=dict)
+    """Extra environment of each node's process (fault files, clock offsets, crash points)."""
 
     # -- processes ------------------------------------------------------------------------
     def start(self) -> None:
@@ -68,7 +70,7 @@ class StoreCluster(ProcessGroup):
                 args=["--store", "--node-id", str(nid), "--data-dir", str(data_dir), "--listen", "127.0.0.1:0", *self._role_args(nid)],
             )
             self.nodes[nid] = n
-        n.spawn(flotilla_argv("server", *n.args, "--ready-file", str(n.ready_file)), cwd=self.tmp)
+        n.spawn(flotilla_argv("server", *n.args, "--ready-file", str(n.ready_file)), cwd=self.tmp, env=self.node_env.get(nid))
         return nid
 
     def _role_args(self, nid: int) -> list[str]:
