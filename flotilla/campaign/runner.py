@@ -28,12 +28,13 @@ import grpc.aio
 
 from flotilla.campaign.checkers import Violation, check_all
 from flotilla.campaign.history import History, Op, OpKind, Outcome, WatchEvent, WatchStream
-from flotilla.campaign.nemesis import KINDS, Nemesis
+from flotilla.campaign.nemesis import KINDS, PARTITION_KINDS, Nemesis
 from flotilla.cluster import Cluster, wait_until
 from flotilla.router_main import RouterProcess
 from flotillapb.etcd.etcdserverpb import rpc_pb2 as epb
 from flotillapb.etcd.etcdserverpb import rpc_pb2_grpc as eg
 from flotillapb.etcd.mvccpb import kv_pb2 as mvccpb
+from raft.transport.faults import REFRESH_S
 
 __all__ = ["CampaignConfig", "RunResult", "run_campaign", "summarize", "format_summary", "VIOLATION_KINDS"]
 
@@ -368,7 +369,11 @@ def _replica_states(cluster: Cluster, keys: list[bytes]) -> dict[int, dict[bytes
 
 
 def _recovery(history: History, cluster: Cluster, kind: str = "kill_leader") -> list[float]:
-    """Leader kill (or isolation) -> first acknowledged write to that shard invoked after it."""
+    """Leader kill (or isolation) -> first acknowledged write to that shard
+    invoked after it. An isolation takes effect when the processes re-read
+    their rule files (within 2 x REFRESH_S): writes invoked before that may
+    still reach the old leader and do not count."""
+    lag = 2 * REFRESH_S if kind in PARTITION_KINDS else 0.0
     out = []
     for f in history.faults:
         if f.kind != kind or not f.shard:
@@ -376,7 +381,7 @@ def _recovery(history: History, cluster: Cluster, kind: str = "kill_leader") -> 
         done = [
             o.complete - f.start
             for o in history.ops
-            if o.is_write and o.outcome is Outcome.OK and o.invoke >= f.start and cluster.stores.shard_of(o.key) == f.shard
+            if o.is_write and o.outcome is Outcome.OK and o.invoke >= f.start + lag and cluster.stores.shard_of(o.key) == f.shard
         ]
         if done:
             out.append(min(done))
