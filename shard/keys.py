@@ -2,7 +2,8 @@
 
 The process has one RocksDB. First bytes already taken: ``0x01`` Raft log
 store (``raft/storage/keys.py``), ``0x03`` RegisterMachine. Shard data uses
-``0x04``-``0x06``; nobody else may. Integers are unsigned big-endian, so byte
+``0x04``-``0x06``; nobody else may. ``0x07`` is the store node's own record
+(its active alarms, shard/space.py). Integers are unsigned big-endian, so byte
 order is numeric order::
 
     0x04 | slot u16 | esc(key) 0x00 0x01 | ~revision u64   -> MVCC record

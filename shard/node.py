@@ -79,6 +79,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import enum
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
@@ -99,7 +100,7 @@ from shard.errors import EmptyKey, FutureRevision, InvalidSplit, LeaseNotFound, 
 from shard.leasekeys import LeaseChange, LeaseRegistry, LeaseRegistryUnavailable, lease_changes, lease_puts
 from shard.mvcc import in_range
 from shard.hashkv import KvHash, records as mvcc_records
-from shard.quota import DEFAULT_QUOTA_BYTES, SpaceQuota
+from shard.quota import DEFAULT_QUOTA_BYTES, AlarmType, SpaceQuota
 from shard.errors import RevisionCompacted
 from shard.space import SpaceMeter
 from shard.statemachine import Applied, ShardStateMachine, validate
@@ -517,6 +518,7 @@ class StoreNode:
         self.quota = SpaceQuota(self.cfg.quota_bytes)
         """The node's quota and alarms: its shard leaders refuse growing writes while NOSPACE is active."""
         self.space: SpaceMeter | None = None
+        self._saved_alarms: tuple[int, ...] | None = None
         """Measures the space used, every space_check_interval_s; None: no measurement."""
 
     # -- wiring ----------------------------------------------------------------------
@@ -1246,7 +1248,29 @@ class StoreNode:
         quota raises the NOSPACE alarm (shard/quota.py)."""
         while True:
             self.measure_space()
+            self.save_alarms()
             await self._clock.sleep(self.cfg.space_check_interval_s)
+
+    def _load_alarms(self, space: SpaceMeter) -> None:
+        """Arm what the node saved before a restart (once per meter)."""
+        saved = space.load_alarms()
+        for a in saved:
+            with contextlib.suppress(ValueError):  # a type newer than this build: not ours to act on
+                self.quota.activate(AlarmType(a))
+        self._saved_alarms = saved
+
+    def save_alarms(self) -> None:
+        """Keep the active alarms on disk when they changed (an alarm stays
+        across a restart until disarmed, as in etcd); the saved ones are
+        loaded first. Called by the space loop, and at once by the Alarm RPC."""
+        if self.space is None:
+            return
+        if self._saved_alarms is None:
+            self._load_alarms(self.space)
+        now = tuple(int(a) for a in self.quota.active())
+        if now != self._saved_alarms:
+            self.space.save_alarms(now)
+            self._saved_alarms = now
 
     def measure_space(self) -> int:
         """Measure now (with a SpaceMeter); the space used as last measured."""

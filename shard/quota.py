@@ -28,10 +28,9 @@ growing write to a shard with a replica on a node with NOSPACE, which is
 etcd's cluster-wide refusal narrowed to the shards that would fill that node
 (a heartbeat interval late).
 
-Alarms live in the node's memory: after a restart, the first measurement
-raises NOSPACE again if the node is still over quota (etcd keeps alarms in its
-backend; a Flotilla node that freed space and restarted comes back unarmed).
-CORRUPT can be activated and listed, as etcd allows, but nothing here acts on
+The node keeps its active alarms on disk (shard/space.py), so an alarm
+stays across a restart until it is disarmed, as etcd keeps them in its
+backend. CORRUPT can be activated and listed, as etcd allows, but nothing here acts on
 it.
 """
 

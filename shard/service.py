@@ -241,6 +241,8 @@ class StoreAdminService(store_pb2_grpc.StoreAdminServicer):
             if q.deactivate(alarm):
                 changed = before
                 log.info("node=%d alarms disarmed: %s", self._node.node_id, ", ".join(a.name for a in before))
+        if changed:
+            self._node.save_alarms()
         return spb.StoreAlarmResponse(
             node_id=self._node.node_id,
             alarms=[int(a) for a in q.active(alarm if request.action == epb.AlarmRequest.GET else AlarmType.NONE)],

@@ -16,6 +16,12 @@ blocking and may take long on a big DB: it runs on this module's one worker
 thread, the explicit seam for heavy maintenance, never on the event loop. It
 touches only RocksDB, never a loop object.
 
+The node's active alarms are kept here too (``load_alarms`` /
+``save_alarms``), so an alarm survives a restart until it is disarmed, as
+etcd keeps its alarms in its backend: one record under ``ALARMS_KEY``,
+whose first byte 0x07 no other user of the process's RocksDB takes (see
+shard/keys.py), one byte per active alarm type, written synced.
+
 ``MemorySpace`` is the in-memory twin for tests of the node.
 """
 
@@ -29,6 +35,9 @@ import rocksdict
 
 LIVE_DATA = "rocksdb.estimate-live-data-size"
 MEMTABLES = "rocksdb.cur-size-all-mem-tables"
+ALARMS_KEY = b"\x07alarms"
+_SYNC = rocksdict.WriteOptions()
+_SYNC.sync = True
 
 
 class SpaceMeter(Protocol):
@@ -38,6 +47,14 @@ class SpaceMeter(Protocol):
 
     async def defragment(self) -> None:
         """Give the space of deleted data back (may take long)."""
+        ...
+
+    def load_alarms(self) -> tuple[int, ...]:
+        """The alarm types saved active (etcdserverpb.AlarmType numbers)."""
+        ...
+
+    def save_alarms(self, alarms: tuple[int, ...]) -> None:
+        """Keep these alarm types as the active ones (durably: rare and tiny)."""
         ...
 
 
@@ -56,6 +73,13 @@ class RocksSpace:
     async def defragment(self) -> None:
         await asyncio.get_running_loop().run_in_executor(self._executor, self._compact_all)
 
+    def load_alarms(self) -> tuple[int, ...]:
+        raw = self._db.get(ALARMS_KEY)
+        return tuple(bytes(raw)) if raw is not None else ()
+
+    def save_alarms(self, alarms: tuple[int, ...]) -> None:
+        self._db.put(ALARMS_KEY, bytes(sorted(alarms)), _SYNC)
+
     def close(self) -> None:
         self._executor.shutdown(wait=True)
 
@@ -67,6 +91,7 @@ class MemorySpace:
         self.used = used
         self.freed_by_defragment = 0
         self.defragments = 0
+        self.saved_alarms: tuple[int, ...] = ()
 
     def used_bytes(self) -> int:
         return self.used
@@ -74,3 +99,9 @@ class MemorySpace:
     async def defragment(self) -> None:
         self.defragments += 1
         self.used = max(0, self.used - self.freed_by_defragment)
+
+    def load_alarms(self) -> tuple[int, ...]:
+        return self.saved_alarms
+
+    def save_alarms(self, alarms: tuple[int, ...]) -> None:
+        self.saved_alarms = tuple(sorted(alarms))

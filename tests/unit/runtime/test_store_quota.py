@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from shard.errors import NoSpace
-from shard.node import RequestContext
+from shard.node import RequestContext, StoreNode
 from shard.quota import AlarmType, SpaceQuota
 from shard.space import MemorySpace
 from shard.types import CompactionRequest, DeleteRangeRequest, PutRequest, TxnRequest
@@ -91,4 +91,51 @@ async def test_replicas_hash_alike(tmp_path: Path) -> None:
         for n in NODES:
             assert await c.nodes[n].hash_kv(1, rev) == (h, compact, rev, versions)
     finally:
+        await c.stop_all()
+
+
+async def test_an_alarm_survives_a_restart_until_disarmed(tmp_path: Path) -> None:
+    """As etcd keeps alarms in its backend: a node that raised NOSPACE, had
+    its space freed and restarted still has the alarm (so it refuses growing
+    writes) until disarmed; the disarm is kept too. The real record
+    (RocksSpace) in the node's RocksDB, across a restart of the node."""
+    from shard.space import RocksSpace  # noqa: PLC0415 - the real record, next to the twin above
+
+    n = NODES[0]
+    c = Nodes(tmp_path)
+    for m in NODES:
+        await c.start(m, fresh=True)
+    spaces: list[RocksSpace] = []
+
+    def attach() -> StoreNode:
+        node = c.nodes[n]
+        node.quota = SpaceQuota(1 << 30)  # far above what the DB uses: only the saved alarm can arm it
+        space = RocksSpace(c.dbs[n])
+        spaces.append(space)
+        node.space = space
+        return node
+
+    try:
+        node = attach()
+        node.quota.activate(AlarmType.NOSPACE)
+        node.save_alarms()
+        for space in spaces:
+            space.close()
+        await c.stop(n)
+        await c.start(n, fresh=False)
+        node = attach()  # used space well under the quota now
+        await c.until(lambda: AlarmType.NOSPACE in node.quota.alarms, what="the saved alarm armed again")
+        assert node.quota.used_bytes < node.quota.quota_bytes
+        assert node.quota.deactivate(AlarmType.NOSPACE)
+        node.save_alarms()
+        for space in spaces:
+            space.close()
+        await c.stop(n)
+        await c.start(n, fresh=False)
+        node = attach()
+        node.save_alarms()  # loads what was saved first
+        assert node.quota.active() == ()
+    finally:
+        for space in spaces:
+            space.close()
         await c.stop_all()
