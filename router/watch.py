@@ -65,6 +65,10 @@ from router.forward import Forwarder
 log = logging.getLogger(__name__)
 
 
+SINGLE_SHARD_PROGRESS_MS = 1000
+"""Progress interval of the shard stream of a watch that reads one shard (see WatchSession._progress_ms)."""
+
+
 @dataclass(frozen=True, slots=True)
 class WatchConfig:
     progress_notify_interval_s: float = 600.0
@@ -324,6 +328,19 @@ class WatchSession:
             # Every event up to the frontier is released, and what was released is queued.
             w.delivered = max(w.delivered, w.merger.frontier())
 
+    def _progress_ms(self, w: _Watch) -> int:
+        """How often an idle shard stream reports progress. A watch over
+        several shards needs it to release events in revision order (every
+        shard's frontier must pass them), so often; a watch over one shard
+        releases its events as they come and needs progress only for its
+        progress notifications and requests: at most every second, so that
+        thousands of one-key watches do not cost thousands of messages every
+        shard_progress_ms."""
+        if len(w.merger.sources) > 1:
+            return self._cfg.shard_progress_ms
+        notify_ms = int(self._cfg.progress_notify_interval_s * 1000)
+        return max(self._cfg.shard_progress_ms, min(SINGLE_SHARD_PROGRESS_MS, notify_ms))
+
     def _pick(self, route: ShardRoute, avoid: set[int]) -> int:
         candidates = [n for n in route.replicas if n not in avoid] or list(route.replicas)
         if route.leader and route.leader not in avoid:
@@ -351,7 +368,7 @@ class WatchSession:
             create.watch_id = 0
             header = route.header()
             header.hlc = self._fwd.hlc.now(self._fwd.now_ms())
-            req = spb.ShardWatchRequest(header=header, request=create, progress_interval_ms=self._cfg.shard_progress_ms)
+            req = spb.ShardWatchRequest(header=header, request=create, progress_interval_ms=self._progress_ms(w))
             routing = None
             try:
                 stub = store_pb2_grpc.StoreStub(self._fwd.channels.channel(address))
