@@ -227,46 +227,50 @@ class StoreAgent:
             return False
         return s.descriptor.epoch.conf_version >= self.node.shard_info(shard_id).epoch.conf_version
 
-    def left_behind(self, shard_id: int) -> bool:
+    def left_behind(self, shard_id: int, info: ppb.ShardInfo | None = None) -> bool:
         """Whether this node's replica of shard_id may have been removed while
         it could not hear of it (its store was down; the group no longer
         sends it anything, so its own configuration still has it): the map
-        it watches lists the shard without this node at a newer conf_version
-        than the replica's. Only a hint: see _confirm_left_behind."""
-        s = self.shards.get(shard_id)
+        (the watched one, or `info` from another read) lists the shard
+        without this node at a newer conf_version than the replica's. From
+        the watched map only a hint: see _fresh_shards."""
+        s = self.shards.get(shard_id) if info is None else info
         if s is None or self._assigned(s) or shard_id not in self.node.shard_ids():
             return False
         return s.descriptor.epoch.conf_version > self.node.shard_info(shard_id).epoch.conf_version
 
-    async def _confirm_left_behind(self, shard_id: int) -> bool:
-        """left_behind, checked against a linearizable map read from the
-        placement leader (the watched map may come from a lagging placement
-        server). Safe to destroy then: the group committed a configuration
+    async def _fresh_shards(self) -> dict[int, ppb.ShardInfo]:
+        """The shards of a linearizable map read from the placement leader
+        (empty if none answers): left_behind is acted on only when this map
+        confirms it, since the watched map may come from a lagging placement
+        server. Safe to destroy then: the group committed a configuration
         without this node after the replica's own, and a later re-add makes
         it a learner first, which placement promotes only after the map shows
         it (so a fresh map without it means it is no voter)."""
         try:
             resp = await self.client.call("GetMap", ppb.GetMapRequest(linearizable=True))
         except (grpc.aio.AioRpcError, PlacementUnavailable):
-            return False
-        s = next((x for x in resp.map.shards if x.descriptor.shard_id == shard_id), None)
-        if s is None or self._assigned(s) or shard_id not in self.node.shard_ids():
-            return False
-        return s.descriptor.epoch.conf_version > self.node.shard_info(shard_id).epoch.conf_version
+            return {}
+        return {x.descriptor.shard_id: x for x in resp.map.shards}
 
     async def _destroy_loop(self) -> None:
         while True:
             await asyncio.sleep(self.cfg.destroy_check_interval_s)
-            for sid in self.node.shard_ids():
-                removed = self.unwanted(sid)
-                if not removed and not (self.left_behind(sid) and await self._confirm_left_behind(sid)):
-                    continue
-                async with self._hosting:
-                    if removed and not self.unwanted(sid):
+            if not any(self.unwanted(sid) or self.left_behind(sid) for sid in self.node.shard_ids()):
+                continue
+            async with self._hosting:
+                fresh: dict[int, ppb.ShardInfo] | None = None  # read once per pass, when needed
+                for sid in self.node.shard_ids():
+                    if self.unwanted(sid):
+                        why = "removed from the group and the map"
+                    elif self.left_behind(sid):
+                        if fresh is None:
+                            fresh = await self._fresh_shards()
+                        if sid not in fresh or not self.left_behind(sid, fresh[sid]):
+                            continue
+                        why = "removed from the group while it could not hear of it"
+                    else:
                         continue
-                    if not removed and not await self._confirm_left_behind(sid):
-                        continue
-                    why = "removed from the group and the map" if removed else "removed from the group while it could not hear of it"
                     log.info("node=%d destroying its replica of shard %d: %s", self.node.node_id, sid, why)
                     await self.node.destroy_replica(sid)
                     self.destroyed.append(sid)

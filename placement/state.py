@@ -263,13 +263,10 @@ class PlacementState:
         AttachKeys -> tuple of indexes whose lease does not exist;
         LeaseKeysDeleted -> keys of that lease still to delete (int).
         """
-        self._note_shard_ids()  # before too: a command may remove the highest (a merge)
         out = self._apply(cmd)
-        self._note_shard_ids()
+        if self.shards:
+            self.max_shard_id = max(self.max_shard_id, max(self.shards))
         return out
-
-    def _note_shard_ids(self) -> None:
-        self.max_shard_id = max(self.max_shard_id, max(self.shards, default=0))
 
     def _apply(self, cmd: Command) -> Applied:
         if isinstance(cmd, Bootstrap):

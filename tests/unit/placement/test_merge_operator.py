@@ -34,6 +34,7 @@ def state(*shards: Shard, nodes: tuple[int, ...] = (1, 2, 3, 4)) -> PlacementSta
         st.nodes[n] = Node(n, NodeKind.STORE, f"h:{n}")
     for s in shards:
         st.shards[s.shard_id] = s
+    st.max_shard_id = max(st.shards, default=0)  # as applying their reports would
     return st
 
 
