@@ -19,7 +19,9 @@
   own applied configuration no longer has this node as voter or learner,
   or (a replica removed while its store was down, which never hears of its
   removal) a linearizable map read shows the shard without this node at a
-  newer conf_version than the replica's own.
+  newer conf_version than the replica's own, or (a replica left behind by
+  a move before its shard was merged away) a linearizable map read lists
+  the shard as retired and no shard hosted here owns any of its slots.
   The map alone could be stale (a lagging placement server's), and a
   replica still in its group's configuration may hold acknowledged entries;
   a destroyed replica leaves a tombstone with its conf_version, so only a
@@ -53,7 +55,7 @@ from flotillapb import store_pb2 as spb
 from placement.client import PlacementClient, PlacementUnavailable
 from raft.core import ConfChange, ConfChangeType, ProposalDropped
 from raft.runtime.host import GroupHost
-from shard import convert
+from shard import convert, slots
 from shard.leasekeys import LeaseChange, LeaseRegistryUnavailable
 from shard.node import StoreNode
 
@@ -106,6 +108,8 @@ class StoreAgent:
         self.map_version = 0
         self.nodes: dict[int, ppb.NodeInfo] = {}
         self.shards: dict[int, ppb.ShardInfo] = {}
+        self.retired: set[int] = set()
+        """Shards merged away, by the watched map."""
         self._wanted: asyncio.Queue[int] = asyncio.Queue()
         self._queued: set[int] = set()
         self._reported: dict[int, tuple[object, ...]] = {}
@@ -163,6 +167,7 @@ class StoreAgent:
             self.slot_count = full.slot_count
             self.nodes = {n.node_id: n for n in full.nodes}
             self.shards = {s.descriptor.shard_id: s for s in full.shards}
+            self.retired = set(full.retired_shards)
         else:
             for n in resp.nodes:
                 self.nodes[n.node_id] = n
@@ -170,6 +175,7 @@ class StoreAgent:
                 self.shards[s.descriptor.shard_id] = s
             for sid in resp.removed_shards:
                 self.shards.pop(sid, None)
+                self.retired.add(sid)
         self.map_version = max(self.map_version, resp.map_version)
         for nid, n in self.nodes.items():
             if n.kind == ppb.STORE and n.address and nid != self.node.node_id and self.node.address_of(nid) != n.address:
@@ -239,36 +245,65 @@ class StoreAgent:
             return False
         return s.descriptor.epoch.conf_version > self.node.shard_info(shard_id).epoch.conf_version
 
-    async def _fresh_shards(self) -> dict[int, ppb.ShardInfo]:
-        """The shards of a linearizable map read from the placement leader
-        (empty if none answers): left_behind is acted on only when this map
-        confirms it, since the watched map may come from a lagging placement
-        server. Safe to destroy then: the group committed a configuration
-        without this node after the replica's own, and a later re-add makes
-        it a learner first, which placement promotes only after the map shows
-        it (so a fresh map without it means it is no voter)."""
+    def stray_merged(self, shard_id: int, m: ppb.ClusterMap | None = None) -> bool:
+        """Whether this node's replica of shard_id belongs to a shard merged
+        away (by the watched map, or `m` from another read) that the merge
+        did not destroy here: a replica left behind by a move before the
+        merge, removed from the group while its node was up or down. The
+        merge itself destroys the replicas on the target's nodes (once the
+        target's CommitMerge is applied there, which gives it the slots), so
+        a replica is a stray only if no other shard hosted here owns, in the
+        map, any of its slots. From the watched map only a hint: see
+        _fresh_map."""
+        retired = self.retired if m is None else set(m.retired_shards)
+        if shard_id not in retired or shard_id not in self.node.shard_ids():
+            return False
+        shards = self.shards if m is None else {x.descriptor.shard_id: x for x in m.shards}
+        mine = self.node.shard_info(shard_id).slot_ranges
+        for sid in self.node.shard_ids():
+            s = shards.get(sid)
+            if sid != shard_id and s is not None and slots.intersect(mine, slots.normalize((r.start, r.end) for r in s.descriptor.slots)):
+                return False
+        return True
+
+    async def _fresh_map(self) -> ppb.ClusterMap | None:
+        """A linearizable map read from the placement leader (None if none
+        answers): left_behind and stray_merged are acted on only when this
+        map confirms them, since the watched map may come from a lagging
+        placement server. Safe to destroy then. Left behind: the group
+        committed a configuration without this node after the replica's own,
+        and a later re-add makes it a learner first, which placement promotes
+        only after the map shows it (so a fresh map without it means it is no
+        voter). Merged away: the shard's group is frozen for good and its
+        slots belong to the target, which is not hosted here."""
         try:
             resp = await self.client.call("GetMap", ppb.GetMapRequest(linearizable=True))
         except (grpc.aio.AioRpcError, PlacementUnavailable):
-            return {}
-        return {x.descriptor.shard_id: x for x in resp.map.shards}
+            return None
+        return resp.map
 
     async def _destroy_loop(self) -> None:
         while True:
             await asyncio.sleep(self.cfg.destroy_check_interval_s)
-            if not any(self.unwanted(sid) or self.left_behind(sid) for sid in self.node.shard_ids()):
+            if not any(self.unwanted(sid) or self.left_behind(sid) or self.stray_merged(sid) for sid in self.node.shard_ids()):
                 continue
             async with self._hosting:
-                fresh: dict[int, ppb.ShardInfo] | None = None  # read once per pass, when needed
+                fresh: ppb.ClusterMap | None = None  # read once per pass, when needed
                 for sid in self.node.shard_ids():
                     if self.unwanted(sid):
                         why = "removed from the group and the map"
-                    elif self.left_behind(sid):
+                    elif self.left_behind(sid) or self.stray_merged(sid):
                         if fresh is None:
-                            fresh = await self._fresh_shards()
-                        if sid not in fresh or not self.left_behind(sid, fresh[sid]):
+                            fresh = await self._fresh_map()
+                            if fresh is None:
+                                break
+                        info = next((x for x in fresh.shards if x.descriptor.shard_id == sid), None)
+                        if info is not None and self.left_behind(sid, info):
+                            why = "removed from the group while it could not hear of it"
+                        elif self.stray_merged(sid, fresh):
+                            why = "left behind by a move before its shard was merged away"
+                        else:
                             continue
-                        why = "removed from the group while it could not hear of it"
                     else:
                         continue
                     log.info("node=%d destroying its replica of shard %d: %s", self.node.node_id, sid, why)

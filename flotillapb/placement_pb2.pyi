@@ -81,18 +81,20 @@ class ShardInfo(_message.Message):
     def __init__(self, descriptor: _Optional[_Union[_store_pb2.ShardDescriptor, _Mapping]] = ..., leader_term: _Optional[int] = ...) -> None: ...
 
 class ClusterMap(_message.Message):
-    __slots__ = ("cluster_id", "slot_count", "map_version", "nodes", "shards")
+    __slots__ = ("cluster_id", "slot_count", "map_version", "nodes", "shards", "retired_shards")
     CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
     SLOT_COUNT_FIELD_NUMBER: _ClassVar[int]
     MAP_VERSION_FIELD_NUMBER: _ClassVar[int]
     NODES_FIELD_NUMBER: _ClassVar[int]
     SHARDS_FIELD_NUMBER: _ClassVar[int]
+    RETIRED_SHARDS_FIELD_NUMBER: _ClassVar[int]
     cluster_id: int
     slot_count: int
     map_version: int
     nodes: _containers.RepeatedCompositeFieldContainer[NodeInfo]
     shards: _containers.RepeatedCompositeFieldContainer[ShardInfo]
-    def __init__(self, cluster_id: _Optional[int] = ..., slot_count: _Optional[int] = ..., map_version: _Optional[int] = ..., nodes: _Optional[_Iterable[_Union[NodeInfo, _Mapping]]] = ..., shards: _Optional[_Iterable[_Union[ShardInfo, _Mapping]]] = ...) -> None: ...
+    retired_shards: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, cluster_id: _Optional[int] = ..., slot_count: _Optional[int] = ..., map_version: _Optional[int] = ..., nodes: _Optional[_Iterable[_Union[NodeInfo, _Mapping]]] = ..., shards: _Optional[_Iterable[_Union[ShardInfo, _Mapping]]] = ..., retired_shards: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class BootstrapRequest(_message.Message):
     __slots__ = ("slot_count", "initial_shards", "replicas")

@@ -63,6 +63,7 @@ def map_to_pb(st: PlacementState) -> ppb.ClusterMap:
         map_version=st.map_version,
         nodes=[node_to_pb(n) for _, n in sorted(st.nodes.items())],
         shards=[shard_to_pb(s, st.nodes) for _, s in sorted(st.shards.items())],
+        retired_shards=sorted(st.retired),
     )
 
 

@@ -247,6 +247,11 @@ class PlacementState:
     """The highest shard id the map ever held: ids are never reused (a shard
     merged away leaves tombstones and stray Raft messages of its group on the
     stores; a new shard with its id would be refused or confused)."""
+    retired: set[int] = field(default_factory=set)
+    """Shards merged away. A store destroys a replica of one that the merge
+    did not (one left behind by a move before the merge); absence from the
+    map alone does not tell, since a split's new shard enters the map only
+    once its parent reports the split."""
     _key_lease: dict[bytes, int] = field(default_factory=dict)
 
     @property
@@ -390,6 +395,7 @@ class PlacementState:
         ))
         for sid in merged:
             del self.shards[sid]
+            self.retired.add(sid)
         self.shards[shard.shard_id] = new
         return Applied(ReportResult(outcome, new), MapChange(self._bump(), shards=(new,), removed_shards=merged))
 
@@ -494,6 +500,7 @@ class PlacementState:
                 "nodes": [_node_obj(n) for _, n in sorted(self.nodes.items())],
                 "shards": [_shard_obj(s) for _, s in sorted(self.shards.items())],
                 "max_shard_id": self.max_shard_id,
+                "retired": sorted(self.retired),
             }
         )
 
@@ -522,6 +529,7 @@ class PlacementState:
                 s = _shard_from(so)
                 st.shards[s.shard_id] = s
             st.max_shard_id = max(int(o.get("max_shard_id", 0)), max(st.shards, default=0))
+            st.retired = {int(x) for x in o.get("retired", ())}
         for rec in lease_records:
             lo = _load(rec)
             lid = int(lo["id"])

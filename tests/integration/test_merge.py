@@ -51,6 +51,7 @@ from flotillapb import store_pb2 as spb
 from flotillapb.etcd.etcdserverpb import rpc_pb2 as epb
 from flotillapb.etcd.etcdserverpb import rpc_pb2_grpc
 from shard import slots
+from tests.integration.storedata import hosted, keys_in_slots
 
 pytestmark = pytest.mark.integration
 
@@ -379,6 +380,72 @@ def test_ctl_merge_moves_the_sources_replicas_onto_the_targets_nodes_first(tmp_p
         print(c.logs())
         if router is not None:
             print(router.proc.log_tail(80))
+        raise
+    finally:
+        if router is not None:
+            router.stop()
+        c.stop()
+
+
+def test_a_replica_left_behind_before_a_merge_is_destroyed_when_its_store_returns(tmp_path: Path) -> None:
+    """4 stores, shard 2 on 11,12,14. Store 14 stops; placement repairs shard
+    2 onto 13 (14 never hears of its removal: its replica's configuration
+    still has it); shard 2 is merged into shard 1. Restarted, store 14 finds
+    shard 2 gone from the map, neither assigned nor left behind at a newer
+    conf_version: only the map's retired list says it is a stray. It destroys
+    the replica and its slots' data, and does not bring it back after a
+    restart."""
+    c = Cluster(tmp_path, store_ids=(11, 12, 13, 14), initial_shards=2, slot_count=SLOT_COUNT)
+    router: Router | None = None
+    try:
+        c.start()
+        c.wait_bootstrapped()
+        router = Router(c, tmp_path / "router")
+        shards = {s.descriptor.shard_id: s.descriptor for s in c.get_map().shards}
+        nodes = {sid: {r.node_id for r in d.replicas} for sid, d in shards.items()}
+        assert 14 in nodes[2] and 14 not in nodes[1], nodes
+        ranges = {sid: [(r.start, r.end) for r in d.slots] for sid, d in shards.items()}
+        acked: dict[bytes, bytes] = {}
+        for sid in (1, 2):
+            for k in keys_of_shard(c, ranges[sid], 6, f"lb{sid}"):
+                wait_until(lambda k=k: router.put(k, b"v-" + k) or True, timeout=60, what=f"put {k!r}")
+                acked[k] = b"v-" + k
+        revs = lambda: {n: c.stores.shard_status(n, 2).revision for n in sorted(nodes[2])}  # noqa: E731
+        wait_until(lambda: len(set(revs().values())) == 1, timeout=60, what="every replica of shard 2 applied every put")
+        c.stores.nodes[14].stop()
+
+        def repaired() -> bool:
+            d = next(s.descriptor for s in c.get_map().shards if s.descriptor.shard_id == 2)
+            return {r.node_id for r in d.replicas if not r.learner} == nodes[1] and not [o for o in c.call("ListOperators", ppb.ListOperatorsRequest()).operators if o.state == "running"]
+
+        wait_until(repaired, timeout=120, what="shard 2 repaired onto shard 1's nodes while store 14 is down")
+        out = ctl(c, "merge", "1", "2")
+        assert out.returncode == 0, out.stderr
+        match = re.search(r"operator (\d+) \(merge\) started", out.stdout)
+        assert match, out.stdout
+        op_id = int(match.group(1))
+
+        def done() -> ppb.OperatorInfo | None:
+            op = operator(c, op_id)
+            assert op is not None and op.state in ("running", "success"), op
+            return op if op.state == "success" else None
+
+        wait_until(done, timeout=180, what=f"merge operator {op_id} succeeds")
+        m = wait_until(lambda: (mm := c.get_map()) and len(mm.shards) == 1 and mm, timeout=30, what="one shard in the map")
+        assert list(m.retired_shards) == [2]
+        assert keys_in_slots(c, 14, ranges[2]) > 0, "store 14 held none of shard 2's keys before it came back"
+        c.stores._spawn(14)  # noqa: SLF001 - restart in place
+        c.stores._await_ready(14)  # noqa: SLF001
+        wait_until(lambda: 2 not in hosted(c, 14), timeout=60, what="store 14 destroys its stray replica of shard 2")
+        c.stores.nodes[14].stop()
+        assert keys_in_slots(c, 14, ranges[2]) == 0, "store 14 still stores keys of the merged shard's slots"
+        c.stores._spawn(14)  # noqa: SLF001
+        c.stores._await_ready(14)  # noqa: SLF001
+        assert 2 not in hosted(c, 14), "the merged shard came back on store 14 after a restart"
+        for k, v in sorted(acked.items()):
+            assert router.get(k) == v, f"{k!r}: acknowledged {v!r}"
+    except BaseException:
+        print(c.logs())
         raise
     finally:
         if router is not None:

@@ -30,9 +30,8 @@ from flotilla.raftcluster import REPO
 from flotillapb import placement_pb2 as ppb
 from flotillapb import store_pb2 as spb
 from flotillapb.etcd.etcdserverpb import rpc_pb2 as epb
-from raft.storage import open_db
-from shard import keys as shard_keys
 from tests.integration.history import Load
+from tests.integration.storedata import hosted, keys_in_slots
 
 pytestmark = pytest.mark.integration
 
@@ -176,26 +175,6 @@ def read_on(c: Cluster, nid: int, shard_id: int, key: bytes) -> bytes | None:
         return (r.response.kvs[0].value if r.response.kvs else None,)
 
     return wait_until(attempt, timeout=30, what=f"linearizable read of {key!r} on node {nid}")[0]
-
-
-def hosted(c: Cluster, nid: int) -> set[int]:
-    return {s.descriptor.shard_id for s in c.stores.status(nid).shards}
-
-
-def keys_in_slots(c: Cluster, nid: int, ranges: list[tuple[int, int]]) -> int:
-    """Data and revision-index keys in these slots of a STOPPED store's RocksDB (a real scan)."""
-    db = open_db(c.stores.nodes[nid].data_dir / "db")
-    try:
-        n = 0
-        for lo, hi in ranges:
-            for start, end in ((shard_keys.data_prefix(lo), shard_keys.data_prefix(hi)), (shard_keys.rev_prefix(lo), shard_keys.rev_prefix(hi))):
-                for k in db.keys(from_key=start):
-                    if k >= end:
-                        break
-                    n += 1
-        return n
-    finally:
-        db.close()
 
 
 def check_destroyed_and_gone_after_restart(c: Cluster, nid: int, shard_id: int, ranges: list[tuple[int, int]]) -> None:

@@ -18,6 +18,7 @@ from placement.operators import (
     move_steps,
     step_done,
 )
+from placement.codec import map_to_pb
 from placement.scheduler import SchedulerConfig, ShardLoad, Stats, next_shard_id, schedule
 from placement.state import Epoch, Node, NodeKind, NodeState, PlacementState, Replica, ReportOutcome, ReportShard, Shard
 
@@ -153,6 +154,10 @@ def test_the_targets_report_of_the_merged_slots_removes_the_source() -> None:
     assert out.result.outcome == ReportOutcome.ACCEPTED  # type: ignore[attr-defined]
     assert set(st.shards) == {1} and st.shards[1].slots == ((0, 64),)
     assert out.change is not None and out.change.map_version == v + 1 and out.change.removed_shards == (2,)
+    # the source is retired for good: in the map stores read, and across a reload
+    assert st.retired == {2} and list(map_to_pb(st).retired_shards) == [2]
+    assert PlacementState.load(st.encode_map(), []).retired == {2}
+    assert PlacementState.from_snapshot(st.snapshot()).retired == {2}
     # the frozen source's late report is refused: its slots are taken
     late = st.apply(ReportShard(shard(2, ((32, 64),), (1, 2, 3), Epoch(1, 2))))
     assert late.result.outcome == ReportOutcome.SLOT_CONFLICT  # type: ignore[attr-defined]
