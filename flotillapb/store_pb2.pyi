@@ -143,7 +143,7 @@ class StoreStatusRequest(_message.Message):
     def __init__(self, shard_ids: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class ShardStatus(_message.Message):
-    __slots__ = ("descriptor", "is_leader", "term", "commit_index", "applied_index", "revision", "compact_revision", "closed_ts", "watchers")
+    __slots__ = ("descriptor", "is_leader", "term", "commit_index", "applied_index", "revision", "compact_revision", "closed_ts", "watchers", "reads", "writes")
     DESCRIPTOR_FIELD_NUMBER: _ClassVar[int]
     IS_LEADER_FIELD_NUMBER: _ClassVar[int]
     TERM_FIELD_NUMBER: _ClassVar[int]
@@ -153,6 +153,8 @@ class ShardStatus(_message.Message):
     COMPACT_REVISION_FIELD_NUMBER: _ClassVar[int]
     CLOSED_TS_FIELD_NUMBER: _ClassVar[int]
     WATCHERS_FIELD_NUMBER: _ClassVar[int]
+    READS_FIELD_NUMBER: _ClassVar[int]
+    WRITES_FIELD_NUMBER: _ClassVar[int]
     descriptor: ShardDescriptor
     is_leader: bool
     term: int
@@ -162,7 +164,9 @@ class ShardStatus(_message.Message):
     compact_revision: int
     closed_ts: int
     watchers: int
-    def __init__(self, descriptor: _Optional[_Union[ShardDescriptor, _Mapping]] = ..., is_leader: _Optional[bool] = ..., term: _Optional[int] = ..., commit_index: _Optional[int] = ..., applied_index: _Optional[int] = ..., revision: _Optional[int] = ..., compact_revision: _Optional[int] = ..., closed_ts: _Optional[int] = ..., watchers: _Optional[int] = ...) -> None: ...
+    reads: int
+    writes: int
+    def __init__(self, descriptor: _Optional[_Union[ShardDescriptor, _Mapping]] = ..., is_leader: _Optional[bool] = ..., term: _Optional[int] = ..., commit_index: _Optional[int] = ..., applied_index: _Optional[int] = ..., revision: _Optional[int] = ..., compact_revision: _Optional[int] = ..., closed_ts: _Optional[int] = ..., watchers: _Optional[int] = ..., reads: _Optional[int] = ..., writes: _Optional[int] = ...) -> None: ...
 
 class StoreStatusResponse(_message.Message):
     __slots__ = ("node_id", "hlc", "shards")

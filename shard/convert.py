@@ -404,4 +404,6 @@ def shard_status_to_pb(info: ShardInfo, addresses: dict[int, str]) -> spb.ShardS
         compact_revision=info.compact_revision,
         closed_ts=info.closed_ts,
         watchers=info.watchers,
+        reads=info.reads,
+        writes=info.writes,
     )

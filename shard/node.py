@@ -217,6 +217,10 @@ class ShardInfo:
     compact_revision: int
     closed_ts: int
     watchers: int
+    reads: int = 0
+    """Range requests this replica received since the process started."""
+    writes: int = 0
+    """Write requests this replica received as leader since the process started."""
 
 
 # --- routing errors -------------------------------------------------------------------------
@@ -1342,4 +1346,6 @@ class StoreNode:
             compact_revision=sm.compact_revision,
             closed_ts=sm.closed_ts,
             watchers=len(rep.watchers),
+            reads=self.request_counts.get(shard_id, (0, 0))[0],
+            writes=self.request_counts.get(shard_id, (0, 0))[1],
         )

@@ -55,6 +55,10 @@ class Standard:
     conns: int
     procs: int
     consistency: str = "l"
+    max_staleness_ms: int = 0
+    """Flotilla only (gRPC metadata); etcd, which has no bounded staleness,
+    runs the workload with `etcd_consistency` instead."""
+    etcd_consistency: str = ""
 
 
 STANDARD = (
@@ -62,6 +66,10 @@ STANDARD = (
     Standard("put1", "put, 1 client", "put", clients=1, conns=1, procs=1),
     Standard("range-l", "range linearizable, 64 in flight", "range", clients=64, conns=8, procs=2, consistency="l"),
     Standard("range-s", "range serializable, 64 in flight", "range", clients=64, conns=8, procs=2, consistency="s"),
+    Standard(
+        "range-bs", "range staleness<=500ms (etcd: s), 64 in flight", "range", clients=64, conns=8, procs=2,
+        consistency="l", max_staleness_ms=500, etcd_consistency="s",
+    ),
 )
 
 
@@ -76,6 +84,8 @@ class Target:
     stop_fn: Any = None
     pids: dict[str, int] = field(default_factory=dict)
     """process name -> pid, for py-spy"""
+    stores: dict[str, str] = field(default_factory=dict)
+    """store process name -> its gRPC address (Flotilla: the per-replica read counts)"""
     filled: bool = False
 
     def stop(self) -> None:
@@ -156,12 +166,15 @@ def start_playground(workdir: Path, timeout_s: float = 90) -> Target:
     if not endpoints:
         stop()
         raise RuntimeError(f"playground printed no `endpoints:` line; see {log_path}")
-    pids = {}
+    pids, stores = {}, {}
     for pid, cmd in _children(proc.pid):
         role = "router" if "--router" in cmd else "store" if "--store" in cmd else "placement" if "--placement" in cmd else "other"
         m = re.search(r"--node-id (\d+)", cmd)
         pids[f"{role}-{m.group(1) if m else pid}"] = pid
-    return Target("flotilla", endpoints, f"playground (pid {proc.pid}, data {data})", stop, pids)
+        listen = re.search(r"--listen (\S+)", cmd)
+        if role == "store" and listen:
+            stores[f"{role}-{m.group(1) if m else pid}"] = listen.group(1)
+    return Target("flotilla", endpoints, f"playground (pid {proc.pid}, data {data})", stop, pids, stores)
 
 
 def start_harness(workdir: Path) -> Target:
@@ -190,7 +203,8 @@ def start_harness(workdir: Path) -> Target:
     pids = {f"store-{n}": p.proc.pid for n, p in stores.nodes.items() if p.proc is not None}
     if router.proc is not None:
         pids["router"] = router.proc.pid
-    return Target("flotilla", [router.address], "harness: 3 store nodes (static 4 shards) + 1 router process", stop, pids)
+    addresses = {f"store-{n}": p.address for n, p in stores.nodes.items()}
+    return Target("flotilla", [router.address], "harness: 3 store nodes (static 4 shards) + 1 router process", stop, pids, addresses)
 
 
 def start_flotilla(workdir: Path) -> Target:
@@ -286,7 +300,46 @@ def _print_profile(name: str, path: Path, out: TextIO) -> None:
 # -- the comparison -----------------------------------------------------------------------------
 
 
+def replica_reads(stores: dict[str, str]) -> dict[tuple[int, str], int]:
+    """(shard, store) -> range requests that replica received so far, by
+    each store's admin Status (a store that does not answer is left out)."""
+    import grpc
+
+    from flotillapb import store_pb2 as spb
+    from flotillapb import store_pb2_grpc
+
+    out: dict[tuple[int, str], int] = {}
+    for name, address in stores.items():
+        with grpc.insecure_channel(address) as ch:
+            try:
+                st = store_pb2_grpc.StoreAdminStub(ch).Status(spb.StoreStatusRequest(), timeout=10)
+            except grpc.RpcError:
+                continue
+        for sh in st.shards:
+            out[(sh.descriptor.shard_id, name)] = sh.reads
+    return out
+
+
+def read_spread(before: dict[tuple[int, str], int], after: dict[tuple[int, str], int]) -> dict[str, Any]:
+    """How the reads of one run spread over replicas: each store's share of
+    all of them, and the largest share one replica took of its shard's."""
+    delta = {k: v - before.get(k, 0) for k, v in after.items() if v - before.get(k, 0) > 0}
+    total = sum(delta.values())
+    by_store: Counter[str] = Counter()
+    by_shard: Counter[int] = Counter()
+    for (sid, name), n in delta.items():
+        by_store[name] += n
+        by_shard[sid] += n
+    worst = max((n / by_shard[sid] for (sid, _), n in delta.items()), default=0.0)
+    return {
+        "reads": total,
+        "store_share": {name: round(n / total, 3) for name, n in sorted(by_store.items())} if total else {},
+        "max_replica_share_of_its_shard": round(worst, 3),
+    }
+
+
 def _cfg(std: Standard, target: Target, args: argparse.Namespace) -> BenchConfig:
+    etcd = target.name == "etcd"
     return BenchConfig(
         workload=std.workload,
         endpoints=tuple(target.endpoints),
@@ -297,7 +350,8 @@ def _cfg(std: Standard, target: Target, args: argparse.Namespace) -> BenchConfig
         key_size=args.key_size,
         val_size=args.val_size,
         key_space=args.key_space,
-        consistency=std.consistency,
+        consistency=std.etcd_consistency if etcd and std.etcd_consistency else std.consistency,
+        max_staleness_ms=0 if etcd else std.max_staleness_ms,
         timeout_s=args.timeout,
         seed=args.seed,
     )
@@ -329,6 +383,7 @@ def main(args: argparse.Namespace) -> int:
     targets: list[Target] = []
     results: dict[tuple[str, str], list[BenchResult]] = {}
     cpus: dict[tuple[str, str], list[dict[str, float]]] = {}
+    spreads: dict[str, list[dict[str, Any]]] = {}
     profiled: list[tuple[str, subprocess.Popen[bytes], Path]] = []
     try:
         out.write("starting Flotilla ...\n")
@@ -361,8 +416,12 @@ def main(args: argparse.Namespace) -> int:
                             profiled.extend(start_profilers(pids, Path(args.profile_dir), args.duration - 1))
 
                     cpu0 = {name: cpu_seconds(pid) for name, pid in t.pids.items()}
+                    reads0 = replica_reads(t.stores) if std.max_staleness_ms and t.stores else None
                     r = run(cfg, progress=progress, on_start=hook)
                     cpu = cpu_by_role(t.pids, cpu0)
+                    spread = read_spread(reads0, replica_reads(t.stores)) if reads0 is not None else None
+                    if spread is not None:
+                        spreads.setdefault(std.name, []).append(spread)
                     results.setdefault((std.name, t.name), []).append(r)
                     cpus.setdefault((std.name, t.name), []).append(cpu)
                     out.write(
@@ -373,6 +432,12 @@ def main(args: argparse.Namespace) -> int:
                         + " ".join(f"{n}={c:.1f}" for n, c in cpu.items() if c >= 0.05)
                         + "\n"
                     )
+                    if spread is not None:
+                        out.write(
+                            f"           reads by replica: {spread['reads']} received, per store "
+                            + " ".join(f"{n}={v:.0%}" for n, v in spread["store_share"].items())
+                            + f"; largest share of one replica in its shard {spread['max_replica_share_of_its_shard']:.0%}\n"
+                        )
                     out.flush()
     finally:
         for _, p, _ in profiled:
@@ -415,6 +480,7 @@ def main(args: argparse.Namespace) -> int:
                 "server_cpu_s": {"flotilla": cpus.get((std.name, "flotilla"), []), "etcd": cpus.get((std.name, "etcd"), [])},
                 "throughput_ratio": round(ratio, 3),
                 "p50_ratio": round(fp50 / ep50, 3) if ep50 else None,
+                **({"flotilla_read_spread": spreads[std.name]} if std.name in spreads else {}),
             }
         )
     out.write("(ops/s per round; ratio = flotilla/etcd mean throughput; latencies are round means, max over rounds)\n")

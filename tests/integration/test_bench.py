@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from flotilla.bench.compare import read_spread, replica_reads
 from flotilla.bench.etcd import DEFAULT_ETCD_BIN, EtcdCluster
 from flotilla.router_main import RouterProcess
 from flotilla.storecluster import StoreCluster, wait_until
@@ -39,7 +40,7 @@ def bench(*args: str, timeout: float = 60) -> dict:  # type: ignore[type-arg]
 
 
 @pytest.fixture(scope="module")
-def router(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, StoreCluster]]:
     tmp = tmp_path_factory.mktemp("bench")
     stores = StoreCluster(tmp, shards=SHARDS)
     r: RouterProcess | None = None
@@ -49,11 +50,16 @@ def router(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         peers = ",".join(f"{n}={stores.nodes[n].address}" for n in stores.nodes)
         r = RouterProcess(tmp, ["--static-shards", str(SHARDS), "--store-peers", peers])
         r.start()
-        yield r.address
+        yield r.address, stores
     finally:
         if r is not None:
             r.stop()
         stores.stop()
+
+
+@pytest.fixture(scope="module")
+def router(cluster: tuple[str, StoreCluster]) -> str:
+    return cluster[0]
 
 
 def test_put_total_against_the_router(router: str) -> None:
@@ -82,6 +88,27 @@ def test_duration_mode_stops_on_time(router: str) -> None:
     out = bench("put", "--endpoints", router, "--duration", "1", "--clients", "2")
     assert out["error_count"] == 0 and out["ops"] > 0
     assert 0.9 <= out["elapsed_s"] < 5
+
+
+def test_bounded_staleness_reads_spread_over_every_replica(cluster: tuple[str, StoreCluster]) -> None:
+    """The comparison's per-replica count (each store's Status) after 600
+    bounded-staleness reads: every replica of both shards served some, none
+    more than 40% of its shard's (the router takes the replicas whose closed
+    timestamp is recent enough in turn). A bound of 5 s keeps followers
+    eligible on a loaded machine; the leader alone would take 100%."""
+    address, stores = cluster
+    names = {f"store-{n}": p.address for n, p in stores.nodes.items()}
+    common = ["--endpoints", address, "--clients", "4", "--key-space", "40"]
+    bench("range", *common, "--total", "40", "--prefill")
+    before = replica_reads(names)
+    out = bench("range", *common, "--total", "600", "--max-staleness-ms", "5000")
+    assert (out["ops"], out["error_count"]) == (600, 0)
+    after = replica_reads(names)
+    spread = read_spread(before, after)
+    assert spread["reads"] >= 600, spread
+    served = {k for k, v in after.items() if v > before.get(k, 0)}
+    assert served == set(after) and len(served) == 3 * SHARDS, (served, spread)
+    assert spread["max_replica_share_of_its_shard"] <= 0.40, spread
 
 
 @pytest.mark.skipif(not os.access(DEFAULT_ETCD_BIN, os.X_OK), reason=f"no {DEFAULT_ETCD_BIN}: run scripts/install_bench_deps.sh")

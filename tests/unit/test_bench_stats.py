@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from flotilla.bench.compare import read_spread
 from flotilla.bench.stats import SUB_BUCKETS, Histogram, bucket_bounds, bucket_of, summarize
 
 
@@ -105,3 +106,13 @@ def test_profile_summary_counts_own_and_inclusive_samples_without_wrappers() -> 
     assert s["own"] == [("encode (raft/transport/codec.py)", 3), ("Raft.step (raft/core/raft.py)", 1)]
     assert ("Raft.step (raft/core/raft.py)", 4) in s["inclusive"]
     assert all(not f.startswith(("<module>", "Handle._run")) for f, _ in s["inclusive"])
+
+
+def test_read_spread_shares_per_store_and_the_largest_per_shard() -> None:
+    before = {(1, "a"): 10, (1, "b"): 0, (2, "a"): 5}
+    after = {(1, "a"): 40, (1, "b"): 30, (1, "c"): 30, (2, "a"): 5, (2, "b"): 50}
+    out = read_spread(before, after)
+    assert out["reads"] == 30 + 30 + 30 + 50
+    assert out["store_share"] == {"a": round(30 / 140, 3), "b": round(80 / 140, 3), "c": round(30 / 140, 3)}
+    assert out["max_replica_share_of_its_shard"] == 1.0  # shard 2: only b served
+    assert read_spread(after, after) == {"reads": 0, "store_share": {}, "max_replica_share_of_its_shard": 0.0}
