@@ -172,6 +172,19 @@ def ctl(c: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "flotilla.ctl", "--endpoints", endpoints, *args], capture_output=True, text=True, timeout=60, env=env)
 
 
+def ctl_merge(c: Cluster) -> subprocess.CompletedProcess[str]:
+    """`flotilla ctl merge 1 2`, again while either shard has an operator
+    running: right after the bootstrap the scheduler may still be moving a
+    leader, and placement refuses a second operator on a shard
+    (FAILED_PRECONDITION "... has operator N running")."""
+
+    def attempt() -> subprocess.CompletedProcess[str] | None:
+        out = ctl(c, "merge", "1", "2")
+        return None if out.returncode != 0 and re.search(r"has operator \d+ running", out.stderr) else out
+
+    return wait_until(attempt, timeout=90, what="ctl merge 1 2 accepted (no operator running on either shard)")
+
+
 def operator(c: Cluster, op_id: int) -> ppb.OperatorInfo | None:
     return next((o for o in c.call("ListOperators", ppb.ListOperatorsRequest()).operators if o.id == op_id), None)
 
@@ -242,7 +255,7 @@ def test_ctl_merge_two_shards_under_writes_with_a_watch_and_a_restart(cluster: t
         writer = BackgroundWriter(router)
         wait_until(lambda: writer.count() >= 5, timeout=60, what="background writes start")
         t_ctl = time.monotonic()
-        out = ctl(c, "merge", "1", "2")
+        out = ctl_merge(c)
         assert out.returncode == 0, out.stderr
         match = re.search(r"operator (\d+) \(merge\) started on shard 2", out.stdout)
         assert match, out.stdout
@@ -352,7 +365,7 @@ def test_ctl_merge_moves_the_sources_replicas_onto_the_targets_nodes_first(tmp_p
             for k in keys_of_shard(c, ranges[sid], 6, f"mv{sid}"):
                 wait_until(lambda k=k: router.put(k, b"v-" + k) or True, timeout=60, what=f"put {k!r}")
                 acked[k] = b"v-" + k
-        out = ctl(c, "merge", "1", "2")
+        out = ctl_merge(c)
         assert out.returncode == 0, out.stderr
         match = re.search(r"operator (\d+) \(merge\) started on shard 2: \*add-learner\((\d+)\)", out.stdout)
         assert match, out.stdout
@@ -419,7 +432,7 @@ def test_a_replica_left_behind_before_a_merge_is_destroyed_when_its_store_return
             return {r.node_id for r in d.replicas if not r.learner} == nodes[1] and not [o for o in c.call("ListOperators", ppb.ListOperatorsRequest()).operators if o.state == "running"]
 
         wait_until(repaired, timeout=120, what="shard 2 repaired onto shard 1's nodes while store 14 is down")
-        out = ctl(c, "merge", "1", "2")
+        out = ctl_merge(c)
         assert out.returncode == 0, out.stderr
         match = re.search(r"operator (\d+) \(merge\) started", out.stdout)
         assert match, out.stdout
@@ -472,7 +485,7 @@ def test_a_store_that_crashes_between_the_merge_and_the_sources_destruction_reco
             for k in keys_of_shard(c, ranges[sid], 6, f"cr{sid}"):
                 wait_until(lambda k=k: router.put(k, b"v-" + k) or True, timeout=60, what=f"put {k!r}")
                 acked[k] = b"v-" + k
-        out = ctl(c, "merge", "1", "2")
+        out = ctl_merge(c)
         assert out.returncode == 0, out.stderr
         wait_until(lambda: not c.stores.nodes[13].alive and c.stores.nodes[13].returncode == 137, timeout=120, what="store 13 exits at the merge_apply crash point")
         wait_until(lambda: len(c.get_map().shards) == 1, timeout=120, what="one shard in the map")
@@ -569,7 +582,7 @@ def test_a_frozen_source_whose_merge_operator_was_cancelled_is_merged_anyway(tmp
 
         c.stores.nodes[paused].send_signal(signal.SIGSTOP)
         try:
-            out = ctl(c, "merge", "1", "2")
+            out = ctl_merge(c)
             assert out.returncode == 0, out.stderr
             match = re.search(r"operator (\d+) \(merge\) started on shard 2", out.stdout)
             assert match, out.stdout
