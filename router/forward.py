@@ -229,6 +229,9 @@ class Forwarder:
         self._use_stream = use_forward_stream
         self._streams: dict[str, ForwardStream] = {}
         self._turn = itertools.count()
+        self._read_turns: dict[int, int] = {}
+        """Per shard: reads that could go to any replica so far (each shard's
+        own turn spreads its reads evenly, whatever the mix of shards)."""
         self.write_seqs = WriteSeqs(max_writes_in_flight)
         self.replica_counts: dict[tuple[int, int], int] = {}  # (shard, node) -> reads served (observability)
         self.last_revision = 0  # the largest revision any shard answered with
@@ -264,7 +267,9 @@ class Forwarder:
             needed = hlcmod.from_ms(self.now_ms() - mode.max_staleness_ms)
         elif mode.consistency == spb.READ_AT_REVISION:
             needed = mode.revision
-        return slots.choose_replica(candidates, self.cache.closed_ts(route.shard_id), needed, leader, next(self._turn))
+        turn = self._read_turns.get(route.shard_id, 0)
+        self._read_turns[route.shard_id] = turn + 1
+        return slots.choose_replica(candidates, self.cache.closed_ts(route.shard_id), needed, leader, turn)
 
     # -- the retry loop ----------------------------------------------------------------
     async def call(

@@ -74,6 +74,11 @@ def equal_ranges(shard_count: int, slot_count: int) -> list[tuple[SlotRange, ...
     return [((i * slot_count // shard_count, (i + 1) * slot_count // shard_count),) for i in range(shard_count)]
 
 
+PROBE_EVERY = 32
+"""One stale read in this many goes to a replica the router believes is
+behind (see choose_replica)."""
+
+
 def choose_replica(
     candidates: Sequence[int],
     closed_ts: dict[int, int],
@@ -85,8 +90,20 @@ def choose_replica(
     needed_ts: one of the candidates whose last reported closed timestamp is
     enough, taken in turn (`turn` grows per read, so reads spread over the
     replicas); else the leader (always ready), else the first candidate.
-    needed_ts 0 (serializable): any candidate, in turn."""
-    ready = [n for n in candidates if closed_ts.get(n, 0) >= needed_ts]
+    needed_ts 0 (serializable): any candidate, in turn. A replica not heard
+    from yet counts as ready: if it is not, it says so (below).
+
+    The router learns a replica's closed timestamp only from that replica's
+    answers, so a follower it once saw behind would never be asked again,
+    and the leader would serve every stale read from then on. So one read in
+    PROBE_EVERY goes to a follower believed behind (each in turn): it serves
+    the read if it caught up, else answers stale_read_not_ready with its
+    closed timestamp, which the router notes before it retries elsewhere."""
+    ready = [n for n in candidates if closed_ts.get(n, needed_ts) >= needed_ts]
+    if needed_ts and turn % PROBE_EVERY == 0:
+        behind = [n for n in candidates if n not in ready and n != leader]
+        if behind:
+            return behind[(turn // PROBE_EVERY) % len(behind)]
     if ready:
         return ready[turn % len(ready)]
     if leader:

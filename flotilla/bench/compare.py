@@ -2,10 +2,8 @@
 3-member etcd on 127.0.0.1, alternating (A/B/A/B), and the ratios.
 
 Flotilla is `python -m flotilla playground --client-port 0 --data-dir <tmp>`
-(its endpoints parsed from its output, `ready` awaited); where the playground
-does not exist, 3 store nodes and a router started by the test harnesses
-(flotilla/storecluster.py + RouterProcess, a static 4-shard map). The output
-says which. etcd is flotilla/bench/etcd.py's cluster of /usr/bin/etcd.
+(with `--shards N` if given; its endpoints parsed from its output, `ready`
+awaited). etcd is flotilla/bench/etcd.py's cluster of /usr/bin/etcd.
 
 The workloads are the issue's (#9): put with 256 in flight, put from a single
 client, and linearizable and serializable single-key ranges with 64 in
@@ -17,7 +15,17 @@ With --profile-dir, py-spy records the Flotilla router and store processes
 during the first Flotilla put run (collapsed stacks of the samples holding
 the GIL, `--gil --nonblocking`), and a
 summary of where their time goes is printed. Every run also reports the CPU
-seconds each server process used during it (/proc/PID/stat).
+seconds each server process used during it (/proc/PID/stat) and, for
+Flotilla, the server CPU per request: all of it, and net of what the
+servers use idle (measured for a few seconds before the first workload;
+idle Raft groups still log a closed timestamp every 200 ms). Running it with
+`--shards 1` and `--shards 64` shows whether the cost of a write grows with
+the shard count.
+
+The bounded-staleness workload (range-bs) also reads each store's
+per-replica read counts (StoreAdmin Status) before and after, and prints
+each store's share and the largest share one replica took of its shard's
+reads.
 """
 
 from __future__ import annotations
@@ -110,13 +118,14 @@ def _children(ppid: int) -> list[tuple[int, str]]:
     return out
 
 
-def start_playground(workdir: Path, timeout_s: float = 90) -> Target:
+def start_playground(workdir: Path, shards: int = 0, timeout_s: float = 90) -> Target:
     data = workdir / "playground"
     log_path = workdir / "playground.log"
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "flotilla", "playground", "--client-port", "0", "--data-dir", str(data)],
+        [sys.executable, "-m", "flotilla", "playground", "--client-port", "0", "--data-dir", str(data)]
+        + (["--shards", str(shards)] if shards else []),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         env=env,
@@ -177,42 +186,6 @@ def start_playground(workdir: Path, timeout_s: float = 90) -> Target:
     return Target("flotilla", endpoints, f"playground (pid {proc.pid}, data {data})", stop, pids, stores)
 
 
-def start_harness(workdir: Path) -> Target:
-    """The fallback where flotilla/playground.py does not exist yet."""
-    from flotilla.router_main import RouterProcess
-    from flotilla.storecluster import StoreCluster, wait_until
-
-    shards = 4
-    stores = StoreCluster(workdir / "stores", shards=shards)
-    router = RouterProcess(workdir, ["--static-shards", str(shards), "--store-peers", ""])
-    try:
-        stores.start()
-        wait_until(stores.all_shards_led, timeout=60, what="a leader for every shard")
-        peers = ",".join(f"{n}={stores.nodes[n].address}" for n in stores.nodes)
-        router.args = ["--static-shards", str(shards), "--store-peers", peers]
-        router.start()
-    except BaseException:
-        router.stop()
-        stores.stop()
-        raise
-
-    def stop() -> None:
-        router.stop()
-        stores.stop()
-
-    pids = {f"store-{n}": p.proc.pid for n, p in stores.nodes.items() if p.proc is not None}
-    if router.proc is not None:
-        pids["router"] = router.proc.pid
-    addresses = {f"store-{n}": p.address for n, p in stores.nodes.items()}
-    return Target("flotilla", [router.address], "harness: 3 store nodes (static 4 shards) + 1 router process", stop, pids, addresses)
-
-
-def start_flotilla(workdir: Path) -> Target:
-    if (REPO / "flotilla" / "playground.py").exists():
-        return start_playground(workdir)
-    return start_harness(workdir)
-
-
 def start_etcd(workdir: Path, etcd_bin: str) -> Target:
     c = EtcdCluster(workdir / "etcd", etcd_bin=etcd_bin)
     c.start()
@@ -235,6 +208,25 @@ def cpu_seconds(pid: int) -> float:
 
 def cpu_by_role(pids: dict[str, int], before: dict[str, float]) -> dict[str, float]:
     return {name: round(cpu_seconds(pid) - before.get(name, 0.0), 2) for name, pid in pids.items()}
+
+
+def idle_cpu(pids: dict[str, int], seconds: float = 3.0) -> float:
+    """CPU seconds per second the processes use together while nothing
+    drives them."""
+    before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    t0 = time.monotonic()
+    time.sleep(seconds)  # sleep-ok: the measuring window itself, nothing to wait for
+    used = sum(cpu_by_role(pids, before).values())
+    return used / (time.monotonic() - t0)
+
+
+def cpu_per_op_ms(cpu: dict[str, float], wall_s: float, idle_per_s: float, ops: int) -> tuple[float, float]:
+    """Server CPU per request in ms: all of it, and net of the idle rate over
+    the same wall time."""
+    if ops <= 0:
+        return 0.0, 0.0
+    total = sum(cpu.values())
+    return 1000 * total / ops, 1000 * max(0.0, total - idle_per_s * wall_s) / ops
 
 
 def start_profilers(pids: dict[str, int], out_dir: Path, duration_s: float) -> list[tuple[str, subprocess.Popen[bytes], Path]]:
@@ -384,11 +376,13 @@ def main(args: argparse.Namespace) -> int:
     results: dict[tuple[str, str], list[BenchResult]] = {}
     cpus: dict[tuple[str, str], list[dict[str, float]]] = {}
     spreads: dict[str, list[dict[str, Any]]] = {}
+    per_ops: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    idle: dict[str, float] = {}
     profiled: list[tuple[str, subprocess.Popen[bytes], Path]] = []
     try:
         out.write("starting Flotilla ...\n")
         out.flush()
-        fl = start_flotilla(workdir)
+        fl = start_playground(workdir, args.shards)
         targets.append(fl)
         out.write(f"  flotilla: {fl.how}; endpoints {','.join(fl.endpoints)}\n")
         out.write("starting etcd ...\n")
@@ -396,6 +390,8 @@ def main(args: argparse.Namespace) -> int:
         et = start_etcd(workdir, args.etcd_bin)
         targets.append(et)
         out.write(f"  etcd: {et.how}; endpoints {','.join(et.endpoints)}\n")
+        idle = {t.name: idle_cpu(t.pids) for t in targets}
+        out.write("  idle server cpu: " + ", ".join(f"{n} {v:.2f} cpu-s/s" for n, v in idle.items()) + "\n")
         out.write(
             f"workloads: {args.duration:g} s each, {args.rounds} round(s) alternating flotilla/etcd; "
             f"key-size {args.key_size}, val-size {args.val_size}, key-space {args.key_space}; cpus {os.cpu_count()}\n\n"
@@ -409,16 +405,21 @@ def main(args: argparse.Namespace) -> int:
                     if std.workload == "range" and not t.filled:
                         cfg = replace(cfg, prefill=True)
                         t.filled = True
-                    hook = None
-                    if args.profile_dir and std.name == "put256" and t is fl and not profiled:
+                    profile = bool(args.profile_dir and std.name == "put256" and t is fl and not profiled)
+                    mark: dict[str, Any] = {}
 
-                        def hook(pids: dict[str, int] = t.pids) -> None:
-                            profiled.extend(start_profilers(pids, Path(args.profile_dir), args.duration - 1))
+                    def on_start(t: Target = t, profile: bool = profile, mark: dict[str, Any] = mark) -> None:
+                        # the baseline once the clients are connected (and prefilled)
+                        mark["cpu"] = {name: cpu_seconds(pid) for name, pid in t.pids.items()}
+                        mark["t"] = time.monotonic()
+                        if profile:
+                            profiled.extend(start_profilers(t.pids, Path(args.profile_dir), args.duration - 1))
 
-                    cpu0 = {name: cpu_seconds(pid) for name, pid in t.pids.items()}
                     reads0 = replica_reads(t.stores) if std.max_staleness_ms and t.stores else None
-                    r = run(cfg, progress=progress, on_start=hook)
-                    cpu = cpu_by_role(t.pids, cpu0)
+                    r = run(cfg, progress=progress, on_start=on_start)
+                    cpu = cpu_by_role(t.pids, mark["cpu"])
+                    per_op = cpu_per_op_ms(cpu, time.monotonic() - mark["t"], idle[t.name], r.ops)
+                    per_ops.setdefault((std.name, t.name), []).append(per_op)
                     spread = read_spread(reads0, replica_reads(t.stores)) if reads0 is not None else None
                     if spread is not None:
                         spreads.setdefault(std.name, []).append(spread)
@@ -430,7 +431,7 @@ def main(args: argparse.Namespace) -> int:
                         + (f" {r.errors} e.g. {r.first_errors[:1]}" if r.error_count else "")
                         + f"  server cpu s ({r.elapsed_s:.1f} s run): "
                         + " ".join(f"{n}={c:.1f}" for n, c in cpu.items() if c >= 0.05)
-                        + "\n"
+                        + f"; per request {per_op[0]:.2f} ms, net of idle {per_op[1]:.2f} ms\n"
                     )
                     if spread is not None:
                         out.write(
@@ -478,6 +479,9 @@ def main(args: argparse.Namespace) -> int:
                 "flotilla": [r.to_dict() for r in f],
                 "etcd": [r.to_dict() for r in e],
                 "server_cpu_s": {"flotilla": cpus.get((std.name, "flotilla"), []), "etcd": cpus.get((std.name, "etcd"), [])},
+                "server_cpu_ms_per_request": {
+                    n: [{"all": round(a, 3), "net_of_idle": round(b, 3)} for a, b in per_ops.get((std.name, n), [])] for n in ("flotilla", "etcd")
+                },
                 "throughput_ratio": round(ratio, 3),
                 "p50_ratio": round(fp50 / ep50, 3) if ep50 else None,
                 **({"flotilla_read_spread": spreads[std.name]} if std.name in spreads else {}),
@@ -485,7 +489,7 @@ def main(args: argparse.Namespace) -> int:
         )
     out.write("(ops/s per round; ratio = flotilla/etcd mean throughput; latencies are round means, max over rounds)\n")
     if args.output == "json":
-        out.write(json.dumps({"flotilla": targets[0].how if targets else "", "results": table}, indent=2) + "\n")
+        out.write(json.dumps({"flotilla": targets[0].how if targets else "", "idle_cpu_s_per_s": idle, "results": table}, indent=2) + "\n")
     for name, _, path in profiled:
         _print_profile(name, path, out)
     return 0

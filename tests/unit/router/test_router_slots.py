@@ -46,11 +46,29 @@ def test_equal_ranges_match_the_static_bootstrap() -> None:
 
 def test_choose_replica_spreads_over_ready_replicas() -> None:
     closed = {1: 100, 2: 90, 3: 50}
-    picks = [slots.choose_replica((1, 2, 3), closed, 80, leader=1, turn=t) for t in range(4)]
-    assert picks == [1, 2, 1, 2]
-    assert slots.choose_replica((1, 2, 3), closed, 200, leader=3, turn=0) == 3  # nobody ready: the leader
+    picks = [slots.choose_replica((1, 2, 3), closed, 80, leader=1, turn=t) for t in range(1, 5)]
+    assert picks == [2, 1, 2, 1]
+    assert slots.choose_replica((1, 2, 3), closed, 200, leader=3, turn=1) == 3  # nobody ready: the leader
     assert slots.choose_replica((1, 2, 3), closed, 200, leader=0, turn=4) == 2  # no leader known: any, in turn
     assert {slots.choose_replica((1, 2, 3), {}, 0, leader=1, turn=t) for t in range(3)} == {1, 2, 3}
+
+
+def test_choose_replica_probes_a_replica_believed_behind_now_and_then() -> None:
+    """Without the probe, a follower seen behind once is never asked again:
+    its closed timestamp in the router's cache never moves, and the leader
+    serves every stale read."""
+    closed = {1: 100, 2: 100, 3: 50}
+    picks = [slots.choose_replica((1, 2, 3), closed, 80, leader=1, turn=t) for t in range(10 * slots.PROBE_EVERY)]
+    assert picks.count(3) == 10 and all(picks[t] == 3 for t in range(0, len(picks), slots.PROBE_EVERY))
+    # every follower behind: the probes take them in turn; the leader serves the rest
+    behind = {1: 100, 2: 10, 3: 10}
+    picks = [slots.choose_replica((1, 2, 3), behind, 80, leader=1, turn=t) for t in range(4 * slots.PROBE_EVERY)]
+    assert (picks.count(2), picks.count(3), picks.count(1)) == (2, 2, len(picks) - 4)
+    # a replica not heard from yet is tried (it says so if it is behind)
+    assert [slots.choose_replica((1, 2, 3), {1: 100}, 80, leader=1, turn=t) for t in (1, 2, 3)] == [2, 3, 1]
+    # the leader is never "probed"; serializable reads (needed 0) never probe
+    assert slots.choose_replica((1, 2), {1: 0, 2: 100}, 80, leader=1, turn=0) == 2
+    assert [slots.choose_replica((1, 2, 3), {}, 0, leader=1, turn=t) for t in (0, 32, 64)] == [1, 3, 2]
 
 
 def test_hlc_grows_and_follows_observations() -> None:
