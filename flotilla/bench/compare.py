@@ -2,7 +2,7 @@
 3-member etcd on 127.0.0.1, alternating (A/B/A/B), and the ratios.
 
 Flotilla is `python -m flotilla playground --client-port 0 --data-dir <tmp>`
-(with `--shards N` if given; its endpoints parsed from its output, `ready`
+(with `--shards N` and `--routers N` if given; clients spread over every router; its endpoints parsed from its output, `ready`
 awaited). etcd is flotilla/bench/etcd.py's cluster of /usr/bin/etcd.
 
 The workloads are the issue's (#9): put with 256 in flight, put from a single
@@ -118,14 +118,15 @@ def _children(ppid: int) -> list[tuple[int, str]]:
     return out
 
 
-def start_playground(workdir: Path, shards: int = 0, timeout_s: float = 90) -> Target:
+def start_playground(workdir: Path, shards: int = 0, routers: int = 1, timeout_s: float = 90) -> Target:
     data = workdir / "playground"
     log_path = workdir / "playground.log"
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
     proc = subprocess.Popen(
         [sys.executable, "-m", "flotilla", "playground", "--client-port", "0", "--data-dir", str(data)]
-        + (["--shards", str(shards)] if shards else []),
+        + (["--shards", str(shards)] if shards else [])
+        + (["--routers", str(routers)] if routers != 1 else []),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         env=env,
@@ -382,7 +383,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         out.write("starting Flotilla ...\n")
         out.flush()
-        fl = start_playground(workdir, args.shards)
+        fl = start_playground(workdir, args.shards, args.routers)
         targets.append(fl)
         out.write(f"  flotilla: {fl.how}; endpoints {','.join(fl.endpoints)}\n")
         out.write("starting etcd ...\n")
