@@ -1225,11 +1225,7 @@ class StoreNode:
                     return
                 if w.queue:
                     events = w.take(step)
-                    yield WatchBatch(
-                        events=events,
-                        progress_revision=0 if w.queue else sm.readable_revision,
-                        closed_ts=sm.closed_ts,
-                    )
+                    yield WatchBatch(events=events, progress_revision=self._progress_claim(rep, w), closed_ts=sm.closed_ts)
                     continue
                 w.wakeup.clear()
                 try:
@@ -1241,10 +1237,23 @@ class StoreNode:
         finally:
             rep.watchers.discard(w)
 
+    @classmethod
+    def _progress(cls, rep: ShardReplica, w: _Watcher) -> WatchBatch:
+        return WatchBatch(progress_revision=cls._progress_claim(rep, w), closed_ts=rep.sm.closed_ts)
+
     @staticmethod
-    def _progress(rep: ShardReplica, w: _Watcher) -> WatchBatch:
-        sm = rep.sm
-        return WatchBatch(progress_revision=0 if w.queue else sm.readable_revision, closed_ts=sm.closed_ts)
+    def _progress_claim(rep: ShardReplica, w: _Watcher) -> int:
+        """The revision up to which this stream has sent every event of the
+        watched range (0: no claim): the replica's readable revision once
+        nothing is queued. A watcher cut off by a split, a merge or the
+        replica's destruction claims nothing more: the replica's revision
+        moves on for the slots it kept, and the router would take a later
+        claim as the frontier of the slots that moved, skipping their new
+        owner's events up to it (found by a 4-store campaign: a watch gap
+        right after a split)."""
+        if w.queue or w.canceled is not None:
+            return 0
+        return rep.sm.readable_revision
 
     # -- space and hashes ----------------------------------------------------------------------
     async def _space_loop(self) -> None:

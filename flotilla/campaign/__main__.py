@@ -27,6 +27,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--total-duration", type=float, default=0.0, help="keep starting runs until this many seconds passed")
     p.add_argument("--clients", type=int, default=4)
     p.add_argument("--keys", type=int, default=6)
+    p.add_argument(
+        "--stores", type=int, default=3,
+        help="store nodes (each shard has 3 replicas: with 4 or more, replica moves under faults can succeed)",
+    )
     p.add_argument("--keep", action="store_true", help="keep every run's directory, not only failing ones")
     p.add_argument("--dir", default=None, help="where run directories go (default: the temp dir)")
     p.add_argument("--check", metavar="HISTORY_JSON", help="only re-run the checkers on a kept run's history.json")
@@ -67,7 +71,7 @@ def main(argv: argparse.Namespace | list[str] | None = None) -> int:
     while i < args.runs or (args.total_duration and time.monotonic() - t0 < args.total_duration):
         cfg = CampaignConfig(
             seed=seed + i, ops=args.ops, duration_s=args.duration, nemeses=nemeses, clients=args.clients,
-            keys=args.keys, keep=args.keep, base_dir=args.dir, log=log,
+            keys=args.keys, stores=args.stores, keep=args.keep, base_dir=args.dir, log=log,
         )
         r = run_campaign(cfg)
         results.append(r)

@@ -261,13 +261,13 @@ def check_staleness(history: History, clock_skew_ms: int = 0) -> list[Violation]
 
 
 def check_convergence(states: Mapping[int, Mapping[bytes, tuple[bytes | None, int]]]) -> list[Violation]:
-    """states: replica -> key -> (value, mod_revision). All must agree."""
+    """states: replica -> key -> (value, mod_revision), of the keys that
+    replica holds (its node has the key's shard). All holders of a key must
+    agree."""
     out: list[Violation] = []
-    if len(states) < 2:
-        return out
-    keys = set().union(*(s.keys() for s in states.values()))
+    keys = set().union(*(s.keys() for s in states.values())) if states else set()
     for key in sorted(keys):
-        seen = {nid: s.get(key, (None, 0)) for nid, s in states.items()}
+        seen = {nid: s[key] for nid, s in states.items() if key in s}
         if len(set(seen.values())) > 1:
             out.append(Violation("divergence", key, ", ".join(f"node {n}: {v}" for n, v in sorted(seen.items()))))
     return out

@@ -441,8 +441,16 @@ class Nemesis:
             target = self.rng.choice([s for s in shards if s != source])
             name, req, method = f"merge shard {source} into shard {target}", ppb.MergeRequest(shard_id=target, other_shard_id=source), "Merge"
         elif kind == "move_under_fault":
-            frm = self.rng.choice(stores)
-            to = self.rng.choice([n for n in stores if n != frm])
+            # From a replica to a store without one, by the map (with 3
+            # stores there is none: placement refuses, and that is recorded).
+            try:
+                d = next(s.descriptor for s in self.cluster.get_map(linearizable=False).shards if s.descriptor.shard_id == shard)
+                holders = sorted(r.node_id for r in d.replicas)
+            except (grpc.RpcError, StopIteration):
+                holders = []
+            others = [n for n in stores if n not in holders]
+            frm = self.rng.choice(holders or stores)
+            to = self.rng.choice(others or [n for n in stores if n != frm])
             name, req, method = f"move shard {shard} replica {frm} -> {to}", ppb.MoveRequest(shard_id=shard, from_node=frm, to_node=to), "Move"
         else:
             raise ValueError(kind)

@@ -26,7 +26,7 @@ from typing import Any, Callable
 import grpc
 import grpc.aio
 
-from flotilla.campaign.checkers import Violation, check_all
+from flotilla.campaign.checkers import Violation, check_all, check_convergence
 from flotilla.campaign.history import History, Op, OpKind, Outcome, WatchEvent, WatchStream
 from flotilla.campaign.nemesis import KINDS, PARTITION_KINDS, Nemesis
 from flotilla.cluster import Cluster, wait_until
@@ -65,6 +65,8 @@ class CampaignConfig:
     nemeses: tuple[str, ...] = ("kill_leader", "pause")
     clients: int = 4
     keys: int = 6
+    stores: int = 3
+    """Store nodes; shards have 3 replicas, so with more, moves can succeed."""
     fault_interval_s: tuple[float, float] = (1.0, 3.0)
     op_timeout_s: float = 5.0
     keep: bool = False
@@ -355,10 +357,18 @@ class _Run:
 
 
 def _replica_states(cluster: Cluster, keys: list[bytes]) -> dict[int, dict[bytes, tuple[bytes | None, int]]]:
+    """Each live store's value of each key whose shard placement's map
+    gives it a (voting) replica of (with more than 3 stores, not every store
+    has every shard)."""
+    voters = {
+        s.descriptor.shard_id: {r.node_id for r in s.descriptor.replicas if not r.learner} for s in cluster.get_map().shards
+    }
     out: dict[int, dict[bytes, tuple[bytes | None, int]]] = {}
     for nid in cluster.stores.live():
         st: dict[bytes, tuple[bytes | None, int]] = {}
         for k in keys:
+            if nid not in voters.get(cluster.stores.shard_of(k), ()):
+                continue
             r = cluster.stores.get(nid, k)
             if r.header.HasField("error"):
                 raise RuntimeError(f"node {nid}: {r.header.error}")
@@ -452,7 +462,12 @@ def run_campaign(cfg: CampaignConfig) -> RunResult:
     base.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f"flotilla-campaign-s{cfg.seed}-", dir=base))
     cfg.log(f"campaign seed={cfg.seed} ops={cfg.ops} duration={cfg.duration_s}s nemeses={','.join(cfg.nemeses)} dir={tmp}")
-    cluster = Cluster(tmp / "cluster", store_args=["--snapshot-entries", "200", "--compaction-margin", "50"], faults=True)
+    cluster = Cluster(
+        tmp / "cluster",
+        store_ids=tuple(range(11, 11 + cfg.stores)),
+        store_args=["--snapshot-entries", "200", "--compaction-margin", "50"],
+        faults=True,
+    )
     router: RouterProcess | None = None
     violations: list[Violation] = []
     result = RunResult(seed=cfg.seed, ops=0, ops_ok=0, ops_unknown=0)
@@ -478,10 +493,10 @@ def run_campaign(cfg: CampaignConfig) -> RunResult:
 
         def converged() -> bool:
             nonlocal last
-            if nem.splits or nem.merges:
+            if nem.splits or nem.merges or cfg.stores > 3:
                 nem.sync_map(timeout_s=5)
             last = _replica_states(cluster, run.keys)
-            return len({tuple(sorted(s.items())) for s in last.values()}) == 1
+            return not check_convergence(last)
 
         try:
             wait_until(converged, timeout=30, what="replicas converged")

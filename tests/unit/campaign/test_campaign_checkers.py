@@ -161,6 +161,11 @@ def test_convergence() -> None:
     assert check_convergence({1: same, 2: dict(same), 3: dict(same)}) == []
     (v,) = check_convergence({1: same, 2: {K: (b"a", 10)}, 3: {K: (b"b", 20)}})
     assert v.kind == "divergence" and "node 3" in v.detail
+    # with 4 stores a node holds only its shards' keys: only holders are compared
+    K2 = b"k2"
+    assert check_convergence({1: {K: (b"a", 10)}, 2: {K2: (None, 0)}, 3: {K: (b"a", 10), K2: (None, 0)}}) == []
+    (v,) = check_convergence({1: {K: (b"a", 10)}, 2: {K2: (b"x", 5)}, 3: {K: (b"a", 10), K2: (None, 0)}})
+    assert v.key == K2 and "node 1" not in v.detail
 
 
 def test_check_all_on_a_clean_history() -> None:
