@@ -2,8 +2,9 @@
 3-member etcd on 127.0.0.1, alternating (A/B/A/B), and the ratios.
 
 Flotilla is `python -m flotilla playground --client-port 0 --data-dir <tmp>`
-(with `--shards N` and `--routers N` if given; clients spread over every router; its endpoints parsed from its output, `ready`
-awaited). etcd is flotilla/bench/etcd.py's cluster of /usr/bin/etcd.
+(with `--shards N` and `--routers N` if given; its endpoints parsed from its
+output, `ready` awaited; clients use every router). etcd is
+flotilla/bench/etcd.py's cluster of /usr/bin/etcd.
 
 The workloads are the issue's (#9): put with 256 in flight, put from a single
 client, and linearizable and serializable single-key ranges with 64 in

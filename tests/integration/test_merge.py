@@ -17,8 +17,10 @@ while a writer keeps putting keys through the router. Then:
   every store all the acknowledged keys are still there.
 
 A second cluster (4 stores) has the two shards on different nodes: the
-merge operator first moves the source's replica onto the target's nodes. A
-third has a store exit (FLOTILLA_CRASH_AT=merge_apply) between applying the
+merge operator first moves the source's replica onto the target's nodes.
+Another (4 stores) merges a shard whose replica was repaired away while its
+store was down; back up, that store destroys the stray replica (the map
+lists the merged shard as retired). A third has a store exit (FLOTILLA_CRASH_AT=merge_apply) between applying the
 merge and destroying the source's replica; restarted, it destroys it and
 keeps the data. A fourth runs placement with `--merge-keys`: the scheduler
 merges the two small shards by itself.
