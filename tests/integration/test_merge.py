@@ -191,6 +191,18 @@ def operator(c: Cluster, op_id: int) -> ppb.OperatorInfo | None:
     return next((o for o in c.call("ListOperators", ppb.ListOperatorsRequest()).operators if o.id == op_id), None)
 
 
+def wait_merged(c: Cluster, op_id: int, *, timeout: float) -> ppb.OperatorInfo:
+    """Wait for merge operator op_id to succeed (one that ended otherwise is
+    what the timeout reports)."""
+
+    def done() -> ppb.OperatorInfo | None:
+        op = operator(c, op_id)
+        assert op is not None and op.state in ("running", "success"), op
+        return op if op.state == "success" else None
+
+    return wait_until(done, timeout=timeout, what=f"merge operator {op_id} succeeds")
+
+
 def keys_of_shard(c: Cluster, ranges: list[tuple[int, int]], n: int, tag: str) -> list[bytes]:
     out: list[bytes] = []
     for i in range(10_000):
@@ -263,12 +275,7 @@ def test_ctl_merge_two_shards_under_writes_with_a_watch_and_a_restart(cluster: t
         assert match, out.stdout
         op_id = int(match.group(1))
 
-        def done() -> ppb.OperatorInfo | None:
-            op = operator(c, op_id)
-            assert op is not None and op.state in ("running", "success"), op
-            return op if op.state == "success" else None
-
-        wait_until(done, timeout=120, what=f"merge operator {op_id} succeeds")
+        wait_merged(c, op_id, timeout=120)
         t_done = time.monotonic()
         acked_then = writer.count()
 
@@ -374,12 +381,7 @@ def test_ctl_merge_moves_the_sources_replicas_onto_the_targets_nodes_first(tmp_p
         assert {int(match.group(2))} == nodes[1] - nodes[2]
         op_id = int(match.group(1))
 
-        def done() -> ppb.OperatorInfo | None:
-            op = operator(c, op_id)
-            assert op is not None and op.state in ("running", "success"), op
-            return op if op.state == "success" else None
-
-        wait_until(done, timeout=180, what=f"merge operator {op_id} succeeds")
+        wait_merged(c, op_id, timeout=180)
         m = wait_until(lambda: (mm := c.get_map()) and len(mm.shards) == 1 and mm, timeout=30, what="one shard in the map")
         d = m.shards[0].descriptor
         assert d.shard_id == 1 and {r.node_id for r in d.replicas} == nodes[1]
@@ -440,12 +442,7 @@ def test_a_replica_left_behind_before_a_merge_is_destroyed_when_its_store_return
         assert match, out.stdout
         op_id = int(match.group(1))
 
-        def done() -> ppb.OperatorInfo | None:
-            op = operator(c, op_id)
-            assert op is not None and op.state in ("running", "success"), op
-            return op if op.state == "success" else None
-
-        wait_until(done, timeout=180, what=f"merge operator {op_id} succeeds")
+        wait_merged(c, op_id, timeout=180)
         m = wait_until(lambda: (mm := c.get_map()) and len(mm.shards) == 1 and mm, timeout=30, what="one shard in the map")
         assert list(m.retired_shards) == [2]
         assert keys_in_slots(c, 14, ranges[2]) > 0, "store 14 held none of shard 2's keys before it came back"
