@@ -146,12 +146,16 @@ class WatchMerger:
         for n in new:
             cur = self._sources.get(n)
             if cur is not None:
-                # Already a source (a merge into a shard this watch reads):
-                # its stream goes on from its own frontier; it takes the old
-                # source's pending events, in revision order.
+                # Already a source (a merge into a shard this watch reads): it
+                # takes the old source's pending events, in revision order,
+                # and its frontier drops to the old one's if that is lower.
+                # The old source's events after its frontier (up to its
+                # freeze) now live in this source's history: its stream must
+                # be restarted from the new frontier (the caller does).
                 if s.pending and not pending_given:
                     cur.pending = sorted([*cur.pending, *s.pending], key=event_revision)
                     pending_given = True
+                cur.frontier = min(cur.frontier, s.frontier)
                 continue
             self._sources[n] = _Source(s.frontier, [] if pending_given else list(s.pending))
             pending_given = True

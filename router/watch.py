@@ -87,6 +87,7 @@ class _Batch:
     compact_revision: int = 0
     moved: tuple[int, ...] = ()  # the shard's slots now belong to these shards
     cancel_reason: str = ""  # the shard refused the watch for good
+    gen: int = 0  # the shard stream that sent it (a restarted stream's older batches are dropped)
 
 
 class _Watch:
@@ -96,6 +97,12 @@ class _Watch:
         self.merger = merge.WatchMerger(shard_ids, create.start_revision)
         self.queue: asyncio.Queue[_Batch] = asyncio.Queue()
         self.tasks: dict[int, asyncio.Task[None]] = {}
+        self.gens: dict[int, int] = {}
+        """Per shard: the generation of its current stream task."""
+        self.originals: dict[int, ShardRoute | None] = {}
+        """Per shard: the route (slots) its stream task watches, as it was when
+        the watch first read that shard, so that a restarted task still hands
+        over slots that moved meanwhile."""
         self.runner: asyncio.Task[None] | None = None
         self.delivered = max(0, create.start_revision - 1)
         """Every event of the watch with a revision up to this is queued for the client (0: none yet, from now)."""
@@ -202,7 +209,7 @@ class WatchSession:
                 continue  # canceled meanwhile
             w.restart(w.resume_from)
             for sid in w.merger.sources:
-                w.tasks[sid] = asyncio.create_task(self._shard_stream(w, sid, w.resume_from))
+                self._start_stream(w, sid, w.resume_from, w.originals.get(sid))
             w.runner = asyncio.create_task(self._merge(w))
             self.resumes += 1
 
@@ -251,7 +258,7 @@ class WatchSession:
         self._watches[wid] = w
         self._send(epb.WatchResponse(header=self._header(self._fwd.last_revision), watch_id=wid, created=True))
         for sid in shard_ids:
-            w.tasks[sid] = asyncio.create_task(self._shard_stream(w, sid, create.start_revision))
+            self._start_stream(w, sid, create.start_revision)
         w.runner = asyncio.create_task(self._merge(w))
 
     def _cancel(self, wid: int) -> None:
@@ -303,13 +310,27 @@ class WatchSession:
                     )
                 )
                 return
+            if b.gen != w.gens.get(b.shard_id, 0):
+                continue  # from a stream task restarted since
             if b.moved:
                 start = w.merger.source_frontier(b.shard_id) + 1
                 released = w.merger.replace(b.shard_id, b.moved)
                 w.tasks.pop(b.shard_id, None)
+                w.originals.pop(b.shard_id, None)
                 for sid in b.moved:
-                    if sid not in w.tasks:
-                        w.tasks[sid] = asyncio.create_task(self._shard_stream(w, sid, start))
+                    running = w.tasks.pop(sid, None)
+                    if running is None:
+                        self._start_stream(w, sid, start)
+                        continue
+                    # A merge into a shard this watch reads: the moved shard's
+                    # events after its frontier, up to its freeze, are now
+                    # history of the target's slots, which the target's
+                    # running stream (live since before the merge) never
+                    # reads. Restart it from the lower frontier of the two
+                    # (replace lowered it in the merger); what it sends again
+                    # is dropped as already released.
+                    running.cancel()
+                    self._start_stream(w, sid, w.merger.source_frontier(sid) + 1, w.originals.get(sid))
             else:
                 released = w.merger.add(b.shard_id, b.events, b.progress_revision)
             chunks = _chunks(released, max(1, self._cfg.send_queue_bytes // 4))
@@ -347,10 +368,19 @@ class WatchSession:
             return route.leader  # the freshest events; followers would also do
         return candidates[next(self._turn) % len(candidates)]
 
-    async def _shard_stream(self, w: _Watch, shard_id: int, start: int) -> None:
+    def _start_stream(self, w: _Watch, shard_id: int, start: int, original: ShardRoute | None = None) -> None:
+        """(Re)start the stream task of one shard of a watch from `start`, as
+        a new generation; `original`: the slots it is to watch (default: the
+        shard's route now)."""
+        gen = w.gens[shard_id] = w.gens.get(shard_id, -1) + 1
+        if original is None:
+            original = self._cache.shard(shard_id)
+        w.originals[shard_id] = original
+        w.tasks[shard_id] = asyncio.create_task(self._shard_stream(w, shard_id, start, gen, original))
+
+    async def _shard_stream(self, w: _Watch, shard_id: int, start: int, gen: int, original: ShardRoute | None) -> None:
         """Events of one shard for one watch, resumed after breaks."""
         avoid: set[int] = set()
-        original = self._cache.shard(shard_id)
         while True:
             route = self._cache.shard(shard_id)
             if route is None or (original is not None and route.slot_ranges != original.slot_ranges):
@@ -358,7 +388,7 @@ class WatchSession:
                 # an epoch error from the node: a stream that broke with
                 # UNAVAILABLE at the split would otherwise reopen on the
                 # shrunken shard and miss the moved slots' events.
-                await self._moved(w, shard_id, original)
+                await self._moved(w, shard_id, original, gen)
                 return
             node = self._pick(route, avoid)
             address = self._cache.address(node)
@@ -378,12 +408,12 @@ class WatchSession:
                     if r.header.HasField("error"):
                         if r.header.error.HasField("kv"):
                             reason = from_kv_error(r.header.error.kv).message
-                            w.queue.put_nowait(_Batch(shard_id, cancel_reason=reason))
+                            w.queue.put_nowait(_Batch(shard_id, cancel_reason=reason, gen=gen))
                             return
                         routing = r.header.error.routing
                         break
                     if r.compact_revision:
-                        w.queue.put_nowait(_Batch(shard_id, compact_revision=r.compact_revision))
+                        w.queue.put_nowait(_Batch(shard_id, compact_revision=r.compact_revision, gen=gen))
                         return
                     events = tuple(r.events)
                     if events:
@@ -391,7 +421,7 @@ class WatchSession:
                     if r.progress_revision:
                         start = max(start, r.progress_revision + 1)
                     if events or r.progress_revision:
-                        w.queue.put_nowait(_Batch(shard_id, events, r.progress_revision))
+                        w.queue.put_nowait(_Batch(shard_id, events, r.progress_revision, gen=gen))
             except grpc.aio.AioRpcError as exc:
                 log.debug("watch=%d shard=%d stream from node %d broke: %s", w.watch_id, shard_id, node, exc.code())
             avoid.add(node)
@@ -402,11 +432,11 @@ class WatchSession:
                 await self._cache.refresh()
                 now = self._cache.shard(shard_id)
                 if now is None or now.slot_ranges != (original.slot_ranges if original else now.slot_ranges):
-                    await self._moved(w, shard_id, original)
+                    await self._moved(w, shard_id, original, gen)
                     return
             await asyncio.sleep(0.05)
 
-    async def _moved(self, w: _Watch, shard_id: int, original: ShardRoute | None) -> None:
+    async def _moved(self, w: _Watch, shard_id: int, original: ShardRoute | None, gen: int) -> None:
         """The shard's slots (those this watch reads) changed owners: hand over
         to their owners now. A slot whose new owner the map does not show yet
         is waited for (refreshing the map), within ``handover_timeout_s``;
@@ -430,11 +460,11 @@ class WatchSession:
             if not unknown:
                 break
             if loop.time() >= deadline:
-                w.queue.put_nowait(_Batch(shard_id, cancel_reason="watch could not follow a shard split or merge; re-create it"))
+                w.queue.put_nowait(_Batch(shard_id, cancel_reason="watch could not follow a shard split or merge; re-create it", gen=gen))
                 return
             await self._cache.refresh()
             await asyncio.sleep(0.05)  # sleep-ok: a bounded poll for the map to show the new owner
-        w.queue.put_nowait(_Batch(shard_id, moved=tuple(sorted(owners))))
+        w.queue.put_nowait(_Batch(shard_id, moved=tuple(sorted(owners)), gen=gen))
 
 
 class WatchServicer(rpc_pb2_grpc.WatchServicer):

@@ -57,3 +57,19 @@ def test_events_read_again_after_a_merge_are_released_once() -> None:
     assert [(e.kv.key, e.kv.mod_revision) for e in out] == [(b"b2", 12), (b"a3", 14)]
     # And a late repeat of anything released is dropped.
     assert m.add("a", [_ev("a3", 14)], progress_revision=15) == []
+
+
+def test_a_merged_source_behind_the_target_lowers_the_targets_frontier() -> None:
+    """What a 4-store campaign found: b's stream had reported up to 5 when it
+    broke; b then logged 7 and 9 before its freeze and was merged into a,
+    whose stream had reported up to 20. The events at 7 and 9 are history of
+    a's slots now: a's frontier drops to b's (5) and a's restarted stream
+    reads them again from 6. With a's frontier left at 20 they were taken for
+    repeats of released events and dropped (a watch gap)."""
+    m = merge.WatchMerger(["a", "b"], start_revision=1)
+    assert m.add("a", [_ev("a1", 3)], progress_revision=20) == []
+    assert [e.kv.mod_revision for e in m.add("b", [_ev("b1", 5)], progress_revision=5)] == [3, 5]
+    assert m.replace("b", ["a"]) == []
+    assert m.sources == ("a",) and m.frontier() == 5
+    out = m.add("a", [_ev("b7", 7), _ev("b9", 9), _ev("a21", 21)], progress_revision=21)
+    assert [(e.kv.key, e.kv.mod_revision) for e in out] == [(b"b7", 7), (b"b9", 9), (b"a21", 21)]
