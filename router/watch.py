@@ -291,6 +291,8 @@ class WatchSession:
                 self._offer(epb.WatchResponse(header=self._header(w.merger.frontier()), watch_id=w.watch_id))
                 last_sent = loop.time()
                 continue
+            if b.gen != w.gens.get(b.shard_id, 0):
+                continue  # from a stream task restarted since
             if b.compact_revision:
                 self._stop(w)
                 self._send(
@@ -310,8 +312,6 @@ class WatchSession:
                     )
                 )
                 return
-            if b.gen != w.gens.get(b.shard_id, 0):
-                continue  # from a stream task restarted since
             if b.moved:
                 start = w.merger.source_frontier(b.shard_id) + 1
                 released = w.merger.replace(b.shard_id, b.moved)
