@@ -239,7 +239,7 @@ class StoreAgent:
         sends it anything, so its own configuration still has it): the map
         (the watched one, or `info` from another read) lists the shard
         without this node at a newer conf_version than the replica's. From
-        the watched map only a hint: see _fresh_shards."""
+        the watched map only a hint: see _fresh_map."""
         s = self.shards.get(shard_id) if info is None else info
         if s is None or self._assigned(s) or shard_id not in self.node.shard_ids():
             return False

@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from placement.operators import (
     AddLearner,
     CommitMerge,
+    Frozen,
     Operator,
     OperatorKind,
     PrepareMerge,
@@ -92,8 +93,8 @@ class Stats:
     """node id -> when placement last heard it (a node missing: never, i.e. long ago)."""
     shards: Mapping[int, ShardLoad] = field(default_factory=dict)
     running: Sequence[Operator] = ()
-    frozen: Mapping[int, Mapping[int, int]] = field(default_factory=dict)
-    """shard id -> node id -> the merge target that node's replica reported being frozen for."""
+    frozen: Frozen = field(default_factory=dict)
+    """The replicas' reported freezes (see placement/operators.py's Frozen)."""
 
 
 def schedule(map_state: PlacementState, stats: Stats, now: float, config: SchedulerConfig) -> list[Operator]:

@@ -268,12 +268,6 @@ class PlacementState:
         AttachKeys -> tuple of indexes whose lease does not exist;
         LeaseKeysDeleted -> keys of that lease still to delete (int).
         """
-        out = self._apply(cmd)
-        if self.shards:
-            self.max_shard_id = max(self.max_shard_id, max(self.shards))
-        return out
-
-    def _apply(self, cmd: Command) -> Applied:
         if isinstance(cmd, Bootstrap):
             return self._bootstrap(cmd)
         if isinstance(cmd, RegisterNode):
@@ -321,6 +315,7 @@ class PlacementState:
                 slots=initial_slots(i, shard_count, cmd.slot_count),
                 replicas=tuple(Replica(nid) for nid in node_ids),
             )
+        self.max_shard_id = max(self.max_shard_id, shard_count)
         return Applied(cmd.cluster_id, MapChange(self._bump(), full=True))
 
     def _register(self, cmd: RegisterNode) -> Applied:
@@ -397,6 +392,7 @@ class PlacementState:
             del self.shards[sid]
             self.retired.add(sid)
         self.shards[shard.shard_id] = new
+        self.max_shard_id = max(self.max_shard_id, shard.shard_id)
         return Applied(ReportResult(outcome, new), MapChange(self._bump(), shards=(new,), removed_shards=merged))
 
     def _grant(self, cmd: GrantLease) -> Applied:

@@ -74,9 +74,9 @@ class WatchConfig:
     progress_notify_interval_s: float = 600.0
     shard_progress_ms: int = 100
     send_queue_bytes: int = 4 * 1024 * 1024
+    """Events waiting to be sent to one client stream, at most (serialized size)."""
     handover_timeout_s: float = 10.0
     """How long a watch waits for the map to show who owns a split (or merged) shard's slots."""
-    """Events waiting to be sent to one client stream, at most (serialized size)."""
 
 
 @dataclass(frozen=True, slots=True)

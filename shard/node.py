@@ -91,30 +91,31 @@ from raft.core.errors import FlotillaError
 from raft.core.types import Entry
 from raft.runtime.clock import Clock
 from raft.runtime.host import GroupHost, GroupNotFound
-from shard import hlc, slots
-from shard.codec import encode_command
-from shard import keys
-from shard.engine import KvEngine, scan
+from shard import hlc, keys, slots
 from shard import snapshot as shard_snapshot
-from shard.errors import EmptyKey, FutureRevision, InvalidSplit, LeaseNotFound, ShardError, SlotNotOwned
+from shard.codec import encode_command
+from shard.engine import KvEngine, scan
+from shard.errors import EmptyKey, FutureRevision, InvalidSplit, LeaseNotFound, RevisionCompacted, ShardError, SlotNotOwned
+from shard.hashkv import KvHash
+from shard.hashkv import records as mvcc_records
 from shard.leasekeys import LeaseChange, LeaseRegistry, LeaseRegistryUnavailable, lease_changes, lease_puts
 from shard.mvcc import in_range
-from shard.hashkv import KvHash, records as mvcc_records
 from shard.quota import DEFAULT_QUOTA_BYTES, AlarmType, SpaceQuota
-from shard.errors import RevisionCompacted
 from shard.space import SpaceMeter
 from shard.statemachine import Applied, ShardStateMachine, validate
 from shard.types import (
     BOOTSTRAP_EPOCH,
     ClosedTs,
-    Epoch,
     Command,
+    CommitMerge,
     CompactionRequest,
     DeleteLeaseKeys,
     DeleteRangeRequest,
     DeleteRangeResponse,
+    Epoch,
     Event,
     EventType,
+    PrepareMerge,
     PutRequest,
     RangeRequest,
     RangeResponse,
@@ -124,7 +125,6 @@ from shard.types import (
     Split,
     TxnRequest,
 )
-from shard.types import CommitMerge, PrepareMerge
 
 log = logging.getLogger(__name__)
 

@@ -31,6 +31,7 @@ processes it started.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import re
@@ -214,25 +215,39 @@ def keys_of_shard(c: Cluster, ranges: list[tuple[int, int]], n: int, tag: str) -
     raise AssertionError(f"no {n} keys in slots {ranges}")
 
 
+@contextlib.contextmanager
+def with_router(c: Cluster, tmp: Path) -> Iterator[Router]:
+    """c running (flotilla.cluster.running: started, bootstrapped, its logs
+    printed on failure, stopped) with a router; the router's log tail is
+    printed on failure too."""
+    with running(c):
+        router = Router(c, tmp / "router")
+        try:
+            yield router
+        except BaseException:
+            print(router.proc.log_tail(80))
+            raise
+        finally:
+            router.stop()
+
+
+def put_in_both_shards(c: Cluster, router: Router, ranges: dict[int, list[tuple[int, int]]], n: int, tag: str) -> dict[bytes, bytes]:
+    """n keys in each of shards 1 and 2 (value b"v-" + key), through the
+    router (it retries until it knows the map): key -> acknowledged value."""
+    acked: dict[bytes, bytes] = {}
+    for sid in (1, 2):
+        for k in keys_of_shard(c, ranges[sid], n, f"{tag}{sid}"):
+            wait_until(lambda k=k: router.put(k, b"v-" + k) or True, timeout=60, what=f"put {k!r}")
+            acked[k] = b"v-" + k
+    return acked
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cluster, Router]]:
     tmp = tmp_path_factory.mktemp("merge")
     c = Cluster(tmp, initial_shards=2, slot_count=SLOT_COUNT)
-    router: Router | None = None
-    try:
-        c.start()
-        c.wait_bootstrapped()
-        router = Router(c, tmp / "router")
+    with with_router(c, tmp) as router:
         yield c, router
-    except BaseException:
-        print(c.logs())
-        if router is not None:
-            print(router.proc.log_tail(80))
-        raise
-    finally:
-        if router is not None:
-            router.stop()
-        c.stop()
 
 
 def test_ctl_merge_two_shards_under_writes_with_a_watch_and_a_restart(cluster: tuple[Cluster, Router]) -> None:
@@ -244,11 +259,7 @@ def test_ctl_merge_two_shards_under_writes_with_a_watch_and_a_restart(cluster: t
     ranges = {sid: [(r.start, r.end) for r in d.slots] for sid, d in shards.items()}
 
     # keys in both shards, through the router (it retries until it knows the map)
-    acked: dict[bytes, bytes] = {}
-    for sid in (1, 2):
-        for k in keys_of_shard(c, ranges[sid], 8, f"before{sid}"):
-            wait_until(lambda k=k: router.put(k, b"v-" + k) or True, timeout=60, what=f"put {k!r}")
-            acked[k] = b"v-" + k
+    acked = put_in_both_shards(c, router, ranges, 8, "before")
 
     watcher = Watcher(router.channel)
     # a watch of one key of the source shard: its only shard leaves the map
@@ -332,7 +343,7 @@ def test_ctl_merge_two_shards_under_writes_with_a_watch_and_a_restart(cluster: t
 
     # the source's replica is destroyed on every store; the slots' data stays (the target's)
     for nid in c.store_ids:
-        wait_until(lambda nid=nid: 2 not in {s.descriptor.shard_id for s in c.stores.status(nid).shards}, timeout=60, what=f"store {nid} destroys shard 2")
+        wait_until(lambda nid=nid: 2 not in hosted(c, nid), timeout=60, what=f"store {nid} destroys shard 2")
 
     # restart every store: everything acknowledged is still there, shard 2 does not come back
     c.stores.stop()
@@ -341,7 +352,7 @@ def test_ctl_merge_two_shards_under_writes_with_a_watch_and_a_restart(cluster: t
     for nid in c.store_ids:
         c.stores._await_ready(nid)
     for nid in c.store_ids:
-        wait_until(lambda nid=nid: {s.descriptor.shard_id for s in c.stores.status(nid).shards} == {1}, timeout=60, what=f"store {nid} hosts shard 1 only")
+        wait_until(lambda nid=nid: hosted(c, nid) == {1}, timeout=60, what=f"store {nid} hosts shard 1 only")
     for k, v in sorted(acked.items()):
         got = wait_until(lambda k=k: _get_retrying(router, k), timeout=60, what=f"read {k!r} after the restart")
         assert got == v, f"{k!r} after the restart: read {got!r}, acknowledged {v!r}"
@@ -360,20 +371,12 @@ def test_ctl_merge_moves_the_sources_replicas_onto_the_targets_nodes_first(tmp_p
     bootstrap). The merge operator first moves shard 2's replica from 14 to
     13, then merges; every acknowledged key reads back through the router."""
     c = Cluster(tmp_path, store_ids=(11, 12, 13, 14), initial_shards=2, slot_count=SLOT_COUNT)
-    router: Router | None = None
-    try:
-        c.start()
-        c.wait_bootstrapped()
-        router = Router(c, tmp_path / "router")
+    with with_router(c, tmp_path) as router:
         shards = {s.descriptor.shard_id: s.descriptor for s in c.get_map().shards}
         nodes = {sid: {r.node_id for r in d.replicas} for sid, d in shards.items()}
         assert nodes[1] != nodes[2] and len(nodes[1]) == len(nodes[2]) == 3, nodes
         ranges = {sid: [(r.start, r.end) for r in d.slots] for sid, d in shards.items()}
-        acked: dict[bytes, bytes] = {}
-        for sid in (1, 2):
-            for k in keys_of_shard(c, ranges[sid], 6, f"mv{sid}"):
-                wait_until(lambda k=k: router.put(k, b"v-" + k) or True, timeout=60, what=f"put {k!r}")
-                acked[k] = b"v-" + k
+        acked = put_in_both_shards(c, router, ranges, 6, "mv")
         out = ctl_merge(c)
         assert out.returncode == 0, out.stderr
         match = re.search(r"operator (\d+) \(merge\) started on shard 2: \*add-learner\((\d+)\)", out.stdout)
@@ -392,16 +395,7 @@ def test_ctl_merge_moves_the_sources_replicas_onto_the_targets_nodes_first(tmp_p
             router.put(k, b"a")
             assert router.get(k) == b"a"
         for nid in c.store_ids:
-            wait_until(lambda nid=nid: 2 not in {s.descriptor.shard_id for s in c.stores.status(nid).shards}, timeout=60, what=f"store {nid} no longer hosts shard 2")
-    except BaseException:
-        print(c.logs())
-        if router is not None:
-            print(router.proc.log_tail(80))
-        raise
-    finally:
-        if router is not None:
-            router.stop()
-        c.stop()
+            wait_until(lambda nid=nid: 2 not in hosted(c, nid), timeout=60, what=f"store {nid} no longer hosts shard 2")
 
 
 def test_a_replica_left_behind_before_a_merge_is_destroyed_when_its_store_returns(tmp_path: Path) -> None:
@@ -413,20 +407,12 @@ def test_a_replica_left_behind_before_a_merge_is_destroyed_when_its_store_return
     the replica and its slots' data, and does not bring it back after a
     restart."""
     c = Cluster(tmp_path, store_ids=(11, 12, 13, 14), initial_shards=2, slot_count=SLOT_COUNT)
-    router: Router | None = None
-    try:
-        c.start()
-        c.wait_bootstrapped()
-        router = Router(c, tmp_path / "router")
+    with with_router(c, tmp_path) as router:
         shards = {s.descriptor.shard_id: s.descriptor for s in c.get_map().shards}
         nodes = {sid: {r.node_id for r in d.replicas} for sid, d in shards.items()}
         assert 14 in nodes[2] and 14 not in nodes[1], nodes
         ranges = {sid: [(r.start, r.end) for r in d.slots] for sid, d in shards.items()}
-        acked: dict[bytes, bytes] = {}
-        for sid in (1, 2):
-            for k in keys_of_shard(c, ranges[sid], 6, f"lb{sid}"):
-                wait_until(lambda k=k: router.put(k, b"v-" + k) or True, timeout=60, what=f"put {k!r}")
-                acked[k] = b"v-" + k
+        acked = put_in_both_shards(c, router, ranges, 6, "lb")
         revs = lambda: {n: c.stores.shard_status(n, 2).revision for n in sorted(nodes[2])}  # noqa: E731
         wait_until(lambda: len(set(revs().values())) == 1, timeout=60, what="every replica of shard 2 applied every put")
         c.stores.nodes[14].stop()
@@ -456,13 +442,6 @@ def test_a_replica_left_behind_before_a_merge_is_destroyed_when_its_store_return
         assert 2 not in hosted(c, 14), "the merged shard came back on store 14 after a restart"
         for k, v in sorted(acked.items()):
             assert router.get(k) == v, f"{k!r}: acknowledged {v!r}"
-    except BaseException:
-        print(c.logs())
-        raise
-    finally:
-        if router is not None:
-            router.stop()
-        c.stop()
 
 
 def test_a_store_that_crashes_between_the_merge_and_the_sources_destruction_recovers(tmp_path: Path) -> None:
@@ -473,17 +452,9 @@ def test_a_store_that_crashes_between_the_merge_and_the_sources_destruction_reco
     serves every acknowledged key from its own replica."""
     c = Cluster(tmp_path, initial_shards=2, slot_count=SLOT_COUNT)
     c.stores.node_env[13] = {"FLOTILLA_CRASH_AT": "merge_apply:1"}
-    router: Router | None = None
-    try:
-        c.start()
-        c.wait_bootstrapped()
-        router = Router(c, tmp_path / "router")
+    with with_router(c, tmp_path) as router:
         ranges = {s.descriptor.shard_id: [(r.start, r.end) for r in s.descriptor.slots] for s in c.get_map().shards}
-        acked: dict[bytes, bytes] = {}
-        for sid in (1, 2):
-            for k in keys_of_shard(c, ranges[sid], 6, f"cr{sid}"):
-                wait_until(lambda k=k: router.put(k, b"v-" + k) or True, timeout=60, what=f"put {k!r}")
-                acked[k] = b"v-" + k
+        acked = put_in_both_shards(c, router, ranges, 6, "cr")
         out = ctl_merge(c)
         assert out.returncode == 0, out.stderr
         wait_until(lambda: not c.stores.nodes[13].alive and c.stores.nodes[13].returncode == 137, timeout=120, what="store 13 exits at the merge_apply crash point")
@@ -491,7 +462,7 @@ def test_a_store_that_crashes_between_the_merge_and_the_sources_destruction_reco
         del c.stores.node_env[13]
         c.stores._spawn(13)
         c.stores._await_ready(13)
-        wait_until(lambda: {s.descriptor.shard_id for s in c.stores.status(13).shards} == {1}, timeout=60, what="restarted store 13 hosts shard 1 only")
+        wait_until(lambda: hosted(c, 13) == {1}, timeout=60, what="restarted store 13 hosts shard 1 only")
 
         def local_reads() -> bool:
             epoch = c.stores.shard_status(13, 1).descriptor.epoch
@@ -508,26 +479,13 @@ def test_a_store_that_crashes_between_the_merge_and_the_sources_destruction_reco
         wait_until(local_reads, timeout=60, what="store 13 serves every acknowledged key from its replica of shard 1")
         for k, v in sorted(acked.items()):
             assert router.get(k) == v, f"{k!r}: acknowledged {v!r}"
-    except BaseException:
-        print(c.logs())
-        if router is not None:
-            print(router.proc.log_tail(80))
-        raise
-    finally:
-        if router is not None:
-            router.stop()
-        c.stop()
 
 
 def test_the_scheduler_merges_small_shards_when_given_a_merge_threshold(tmp_path: Path) -> None:
     """`--merge-keys 1000` on the placement servers: two near-empty shards on
     the same stores merge without a command; their keys stay readable."""
     c = Cluster(tmp_path, initial_shards=2, slot_count=SLOT_COUNT, placement_args=["--merge-keys", "1000"])
-    router: Router | None = None
-    try:
-        c.start()
-        c.wait_bootstrapped()
-        router = Router(c, tmp_path / "router")
+    with with_router(c, tmp_path) as router:
         keys = [PREFIX + f"auto-{i}".encode() for i in range(10)]
         for k in keys:
             wait_until(lambda k=k: router.put(k, b"v") or True, timeout=60, what=f"put {k!r}")
@@ -542,13 +500,6 @@ def test_the_scheduler_merges_small_shards_when_given_a_merge_threshold(tmp_path
         assert c.get_map().shards[0].descriptor.slots[0].start == 0
         for k in keys:
             assert router.get(k) == b"v", k
-    except BaseException:
-        print(c.logs())
-        raise
-    finally:
-        if router is not None:
-            router.stop()
-        c.stop()
 
 
 def test_a_frozen_source_whose_merge_operator_was_cancelled_is_merged_anyway(tmp_path: Path) -> None:
