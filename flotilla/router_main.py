@@ -62,6 +62,12 @@ def add_arguments(p: argparse.ArgumentParser, prefix: str = "") -> None:
     arg("progress-notify-interval-ms", type=int, default=600_000, help="watch progress_notify interval (etcd: 10 min)")
     arg("shard-progress-ms", type=int, default=100, help="progress interval asked of shard watch streams")
     arg("heartbeat-ms", type=int, default=1000, help="heartbeat interval to placement")
+    arg(
+        "election-timeout-ms",
+        type=int,
+        default=1000,
+        help="the stores' election timeout (--tick-ms x --election-ticks); one attempt at a store takes at most twice this",
+    )
 
 
 def config_from(args: argparse.Namespace, prefix: str = "") -> RouterConfig:
@@ -81,6 +87,7 @@ def config_from(args: argparse.Namespace, prefix: str = "") -> RouterConfig:
         advertise=get("advertise"),
         node_id=get("node_id"),
         heartbeat_s=get("heartbeat_ms") / 1000,
+        election_timeout_s=get("election_timeout_ms") / 1000,
         request_timeout_s=get("request_timeout_ms") / 1000,
         default_staleness_ms=get("max_staleness_ms"),
         use_forward_stream=not get("no_forward_stream"),

@@ -11,7 +11,18 @@ the fallback when a node answers Forward with UNIMPLEMENTED).
   when the leader is unknown); any replica, in turn, for serializable reads;
   for bounded-staleness and at-revision reads, one whose last reported
   closed timestamp is enough, in turn, else the leader (router/slots.py);
-- NotLeader moves the leader in the cache and retries; WrongShard and
+- one attempt takes at most ``attempt_timeout_s`` (two election timeouts),
+  never the whole deadline: the store is given that deadline, and the
+  router waits a little longer for the store's own answer. A node that
+  does not answer (refused, broken, or silent for the attempt) becomes
+  suspect for every shard (router/health.py) and is skipped until a probe
+  finds it answering again; a write that succeeds on a node the cache did
+  not name as leader makes that node the leader;
+- NotLeader moves the leader in the cache and retries (a replica naming a
+  leader this request set aside sends the request back to it: a leader
+  that dropped a proposal mid-transfer is asked again; a hint naming a
+  suspect node means the replica has not noticed its leader is gone, so
+  another replica is asked, with a short wait once all were); WrongShard and
   ShardNotFound refresh the map and retry; EpochNotMatch takes the newer
   descriptors it carries (or tries another replica when that replica is
   behind); StaleReadNotReady goes to the leader; ServerBusy backs off. All
@@ -49,11 +60,19 @@ from router import hlc as hlcmod
 from router import slots
 from router.cache import RoutingCache, ShardRoute, route_from_pb
 from router.etcd_errors import EtcdError, from_kv_error
+from router.health import NodeHealth
 
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 64 << 20
 BACKOFF_S = 0.05
+ATTEMPT_TIMEOUT_S = 2.0
+"""One attempt's time: two election timeouts at the stores' defaults (10
+ticks of 100 ms, randomized up to twice that). A leader that is gone is
+replaced within that; an attempt never takes the whole deadline."""
+ANSWER_MARGIN_S = 0.25
+"""The router waits this much past the deadline it gives the store, so the
+store's own "not applied in time" answer arrives before the router gives up."""
 
 # kind -> (ShardXRequest class, unary method name)
 KINDS: dict[str, tuple[type, str]] = {
@@ -224,8 +243,12 @@ class Forwarder:
         use_forward_stream: bool = True,
         max_writes_in_flight: int = 4096,
         wall_ms: Callable[[], int] | None = None,
+        attempt_timeout_s: float = ATTEMPT_TIMEOUT_S,
+        health: NodeHealth | None = None,
     ) -> None:
         self.cache = cache
+        self.attempt_timeout_s = attempt_timeout_s
+        self.health = health or NodeHealth()
         self.channels = channels
         self.router_id = router_id
         self.hlc = hlcmod.Hlc()
@@ -259,14 +282,24 @@ class Forwarder:
         stub = store_pb2_grpc.StoreStub(self.channels.channel(address))
         return await getattr(stub, KINDS[kind][1])(request, timeout=timeout_s)
 
-    def _pick(self, route: ShardRoute, kind: str, mode: ReadMode, avoid: set[int]) -> int:
-        candidates = [n for n in route.replicas if n not in avoid] or list(route.replicas)
+    def _pick(self, route: ShardRoute, kind: str, mode: ReadMode, avoid: set[int], now: float) -> int:
+        """The replica for this attempt: never one this request set aside
+        (`avoid`), and a node the router suspects (router/health.py) only to
+        take a due probe, or when every other replica was tried."""
+        health = self.health
+        untried = [n for n in route.replicas if n not in avoid] or list(route.replicas)
+        candidates = [n for n in untried if not health.suspect(n)]
+        if not candidates:
+            probe = next((n for n in untried if health.usable(n, now)), 0)
+            candidates = [probe] if probe else untried
+        leader = route.leader if route.leader and route.leader not in avoid else 0
         if kind in WRITES or mode.consistency == spb.READ_LINEARIZABLE:
-            if route.leader and route.leader not in avoid:
-                return route.leader
+            if leader and (leader in candidates or health.usable(leader, now)):
+                return leader
             return candidates[next(self._turn) % len(candidates)]
         needed = 0
-        leader = route.leader if route.leader not in avoid else 0
+        if leader and leader not in candidates:
+            leader = 0
         if mode.consistency == spb.READ_BOUNDED_STALENESS:
             needed = hlcmod.from_ms(self.now_ms() - mode.max_staleness_ms)
         elif mode.consistency == spb.READ_AT_REVISION:
@@ -313,17 +346,22 @@ class Forwarder:
         last = "no attempt was made"
         consistency = mode.consistency
         while True:
-            left = deadline - loop.time()
+            now = loop.time()
+            left = deadline - now
             if left <= 0:
                 if unknown:
                     raise EtcdError("outcome_unknown", last)
                 raise EtcdError("timeout", last) if "leader" not in last else EtcdError("no_leader", last)
             route = route_fn()
-            node = self._pick(route, kind, ReadMode(consistency, mode.max_staleness_ms, mode.revision), avoid)
+            node = self._pick(route, kind, ReadMode(consistency, mode.max_staleness_ms, mode.revision), avoid, now)
             address = self.cache.address(node)
+            # One attempt never takes the whole deadline: a dead or cut-off
+            # node costs at most attempt_timeout_s, then the same request
+            # (a write with the same seq) goes elsewhere.
+            attempt_s = min(left, self.attempt_timeout_s)
             header = route.header()
             header.hlc = self.hlc.now(self.now_ms())
-            header.deadline_ms = self.now_ms() + int(left * 1000)
+            header.deadline_ms = self.now_ms() + int(attempt_s * 1000)
             if seq:
                 # The floor as of this attempt: a retry keeps its seq, and
                 # its own seq is in flight, so the floor never passes it.
@@ -337,7 +375,7 @@ class Forwarder:
                 await self._backoff(deadline, refresh=True)
                 continue
             try:
-                resp = await self._send(address, kind, msg, left)
+                resp = await self._send(address, kind, msg, min(left, attempt_s + ANSWER_MARGIN_S))
             except (grpc.aio.AioRpcError, StreamBroken, TimeoutError) as exc:
                 code = exc.code().name if isinstance(exc, grpc.aio.AioRpcError) else type(exc).__name__
                 last = f"node {node} ({address}) did not answer: {code}"
@@ -348,11 +386,13 @@ class Forwarder:
                     # the deadline ends first the client must hear "unknown".
                     unknown = True
                 log.debug("shard=%d %s: %s (retrying)", route.shard_id, kind, last)
+                self.health.failed(node, loop.time())
                 avoid.add(node)
                 if len(avoid) >= len(route.replicas):
                     avoid.clear()
                     await self._backoff(deadline, refresh=True)
                 continue
+            self.health.answered(node)
             h = resp.header
             self.hlc.observe(h.hlc)
             self.cache.note_closed_ts(route.shard_id, h.node_id or node, h.closed_ts)
@@ -363,6 +403,9 @@ class Forwarder:
                 if kind == "range":
                     key = (route.shard_id, node)
                     self.replica_counts[key] = self.replica_counts.get(key, 0) + 1
+                elif node != route.leader:
+                    # Only the leader carries out a write: the map is behind.
+                    self.cache.set_leader(route.shard_id, node)
                 return Answer(resp.response, h, node)
             err = h.error
             if err.HasField("kv"):
@@ -371,14 +414,12 @@ class Forwarder:
                     await self._backoff(deadline)
                     continue
                 raise from_kv_error(err.kv)
-            last = self._on_routing(route, node, err.routing, avoid)
+            last, wait = self._on_routing(route, node, err.routing, avoid)
             log.debug("shard=%d node=%d %s: %s (retrying)", route.shard_id, node, kind, last)
             which = err.routing.WhichOneof("error")
             if which == "server_busy" and kind in WRITES and "unknown" in err.routing.server_busy.reason:
                 unknown = True
-            if which in ("wrong_shard", "shard_not_found", "server_busy") or (
-                which == "not_leader" and not err.routing.not_leader.leader_node_id
-            ):
+            if wait:
                 await self._backoff(deadline, refresh=which != "server_busy")
 
     def _may_catch_up(self, kind: str, request: Any, mode: ReadMode) -> bool:
@@ -393,20 +434,37 @@ class Forwarder:
             return False
         return 0 < rev <= self.hlc.last
 
-    def _on_routing(self, route: ShardRoute, node: int, r: spb.RoutingError, avoid: set[int]) -> str:
+    def _on_routing(self, route: ShardRoute, node: int, r: spb.RoutingError, avoid: set[int]) -> tuple[str, bool]:
+        """Learn what a routing error says; return why the attempt failed
+        and whether to wait a little before the next one (nothing better to
+        try right now)."""
         cache = self.cache
         which = r.WhichOneof("error")
         if which == "not_leader":
             nl = r.not_leader
-            if nl.leader_node_id and nl.leader_node_id != node:
-                cache.set_leader(route.shard_id, nl.leader_node_id, nl.leader_address)
-            else:
+            hint = nl.leader_node_id
+            if hint and hint != node:
+                cache.set_leader(route.shard_id, hint, nl.leader_address)
+                # A replica names the leader: ask it, even if this request
+                # set it aside earlier (a leader that dropped a proposal
+                # while transferring leadership answers "no leader").
+                avoid.discard(hint)
+                if not self.health.suspect(hint):
+                    return f"node {node} is not the leader of shard {route.shard_id} (it names node {hint})", False
+                # The hint names a node that did not answer us: the replica
+                # has not noticed yet that its leader is gone. Try another
+                # replica, and wait a little when every one was asked.
                 avoid.add(node)
-                if route.leader == node:
-                    cache.set_leader(route.shard_id, 0)
-                if len(avoid) >= len(route.replicas):
+                wait = len(avoid) >= len(route.replicas)
+                if wait:
                     avoid.clear()
-            return f"shard {route.shard_id} has no leader right now"
+                return f"shard {route.shard_id} has no leader right now (node {hint}, its last leader, does not answer)", wait
+            avoid.add(node)
+            if route.leader == node:
+                cache.set_leader(route.shard_id, 0)
+            if len(avoid) >= len(route.replicas):
+                avoid.clear()
+            return f"shard {route.shard_id} has no leader right now", True
         if which == "epoch_not_match":
             enm = r.epoch_not_match
             current = (enm.current_epoch.conf_version, enm.current_epoch.slot_version)
@@ -418,32 +476,32 @@ class Forwarder:
                 )
                 for d in enm.related:
                     cache.update(route_from_pb(d))
-            return f"shard {route.shard_id} changed epoch"
+            return f"shard {route.shard_id} changed epoch", False
         if which == "stale_read_not_ready":
             s = r.stale_read_not_ready
             cache.note_closed_ts(route.shard_id, node, s.closed_ts)
             if s.leader_node_id:
                 cache.set_leader(route.shard_id, s.leader_node_id)
             avoid.add(node)
-            return f"replica {node} of shard {route.shard_id} is behind"
+            return f"replica {node} of shard {route.shard_id} is behind", False
         if which == "shard_not_found":
             avoid.add(node)
-            return f"node {node} does not host shard {route.shard_id}"
+            return f"node {node} does not host shard {route.shard_id}", True
         if which == "wrong_shard":
-            return f"the router's map is behind for slot {r.wrong_shard.slot}"
+            return f"the router's map is behind for slot {r.wrong_shard.slot}", True
         if which == "server_busy":
             avoid.add(node)
             if len(avoid) >= len(route.replicas):
                 avoid.clear()
-            return f"node {node} is busy: {r.server_busy.reason}"
-        return f"unknown routing error from node {node}"
+            return f"node {node} is busy: {r.server_busy.reason}", True
+        return f"unknown routing error from node {node}", False
 
     async def _backoff(self, deadline: float, *, refresh: bool = False) -> None:
         loop = asyncio.get_running_loop()
         wait = min(BACKOFF_S, max(0.0, deadline - loop.time()))
         if refresh:
             try:
-                async with asyncio.timeout(max(0.001, deadline - loop.time())):
+                async with asyncio.timeout(max(0.001, min(self.attempt_timeout_s, deadline - loop.time()))):
                     await self.cache.refresh()
             except TimeoutError:
                 return

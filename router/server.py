@@ -62,6 +62,7 @@ class RouterConfig:
     advertise: str = ""  # host:port clients reach this router at; default: the bound address
     node_id: int = 0  # its member id, and its node id in placement's map; 0: router_id
     heartbeat_s: float = 1.0  # to placement
+    election_timeout_s: float = 1.0  # the stores' (--tick-ms x --election-ticks): one attempt at a node takes at most two
 
 
 class RouterServer:
@@ -75,7 +76,11 @@ class RouterServer:
         self.cache = RoutingCache(cfg.slot_count)
         self.channels = Channels()
         self.forwarder = Forwarder(
-            self.cache, self.channels, router_id=self.router_id, use_forward_stream=cfg.use_forward_stream
+            self.cache,
+            self.channels,
+            router_id=self.router_id,
+            use_forward_stream=cfg.use_forward_stream,
+            attempt_timeout_s=2 * cfg.election_timeout_s,
         )
         self.member_id = cfg.node_id or self.router_id
         self.identity = Identity(cfg.cluster_id, self.member_id)

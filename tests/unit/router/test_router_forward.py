@@ -19,6 +19,7 @@ from flotillapb.etcd.etcdserverpb import rpc_pb2 as epb
 from router.cache import RoutingCache, ShardRoute
 from router.etcd_errors import EtcdError
 from router.forward import Channels, Forwarder, WriteSeqs
+from router.health import NodeHealth
 
 
 class FakeStore(store_pb2_grpc.StoreServicer):
@@ -29,6 +30,7 @@ class FakeStore(store_pb2_grpc.StoreServicer):
         self.floors: list[int] = []  # seq_floor of each put
         self.hang = False
         self.drop_after_receive = False  # fail the call with UNAVAILABLE once the request arrived
+        self.no_leader_next = 0  # as leader, answer "not leader, no known leader" this many times (a transfer pending)
 
     async def Put(self, request: spb.ShardPutRequest, context: grpc.aio.ServicerContext) -> spb.ShardPutResponse:  # noqa: N802
         h = spb.ShardResponseHeader(node_id=self.node_id)
@@ -41,6 +43,10 @@ class FakeStore(store_pb2_grpc.StoreServicer):
         if self.node_id != self.leader:
             h.error.routing.not_leader.CopyFrom(spb.NotLeader(shard_id=1, leader_node_id=self.leader))
             return spb.ShardPutResponse(header=h)
+        if self.no_leader_next:
+            self.no_leader_next -= 1
+            h.error.routing.not_leader.CopyFrom(spb.NotLeader(shard_id=1))
+            return spb.ShardPutResponse(header=h)
         await asyncio.sleep(0.01)  # sleep-ok: a fake store's service time, so writes overlap
         return spb.ShardPutResponse(header=h, response=epb.PutResponse(header=epb.ResponseHeader(revision=7)))
 
@@ -51,7 +57,9 @@ class FakeStore(store_pb2_grpc.StoreServicer):
         yield spb.ForwardResponseBatch()
 
 
-async def _cluster(leader: int) -> tuple[list[grpc.aio.Server], list[FakeStore], RoutingCache]:
+async def _cluster(leader: int, *, two_shards: bool = False) -> tuple[list[grpc.aio.Server], list[FakeStore], RoutingCache]:
+    """Three fake stores (nodes 1, 2, 3) holding shard 1 (with two_shards,
+    shard 1 owns slots 0-7 and shard 2 slots 8-15, both led by `leader`)."""
     cache = RoutingCache(16)
     servers, stores = [], []
     for nid in (1, 2, 3):
@@ -63,7 +71,11 @@ async def _cluster(leader: int) -> tuple[list[grpc.aio.Server], list[FakeStore],
         cache.set_address(nid, f"127.0.0.1:{port}")
         servers.append(server)
         stores.append(store)
-    cache.update(ShardRoute(1, (1, 1), ((0, 16),), (1, 2, 3), leader=1))
+    if two_shards:
+        cache.update(ShardRoute(1, (1, 1), ((0, 8),), (1, 2, 3), leader=leader))
+        cache.update(ShardRoute(2, (1, 1), ((8, 16),), (1, 2, 3), leader=leader))
+    else:
+        cache.update(ShardRoute(1, (1, 1), ((0, 16),), (1, 2, 3), leader=1))
     return servers, stores, cache
 
 
@@ -194,3 +206,114 @@ async def test_a_write_failing_unavailable_after_it_arrived_is_outcome_unknown()
         await fwd.channels.close()
         for s in servers:
             await s.stop(0)
+
+
+def _move_leader(stores: list[FakeStore], leader: int) -> None:
+    for st in stores:
+        st.leader = leader
+
+
+async def _stop(fwd: Forwarder, servers: list[grpc.aio.Server]) -> None:
+    await fwd.close()
+    await fwd.channels.close()
+    for s in servers:
+        await s.stop(0)
+
+
+@pytest.mark.parametrize("stream", [True, False])
+async def test_one_attempt_never_takes_the_whole_deadline(stream: bool) -> None:
+    """The cached leader hangs (paused, cut off); a new one was elected. The
+    write gives up on the silent node after one attempt timeout and reaches
+    the new leader with the same seq, well within its deadline."""
+    servers, stores, cache = await _cluster(leader=1)
+    stores[0].hang = True
+    _move_leader(stores, 2)
+    fwd = Forwarder(cache, Channels(), router_id=5, use_forward_stream=stream, attempt_timeout_s=0.3)
+    try:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        a = await fwd.call("put", epb.PutRequest(key=b"k", value=b"v"), route=lambda: cache.shards()[0], deadline=start + 5)
+        assert a.node_id == 2
+        assert loop.time() - start < 2.0  # one attempt timeout (0.3 s) and a margin, not the 5 s deadline
+        assert stores[0].puts == stores[1].puts == [(5, 1)]  # the same write, the same seq
+        assert fwd.health.suspect(1)
+        assert cache.shard(1).leader == 2  # type: ignore[union-attr]
+    finally:
+        await _stop(fwd, servers)
+
+
+async def test_a_node_that_did_not_answer_is_skipped_for_every_shard() -> None:
+    """Once node 1 failed to answer for shard 1, a write to shard 2 (whose
+    cached leader is also node 1) goes straight to the other replicas: no
+    second attempt timeout spent on node 1."""
+    servers, stores, cache = await _cluster(leader=1, two_shards=True)
+    stores[0].hang = True
+    _move_leader(stores, 2)
+    fwd = Forwarder(cache, Channels(), router_id=5, use_forward_stream=False, attempt_timeout_s=0.5)
+    try:
+        loop = asyncio.get_running_loop()
+        await fwd.call("put", epb.PutRequest(key=b"a"), route=lambda: cache.shard(1), deadline=loop.time() + 5)  # type: ignore[arg-type, return-value]
+        assert len(stores[0].puts) == 1
+        start = loop.time()
+        a = await fwd.call("put", epb.PutRequest(key=b"b"), route=lambda: cache.shard(2), deadline=start + 5)  # type: ignore[arg-type, return-value]
+        assert a.node_id == 2
+        assert len(stores[0].puts) == 1, "the suspect node was asked again"
+        assert loop.time() - start < 0.5
+    finally:
+        await _stop(fwd, servers)
+
+
+async def test_a_suspect_node_is_probed_again_and_cleared_when_it_answers() -> None:
+    servers, stores, cache = await _cluster(leader=1)
+    fwd = Forwarder(cache, Channels(), router_id=5, use_forward_stream=False, health=NodeHealth(probe_after_s=0.05))
+    try:
+        loop = asyncio.get_running_loop()
+        fwd.health.failed(1, loop.time())  # as if node 1 had been silent a moment ago
+        a = await fwd.call("put", epb.PutRequest(key=b"k"), route=lambda: cache.shards()[0], deadline=loop.time() + 5)
+        assert a.node_id == 1  # followers name node 1; after its probe delay it is asked, and answers
+        assert not fwd.health.suspect(1)
+    finally:
+        await _stop(fwd, servers)
+
+
+@pytest.mark.parametrize("stream", [True, False])
+async def test_a_set_aside_leader_is_asked_again_when_a_follower_names_it(stream: bool) -> None:
+    """A leader with a transfer pending drops proposals and answers "no
+    leader"; the router sets it aside, and a follower points back at it: the
+    router must ask it again (not circle among the followers until the
+    deadline)."""
+    servers, stores, cache = await _cluster(leader=1)
+    stores[0].no_leader_next = 1
+    fwd = Forwarder(cache, Channels(), router_id=5, use_forward_stream=stream)
+    try:
+        loop = asyncio.get_running_loop()
+        a = await fwd.call("put", epb.PutRequest(key=b"k"), route=lambda: cache.shards()[0], deadline=loop.time() + 3)
+        assert a.node_id == 1
+        assert [p for p in stores[0].puts] == [(5, 1), (5, 1)]
+    finally:
+        await _stop(fwd, servers)
+
+
+async def test_a_stopped_leader_is_routed_around() -> None:
+    """Node 1 is gone (its server stopped: connections refused) and its old
+    followers first still name it, then elect node 3."""
+    servers, stores, cache = await _cluster(leader=1)
+    await servers[0].stop(0)
+    fwd = Forwarder(cache, Channels(), router_id=5, use_forward_stream=True, attempt_timeout_s=0.5)
+    try:
+        loop = asyncio.get_running_loop()
+
+        async def elect_later() -> None:
+            while sum(len(s.puts) for s in stores[1:]) < 4:  # the followers named the dead leader a few times
+                await asyncio.sleep(0.01)  # sleep-ok: polls the fakes' counters, bounded by the test's timeout
+            _move_leader(stores, 3)
+
+        election = asyncio.create_task(elect_later())
+        start = loop.time()
+        a = await fwd.call("put", epb.PutRequest(key=b"k"), route=lambda: cache.shards()[0], deadline=start + 5)
+        await election
+        assert a.node_id == 3 and stores[2].puts[-1] == (5, 1)
+        assert loop.time() - start < 2.0
+        assert fwd.health.suspect(1)
+    finally:
+        await _stop(fwd, servers)

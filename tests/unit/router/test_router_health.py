@@ -1,0 +1,39 @@
+"""router/health.py: a node that failed to answer is suspect until it
+answers; one request at a time probes it, with a growing delay."""
+
+from __future__ import annotations
+
+import pytest
+
+from router.health import NodeHealth
+
+
+def test_a_failed_node_is_suspect_until_it_answers() -> None:
+    h = NodeHealth(probe_after_s=1.0, max_probe_after_s=4.0)
+    assert h.usable(7, 0.0) and not h.suspect(7)
+    h.failed(7, 10.0)
+    assert h.suspect(7) and h.suspects() == [7]
+    assert not h.usable(7, 10.5)
+    h.answered(7)
+    assert not h.suspect(7) and h.usable(7, 10.5)
+
+
+def test_one_request_takes_a_due_probe_and_the_delay_doubles_up_to_the_cap() -> None:
+    h = NodeHealth(probe_after_s=1.0, max_probe_after_s=4.0)
+    h.failed(3, 0.0)
+    assert not h.usable(3, 0.99)
+    assert h.usable(3, 1.0)  # the probe
+    assert not h.usable(3, 1.0)  # others keep away while it is out
+    h.failed(3, 1.2)  # the probe failed: next one 2 s later
+    assert not h.usable(3, 3.1) and h.usable(3, 3.2)
+    h.failed(3, 3.2)
+    h.failed(3, 3.3)
+    h.failed(3, 3.4)  # 4 s cap
+    assert not h.usable(3, 7.3) and h.usable(3, 7.4)
+
+
+def test_bad_probe_delays_are_refused() -> None:
+    with pytest.raises(ValueError):
+        NodeHealth(probe_after_s=0)
+    with pytest.raises(ValueError):
+        NodeHealth(probe_after_s=2, max_probe_after_s=1)
