@@ -32,7 +32,8 @@
 - carries out the operator steps placement answers a heartbeat with, for
   the shards this node leads (`execute_step`): conf changes ADD_LEARNER,
   ADD_NODE (promote, once the learner has caught up), REMOVE_NODE, a leader
-  transfer, a split, or a merge's freeze (PREPARE_MERGE, as the source's
+  transfer (only to a replica the leader hears from, and not again to the
+  same target within ``transfer_retry_s``: see ``may_transfer``), a split, or a merge's freeze (PREPARE_MERGE, as the source's
   leader) and commit (COMMIT_MERGE, as the target's leader; heartbeats say
   which shards this replica is frozen for, ``merge_target``, which is how
   placement confirms a freeze on every replica). A step already in effect is skipped (placement
@@ -53,7 +54,7 @@ import grpc.aio
 from flotillapb import placement_pb2 as ppb
 from flotillapb import store_pb2 as spb
 from placement.client import PlacementClient, PlacementUnavailable
-from raft.core import ConfChange, ConfChangeType, ProposalDropped
+from raft.core import ConfChange, ConfChangeType, ProgressStatus, ProposalDropped, Status
 from raft.runtime.host import GroupHost
 from shard import convert, slots
 from shard.leasekeys import LeaseChange, LeaseRegistryUnavailable
@@ -70,6 +71,11 @@ class AgentConfig:
     report_check_interval_s: float = 0.2
     retry_s: float = 0.5
     destroy_check_interval_s: float = 1.0
+    transfer_retry_s: float = 3.0
+    """A leader transfer to the same node is not started again sooner: while
+    one is pending the shard takes no writes (up to an election timeout,
+    after which Raft gives it up), and placement repeats its step with every
+    heartbeat answer."""
 
 
 class PlacementLeases:
@@ -104,6 +110,7 @@ class StoreAgent:
         self._prev_counts: dict[int, tuple[int, int]] = {}
         self._prev_counts_at = time.monotonic()
         self.cfg = config or AgentConfig()
+        self._transfers: dict[int, tuple[int, float]] = {}  # shard -> (target, monotonic time started)
         self.slot_count = 0
         self.map_version = 0
         self.nodes: dict[int, ppb.NodeInfo] = {}
@@ -420,6 +427,8 @@ class StoreAgent:
         elif kind == ppb.TRANSFER_LEADER:
             if n == self.node.node_id or n not in voters:
                 return False
+            if not self._may_transfer(sid, n, st):
+                return False
             log.info("node=%d shard=%d operator %d: transferring leadership to node %d", self.node.node_id, sid, step.operator_id, n)
             self.host.transfer_leader(sid, n)
             return True
@@ -443,6 +452,15 @@ class StoreAgent:
         await self.host.propose_conf_change(sid, cc)
         return True
 
+    def _may_transfer(self, sid: int, target: int, st: Status) -> bool:
+        now = time.monotonic()
+        if not may_transfer(st.progress.get(target), self.host.is_quiet(sid), self._transfers.get(sid), target, now, self.cfg.transfer_retry_s):
+            log.info("node=%d shard=%d: not transferring leadership to node %d now (not heard recently, or tried within %.1fs)",
+                     self.node.node_id, sid, target, self.cfg.transfer_retry_s)
+            return False
+        self._transfers[sid] = (target, now)
+        return True
+
     async def _report_loop(self) -> None:
         """Report a shard as soon as this node leads it with a new term, epoch or configuration."""
         while True:
@@ -464,6 +482,21 @@ class StoreAgent:
                     continue
                 if resp.outcome in (ppb.ReportShardResponse.ACCEPTED, ppb.ReportShardResponse.STALE):
                     self._reported[sid] = sig
+
+
+def may_transfer(
+    progress: ProgressStatus | None, quiet: bool, last: tuple[int, float] | None, target: int, now: float, retry_s: float
+) -> bool:
+    """May a leader start a transfer to `target` now (pure)? Only to a
+    replica it hears from (Raft's recent_active: it answered within the last
+    election timeout; a quiet group's progress is stale, so it is woken by
+    the transfer and Raft aborts the transfer if the target stays silent),
+    and not again to the same target within retry_s of the last start
+    (`last`: target and time): while a transfer is pending the shard takes
+    no writes."""
+    if progress is None or (not progress.recent_active and not quiet):
+        return False
+    return last is None or last[0] != target or now - last[1] >= retry_s
 
 
 def _short(exc: BaseException) -> str:
