@@ -156,7 +156,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "playground": ("flotilla.playground", "a whole local cluster: placement, stores and an etcd router on 127.0.0.1"),
     "server": ("flotilla.server", "a Flotilla server process (roles: --placement, --store, --router)"),
     "ctl": ("flotilla.ctl", "administer a cluster through placement: nodes, shards, operators"),
-    "bench": ("flotilla.bench", "load etcd v3 endpoints (Flotilla or etcd); --compare-etcd"),
+    "bench": ("flotilla.bench", "load etcd v3 endpoints (Flotilla or etcd); --compare-etcd; failover"),
     "campaign": ("flotilla.campaign.__main__", "fault campaigns: real cluster, clients, nemeses, checkers; prints a summary"),
     "raftnode": ("flotilla.raftnode", "a process hosting many Raft groups of registers (runtime tests and benchmarks)"),
     "bench-raft": ("flotilla.benchraft", "figures of the multi-group Raft runtime on 3 local processes"),

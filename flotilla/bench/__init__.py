@@ -4,10 +4,12 @@ itself) and print throughput, latency percentiles and errors.
     flotilla bench --endpoints 127.0.0.1:2379 put --clients 256 --conns 8 --duration 10
     flotilla bench --endpoints 127.0.0.1:2379 range --clients 64 --consistency s --total 50000 -o json
     flotilla bench --compare-etcd            # the playground and a 3-member etcd, same workloads, alternating
+    flotilla bench failover --rounds 3       # kill -9 the busiest leader under writes: Flotilla and etcd
 
 Also `python -m flotilla.bench ...`. The load is flotilla/bench/workloads.py,
-the histograms flotilla/bench/stats.py, the etcd cluster flotilla/bench/etcd.py
-and the comparison flotilla/bench/compare.py.
+the histograms flotilla/bench/stats.py, the etcd cluster flotilla/bench/etcd.py,
+the comparison flotilla/bench/compare.py and the failover figures
+flotilla/bench/failover.py.
 """
 
 from __future__ import annotations
@@ -22,7 +24,10 @@ __all__ = ["add_arguments", "config_from", "main"]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("workload", nargs="?", choices=WORKLOADS, help="what to run (not with --compare-etcd)")
+    p.add_argument(
+        "workload", nargs="?", choices=(*WORKLOADS, "failover"),
+        help="what to run (not with --compare-etcd); failover: kill -9 a leader under writes, Flotilla and etcd (flotilla/bench/failover.py)",
+    )
     p.add_argument("--endpoints", default="127.0.0.1:2379", help="host:port[,host:port...] of etcd v3 endpoints")
     p.add_argument("--clients", type=int, default=1, help="requests in flight, in total over all client processes")
     p.add_argument("--conns", type=int, default=1, help="gRPC channels (connections), in total (at least one per process)")
@@ -35,19 +40,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--consistency", choices=("l", "s"), default="l", help="range: linearizable or serializable")
     p.add_argument("--max-staleness-ms", type=int, default=0, help="range: Flotilla's bounded-staleness metadata (0: none)")
     p.add_argument("--prefill", action="store_true", help="put every key of the key space once before measuring")
-    p.add_argument("--timeout", type=float, default=10.0, help="deadline of each request, seconds")
+    p.add_argument("--timeout", type=float, default=None, help="deadline of each request, seconds (default 10; failover 7)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--progress", choices=("auto", "on", "off"), default="auto", help="progress bar on stderr (auto: if a tty)")
     p.add_argument("-o", "--output", choices=("text", "json"), default="text")
     cmp = p.add_argument_group("comparison with etcd (flotilla/bench/compare.py)")
     cmp.add_argument("--compare-etcd", action="store_true", help="start the playground and a 3-member etcd; run the standard workloads against both")
-    cmp.add_argument("--rounds", type=int, default=2, help="A/B rounds per workload (--compare-etcd)")
+    cmp.add_argument("--rounds", type=int, default=None, help="A/B rounds per workload (--compare-etcd; default 2); kills per system (failover; default 3)")
     cmp.add_argument("--etcd-bin", default="/usr/bin/etcd", help="etcd binary (scripts/install_bench_deps.sh installs Debian's)")
     cmp.add_argument("--workdir", default="", help="data and logs of the compared clusters (default: a temporary directory, removed)")
     cmp.add_argument("--profile-dir", default="", help="py-spy the Flotilla processes during the first put run; collapsed stacks here")
     cmp.add_argument("--shards", type=int, default=0, help="the playground's initial shards (default: the playground's)")
     cmp.add_argument("--routers", type=int, default=1, help="the playground's router processes (clients use them all)")
     cmp.add_argument("--only", default="", help="comma-separated subset of the comparison's workloads (put256,put1,range-l,range-s,range-bs)")
+    fo = p.add_argument_group("failover (flotilla/bench/failover.py; also --rounds, --timeout, --shards, --etcd-bin, --workdir, --val-size)")
+    fo.add_argument("--systems", default="flotilla,etcd", help="comma-separated: flotilla, etcd (default both)")
+    fo.add_argument("--writers", type=int, default=20, help="writers putting their own keys in a closed loop (default 20)")
+    fo.add_argument("--probe-interval", type=float, default=0.1, help="seconds between the puts of each shard's probe (default 0.1)")
+    fo.add_argument("--warmup", type=float, default=2.0, help="seconds of load before each kill (default 2)")
+    fo.add_argument("--observe", type=float, default=10.0, help="seconds of load after each kill (default 10)")
+    fo.add_argument("--restart-timeout", type=float, default=60.0, help="seconds for a restarted process and its cluster to be healthy (default 60)")
 
 
 def config_from(args: argparse.Namespace) -> BenchConfig:
@@ -74,6 +86,15 @@ def config_from(args: argparse.Namespace) -> BenchConfig:
 
 
 def main(args: argparse.Namespace) -> int:
+    failover = args.workload == "failover"
+    if args.timeout is None:
+        args.timeout = 7.0 if failover else 10.0
+    if args.rounds is None:
+        args.rounds = 3 if failover else 2
+    if failover:
+        from flotilla.bench import failover as failover_bench
+
+        return failover_bench.main(args)
     if args.compare_etcd:
         from flotilla.bench import compare
 

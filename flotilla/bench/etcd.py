@@ -69,6 +69,8 @@ class EtcdCluster:
     etcd_bin: str = DEFAULT_ETCD_BIN
     extra_args: list[str] = field(default_factory=list)
     members: list[EtcdMember] = field(default_factory=list)
+    _initial: str = ""
+    _token: str = ""
 
     @property
     def endpoints(self) -> list[str]:
@@ -90,34 +92,72 @@ class EtcdCluster:
             )
             for i in range(self.size)
         ]
-        initial = ",".join(f"{m.name}={m.peer_url}" for m in self.members)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("ETCD")}
+        self._initial = ",".join(f"{m.name}={m.peer_url}" for m in self.members)
+        self._token = token
         for m in self.members:
-            args = [
-                self.etcd_bin,
-                "--name", m.name,
-                "--data-dir", str(m.data_dir),
-                "--listen-client-urls", m.client_url,
-                "--advertise-client-urls", m.client_url,
-                "--listen-peer-urls", m.peer_url,
-                "--initial-advertise-peer-urls", m.peer_url,
-                "--initial-cluster", initial,
-                "--initial-cluster-state", "new",
-                "--initial-cluster-token", token,
-                "--logger", "zap",
-                "--log-outputs", "stderr",
-                *self.extra_args,
-            ]
-            with open(m.log_path, "ab") as logf:
-                m.proc = subprocess.Popen(args, stdout=logf, stderr=subprocess.STDOUT, env=env, cwd=str(self.workdir))
+            self._spawn(m)
         try:
-            self._await_leader(timeout_s)
+            self.await_leader(timeout_s)
         except BaseException:
             self.stop()
             raise
         return self.endpoints
 
-    def _await_leader(self, timeout_s: float) -> None:
+    def _spawn(self, m: EtcdMember) -> None:
+        """Start member m: its first start, or a restart on its data directory
+        (etcd then ignores the --initial-* flags)."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ETCD")}
+        args = [
+            self.etcd_bin,
+            "--name", m.name,
+            "--data-dir", str(m.data_dir),
+            "--listen-client-urls", m.client_url,
+            "--advertise-client-urls", m.client_url,
+            "--listen-peer-urls", m.peer_url,
+            "--initial-advertise-peer-urls", m.peer_url,
+            "--initial-cluster", self._initial,
+            "--initial-cluster-state", "new",
+            "--initial-cluster-token", self._token,
+            "--logger", "zap",
+            "--log-outputs", "stderr",
+            *self.extra_args,
+        ]
+        with open(m.log_path, "ab") as logf:
+            m.proc = subprocess.Popen(args, stdout=logf, stderr=subprocess.STDOUT, env=env, cwd=str(self.workdir))
+
+    def leader(self, timeout_s: float = 2) -> EtcdMember | None:
+        """The member that says it leads (Maintenance.Status: leader ==
+        its own member id), if one answers so."""
+        from flotillapb.etcd.etcdserverpb import rpc_pb2 as pb
+        from flotillapb.etcd.etcdserverpb import rpc_pb2_grpc as pbg
+
+        for m in self.members:
+            if m.proc is None or m.proc.poll() is not None:
+                continue
+            with grpc.insecure_channel(m.endpoint) as ch:
+                try:
+                    st = pbg.MaintenanceStub(ch).Status(pb.StatusRequest(), timeout=timeout_s)
+                except grpc.RpcError:
+                    continue
+            if st.leader and st.leader == st.header.member_id:
+                return m
+        return None
+
+    def kill(self, m: EtcdMember) -> None:
+        """kill -9 member m (its pid, started here) and reap it."""
+        assert m.proc is not None
+        m.proc.kill()
+        m.proc.wait(timeout=30)
+
+    def restart(self, m: EtcdMember, timeout_s: float = 30) -> None:
+        """Start a stopped member again on its ports and data, and wait until
+        the cluster agrees on a leader and a write commits."""
+        assert m.proc is None or m.proc.poll() is not None, f"{m.name} still runs"
+        self._spawn(m)
+        self.await_leader(timeout_s)
+
+    def await_leader(self, timeout_s: float) -> None:
+        """Wait until every member names the same leader and a put commits."""
         from flotillapb.etcd.etcdserverpb import rpc_pb2 as pb
         from flotillapb.etcd.etcdserverpb import rpc_pb2_grpc as pbg
 
