@@ -47,47 +47,19 @@ import grpc
 import pytest
 
 from flotilla.cluster import Cluster, running, wait_until
-from flotilla.procs import ManagedProcess, flotilla_argv
 from flotilla.raftcluster import REPO
 from flotillapb import placement_pb2 as ppb
 from flotillapb import store_pb2 as spb
 from flotillapb.etcd.etcdserverpb import rpc_pb2 as epb
 from flotillapb.etcd.etcdserverpb import rpc_pb2_grpc
 from shard import slots
+from tests.integration.routerproc import Router
 from tests.integration.storedata import hosted, keys_in_slots
 
 pytestmark = pytest.mark.integration
 
 SLOT_COUNT = 256
 PREFIX = b"m/"
-
-
-class Router:
-    """One router process joined to the cluster's placement servers."""
-
-    def __init__(self, c: Cluster, tmp: Path) -> None:
-        tmp.mkdir(parents=True, exist_ok=True)
-        join = ",".join(c.placement.nodes[n].address for n in c.placement_ids)
-        self.proc = ManagedProcess(log_path=tmp / "router.log", name="router")
-        argv = flotilla_argv(
-            "server", "--router", "--node-id", "1001", "--join", join, "--slots", str(SLOT_COUNT),
-            "--router-listen", "127.0.0.1:0", "--router-name", "router1", "--ready-file", str(self.proc.ready_file),
-        )
-        self.proc.spawn(argv, cwd=tmp)
-        self.proc.await_ready(timeout=90)
-        self.channel = grpc.insecure_channel(self.proc.address)
-        self.kv = rpc_pb2_grpc.KVStub(self.channel)
-
-    def put(self, key: bytes, value: bytes) -> None:
-        self.kv.Put(epb.PutRequest(key=key, value=value), timeout=30)
-
-    def get(self, key: bytes) -> bytes | None:
-        r = self.kv.Range(epb.RangeRequest(key=key), timeout=30)  # linearizable (etcd's default)
-        return r.kvs[0].value if r.kvs else None
-
-    def stop(self) -> None:
-        self.channel.close()
-        self.proc.stop()
 
 
 class Watcher:
