@@ -12,6 +12,7 @@ process's log.
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import shutil
 import statistics
@@ -91,6 +92,11 @@ class RunResult:
     """"kind:ok|failed|skipped" -> count of the operations asked of placement under a fault."""
     clock_skew_ms: int = 0
     recovery_partition_s: list[float] = field(default_factory=list)
+    recovery_all_s: list[float] = field(default_factory=list)
+    """Per leader kill: until every client writing to the shard had a write acknowledged again."""
+    recovery_partition_all_s: list[float] = field(default_factory=list)
+    late_write_failures: int = 0
+    """Writes to a shard whose leader was killed or isolated, invoked LATE_S after it, that failed."""
     kept_dir: str = ""
     elapsed_s: float = 0.0
 
@@ -108,6 +114,9 @@ class RunResult:
             "placement_ops": self.placement_ops,
             "clock_skew_ms": self.clock_skew_ms,
             "recovery_partition_s": self.recovery_partition_s,
+            "recovery_all_s": self.recovery_all_s,
+            "recovery_partition_all_s": self.recovery_partition_all_s,
+            "late_write_failures": self.late_write_failures,
             "kept_dir": self.kept_dir,
             "elapsed_s": round(self.elapsed_s, 1),
         }
@@ -378,24 +387,44 @@ def _replica_states(cluster: Cluster, keys: list[bytes]) -> dict[int, dict[bytes
     return out
 
 
-def _recovery(history: History, cluster: Cluster, kind: str = "kill_leader") -> list[float]:
-    """Leader kill (or isolation) -> first acknowledged write to that shard
-    invoked after it. An isolation takes effect when the processes re-read
-    their rule files (within 2 x REFRESH_S): writes invoked before that may
-    still reach the old leader and do not count."""
+LATE_S = 3.0
+"""A write to a shard whose leader was killed, invoked this long after the
+kill, must not fail (issue #13: the new leader is elected well before)."""
+
+
+def recovery(history: History, shard_of: Callable[[bytes], int], kind: str = "kill_leader") -> tuple[list[float], list[float], int]:
+    """For each leader kill (or isolation) of a shard: the time to the
+    first acknowledged write to that shard invoked after it, and the time
+    until every client writing to that shard after it had a write
+    acknowledged (inf for a client that never did); and how many writes to
+    such shards invoked LATE_S after the fault failed. An isolation takes
+    effect when the processes re-read their rule files (within 2 x
+    REFRESH_S): writes invoked before that may still reach the old leader
+    and do not count."""
     lag = 2 * REFRESH_S if kind in PARTITION_KINDS else 0.0
-    out = []
+    first: list[float] = []
+    every: list[float] = []
+    late_failed = 0
     for f in history.faults:
         if f.kind != kind or not f.shard:
             continue
-        done = [
-            o.complete - f.start
-            for o in history.ops
-            if o.is_write and o.outcome is Outcome.OK and o.invoke >= f.start + lag and cluster.stores.shard_of(o.key) == f.shard
+        writes = [
+            o for o in history.ops
+            if o.is_write and o.invoke >= f.start + lag and shard_of(o.key) == f.shard
         ]
+        if not writes:
+            continue
+        by_client: dict[int, float] = {}
+        for o in writes:
+            t = o.complete - f.start if o.outcome is Outcome.OK else math.inf
+            by_client[o.client] = min(by_client.get(o.client, math.inf), t)
+            if o.outcome is not Outcome.OK and o.error and o.invoke >= f.start + lag + LATE_S:
+                late_failed += 1
+        done = [t for t in by_client.values() if t < math.inf]
         if done:
-            out.append(min(done))
-    return out
+            first.append(min(done))
+        every.append(max(by_client.values()))
+    return first, every, late_failed
 
 
 _RECONNECT_OPTIONS = (
@@ -514,8 +543,9 @@ def run_campaign(cfg: CampaignConfig) -> RunResult:
         result.ops_ok = sum(o.outcome is Outcome.OK for o in h.ops)
         result.ops_unknown = sum(o.outcome is Outcome.UNKNOWN for o in h.ops)
         result.faults = Counter(f.kind for f in h.faults)
-        result.recovery_s = _recovery(h, cluster)
-        result.recovery_partition_s = _recovery(h, cluster, kind="partition_leader")
+        result.recovery_s, result.recovery_all_s, late_kill = recovery(h, cluster.stores.shard_of)
+        result.recovery_partition_s, result.recovery_partition_all_s, late_part = recovery(h, cluster.stores.shard_of, kind="partition_leader")
+        result.late_write_failures = late_kill + late_part
         result.crashpoints_not_fired = nem.crashpoints_not_fired
         result.crashpoints_fired = dict(nem.crashpoints_by_point)
         result.placement_ops = {f"{k}:{o}": n for (k, o), n in sorted(nem.op_outcomes.items())}
@@ -565,6 +595,8 @@ def summarize(results: list[RunResult]) -> dict[str, Any]:
     pops: Counter = Counter()
     rec: list[float] = []
     rec_part: list[float] = []
+    rec_all: list[float] = []
+    rec_part_all: list[float] = []
     for r in results:
         faults.update(r.faults)
         viol.update(v.kind for v in r.violations)
@@ -572,6 +604,8 @@ def summarize(results: list[RunResult]) -> dict[str, Any]:
         pops.update(r.placement_ops)
         rec.extend(r.recovery_s)
         rec_part.extend(r.recovery_partition_s)
+        rec_all.extend(r.recovery_all_s)
+        rec_part_all.extend(r.recovery_partition_all_s)
 
     def pct(xs: list[float], p: float) -> float | None:
         if not xs:
@@ -597,6 +631,9 @@ def summarize(results: list[RunResult]) -> dict[str, Any]:
         "max_clock_skew_allowance_ms": max((r.clock_skew_ms for r in results), default=0),
         "recovery_leader_kill_to_first_write_s": figures(rec),
         "recovery_leader_isolation_to_first_write_s": figures(rec_part),
+        "recovery_leader_kill_to_every_writer_s": figures(rec_all),
+        "recovery_leader_isolation_to_every_writer_s": figures(rec_part_all),
+        "late_write_failures": sum(r.late_write_failures for r in results),
         "seeds": [r.seed for r in results],
         "kept": [r.kept_dir for r in results if r.kept_dir],
     }
@@ -616,6 +653,11 @@ def format_summary(s: dict[str, Any]) -> str:
         "leader-isolation -> first write recovery: n={n} p50={p50}s p99={p99}s".format(
             **s["recovery_leader_isolation_to_first_write_s"]
         ),
+        "leader-kill -> every writer recovered: n={n} p50={p50}s p99={p99}s".format(**s["recovery_leader_kill_to_every_writer_s"]),
+        "leader-isolation -> every writer recovered: n={n} p50={p50}s p99={p99}s".format(
+            **s["recovery_leader_isolation_to_every_writer_s"]
+        ),
+        f"writes failed {LATE_S:g} s or more after their shard's leader was killed or isolated: {s['late_write_failures']}",
     ]
     if s["kept"]:
         lines.append("kept: " + ", ".join(s["kept"]))
