@@ -196,6 +196,19 @@ def project(replicas: Sequence[Replica], steps: Iterable[Step]) -> tuple[Replica
     return tuple(Replica(n, le) for n, le in sorted(out.items()))
 
 
+def project_leader(leader: int, steps: Iterable[Step]) -> int:
+    """The shard's leader after the given steps (the scheduler counts running
+    transfers as done): a TransferLeader's node; 0 (not known) once a step
+    removes the leader's replica (the leader then hands leadership to a
+    voter of its choosing, see `next_action`, and the map tells which)."""
+    for s in steps:
+        if isinstance(s, TransferLeader):
+            leader = s.node_id
+        elif isinstance(s, RemoveReplica) and s.node_id == leader:
+            leader = 0
+    return leader
+
+
 def next_action(op: Operator, shard: Shard, up_nodes: Iterable[int] = ()) -> Step | None:
     """What the shard leader should do now for op. A RemoveReplica of the
     leader itself first moves leadership to another voter (preferring an up
@@ -209,6 +222,12 @@ def next_action(op: Operator, shard: Shard, up_nodes: Iterable[int] = ()) -> Ste
         voters.sort(key=lambda n: (n not in up, n))
         return TransferLeader(voters[0]) if voters else None
     return step
+
+
+def step_node(step: Step) -> int | None:
+    """The node a step adds, promotes or gives leadership to (None: the step
+    needs no node to answer: a removal, a split, a merge step)."""
+    return step.node_id if isinstance(step, (AddLearner, Promote, TransferLeader)) else None
 
 
 @dataclass(slots=True)

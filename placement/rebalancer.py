@@ -8,6 +8,22 @@ for new ones. A store's heartbeat is answered with the next step of each
 operator whose shard that store leads (`steps_for`); the store carries it
 out in the shard's own Raft log and reports the new epoch.
 
+A suspect node (up, but unheard for the scheduler's suspect_after: see
+placement/scheduler.py) is handed no step aimed at it. A running operator
+whose current step aims at one is treated by what stopping it costs:
+
+- TransferLeader: cancelled at once, so the shard is free for the next
+  round (nothing to undo; a transfer that lands anyway is a leadership
+  change the map then reports);
+- AddLearner, Promote (and the transfer a leader makes before removing
+  itself, when its only other voters are suspect): withheld, not
+  cancelled. The operator waits for the node to be heard again, and ends
+  as before when the node is marked down (cancelled, a learner it added
+  rolled back) or at its step timeout. Cancelling these over a heartbeat
+  gap of a few seconds would throw away a learner's snapshot catch-up, or
+  leave a learner whose conf change was in flight with no operator to
+  remove it.
+
 Operators live in the leader's memory only: a new leader starts with none,
 and the scheduler re-derives from the map what is still needed. Admin
 commands (Move, TransferLeader, Split, Merge, Cancel, Drain) start or stop
@@ -40,8 +56,19 @@ from placement.operators import (
     merge_steps,
     move_steps,
     next_action,
+    step_node,
 )
-from placement.scheduler import SchedulerConfig, ShardLoad, Stats, middle_slot, next_shard_id, schedule, split_point_valid
+from placement.scheduler import (
+    SchedulerConfig,
+    ShardLoad,
+    Stats,
+    live_nodes,
+    middle_slot,
+    next_shard_id,
+    schedule,
+    split_point_valid,
+    suspect_after,
+)
 from placement.state import NodeKind, NodeState, SetNodeState, Shard
 
 if TYPE_CHECKING:
@@ -66,6 +93,7 @@ class Rebalancer:
         self.cfg = config or SchedulerConfig(
             replicas=server.cfg.replicas,
             down_after_s=server.cfg.down_after_s,
+            suspect_after_s=server.cfg.suspect_after_s,
             split_keys=server.cfg.split_keys,
             split_size_bytes=server.cfg.split_size_bytes,
             merge_keys=server.cfg.merge_keys,
@@ -82,10 +110,18 @@ class Rebalancer:
             log.info("placement node=%d drops %d running operators (no longer leader)", self.s.node_id, len(self.table.running))
         self.table = OperatorTable()
 
-    def stats(self, now: float) -> Stats:
+    def heard(self, now: float) -> dict[int, float]:
+        """When each node was last heard (a node not heard since this leader
+        took over counts as heard then)."""
         ready = self.s._ready_at if self.s._ready_at is not None else now
-        heard = {nid: self.s._heard.get(nid, ready) for nid in self.s.state.nodes}
-        return Stats(last_heard=heard, shards=loads_of(self.s.node_stats), running=tuple(self.table.running.values()), frozen=self.frozen())
+        return {nid: self.s._heard.get(nid, ready) for nid in self.s.state.nodes}
+
+    def live(self, now: float) -> frozenset[int]:
+        """Store nodes that are up and not suspect (placement/scheduler.py's live_nodes)."""
+        return live_nodes(self.s.state, self.heard(now), now, self.cfg)
+
+    def stats(self, now: float) -> Stats:
+        return Stats(last_heard=self.heard(now), shards=loads_of(self.s.node_stats), running=tuple(self.table.running.values()), frozen=self.frozen())
 
     def frozen(self) -> Frozen:
         """Which replicas reported a freeze for a merge, from the latest heartbeats."""
@@ -101,12 +137,18 @@ class Rebalancer:
             log.info("placement node=%d operator %d (%s shard=%d) ended", self.s.node_id, op.id, op.kind.value, op.shard_id)
         # A step that needs a node that is no longer up cannot finish: cancel
         # now (rolling back a learner it added) rather than at the timeout.
+        # A transfer to a suspect node is cancelled too (see the module docstring).
+        live = self.live(now)
         for op in list(self.table.running.values()):
             step = op.current
             if isinstance(step, (AddLearner, Promote, TransferLeader)):
                 node = self.s.state.nodes.get(step.node_id)
+                why = ""
                 if node is None or node.state != NodeState.UP:
                     why = f"node {step.node_id} is {node.state.name.lower() if node else 'gone'}"
+                elif isinstance(step, TransferLeader) and step.node_id not in live:
+                    why = f"node {step.node_id} is suspect (unheard for over {suspect_after(self.cfg):g}s)"
+                if why:
                     log.info("placement node=%d operator %d (%s shard=%d) cancelled: %s", self.s.node_id, op.id, op.kind.value, op.shard_id, why)
                     self.table.cancel(op.id, now, shard=self.s.state.shards.get(op.shard_id), note=f"cancelled: {why}")
 
@@ -128,15 +170,19 @@ class Rebalancer:
         led = {st.shard_id for st in req.shards if st.is_leader}
         # A merge's CommitMerge is carried out by its target's leader.
         by_shard = {op.executing_shard(): op for op in self.table.running.values()}
-        up = [nid for nid, n in self.s.state.nodes.items() if n.state == NodeState.UP]
+        live = self.live(self.s.clock.monotonic())
         out = []
         for sid in sorted(led & by_shard.keys()):
             shard = self.s.state.shards.get(sid)
             if shard is None:
                 continue
-            step = next_action(by_shard[sid], dataclasses.replace(shard, leader_node_id=req.node_id), up)
-            if step is not None:
-                out.append(step_to_pb(by_shard[sid].id, sid, step))
+            step = next_action(by_shard[sid], dataclasses.replace(shard, leader_node_id=req.node_id), live)
+            if step is None:
+                continue
+            node = step_node(step)
+            if node is not None and node not in live:
+                continue  # withheld while the node is suspect or not up (see the module docstring)
+            out.append(step_to_pb(by_shard[sid].id, sid, step))
         return out
 
     # -- admin -------------------------------------------------------------------------

@@ -10,17 +10,25 @@ proposes operators (placement/operators.py), in priority order:
    serves nothing, so the merge must finish; its PrepareMerge is confirmed
    by the reports, and the CommitMerge follows;
 1. repair: a replica on a node down for longer than `down_after_s` (or
-   removed) is replaced: a learner on another up node, promoted, then the
+   removed) is replaced: a learner on another live node, promoted, then the
    dead replica removed; a shard with fewer voters than `replicas` gets one;
 2. drain: every replica on a DRAINING node moves off it (or, when nowhere
    else can take it, at least its leadership does);
 3. zones: a shard with two replicas in one zone moves one to an unused
    zone, where labels allow;
-4. replica balance: the most loaded up node gives a replica to the least
+4. replica balance: the most loaded live node gives a replica to the least
    loaded one, only while their counts differ by at least
    `balance_min_spread` (hysteresis: a move lowers the spread, so it can
    never be undone by the next round);
-5. leader balance: the same for leader counts, by leader transfer;
+5. leader balance: the same for leader counts, by leader transfer. Leaders
+   are counted as they will be once running operators are done (a running
+   TransferLeader counts for its target, a step removing the leader's
+   replica makes the leader unknown), since the map shows a transfer only
+   after the new leader's next heartbeat: counting the map alone made the
+   next round move a second shard off the same node, and 2/2/0 went to
+   0/2/2, 2/0/2, ... for ever. A shard with no known leader on a live voter
+   whose voters mostly live (it is electing, or its report lags) and that
+   no operator works on makes leader balance wait for the next round;
 6. split: a shard over a size / key count / write rate threshold (0: off)
    splits at its middle slot;
 7. merge (off unless `merge_size_bytes` or `merge_keys` is set): two shards
@@ -29,11 +37,31 @@ proposes operators (placement/operators.py), in priority order:
    the merged shard is far from splitting again, and a shard just split is
    far above the merge thresholds), merge into the one with the lower id.
 
+Live and suspect nodes: a node is live when it is UP and was heard within
+`suspect_after` = min(`suspect_after_s`, `down_after_s`) (stores heartbeat
+every second; 3 s by default, so a dead store is out of every decision
+long before it is marked DOWN). An UP node unheard for longer is suspect: no
+step aims at it (a new replica, a promotion, leadership: repair, drain,
+zones, both balances), and balancing neither counts it nor takes from it.
+Otherwise, once the survivors had elected new leaders, a dead store led
+nothing and leader balance moved leadership onto it. (placement/
+rebalancer.py also withholds or cancels running steps aimed at one.)
+
 Rate limits: at most one operator per shard; a node takes part in at most
 `max_ops_per_node` running operators; at most `max_ops` run at once.
-Running operators count as done when the scheduler counts replicas, so it
-does not schedule the same move twice. Deterministic: ties go to the
-lowest id.
+Running operators count as done when the scheduler counts replicas and
+leaders, so it does not schedule the same move twice. Deterministic: ties
+go to the lowest id.
+
+Convergence: applied to its own output with the nodes' liveness fixed, the
+scheduler reaches a state with nothing to do and never returns to an
+earlier one (tests/unit/placement/test_scheduler_convergence.py checks it
+on random clusters). Each operator lowers, in this order of precedence:
+replicas on dead or draining nodes and missing voters (repair, drain);
+shards with two replicas in one zone (zones; balance never adds one); the
+sum of squares of the live nodes' replica counts (a balance move between
+counts a >= b + 2 lowers it by 2(a - b - 1) > 0); the same for leader
+counts.
 """
 
 from __future__ import annotations
@@ -57,6 +85,7 @@ from placement.operators import (
     merge_steps,
     move_steps,
     project,
+    project_leader,
 )
 from placement.state import NodeKind, NodeState, PlacementState, Replica, Shard
 
@@ -66,6 +95,9 @@ class SchedulerConfig:
     replicas: int = 3
     down_after_s: float = 30.0
     """A DOWN node's replicas are repaired once it has been unheard this long."""
+    suspect_after_s: float = 3.0
+    """An up node unheard this long (or down_after_s, if shorter) is suspect:
+    no operator step aims at it and balancing does not count it."""
     max_ops: int = 4
     max_ops_per_node: int = 2
     balance_min_spread: int = 2
@@ -101,6 +133,23 @@ def schedule(map_state: PlacementState, stats: Stats, now: float, config: Schedu
     return _Round(map_state, stats, now, config).run()
 
 
+def suspect_after(config: SchedulerConfig) -> float:
+    """How long an up node may be unheard before it is suspect (never
+    longer than down_after_s: a test cluster's short down_after wins)."""
+    return min(config.suspect_after_s, config.down_after_s)
+
+
+def live_nodes(map_state: PlacementState, last_heard: Mapping[int, float], now: float, config: SchedulerConfig) -> frozenset[int]:
+    """The store nodes that are UP and not suspect: heard within
+    suspect_after (a node missing from last_heard was never heard)."""
+    limit = suspect_after(config)
+    return frozenset(
+        nid
+        for nid, n in map_state.nodes.items()
+        if n.kind == NodeKind.STORE and n.state == NodeState.UP and (h := last_heard.get(nid)) is not None and now - h <= limit
+    )
+
+
 class _Round:
     def __init__(self, st: PlacementState, stats: Stats, now: float, cfg: SchedulerConfig) -> None:
         self.st, self.stats, self.now, self.cfg = st, stats, now, cfg
@@ -110,13 +159,17 @@ class _Round:
         self.ops = len(stats.running)
         for op in stats.running:
             self.node_ops.update(op.nodes())
-        # replicas as they will be once running operators are done
+        self.stores = {nid: n for nid, n in st.nodes.items() if n.kind == NodeKind.STORE}
+        # up and heard from: the only nodes a step may aim at, and the only ones balancing counts
+        self.live = sorted(live_nodes(st, stats.last_heard, now, cfg))
+        # replicas and leaders as they will be once running operators are done
         self.replicas: dict[int, tuple[Replica, ...]] = {sid: s.replicas for sid, s in st.shards.items()}
+        self.leader: dict[int, int] = {sid: s.leader_node_id for sid, s in st.shards.items()}
         for op in stats.running:
             if op.shard_id in self.replicas:
-                self.replicas[op.shard_id] = project(self.replicas[op.shard_id], op.steps[op.step_index :])
-        self.stores = {nid: n for nid, n in st.nodes.items() if n.kind == NodeKind.STORE}
-        self.up = sorted(nid for nid, n in self.stores.items() if n.state == NodeState.UP)
+                rest = op.steps[op.step_index :]
+                self.leader[op.shard_id] = project_leader(self.leader[op.shard_id], rest)
+                self.replicas[op.shard_id] = project(self.replicas[op.shard_id], rest)
 
     # -- helpers ---------------------------------------------------------------------
     def dead(self, nid: int) -> bool:
@@ -135,7 +188,7 @@ class _Round:
         return sid not in self.busy_shards
 
     def counts(self) -> collections.Counter[int]:
-        c: collections.Counter[int] = collections.Counter({nid: 0 for nid in self.up})
+        c: collections.Counter[int] = collections.Counter({nid: 0 for nid in self.live})
         for reps in self.replicas.values():
             for r in reps:
                 if r.node_id in c:
@@ -150,11 +203,11 @@ class _Round:
         return {z for r in self.replicas[sid] if r.node_id != without and (z := self.zone(r.node_id))}
 
     def target(self, sid: int, without: int = 0) -> int | None:
-        """The best up node to take a new replica of sid (replacing `without`)."""
+        """The best live node to take a new replica of sid (replacing `without`)."""
         have = {r.node_id for r in self.replicas[sid]}
         zones = self.zones_of(sid, without)
         counts = self.counts()
-        cands = [n for n in self.up if n not in have and self.budget(n)]
+        cands = [n for n in self.live if n not in have and self.budget(n)]
         if not cands:
             return None
         return min(cands, key=lambda n: (bool(self.zone(n)) and self.zone(n) in zones, counts[n], n))
@@ -165,6 +218,7 @@ class _Round:
         self.ops += 1
         self.busy_shards.add(sid)
         self.node_ops.update(op.nodes())
+        self.leader[sid] = project_leader(self.leader[sid], steps)
         self.replicas[sid] = project(self.replicas[sid], steps)
 
     def move(self, kind: OperatorKind, sid: int, frm: int, to: int, note: str) -> None:
@@ -214,7 +268,7 @@ class _Round:
                     self.emit(OperatorKind.REPAIR, sid, (RemoveReplica(d),), f"node {d} is down: remove its surplus replica")
                 continue
             voters = [r for r in reps if not r.learner]
-            want = min(self.cfg.replicas, len(self.up))
+            want = min(self.cfg.replicas, len(self.live))
             if len(voters) < want:
                 to = self.target(sid)
                 if to is not None:
@@ -222,6 +276,7 @@ class _Round:
 
     def drain(self) -> None:
         draining = sorted(nid for nid, n in self.stores.items() if n.state == NodeState.DRAINING)
+        live = set(self.live)
         for d in draining:
             for sid in sorted(self.st.shards):
                 if not self.free(sid) or not any(r.node_id == d for r in self.replicas[sid]):
@@ -230,9 +285,8 @@ class _Round:
                 if to is not None and self.budget(d, to):
                     self.move(OperatorKind.DRAIN, sid, d, to, f"drain node {d}: move shard {sid} to node {to}")
                     continue
-                shard = self.st.shards[sid]
-                if shard.leader_node_id == d and self.budget(d):
-                    voters = [r.node_id for r in shard.replicas if not r.learner and r.node_id != d and r.node_id in self.up]
+                if self.leader[sid] == d and self.budget(d):
+                    voters = [r.node_id for r in self.replicas[sid] if not r.learner and r.node_id != d and r.node_id in live]
                     if voters:
                         self.emit(OperatorKind.DRAIN, sid, (TransferLeader(voters[0]),), f"drain node {d}: move leadership of shard {sid}")
 
@@ -245,7 +299,7 @@ class _Round:
                 z = self.zone(r.node_id)
                 if not z:
                     continue
-                if z in seen and r.node_id in self.up:
+                if z in seen and r.node_id in self.live:
                     to = self.target(sid, without=r.node_id)
                     if to is not None and self.zone(to) and self.zone(to) not in self.zones_of(sid) and self.budget(r.node_id, to):
                         self.move(OperatorKind.ZONE, sid, r.node_id, to, f"shard {sid} has two replicas in zone {z}: move one to node {to}")
@@ -253,11 +307,11 @@ class _Round:
                 seen[z] = r.node_id
 
     def balance_replicas(self) -> None:
-        if len(self.up) < 2:
+        if len(self.live) < 2:
             return
         while self.ops < self.cfg.max_ops:
             counts = self.counts()
-            movable = [n for n in self.up if self.node_ops[n] < self.cfg.max_ops_per_node]
+            movable = [n for n in self.live if self.node_ops[n] < self.cfg.max_ops_per_node]
             if len(movable) < 2:
                 return
             src = max(movable, key=lambda n: (counts[n], -n))
@@ -281,23 +335,27 @@ class _Round:
                 return
 
     def balance_leaders(self) -> None:
-        up = [n for n in self.up if self.node_ops[n] < self.cfg.max_ops_per_node]
-        if len(up) < 2:
+        """Leader counts of the live nodes, running transfers counted as
+        done (self.leader): a transfer the map does not show yet must not
+        make the next round move a second shard off the same node."""
+        if len(self.live) < 2:
             return
-        leaders: collections.Counter[int] = collections.Counter({n: 0 for n in self.up})
-        for s in self.st.shards.values():
-            if s.leader_node_id in leaders:
-                leaders[s.leader_node_id] += 1
+        leaders: collections.Counter[int] = collections.Counter({n: 0 for n in self.live})
+        for sid in sorted(self.st.shards):
+            lead = self.leader[sid]
+            if lead in leaders and any(r.node_id == lead and not r.learner for r in self.replicas[sid]):
+                leaders[lead] += 1
+            elif self.free(sid) and self.can_elect(sid):
+                return  # the shard is between leaders (or its report lags): the counts are not known yet
         while self.ops < self.cfg.max_ops:
-            src = max((n for n in up if self.node_ops[n] < self.cfg.max_ops_per_node), key=lambda n: (leaders[n], -n), default=None)
+            src = max((n for n in self.live if self.node_ops[n] < self.cfg.max_ops_per_node), key=lambda n: (leaders[n], -n), default=None)
             if src is None:
                 return
             best: tuple[int, int] | None = None
             for sid in sorted(self.st.shards):
-                s = self.st.shards[sid]
-                if s.leader_node_id != src or not self.free(sid):
+                if self.leader[sid] != src or not self.free(sid):
                     continue
-                for r in s.replicas:
+                for r in self.replicas[sid]:
                     n = r.node_id
                     if r.learner or n == src or n not in leaders or self.node_ops[n] >= self.cfg.max_ops_per_node:
                         continue
@@ -309,6 +367,13 @@ class _Round:
             self.emit(OperatorKind.BALANCE_LEADER, sid, (TransferLeader(dst),), f"balance leaders: node {src} leads {leaders[src]}, node {dst} {leaders[dst]}")
             leaders[src] -= 1
             leaders[dst] += 1
+
+    def can_elect(self, sid: int) -> bool:
+        """Do most of the shard's voters live (so it has, or will soon
+        have, a leader on a live node)?"""
+        voters = [r.node_id for r in self.replicas[sid] if not r.learner]
+        live = set(self.live)
+        return 2 * sum(n in live for n in voters) > len(voters)
 
     def split(self) -> None:
         c = self.cfg

@@ -78,6 +78,9 @@ LEADER_METADATA_KEY = "placement-leader"
 @dataclass(frozen=True, slots=True)
 class PlacementConfig:
     down_after_s: float = 30.0
+    suspect_after_s: float = 3.0
+    """A store unheard this long (or down_after_s, if shorter) is suspect: the
+    scheduler aims no step at it and does not count it when balancing."""
     min_lease_ttl_s: int = 2
     duty_interval_s: float = 0.1
     revoke_wait_s: float = 5.0
