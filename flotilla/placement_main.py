@@ -76,6 +76,12 @@ def add_placement_arguments(p: argparse.ArgumentParser, *, bootstrap_stores: int
     p.add_argument("--placement-voters", default="", help="node ids of the placement group's initial voters (default: the ids in --peers, else 1,2,3)")
     p.add_argument("--down-after", type=float, default=30.0, help="seconds without a heartbeat before a node is marked down")
     p.add_argument(
+        "--suspect-after",
+        type=float,
+        default=3.0,
+        help="seconds without a heartbeat before a store is suspect: no replica, promotion or leadership is aimed at it",
+    )
+    p.add_argument(
         "--bootstrap-stores",
         type=int,
         default=bootstrap_stores,
@@ -133,6 +139,7 @@ async def add_placement(
         deleter=deleter,
         config=PlacementConfig(
             down_after_s=args.down_after,
+            suspect_after_s=args.suspect_after,
             min_lease_ttl_s=min_lease_ttl_s(args.election_ticks, args.tick_ms),
             duty_interval_s=args.tick_ms / 1000,
             bootstrap_stores=args.bootstrap_stores,

@@ -454,7 +454,9 @@ class StoreAgent:
 
     def _may_transfer(self, sid: int, target: int, st: Status) -> bool:
         now = time.monotonic()
-        if not may_transfer(st.progress.get(target), self.host.is_quiet(sid), self._transfers.get(sid), target, now, self.cfg.transfer_retry_s):
+        if not may_transfer(
+            st.progress.get(target), st.last_index, self.host.is_quiet(sid), self._transfers.get(sid), target, now, self.cfg.transfer_retry_s
+        ):
             log.info("node=%d shard=%d: not transferring leadership to node %d now (not heard recently, or tried within %.1fs)",
                      self.node.node_id, sid, target, self.cfg.transfer_retry_s)
             return False
@@ -484,17 +486,29 @@ class StoreAgent:
                     self._reported[sid] = sig
 
 
+TRANSFER_LAG_ENTRIES = 64
+"""A transfer target at most this many entries behind the leader's log
+catches up within a round trip or two: only then does a transfer start."""
+
+
 def may_transfer(
-    progress: ProgressStatus | None, quiet: bool, last: tuple[int, float] | None, target: int, now: float, retry_s: float
+    progress: ProgressStatus | None, last_index: int, quiet: bool, last: tuple[int, float] | None, target: int, now: float, retry_s: float
 ) -> bool:
-    """May a leader start a transfer to `target` now (pure)? Only to a
-    replica it hears from (Raft's recent_active: it answered within the last
-    election timeout; a quiet group's progress is stale, so it is woken by
-    the transfer and Raft aborts the transfer if the target stays silent),
-    and not again to the same target within retry_s of the last start
-    (`last`: target and time): while a transfer is pending the shard takes
-    no writes."""
+    """May a leader start a transfer to `target` now (pure)? While a
+    transfer is pending the shard takes no writes (Raft drops proposals,
+    up to an election timeout), so only:
+    - to a replica the leader hears from (Raft's recent_active: it answered
+      within the last election timeout; a quiet group's progress is stale,
+      so it is woken by the transfer and Raft aborts the transfer if the
+      target stays silent),
+    - that is caught up, or nearly (a store just restarted may need
+      thousands of entries or a snapshot first: the transfer would time out
+      with the writes stopped),
+    - and not again to the same target within retry_s of the last start
+      (`last`: target and time)."""
     if progress is None or (not progress.recent_active and not quiet):
+        return False
+    if progress.match + TRANSFER_LAG_ENTRIES < last_index:
         return False
     return last is None or last[0] != target or now - last[1] >= retry_s
 

@@ -7,7 +7,9 @@ the router's next requests go to other replicas at once instead of each
 spending an attempt timeout on the same dead node. A suspect node is probed
 again: once its probe is due, exactly one request may try it (the others
 keep skipping it while that probe is out); the delay between probes doubles
-while the node keeps failing, up to ``max_probe_after_s``. Any answer from
+while the node keeps failing, up to ``max_probe_after_s``, and a replica
+naming the node as its shard's new leader brings its probe forward (a
+restarted node is back long before a doubled delay ends). Any answer from
 the node, an error included, clears the suspicion.
 
 This is the router's own view, learned from its calls; placement's
@@ -44,8 +46,20 @@ class NodeHealth:
         if self._suspects:
             self._suspects.pop(node_id, None)
 
+    def probe_soon(self, node_id: int, now: float) -> None:
+        """Word that node_id may be back (a replica names it as a new
+        leader): the next request may probe it at once."""
+        s = self._suspects.get(node_id)
+        if s is not None and s.probe_at > now:
+            s.probe_at = now
+
     def suspect(self, node_id: int) -> bool:
         return node_id in self._suspects
+
+    def due(self, node_id: int, now: float) -> bool:
+        """Not suspected, or its probe is due (nothing is reserved)."""
+        s = self._suspects.get(node_id)
+        return s is None or now >= s.probe_at
 
     def usable(self, node_id: int, now: float) -> bool:
         """May a request be sent to node_id now? True for a node not
