@@ -444,16 +444,14 @@ class Forwarder:
             nl = r.not_leader
             hint = nl.leader_node_id
             if hint and hint != node:
-                if hint != route.leader:
-                    # A leader the router did not know: it was elected (or
-                    # took over) recently, so it is probably up again.
-                    self.health.probe_soon(hint, asyncio.get_running_loop().time())
+                now = asyncio.get_running_loop().time()
+                self.health.probe_soon(hint, now)  # the replica hears from it, or did lately
                 cache.set_leader(route.shard_id, hint, nl.leader_address)
                 # A replica names the leader: ask it, even if this request
                 # set it aside earlier (a leader that dropped a proposal
                 # while transferring leadership answers "no leader").
                 avoid.discard(hint)
-                if self.health.due(hint, asyncio.get_running_loop().time()):
+                if self.health.due(hint, now):
                     return f"node {node} is not the leader of shard {route.shard_id} (it names node {hint})", False
                 # The hint names a node that did not answer us: the replica
                 # has not noticed yet that its leader is gone. Try another

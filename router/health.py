@@ -8,8 +8,10 @@ spending an attempt timeout on the same dead node. A suspect node is probed
 again: once its probe is due, exactly one request may try it (the others
 keep skipping it while that probe is out); the delay between probes doubles
 while the node keeps failing, up to ``max_probe_after_s``, and a replica
-naming the node as its shard's new leader brings its probe forward (a
-restarted node is back long before a doubled delay ends). Any answer from
+naming the node as its shard's leader brings the probe forward, unless the
+node failed within the last ``probe_after_s`` (a replica names its dead
+leader until it notices; a restarted and re-elected node is back long
+before a doubled delay ends). Any answer from
 the node, an error included, clears the suspicion.
 
 This is the router's own view, learned from its calls; placement's
@@ -25,6 +27,7 @@ from dataclasses import dataclass
 class _Suspicion:
     probe_at: float
     backoff_s: float
+    failed_at: float
 
 
 class NodeHealth:
@@ -39,7 +42,7 @@ class NodeHealth:
         """A call to node_id got no answer."""
         s = self._suspects.get(node_id)
         backoff = self.probe_after_s if s is None else min(self.max_probe_after_s, s.backoff_s * 2)
-        self._suspects[node_id] = _Suspicion(now + backoff, backoff)
+        self._suspects[node_id] = _Suspicion(now + backoff, backoff, now)
 
     def answered(self, node_id: int) -> None:
         """node_id answered (anything): it is alive and reachable."""
@@ -47,10 +50,11 @@ class NodeHealth:
             self._suspects.pop(node_id, None)
 
     def probe_soon(self, node_id: int, now: float) -> None:
-        """Word that node_id may be back (a replica names it as a new
-        leader): the next request may probe it at once."""
+        """Word that node_id may be up (a replica names it as its shard's
+        leader): unless it failed within the last probe_after_s (a replica
+        names a dead leader until it notices), it may be probed at once."""
         s = self._suspects.get(node_id)
-        if s is not None and s.probe_at > now:
+        if s is not None and s.probe_at > now and now - s.failed_at >= self.probe_after_s:
             s.probe_at = now
 
     def suspect(self, node_id: int) -> bool:

@@ -39,12 +39,13 @@ def test_bad_probe_delays_are_refused() -> None:
         NodeHealth(probe_after_s=2, max_probe_after_s=1)
 
 
-def test_word_of_a_new_leader_brings_the_probe_forward() -> None:
+def test_word_of_a_leader_brings_the_probe_forward_unless_it_just_failed() -> None:
     h = NodeHealth(probe_after_s=1.0, max_probe_after_s=4.0)
     h.failed(5, 0.0)
     h.failed(5, 1.0)  # next probe at 3.0
+    h.probe_soon(5, 1.5)  # failed 0.5 s ago: a replica may not have noticed yet
     assert not h.due(5, 1.5)
-    h.probe_soon(5, 1.5)
-    assert h.due(5, 1.5) and h.due(5, 1.5)  # due() reserves nothing
-    assert h.usable(5, 1.5) and not h.usable(5, 1.6)  # usable() takes the one probe
+    h.probe_soon(5, 2.0)
+    assert h.due(5, 2.0) and h.due(5, 2.0)  # due() reserves nothing
+    assert h.usable(5, 2.0) and not h.usable(5, 2.1)  # usable() takes the one probe
     assert h.due(9, 0.0)  # a node never suspected
