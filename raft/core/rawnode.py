@@ -42,7 +42,6 @@ from raft.core.types import (
 )
 
 
-
 @dataclass(frozen=True, slots=True)
 class ProgressStatus:
     match: int
@@ -50,6 +49,15 @@ class ProgressStatus:
     state: ProgressState
     is_learner: bool
     recent_active: bool
+
+
+@dataclass(frozen=True, slots=True)
+class BasicStatus:
+    id: int
+    hard_state: HardState
+    soft_state: SoftState
+    applied: int
+    lead_transferee: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,6 +214,62 @@ class RawNode:
         self.raft.on_advanced(rd.committed_entries)
 
     # -- introspection --------------------------------------------------------
+    # What a host may read of the node: cheap accessors for its hot path
+    # (no allocation), basic_status() and status() (etcd's BasicStatus and
+    # Status). A host never reaches into ``raft``.
+    @property
+    def leader_id(self) -> int:
+        """The leader this node knows of (0: none)."""
+        return self.raft.leader_id
+
+    @property
+    def role(self) -> StateRole:
+        return self.raft.role
+
+    @property
+    def term(self) -> int:
+        return self.raft.term
+
+    @property
+    def applied(self) -> int:
+        """The index the host has applied up to (as told through advance)."""
+        return self.raft.raft_log.applied
+
+    def term_at(self, index: int) -> int:
+        """The term of the entry at index (raises Compacted or Unavailable)."""
+        return self.raft.raft_log.term(index)
+
+    def conf_state(self) -> ConfState:
+        """The configuration as applied so far (voters and learners)."""
+        return self.raft.trk.conf_state()
+
+    def is_idle_leader(self) -> bool:
+        """Whether this node leads and nothing is in flight: every entry is
+        committed, applied, stable and matched by every peer, with no leader
+        transfer and no ReadIndex request pending (a host may then quiesce
+        the group)."""
+        r = self.raft
+        if r.role != StateRole.LEADER:
+            return False
+        log = r.raft_log
+        last = log.last_index()
+        if log.committed != last or log.applied != last or log.has_unstable_entries():
+            return False
+        if r.lead_transferee or r.pending_read_index_messages or r.read_only.queue:
+            return False
+        return all(pr.match == last for pr in r.trk.progress.values())
+
+    def basic_status(self) -> BasicStatus:
+        """status() without the leader's progress map (etcd's BasicStatus)."""
+        r = self.raft
+        return BasicStatus(
+            id=r.id,
+            hard_state=r.hard_state(),
+            soft_state=r.soft_state(),
+            applied=r.raft_log.applied,
+            lead_transferee=r.lead_transferee,
+        )
+
     def status(self) -> Status:
         r = self.raft
         progress: dict[int, ProgressStatus] = {}

@@ -316,7 +316,7 @@ class GroupHost:
         return self._group(group_id).quiet
 
     def leader_of(self, group_id: int) -> int:
-        return self._group(group_id).node.raft.leader_id
+        return self._group(group_id).node.leader_id
 
     # -- inputs ---------------------------------------------------------------------
     def _mark(self, group_id: int) -> None:
@@ -342,7 +342,7 @@ class GroupHost:
         fut: asyncio.Future[object] = asyncio.get_running_loop().create_future()
         self._pending[seq] = fut
         try:
-            if not g.proposals and g.node.raft.leader_id == 0:
+            if not g.proposals and g.node.leader_id == 0:
                 raise ProposalDropped(f"group {group_id}: no leader")
             self._wake(g)
             g.idle_ticks = 0
@@ -423,7 +423,7 @@ class GroupHost:
 
     async def wait_applied(self, group_id: int, index: int) -> None:
         g = self._group(group_id)
-        if g.node.raft.raft_log.applied >= index:
+        if g.node.applied >= index:
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         g.apply_waiters.append((index, fut))
@@ -449,14 +449,14 @@ class GroupHost:
         quiesce = m.context == QUIESCE_CTX and m.type in (MessageType.HEARTBEAT, MessageType.HEARTBEAT_RESP)
         if g.quiet and self._wakes(g, m):
             self._wake(g)
-            r = g.node.raft
-            if r.role == StateRole.FOLLOWER and r.leader_id not in (0, m.from_):
+            node = g.node
+            if node.role == StateRole.FOLLOWER and node.leader_id not in (0, m.from_):
                 # Someone else is talking to this group: make sure the leader
                 # wakes too and resumes heartbeats before we time out.
                 self._transport.send(
-                    r.leader_id,
+                    node.leader_id,
                     g.group_id,
-                    Message(type=MessageType.HEARTBEAT_RESP, to=r.leader_id, from_=self.node_id, term=r.term, context=WAKE_CTX),
+                    Message(type=MessageType.HEARTBEAT_RESP, to=node.leader_id, from_=self.node_id, term=node.term, context=WAKE_CTX),
                 )
         try:
             g.node.step(m)
@@ -465,8 +465,8 @@ class GroupHost:
         except ProposalDropped:
             return
         if quiesce and m.type == MessageType.HEARTBEAT:
-            r = g.node.raft
-            if r.role == StateRole.FOLLOWER and r.leader_id == m.from_ and r.term == m.term:
+            node = g.node
+            if node.role == StateRole.FOLLOWER and node.leader_id == m.from_ and node.term == m.term:
                 self._quiet(g)
         self._mark(g.group_id)
 
@@ -478,8 +478,7 @@ class GroupHost:
         if m.type == MessageType.HEARTBEAT_RESP:
             return m.context == WAKE_CTX
         if m.type == MessageType.HEARTBEAT:
-            r = g.node.raft
-            return not (m.from_ == r.leader_id and m.term == r.term)
+            return not (m.from_ == g.node.leader_id and m.term == g.node.term)
         return True
 
     def on_snapshot(self, from_node: int, group_id: int, msg: Message) -> None:
@@ -503,24 +502,17 @@ class GroupHost:
         self._awake.discard(g.group_id)
 
     def _maybe_quiesce(self, g: _Group) -> None:
-        r = g.node.raft
-        if r.role != StateRole.LEADER or g.read_waiters or g.read_inflight:
+        node = g.node
+        if g.read_waiters or g.read_inflight or not node.is_idle_leader():
             return
-        log_ = r.raft_log
-        last = log_.last_index()
-        if log_.committed != last or log_.applied != last or log_.has_unstable_entries():
-            return
-        if r.lead_transferee or r.pending_read_index_messages or r.read_only.queue:
-            return
-        for pr in r.trk.progress.values():
-            if pr.match != last:
-                return
-        for nid in r.trk.progress:
+        last = node.applied  # an idle leader has applied its last entry
+        cs = node.conf_state()
+        for nid in sorted((*cs.voters, *cs.learners)):
             if nid != self.node_id:
                 self._transport.send(
                     nid,
                     g.group_id,
-                    Message(type=MessageType.HEARTBEAT, to=nid, from_=self.node_id, term=r.term, commit=last, context=QUIESCE_CTX),
+                    Message(type=MessageType.HEARTBEAT, to=nid, from_=self.node_id, term=node.term, commit=last, context=QUIESCE_CTX),
                 )
         self._quiet(g)
 
@@ -576,7 +568,7 @@ class GroupHost:
         if not silent or len(self._awake) == len(self._groups):
             return
         for g in self._groups.values():
-            if g.quiet and g.node.raft.leader_id in silent:
+            if g.quiet and g.node.leader_id in silent:
                 self._wake(g)
 
     async def _ready_loop(self) -> None:
@@ -717,8 +709,7 @@ class GroupHost:
         keeps no data for such groups), with the term of that entry and the
         configuration as of it (conf changes are applied in log order)."""
         index, chunks = g.sm.snapshot_stream()  # type: ignore[attr-defined]
-        r = g.node.raft
-        meta = SnapshotMetadata(index=index, term=r.raft_log.term(index), conf_state=r.trk.conf_state())
+        meta = SnapshotMetadata(index=index, term=g.node.term_at(index), conf_state=g.node.conf_state())
         assert m.snapshot is not None and index >= m.snapshot.metadata.index, (index, m.snapshot)
         msg = dataclasses.replace(m, snapshot=Snapshot(metadata=meta, data=b""))
         log.info("group=%d node=%d streaming snapshot index=%d to node=%d", g.group_id, self.node_id, index, m.to)
@@ -734,19 +725,18 @@ class GroupHost:
         bootstrap snapshot): it would refuse a snapshot that does not name it
         (etcd leaves taking one to the application)."""
         index = g.sm.applied_index()
-        r = g.node.raft
         assert m.snapshot is not None and index >= m.snapshot.metadata.index, (index, m.snapshot)
-        meta = SnapshotMetadata(index=index, term=r.raft_log.term(index), conf_state=r.trk.conf_state())
+        meta = SnapshotMetadata(index=index, term=g.node.term_at(index), conf_state=g.node.conf_state())
         msg = dataclasses.replace(m, snapshot=Snapshot(metadata=meta, data=g.sm.snapshot()))
         log.info("group=%d node=%d sending fresh snapshot index=%d to new member node=%d", g.group_id, self.node_id, index, m.to)
         return self._transport.send(m.to, g.group_id, msg)
 
     def _on_soft_state(self, g: _Group, rd: Ready) -> None:
-        r = g.node.raft
+        node = g.node
         ss = rd.soft_state
         assert ss is not None
-        log.info("group=%d node=%d role=%s leader=%d term=%d", g.group_id, self.node_id, ss.role.name, ss.leader_id, r.term)
-        if r.role != StateRole.LEADER and g.read_inflight and r.leader_id:
+        log.info("group=%d node=%d role=%s leader=%d term=%d", g.group_id, self.node_id, ss.role.name, ss.leader_id, node.term)
+        if node.role != StateRole.LEADER and g.read_inflight and node.leader_id:
             # A ReadIndex request may be lost across a leader change: retry.
             self._retry_reads(g)
 
@@ -761,7 +751,7 @@ class GroupHost:
     def _release_apply_waiters(self, g: _Group) -> None:
         if not g.apply_waiters:
             return
-        applied = g.node.raft.raft_log.applied
+        applied = g.node.applied
         keep = []
         for index, fut in g.apply_waiters:
             if index <= applied:
@@ -807,11 +797,11 @@ class GroupHost:
         self.stats.entries_applied += len(entries)
 
     async def _maybe_snapshot(self, g: _Group) -> None:
-        applied = g.node.raft.raft_log.applied
+        applied = g.node.applied
         first = g.storage.first_index()
         if applied - first < self.cfg.snapshot_entries:
             return
-        cs = g.node.raft.trk.conf_state()
+        cs = g.node.conf_state()
         data = b"" if _streams(g.sm) else g.sm.snapshot()
         lb = self._store.batch()
         lb.create_snapshot(g.group_id, applied, cs, data)
