@@ -26,6 +26,14 @@ log = logging.getLogger(__name__)
 
 LEADER_METADATA_KEY = "placement-leader"
 _RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+RECONNECT_OPTIONS = (
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+)
+"""A channel to a server that died tries to connect again within a second
+(gRPC's default backoff grows to 120 s, so a restarted server stayed
+unreachable long after it was back)."""
 
 
 class PlacementUnavailable(Exception):
@@ -58,7 +66,7 @@ class PlacementClient:
     def stub(self, address: str) -> placement_pb2_grpc.PlacementStub:
         ch = self._channels.get(address)
         if ch is None:
-            ch = self._channels[address] = grpc.aio.insecure_channel(address)
+            ch = self._channels[address] = grpc.aio.insecure_channel(address, options=RECONNECT_OPTIONS)
         return placement_pb2_grpc.PlacementStub(ch)
 
     def _prefer(self, address: str) -> None:
