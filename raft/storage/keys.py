@@ -17,6 +17,9 @@ Keys (integers are unsigned big-endian, so byte order is numeric order)::
     0x04  APPLIED        no     applied record (written by the application in
                                 its own apply batch; the log store never reads it)
     0x10  LOG            yes    entry record
+    0x20  TOMBSTONE      no     tombstone record (a destroyed group's: see
+                                LogBatch.remove_group; after the log, never
+                                read as a log key)
 
 A group's keys are the range ``[group_start(g), group_end(g))`` and its log is
 the contiguous range ``[log_key(g, 0), log_end(g))`` ordered by index, so a
@@ -33,6 +36,7 @@ Value records are struct-packed, versioned by their first byte (never pickle)::
     snapshot meta  B version=1 | Q index | Q term | I n_voters | I n_learners
                    | Q * n_voters | Q * n_learners
     applied        B version=1 | Q index
+    tombstone      B version=1 | Q the owner's number
 
 A record with an unknown version or a wrong length raises ``RecordError``.
 """
@@ -214,3 +218,25 @@ def decode_applied(value: bytes) -> int:
         raise RecordError(f"applied record is {len(value)} bytes, want {_APPLIED.size}")
     index: int = _APPLIED.unpack(value)[1]
     return index
+
+
+TOMBSTONE_KIND = 0x20
+"""Key kind of a destroyed group's tombstone: inside the group's key range
+(``group_start``/``group_end``), after its log, never read as a log key."""
+_TOMBSTONE = struct.Struct(">BQ")
+
+
+def tombstone_key(group_id: int) -> bytes:
+    """Where a destroyed group's tombstone is kept."""
+    return group_start(group_id) + bytes([TOMBSTONE_KIND])
+
+
+def encode_tombstone(number: int) -> bytes:
+    return _TOMBSTONE.pack(1, number)
+
+
+def decode_tombstone(value: bytes) -> int | None:
+    """The tombstone's number (None: not a valid tombstone record)."""
+    if len(value) != _TOMBSTONE.size or value[0] != 1:
+        return None
+    return int(_TOMBSTONE.unpack(value)[1])

@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from raft.core import ConfChange, ConfChangeType, Message, MessageType
-from raft.storage.rocks import tombstone_key
+from raft.storage.keys import tombstone_key
 from shard.node import Consistency, RequestContext
 from shard.types import RangeRequest
 from tests.unit.runtime.storenodes import NODES, SLOTS, Nodes, data_keys, key_in, meta_keys_of, raft_keys_of

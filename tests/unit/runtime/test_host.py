@@ -17,7 +17,8 @@ from raft.core import ConfState, StateRole
 from raft.runtime.clock import FakeClock
 from raft.runtime.host import GroupHost, HostConfig
 from raft.runtime.registers import RegisterMachine
-from raft.storage.rocks import FatalStorageError, RocksLogStore, open_db
+from raft.storage import FatalStorageError
+from raft.storage.rocks import RocksLogStore, open_db
 from raft.transport.local import LocalNetwork
 
 TICK = 0.1

@@ -20,7 +20,8 @@ from raft.core import ConfState, StateRole
 from raft.runtime.clock import FakeClock
 from raft.runtime.host import GroupHost, HostConfig
 from raft.runtime.registers import RegisterMachine
-from raft.storage.rocks import LogBatch, RocksLogStore, open_db
+from raft.storage import LogBatch
+from raft.storage.rocks import RocksLogStore, open_db
 from raft.transport.local import LocalNetwork
 
 TICK = 0.1

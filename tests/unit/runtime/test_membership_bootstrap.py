@@ -20,7 +20,8 @@ from raft.core import ConfChange, ConfChangeType, ConfState, StateRole
 from raft.runtime.clock import FakeClock
 from raft.runtime.host import GroupHost, HostConfig
 from raft.runtime.registers import RegisterMachine
-from raft.storage.rocks import BOOTSTRAP_INDEX, RocksLogStore, open_db
+from raft.storage.logstore import BOOTSTRAP_INDEX
+from raft.storage.rocks import RocksLogStore, open_db
 from raft.transport.local import LocalNetwork
 
 TICK = 0.1

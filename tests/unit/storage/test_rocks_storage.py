@@ -710,7 +710,7 @@ def test_value_records_round_trip_and_are_versioned() -> None:
 def test_public_names_are_all() -> None:
     import raft.storage
 
-    public = {n for n in dir(raft.storage) if not n.startswith("_")} - {"annotations", "keys", "rocks"}
+    public = {n for n in dir(raft.storage) if not n.startswith("_")} - {"annotations", "batch", "groupview", "keys", "logstore", "rocks"}
     assert set(raft.storage.__all__) == public
     assert issubclass(FatalStorageError, Exception) and not issubclass(FatalStorageError, RaftInvariantError)
     assert GroupStorage.__name__ == "GroupStorage"

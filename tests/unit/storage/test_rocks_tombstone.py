@@ -10,7 +10,7 @@ from pathlib import Path
 from raft.core import ConfState, Entry, HardState, Ready
 from raft.storage import RocksLogStore, open_db
 from raft.storage import keys
-from raft.storage.rocks import tombstone_key
+from raft.storage.keys import tombstone_key
 
 CS = ConfState(voters=(1, 2, 3))
 

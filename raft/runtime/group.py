@@ -1,0 +1,125 @@
+"""What the parts of GroupHost share: its configuration and counters, a
+hosted group's record, and the host state every part reads.
+
+GroupHost (``host.py``) is assembled from one class per job, each in its
+own module: the group registry (``registry.py``), the ready loop
+(``readyloop.py``), the ticker and node liveness (``ticker.py``), quiescence
+(``quiescence.py``), ReadIndex and apply waiters (``readindex.py``) and
+snapshots (``snapshots.py``). ``HostState`` declares the state they share.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable
+
+from raft.core import Message, RawNode, Ready
+from raft.core.storage import Storage
+from raft.runtime.clock import Clock
+from raft.runtime.statemachine import StateMachine
+from raft.storage.logstore import LogStore
+from raft.transport.base import Transport
+
+__all__ = ["Group", "GroupNotFound", "HostConfig", "HostState", "HostStats"]
+
+
+class GroupNotFound(KeyError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class HostConfig:
+    tick_interval_s: float = 0.1
+    election_ticks: int = 10
+    heartbeat_ticks: int = 1
+    quiesce_ticks: int = 30
+    """Idle ticks before a leader quiesces its group (0 disables quiescence)."""
+    snapshot_entries: int = 10_000
+    """Take a snapshot and compact once this many entries are applied past the first index."""
+    compaction_margin: int = 1_000
+    """Entries kept behind a snapshot for slow followers to catch up from the log."""
+    max_inflight_msgs: int = 256
+    max_size_per_msg: int = 1 << 20
+    pre_vote: bool = True
+    check_quorum: bool = True
+
+
+@dataclass(slots=True)
+class HostStats:
+    rounds: int = 0
+    syncs: int = 0
+    entries_persisted: int = 0
+    entries_applied: int = 0
+    messages_sent: int = 0
+    messages_dropped: int = 0
+    messages_unknown_group: int = 0
+    proposals: int = 0
+    snapshots_created: int = 0
+    snapshots_restored: int = 0
+    ticks: int = 0
+
+
+@dataclass(slots=True)
+class Group:
+    group_id: int
+    node: RawNode
+    storage: Storage
+    sm: StateMachine
+    quiet: bool = False
+    idle_ticks: int = 0
+    # read index batching: readers waiting for the next request, and the one in flight
+    read_waiters: list[asyncio.Future[int]] = field(default_factory=list)
+    read_inflight: dict[bytes, list[asyncio.Future[int]]] = field(default_factory=dict)
+    read_issued_tick: int = 0
+    apply_waiters: list[tuple[int, asyncio.Future[None]]] = field(default_factory=list)
+    # proposals of this round, handed to Raft as one message at the start of the next round
+    proposals: list[bytes] = field(default_factory=list)
+    proposal_seqs: list[int] = field(default_factory=list)
+
+
+class HostState:
+    """The state GroupHost's parts share (set in GroupHost.__init__)."""
+
+    node_id: int
+    cfg: HostConfig
+    stats: HostStats
+    _store: LogStore
+    _transport: Transport
+    _clock: Clock
+    _rng: random.Random
+    _groups: dict[int, Group]
+    _awake: set[int]
+    """Groups that tick (not quiet)."""
+    _dirty: set[int]
+    """Groups the next ready round looks at."""
+    _has_work: asyncio.Event
+    _round_lock: asyncio.Lock
+    """Held by the ready loop for a round; remove_group writes between rounds."""
+    _seq: int
+    _pending: dict[int, asyncio.Future[object]]
+    """Proposals of this node waiting for their result, by sequence number."""
+    _last_heard: dict[int, float]
+    _peers: set[int]
+    crash_hook: Callable[[str], None] | None
+
+    if TYPE_CHECKING:
+        # Implemented by one of the parts; declared for the type checker.
+        def _mark(self, group_id: int) -> None: ...
+        def _next_seq(self) -> int: ...
+        def _wake(self, g: Group) -> None: ...
+        def _quiet(self, g: Group) -> None: ...
+        def _maybe_quiesce(self, g: Group) -> None: ...
+        def _issue_read_index(self, g: Group) -> None: ...
+        def _retry_reads(self, g: Group) -> None: ...
+        def _release_apply_waiters(self, g: Group) -> None: ...
+        def _flush_proposals(self, g: Group) -> None: ...
+        def _send_all(self, g: Group, msgs: tuple[Message, ...]) -> None: ...
+        def _on_soft_state(self, g: Group, rd: Ready) -> None: ...
+        def _send_streamed_snapshot(self, g: Group, m: Message) -> bool: ...
+        def _send_fresh_snapshot(self, g: Group, m: Message) -> bool: ...
+        def _group(self, group_id: int) -> Group: ...
+        async def process_ready(self) -> None: ...
+        async def _maybe_snapshot(self, g: Group) -> None: ...
+        def tick(self) -> None: ...

@@ -1,0 +1,55 @@
+"""Quiescence (dragonboat's quiesce.go): a leader whose group has been idle
+for ``quiesce_ticks`` ticks and whose followers all match its log sends each
+follower a heartbeat carrying QUIESCE_CTX and stops ticking; followers that
+get it stop ticking too. Any other message, a proposal, or silence from the
+leader's node for an election timeout (``ticker.py``) wakes the group."""
+
+from __future__ import annotations
+
+from raft.core import Message, MessageType
+from raft.runtime.group import Group, HostState
+
+__all__ = ["LIVENESS_GROUP", "QUIESCE_CTX", "WAKE_CTX", "Quiescence"]
+
+QUIESCE_CTX = b"\xffquiesce"
+WAKE_CTX = b"\xffwake"
+LIVENESS_GROUP = (1 << 64) - 1
+"""Reserved group id of node-to-node liveness pings (no Raft group uses it)."""
+
+
+class Quiescence(HostState):
+    def _wake(self, g: Group) -> None:
+        if g.quiet:
+            g.quiet = False
+            g.idle_ticks = 0
+            self._awake.add(g.group_id)
+
+    def _quiet(self, g: Group) -> None:
+        g.quiet = True
+        self._awake.discard(g.group_id)
+
+    def _maybe_quiesce(self, g: Group) -> None:
+        node = g.node
+        if g.read_waiters or g.read_inflight or not node.is_idle_leader():
+            return
+        last = node.applied  # an idle leader has applied its last entry
+        cs = node.conf_state()
+        for nid in sorted((*cs.voters, *cs.learners)):
+            if nid != self.node_id:
+                self._transport.send(
+                    nid,
+                    g.group_id,
+                    Message(type=MessageType.HEARTBEAT, to=nid, from_=self.node_id, term=node.term, commit=last, context=QUIESCE_CTX),
+                )
+        self._quiet(g)
+
+    @staticmethod
+    def _wakes(g: Group, m: Message) -> bool:
+        """Whether m wakes a quiet group. Heartbeats of its own leader (they
+        may still be in flight when it quiesced) and heartbeat responses carry
+        no request, so they do not; WAKE_CTX explicitly does."""
+        if m.type == MessageType.HEARTBEAT_RESP:
+            return m.context == WAKE_CTX
+        if m.type == MessageType.HEARTBEAT:
+            return not (m.from_ == g.node.leader_id and m.term == g.node.term)
+        return True
