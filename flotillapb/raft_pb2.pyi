@@ -28,6 +28,7 @@ class MessageType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     MSG_READ_INDEX_RESP: _ClassVar[MessageType]
     MSG_PRE_VOTE: _ClassVar[MessageType]
     MSG_PRE_VOTE_RESP: _ClassVar[MessageType]
+    MSG_FORGET_LEADER: _ClassVar[MessageType]
 
 class EntryKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -52,6 +53,7 @@ MSG_READ_INDEX: MessageType
 MSG_READ_INDEX_RESP: MessageType
 MSG_PRE_VOTE: MessageType
 MSG_PRE_VOTE_RESP: MessageType
+MSG_FORGET_LEADER: MessageType
 ENTRY_NORMAL: EntryKind
 ENTRY_CONF_CHANGE: EntryKind
 

@@ -811,6 +811,23 @@ class Raft:
             self._send(replace(m, to=self.leader_id))
         elif t == MT.READ_INDEX_RESP:
             self.read_states.append(ReadState(index=m.index, request_ctx=m.context))
+        elif t == MT.FORGET_LEADER:
+            self._forget_leader()
+
+    def _forget_leader(self) -> None:
+        """The host learned that the leader's process is gone (its
+        connection was reset): stop waiting out the leader's lease. Unlike
+        etcd's ForgetLeader, which only lets this follower grant pre-votes
+        at once, the election clock also moves to the end of the minimum
+        election timeout, so this follower campaigns after the random part
+        alone ([0, election_timeout) ticks more). Safe: it changes only when
+        an election starts, never who can win one; a leader that is in fact
+        alive re-establishes itself with its next heartbeat."""
+        if self.leader_id == NONE:
+            return
+        self.logger.info("%d [term %d] forgets leader %d", self.id, self.term, self.leader_id)
+        self.leader_id = NONE
+        self.election_elapsed = max(self.election_elapsed, self.election_timeout)
 
     def _handle_append_entries(self, m: Message) -> None:
         log = self.raft_log

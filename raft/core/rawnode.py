@@ -129,6 +129,12 @@ class RawNode:
             raise ValueError("read index context must not be empty")
         self.raft.step(Message(type=MessageType.READ_INDEX, from_=self.raft.id, entries=(), context=ctx))
 
+    def forget_leader(self) -> None:
+        """A follower's leader is known to be gone (the host saw its process
+        go): campaign after the random part of the election timeout only.
+        A no-op on a node that is not a follower or knows no leader."""
+        self.raft.step(Message(type=MessageType.FORGET_LEADER, from_=self.raft.id))
+
     def transfer_leader(self, target: int) -> None:
         self.raft.step(Message(type=MessageType.TRANSFER_LEADER, from_=target, to=self.raft.id))
 

@@ -49,6 +49,7 @@ class MessageType(enum.IntEnum):
     READ_INDEX_RESP = 16
     PRE_VOTE = 17
     PRE_VOTE_RESP = 18
+    FORGET_LEADER = 19  # local: a follower's leader is known to be gone (its process died)
 
 
 LOCAL_MESSAGES = frozenset(
@@ -58,6 +59,7 @@ LOCAL_MESSAGES = frozenset(
         MessageType.UNREACHABLE,
         MessageType.SNAP_STATUS,
         MessageType.CHECK_QUORUM,
+        MessageType.FORGET_LEADER,
     }
 )
 
