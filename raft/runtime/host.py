@@ -218,6 +218,23 @@ class GroupHost(GroupRegistry, ReadyLoop, Ticker, Quiescence, ReadIndex, Snapsho
             g.node.report_snapshot(to, ok)
             self._mark(group_id)
 
+    def on_peer_down(self, node_id: int) -> None:
+        """node_id's process is gone (the transport's connection to it was
+        refused): every group here that it led forgets it and elects a new
+        leader after the random part of the election timeout, not after the
+        full lease (issue #13: a killed store's shards took 1.1-1.8 s to
+        elect). Quiet groups wake for it."""
+        n = 0
+        for g in self._groups.values():
+            node = g.node
+            if node.role == StateRole.FOLLOWER and node.leader_id == node_id:
+                self._wake(g)
+                node.forget_leader()
+                self._mark(g.group_id)
+                n += 1
+        if n:
+            log.info("node=%d: node %d is gone; %d group(s) it led elect anew", self.node_id, node_id, n)
+
     # -- the loops -------------------------------------------------------------------
     async def run(self) -> None:
         """Run until cancelled; raises (fail-stop) if a loop fails."""

@@ -106,6 +106,10 @@ class TransportHandler(Protocol):
     def on_snapshot_status(self, to_node: int, group_id: int, to: int, ok: bool) -> None:
         """The outcome of a send_snapshot that returned True."""
 
+    def on_peer_down(self, node_id: int) -> None:
+        """node_id's process is gone: a connection to it was refused (after
+        it was up, or from the start). Reported once until it is up again."""
+
 
 @dataclass(frozen=True, slots=True)
 class TransportStats:
@@ -227,6 +231,7 @@ class _Peer:
     task: asyncio.Task[None] | None = None  # the sender
     conn_task: asyncio.Task[None] | None = None  # the current connection, if any
     connected: bool = False
+    reported_down: bool = False  # on_peer_down was called since it was last up
     snapshots_in_flight: int = 0
 
 
@@ -486,6 +491,13 @@ class QueueingTransport(ABC):
             return False
         self._counters.snapshots_received += 1
         return self._call_handler(self._handler.on_snapshot, from_node, group_id, msg)
+
+    def _peer_refused(self, peer: _Peer) -> None:
+        """A connection to peer was refused: its process is not there."""
+        if peer.reported_down or not self._running or self._handler is None:
+            return
+        peer.reported_down = True
+        self._call_handler(self._handler.on_peer_down, peer.node_id)
 
     def _call_handler(self, fn: Callable[..., None], *args: object) -> bool:
         """Call a handler callback. If it raises, that is a bug: the transport

@@ -221,6 +221,8 @@ class GrpcTransport(QueueingTransport):
                     address,
                     exc.code().name,
                 )
+                if exc.code() == grpc.StatusCode.UNAVAILABLE:
+                    self._peer_refused(peer)
                 return
             except TimeoutError:
                 log.debug("node=%d peer=%d address=%s connect timed out", self._node_id, peer.node_id, address)
@@ -236,6 +238,7 @@ class GrpcTransport(QueueingTransport):
                 return
             backoff.reset()
             peer.connected = True
+            peer.reported_down = False
             log.info("node=%d stream to peer=%d address=%s up", self._node_id, peer.node_id, address)
             ended = asyncio.ensure_future(self._until_ended(call))
             ended.add_done_callback(lambda _: peer.wakeup.set())

@@ -42,6 +42,7 @@ class Recorder:
         self.snapshots: list[tuple[int, int, Message]] = []
         self.unreachable: list[tuple[int, int, int]] = []
         self.snapshot_status: list[tuple[int, int, int, bool]] = []
+        self.peers_down: list[int] = []
         self.fail_with: Exception | None = None
         self._changed = asyncio.Event()
 
@@ -65,6 +66,10 @@ class Recorder:
 
     def on_snapshot_status(self, to_node: int, group_id: int, to: int, ok: bool) -> None:
         self.snapshot_status.append((to_node, group_id, to, ok))
+        self._changed.set()
+
+    def on_peer_down(self, node_id: int) -> None:
+        self.peers_down.append(node_id)
         self._changed.set()
 
     async def wait_for(self, predicate: Callable[[], bool], what: str, timeout_s: float = WAIT_S) -> None:
@@ -218,6 +223,33 @@ def test_peer_restart_reports_unreachable_then_delivery_resumes() -> None:
                 assert t1.stats().reconnects >= 1
             finally:
                 await t2b.stop()
+
+    run(body)
+
+
+def test_a_peer_whose_process_is_gone_is_reported_down_once_until_it_is_back() -> None:
+    """A connection refused after the stream ended: the handler hears
+    on_peer_down(2) once (the host makes the groups node 2 led elect anew),
+    not again on every refused retry; once node 2 is back and up, a second
+    loss is reported again."""
+
+    async def body() -> None:
+        async with two_nodes(backoff_max_s=0.1) as (t1, r1, t2, r2):  # type: ignore[arg-type]
+            assert t1.send(2, 3, heartbeat(3))
+            await r2.wait_for(lambda: len(r2.messages) == 1, "delivery before the stop")
+            assert r1.peers_down == []
+            await t2.stop()
+            await r1.wait_for(lambda: r1.peers_down == [2], "node 2 reported down")
+            await wait_until(lambda: t1.stats().reconnects >= 4, "several refused reconnects")
+            assert r1.peers_down == [2]
+            t2b = GrpcTransport(2, listen=t2.address)
+            t2b.set_handler(Recorder())
+            await t2b.start()
+            try:
+                await wait_until(lambda: t1.connected(2), "node 1 to reconnect")
+            finally:
+                await t2b.stop()
+            await r1.wait_for(lambda: r1.peers_down == [2, 2], "node 2 reported down again")
 
     run(body)
 

@@ -41,6 +41,9 @@ class Recorder:
     def on_snapshot(self, from_node: int, group_id: int, msg: Message) -> None:
         pass
 
+    def on_peer_down(self, node_id: int) -> None:
+        pass
+
     def on_unreachable(self, to_node: int, group_id: int, to: int) -> None:
         pass
 

@@ -45,6 +45,9 @@ class Recorder:
         self.snapshots.append((from_node, group_id, msg))
         self._changed.set()
 
+    def on_peer_down(self, node_id: int) -> None:
+        pass
+
     def on_unreachable(self, to_node: int, group_id: int, to: int) -> None:
         self.unreachable.append((to_node, group_id, to))
         self._changed.set()
