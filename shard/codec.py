@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import struct
 
-from shard.errors import ERRORS_BY_CODE, ShardError
+from shard.errors import ERRORS_BY_CODE, CodecError, ShardError
 from shard.types import (
     AckResponse,
     ClosedTs,
@@ -94,10 +94,6 @@ _B = struct.Struct(">B")
 _I = struct.Struct(">I")
 _Q = struct.Struct(">Q")
 _q = struct.Struct(">q")
-
-
-class CodecError(ValueError):
-    """A command or outcome payload this codec cannot decode."""
 
 
 class _Writer:

@@ -16,20 +16,8 @@ from flotillapb import store_pb2 as spb
 from flotillapb.etcd.etcdserverpb import rpc_pb2 as epb
 from flotillapb.etcd.mvccpb import kv_pb2 as mvccpb
 from shard import errors as se
-from shard.node import (
-    Consistency,
-    Epoch,
-    EpochNotMatch,
-    NotLeader,
-    RequestContext,
-    RoutingError,
-    ServerBusy,
-    ShardInfo,
-    ShardNotFound,
-    StaleReadNotReady,
-    WatchSpec,
-    WrongShard,
-)
+from shard.errors import EpochNotMatch, NotLeader, RoutingError, ServerBusy, ShardNotFound, StaleReadNotReady, StoreError, WrongShard
+from shard.node import Consistency, Epoch, RequestContext, ShardInfo, WatchSpec
 from shard.slots import SlotRanges
 from shard.types import (
     Compare,
@@ -334,13 +322,14 @@ _KV_CODES: dict[type[se.ShardError], int] = {
 }
 
 
-def store_error(exc: RoutingError | se.ShardError, *, compact_revision: int = 0) -> spb.StoreError:
+def store_error(exc: StoreError, *, compact_revision: int = 0) -> spb.StoreError:
     """The typed StoreError for a routing or KV error (compact_revision goes
     with COMPACTED)."""
     if isinstance(exc, RoutingError):
         return spb.StoreError(routing=_routing_error(exc))
     if isinstance(exc, se.SlotNotOwned):  # found at apply time: the slots changed meanwhile
         return spb.StoreError(routing=spb.RoutingError(wrong_shard=spb.WrongShard()))
+    assert isinstance(exc, se.ShardError), exc  # StoreError has these two branches only
     code = _KV_CODES.get(type(exc), spb.KvError.INVALID_REQUEST)
     kv = spb.KvError(code=code, detail=exc.message)
     if code == spb.KvError.COMPACTED:

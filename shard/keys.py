@@ -63,7 +63,7 @@ Records are struct-packed and versioned by their first byte (never pickle)::
     STATS  B ver=1 | Q key_count | Q size_bytes
     MERGE  B ver=1 | Q target | Q index | Q revision | B committed
 
-A record with an unknown version or a wrong length raises ``RecordError``.
+A record with an unknown version or a wrong length raises ``CodecError``.
 """
 
 from __future__ import annotations
@@ -71,6 +71,8 @@ from __future__ import annotations
 import enum
 import struct
 from dataclasses import dataclass
+
+from shard.errors import CodecError
 
 DATA_PREFIX = b"\x04"
 REV_PREFIX = b"\x05"
@@ -97,11 +99,6 @@ _GROUP_HEAD = struct.Struct(">BII")
 _STATS = struct.Struct(">BQQ")
 
 TOMBSTONE = 0x01
-
-
-class RecordError(ValueError):
-    """A stored key or value this codec cannot decode: corruption or an
-    unknown format version."""
 
 
 class MetaKind(enum.IntEnum):
@@ -176,7 +173,7 @@ def mvcc_bounds(slot: int, key: bytes, range_end: bytes) -> tuple[bytes, bytes]:
 def parse_mvcc_key(storage_key: bytes) -> tuple[int, bytes, int]:
     """(slot, user key, revision) of an MVCC storage key."""
     if len(storage_key) < 13 or storage_key[:1] != DATA_PREFIX or storage_key[-10:-8] != TERMINATOR:
-        raise RecordError(f"not an MVCC key: {storage_key!r}")
+        raise CodecError(f"not an MVCC key: {storage_key!r}")
     (slot,) = _SLOT.unpack_from(storage_key, 1)
     (inv,) = _REV.unpack_from(storage_key, len(storage_key) - 8)
     return slot, unescape(storage_key[3:-10]), MAX_U64 - inv
@@ -219,7 +216,7 @@ def rev_key(slot: int, revision: int, sub: int) -> bytes:
 def parse_rev_key(storage_key: bytes) -> tuple[int, int, int]:
     """(slot, revision, sub) of a revision-index key."""
     if len(storage_key) != 15 or storage_key[:1] != REV_PREFIX:
-        raise RecordError(f"not a revision index key: {storage_key!r}")
+        raise CodecError(f"not a revision index key: {storage_key!r}")
     (slot,) = _SLOT.unpack_from(storage_key, 1)
     revision, sub = _REV_SUB.unpack_from(storage_key, 3)
     return slot, revision, sub
@@ -278,7 +275,7 @@ def child_key(shard_id: int, child_shard_id: int) -> bytes:
 
 def child_of_key(storage_key: bytes) -> int:
     if len(storage_key) != 18:
-        raise RecordError(f"not a child key: {storage_key!r}")
+        raise CodecError(f"not a child key: {storage_key!r}")
     (child,) = _REV.unpack_from(storage_key, 10)
     return child
 
@@ -286,7 +283,7 @@ def child_of_key(storage_key: bytes) -> int:
 def shard_of_meta_key(storage_key: bytes) -> tuple[int, int]:
     """(shard_id, kind) of a meta record's key."""
     if len(storage_key) < 10 or storage_key[:1] != META_PREFIX:
-        raise RecordError(f"not a meta key: {storage_key!r}")
+        raise CodecError(f"not a meta key: {storage_key!r}")
     shard_id, kind = _META.unpack_from(storage_key, 1)
     return shard_id, kind
 
@@ -301,7 +298,7 @@ def dedup_key(shard_id: int, router_id: int) -> bytes:
 
 def router_of_dedup_key(storage_key: bytes) -> int:
     if len(storage_key) != 18:
-        raise RecordError(f"not a dedup key: {storage_key!r}")
+        raise CodecError(f"not a dedup key: {storage_key!r}")
     (router_id,) = _REV.unpack_from(storage_key, 10)
     return router_id
 
@@ -317,7 +314,7 @@ def parse_dedup_key(storage_key: bytes) -> tuple[int, int | None]:
     if len(storage_key) == 18:
         return router_of_dedup_key(storage_key), None
     if len(storage_key) != 26:
-        raise RecordError(f"not a dedup key: {storage_key!r}")
+        raise CodecError(f"not a dedup key: {storage_key!r}")
     router_id, seq = struct.unpack_from(">QQ", storage_key, 10)
     return router_id, seq
 
@@ -357,7 +354,7 @@ def value_size(raw: bytes) -> int:
 
 def decode_mvcc(raw: bytes) -> MvccRecord:
     if len(raw) < _MVCC_HEAD.size or raw[0] != FORMAT_VERSION:
-        raise RecordError(f"bad MVCC record ({len(raw)} bytes, version {raw[:1]!r})")
+        raise CodecError(f"bad MVCC record ({len(raw)} bytes, version {raw[:1]!r})")
     _, flags, create, version, lease = _MVCC_HEAD.unpack_from(raw)
     return MvccRecord(create, version, lease, bytes(raw[_MVCC_HEAD.size :]), bool(flags & TOMBSTONE))
 
@@ -376,7 +373,7 @@ def encode_state(state: ShardState) -> bytes:
 
 def decode_state(raw: bytes) -> ShardState:
     if len(raw) != _STATE.size or raw[0] != FORMAT_VERSION:
-        raise RecordError(f"bad shard state record ({len(raw)} bytes)")
+        raise CodecError(f"bad shard state record ({len(raw)} bytes)")
     _, applied, revision, compact, closed = _STATE.unpack(raw)
     return ShardState(applied, revision, compact, closed)
 
@@ -389,10 +386,10 @@ def encode_slots(slot_count: int, ranges: tuple[tuple[int, int], ...]) -> bytes:
 
 def decode_slots(raw: bytes) -> tuple[int, tuple[tuple[int, int], ...]]:
     if len(raw) < _SLOTS_HEAD.size or raw[0] != FORMAT_VERSION:
-        raise RecordError("bad slots record")
+        raise CodecError("bad slots record")
     _, slot_count, n = _SLOTS_HEAD.unpack_from(raw)
     if len(raw) != _SLOTS_HEAD.size + n * _RANGE.size:
-        raise RecordError("bad slots record length")
+        raise CodecError("bad slots record length")
     ranges = tuple(_RANGE.unpack_from(raw, _SLOTS_HEAD.size + i * _RANGE.size) for i in range(n))
     return slot_count, ranges
 
@@ -404,7 +401,7 @@ def encode_dedup(seq: int, outcome: bytes) -> bytes:
 def decode_dedup(raw: bytes) -> tuple[int, bytes]:
     """A version-1 router record: (latest seq, its outcome)."""
     if len(raw) < _DEDUP_HEAD.size or raw[0] != FORMAT_VERSION:
-        raise RecordError("bad dedup record")
+        raise CodecError("bad dedup record")
     _, seq = _DEDUP_HEAD.unpack_from(raw)
     return seq, bytes(raw[_DEDUP_HEAD.size :])
 
@@ -418,7 +415,7 @@ def decode_dedup_router(raw: bytes) -> tuple[int, tuple[int, bytes] | None]:
     version-1 record carries, else None)."""
     if raw[:1] == bytes([DEDUP_VERSION]):
         if len(raw) != _DEDUP_FLOOR.size:
-            raise RecordError(f"bad dedup floor record ({len(raw)} bytes)")
+            raise CodecError(f"bad dedup floor record ({len(raw)} bytes)")
         return _DEDUP_FLOOR.unpack(raw)[1], None
     seq, outcome = decode_dedup(raw)
     return seq, (seq, outcome)
@@ -430,7 +427,7 @@ def encode_dedup_entry(outcome: bytes) -> bytes:
 
 def decode_dedup_entry(raw: bytes) -> bytes:
     if len(raw) < 2 or raw[0] != DEDUP_VERSION:
-        raise RecordError("bad dedup entry record")
+        raise CodecError("bad dedup entry record")
     return bytes(raw[1:])
 
 
@@ -441,7 +438,7 @@ def encode_stats(key_count: int, size_bytes: int) -> bytes:
 def decode_stats(raw: bytes) -> tuple[int, int]:
     """(key_count, size_bytes) of a STATS record."""
     if len(raw) != _STATS.size or raw[0] != FORMAT_VERSION:
-        raise RecordError(f"bad stats record ({len(raw)} bytes)")
+        raise CodecError(f"bad stats record ({len(raw)} bytes)")
     _, key_count, size_bytes = _STATS.unpack(raw)
     return key_count, size_bytes
 
@@ -466,7 +463,7 @@ def encode_merge(m: MergeState) -> bytes:
 
 def decode_merge(raw: bytes) -> MergeState:
     if len(raw) != _MERGE.size or raw[0] != FORMAT_VERSION:
-        raise RecordError(f"bad merge record ({len(raw)} bytes)")
+        raise CodecError(f"bad merge record ({len(raw)} bytes)")
     _, target, index, revision, committed = _MERGE.unpack(raw)
     return MergeState(target, index, revision, bool(committed))
 
@@ -477,7 +474,7 @@ def encode_epoch(conf_version: int, slot_version: int) -> bytes:
 
 def decode_epoch(raw: bytes) -> tuple[int, int]:
     if len(raw) != _EPOCH.size or raw[0] != FORMAT_VERSION:
-        raise RecordError(f"bad epoch record ({len(raw)} bytes)")
+        raise CodecError(f"bad epoch record ({len(raw)} bytes)")
     _, conf_version, slot_version = _EPOCH.unpack(raw)
     return conf_version, slot_version
 
@@ -490,9 +487,9 @@ def encode_group(voters: tuple[int, ...], learners: tuple[int, ...]) -> bytes:
 
 def decode_group(raw: bytes) -> tuple[tuple[int, ...], tuple[int, ...]]:
     if len(raw) < _GROUP_HEAD.size or raw[0] != FORMAT_VERSION:
-        raise RecordError("bad group record")
+        raise CodecError("bad group record")
     _, nv, nl = _GROUP_HEAD.unpack_from(raw)
     if len(raw) != _GROUP_HEAD.size + (nv + nl) * _REV.size:
-        raise RecordError("bad group record length")
+        raise CodecError("bad group record length")
     ids = tuple(_REV.unpack_from(raw, _GROUP_HEAD.size + i * _REV.size)[0] for i in range(nv + nl))
     return ids[:nv], ids[nv:]

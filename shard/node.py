@@ -87,7 +87,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from raft.core import ConfState, ProposalDropped, StateRole
-from raft.core.errors import FlotillaError
 from raft.core.types import Entry
 from raft.runtime.clock import Clock
 from raft.runtime.host import GroupHost, GroupNotFound
@@ -95,7 +94,22 @@ from shard import hlc, keys, slots
 from shard import snapshot as shard_snapshot
 from shard.codec import encode_command
 from shard.engine import KvEngine, scan
-from shard.errors import EmptyKey, FutureRevision, InvalidSplit, LeaseNotFound, RevisionCompacted, ShardError, SlotNotOwned
+from shard.errors import (
+    EmptyKey,
+    EpochNotMatch,
+    FutureRevision,
+    InvalidSplit,
+    LeaseNotFound,
+    NotLeader,
+    RevisionCompacted,
+    RoutingError,
+    ServerBusy,
+    ShardError,
+    ShardNotFound,
+    SlotNotOwned,
+    StaleReadNotReady,
+    WrongShard,
+)
 from shard.hashkv import KvHash
 from shard.hashkv import records as mvcc_records
 from shard.leasekeys import LeaseChange, LeaseRegistry, LeaseRegistryUnavailable, lease_changes, lease_puts
@@ -221,66 +235,6 @@ class ShardInfo:
     """Range requests this replica received since the process started."""
     writes: int = 0
     """Write requests this replica received as leader since the process started."""
-
-
-# --- routing errors -------------------------------------------------------------------------
-
-
-class RoutingError(FlotillaError):
-    """The request reached the wrong place, or the right place at the wrong
-    moment; nothing was done. Each carries what the router needs to retry."""
-
-
-class NotLeader(RoutingError):
-    def __init__(self, shard_id: int, leader_node_id: int, leader_address: str) -> None:
-        super().__init__(f"shard {shard_id}: not the leader (leader {leader_node_id or 'unknown'})")
-        self.shard_id = shard_id
-        self.leader_node_id = leader_node_id
-        self.leader_address = leader_address
-
-
-class WrongShard(RoutingError):
-    def __init__(self, slot: int, map_version: int = 0) -> None:
-        super().__init__(f"slot {slot} is not in this shard")
-        self.slot = slot
-        self.map_version = map_version
-
-
-class EpochNotMatch(RoutingError):
-    def __init__(
-        self,
-        current_epoch: Epoch,
-        current_slots: slots.SlotRanges,
-        related: tuple[ShardInfo, ...] = (),
-        addresses: dict[int, str] | None = None,
-    ) -> None:
-        super().__init__(f"epoch mismatch: current epoch {current_epoch}")
-        self.current_epoch = current_epoch
-        self.current_slots = current_slots
-        self.related = related
-        """Shards hosted here that took slots from this one (after a split), or that own the request's keys."""
-        self.addresses = addresses or {}
-
-
-class StaleReadNotReady(RoutingError):
-    def __init__(self, closed_ts: int, needed_ts: int, leader_node_id: int) -> None:
-        super().__init__(f"closed timestamp {closed_ts} is behind the {needed_ts} the read needs")
-        self.closed_ts = closed_ts
-        self.needed_ts = needed_ts
-        self.leader_node_id = leader_node_id
-
-
-class ShardNotFound(RoutingError):
-    def __init__(self, shard_id: int) -> None:
-        super().__init__(f"shard {shard_id} is not hosted here")
-        self.shard_id = shard_id
-
-
-class ServerBusy(RoutingError):
-    def __init__(self, reason: str, backoff_ms: int = 0) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.backoff_ms = backoff_ms
 
 
 # --- watchers ------------------------------------------------------------------------------
@@ -766,7 +720,7 @@ class StoreNode:
         except ProposalDropped:
             raise self._not_leader(shard_id) from None
         except TimeoutError:
-            raise ServerBusy("the deletion was not applied in time: its outcome is unknown; retry", 100) from None
+            raise ServerBusy("the deletion was not applied in time: its outcome is unknown; retry", 100, outcome_unknown=True) from None
         assert isinstance(applied, Applied), applied
         if isinstance(applied.outcome, ShardError):
             raise applied.outcome
@@ -927,7 +881,7 @@ class StoreNode:
         except (ProposalDropped, GroupNotFound):
             raise self._not_leader(shard_id) from None
         except TimeoutError:
-            raise ServerBusy(f"{what} was not applied in time: its outcome is unknown", 100) from None
+            raise ServerBusy(f"{what} was not applied in time: its outcome is unknown", 100, outcome_unknown=True) from None
         assert isinstance(applied, Applied), applied
         return applied
 
@@ -1094,7 +1048,7 @@ class StoreNode:
                 # which applies nothing. The keys are the target's now.
                 self._refuse_frozen(rep, request)
             raise ServerBusy(
-                "the write was not applied in time: its outcome is unknown; retry it with the same seq", 100
+                "the write was not applied in time: its outcome is unknown; retry it with the same seq", 100, outcome_unknown=True
             ) from None
         assert isinstance(applied, Applied), applied
         outcome = applied.outcome
@@ -1132,7 +1086,7 @@ class StoreNode:
         except ProposalDropped:
             raise self._not_leader(shard_id) from None
         except TimeoutError:
-            raise ServerBusy("the split was not applied in time: its outcome is unknown", 100) from None
+            raise ServerBusy("the split was not applied in time: its outcome is unknown", 100, outcome_unknown=True) from None
         assert isinstance(applied, Applied), applied
         if isinstance(applied.outcome, ShardError):
             raise applied.outcome

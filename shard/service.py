@@ -16,9 +16,9 @@ from flotillapb import store_pb2 as spb
 from flotillapb import store_pb2_grpc
 from flotillapb.etcd.etcdserverpb import rpc_pb2 as epb
 from shard import convert
+from shard.errors import ServerBusy, StoreError
+from shard.node import StoreNode
 from shard.quota import AlarmType
-from shard.errors import ShardError
-from shard.node import RoutingError, ServerBusy, StoreNode
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ class StoreService(store_pb2_grpc.StoreServicer):
     def __init__(self, node: StoreNode) -> None:
         self._node = node
 
-    def _header(self, shard_id: int, exc: RoutingError | ShardError | None = None) -> spb.ShardResponseHeader:
+    def _header(self, shard_id: int, exc: StoreError | None = None) -> spb.ShardResponseHeader:
         node = self._node
         h = spb.ShardResponseHeader(node_id=node.node_id, hlc=node.hlc.last, closed_ts=node.closed_ts(shard_id))
         if exc is not None:
@@ -39,7 +39,7 @@ class StoreService(store_pb2_grpc.StoreServicer):
     async def _answer(self, shard_id: int, call: Callable[[], Awaitable[T]]) -> tuple[spb.ShardResponseHeader, T | None]:
         try:
             result = await call()
-        except (RoutingError, ShardError) as exc:
+        except StoreError as exc:
             return self._header(shard_id, exc), None
         return self._header(shard_id), result
 
@@ -200,7 +200,7 @@ class StoreAdminService(store_pb2_grpc.StoreAdminServicer):
         h = spb.ShardResponseHeader(node_id=node.node_id, hlc=node.hlc.last, closed_ts=node.closed_ts(sid))
         try:
             deleted = await node.delete_lease_keys(sid, request.lease_id, [bytes(k) for k in request.keys])
-        except (RoutingError, ShardError) as exc:
+        except StoreError as exc:
             h.error.CopyFrom(convert.store_error(exc))
             return spb.DeleteLeaseKeysResponse(header=h)
         return spb.DeleteLeaseKeysResponse(header=h, deleted=deleted)
@@ -211,7 +211,7 @@ class StoreAdminService(store_pb2_grpc.StoreAdminServicer):
         timeout_s = request.timeout_ms / 1000 if request.timeout_ms else None
         try:
             left, right = await node.split(sid, request.new_shard_id, request.split_slot, timeout_s=timeout_s)
-        except (RoutingError, ShardError) as exc:
+        except StoreError as exc:
             h = spb.ShardResponseHeader(node_id=node.node_id, hlc=node.hlc.last, closed_ts=node.closed_ts(sid))
             h.error.CopyFrom(convert.store_error(exc))
             return spb.SplitShardResponse(header=h)
@@ -263,7 +263,7 @@ class StoreAdminService(store_pb2_grpc.StoreAdminServicer):
         h = spb.ShardResponseHeader(node_id=node.node_id, hlc=node.hlc.last, closed_ts=node.closed_ts(sid))
         try:
             hash_, compact, rev, versions = await node.hash_kv(sid, request.revision)
-        except (RoutingError, ShardError) as exc:
+        except StoreError as exc:
             h.error.CopyFrom(convert.store_error(exc, compact_revision=node.compact_revision(sid)))
             return spb.ShardHashKVResponse(header=h)
         return spb.ShardHashKVResponse(header=h, hash=hash_, compact_revision=compact, hash_revision=rev, versions=versions)

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from shard import keys, slots
 from shard.engine import scan
+from shard.errors import CodecError
 
 if TYPE_CHECKING:
     from shard.engine import KvReader, WriteBatch
@@ -33,10 +34,6 @@ DEFAULT_INGEST_BATCH_BYTES = 4 << 20
 _HEAD = struct.Struct(">BQQII")
 _RANGE = struct.Struct(">II")
 _REC = struct.Struct(">II")
-
-
-class SnapshotError(ValueError):
-    """Snapshot data this codec cannot read."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,11 +53,11 @@ def encode_header(h: SnapshotHeader) -> bytes:
 def decode_header(data: bytes) -> tuple[SnapshotHeader, int]:
     """The header and the offset where the records start."""
     if len(data) < _HEAD.size or data[0] != FORMAT_VERSION:
-        raise SnapshotError("not a shard snapshot (bad header or version)")
+        raise CodecError("not a shard snapshot (bad header or version)")
     _, shard_id, applied, slot_count, n = _HEAD.unpack_from(data)
     end = _HEAD.size + n * _RANGE.size
     if len(data) < end:
-        raise SnapshotError("snapshot header cut short")
+        raise CodecError("snapshot header cut short")
     ranges = tuple(_RANGE.unpack_from(data, _HEAD.size + i * _RANGE.size) for i in range(n))
     return SnapshotHeader(shard_id, applied, slot_count, ranges), end
 
@@ -102,11 +99,11 @@ def iter_chunk_records(chunk: bytes, offset: int = 0) -> Iterator[tuple[bytes, b
     n = len(chunk)
     while off < n:
         if off + _REC.size > n:
-            raise SnapshotError("snapshot record cut short")
+            raise CodecError("snapshot record cut short")
         klen, vlen = _REC.unpack_from(chunk, off)
         off += _REC.size
         if off + klen + vlen > n:
-            raise SnapshotError("snapshot record cut short")
+            raise CodecError("snapshot record cut short")
         yield bytes(chunk[off : off + klen]), bytes(chunk[off + klen : off + klen + vlen])
         off += klen + vlen
 
@@ -145,7 +142,7 @@ class StreamDecoder:
             if len(buf) < _HEAD.size:
                 return []
             if buf[0] != FORMAT_VERSION:
-                raise SnapshotError("not a shard snapshot (bad header or version)")
+                raise CodecError("not a shard snapshot (bad header or version)")
             n = _HEAD.unpack_from(buf)[4]
             if len(buf) < _HEAD.size + n * _RANGE.size:
                 return []
@@ -164,7 +161,7 @@ class StreamDecoder:
         return out
 
     def finish(self) -> SnapshotHeader:
-        """The header, once the whole snapshot was fed (else SnapshotError)."""
+        """The header, once the whole snapshot was fed (else CodecError)."""
         if self.header is None or self._buf:
-            raise SnapshotError("snapshot cut short")
+            raise CodecError("snapshot cut short")
         return self.header

@@ -55,9 +55,10 @@ from typing import TYPE_CHECKING, Union
 
 from shard import hlc, keys, mvcc, mvcc_range, slots
 from shard import snapshot as snap
-from shard.codec import CodecError, decode_command, decode_outcome, encode_outcome
+from shard.codec import decode_command, decode_outcome, encode_outcome
 from shard.engine import StagedView, scan
 from shard.errors import (
+    CodecError,
     FutureRevision,
     InvalidCommand,
     InvalidSplit,
@@ -793,9 +794,9 @@ class ShardStateMachine:
             if dec.header is not None and not cleared:
                 h = dec.header
                 if h.shard_id != self.shard_id:
-                    raise snap.SnapshotError(f"snapshot of shard {h.shard_id} given to shard {self.shard_id}")
+                    raise CodecError(f"snapshot of shard {h.shard_id} given to shard {self.shard_id}")
                 if h.applied != index:
-                    raise snap.SnapshotError(f"snapshot data at {h.applied} does not match metadata index {index}")
+                    raise CodecError(f"snapshot data at {h.applied} does not match metadata index {index}")
                 snap.clear(batch, self.shard_id, self._slots_to_clear(h.ranges))
                 cleared = True
             for k, v in records:
@@ -839,9 +840,9 @@ class ShardStateMachine:
     def restore(self, data: bytes, index: int, wb: WriteBatch) -> None:
         header, offset = snap.decode_header(data)
         if header.shard_id != self.shard_id:
-            raise snap.SnapshotError(f"snapshot of shard {header.shard_id} given to shard {self.shard_id}")
+            raise CodecError(f"snapshot of shard {header.shard_id} given to shard {self.shard_id}")
         if header.applied != index:
-            raise snap.SnapshotError(f"snapshot data at {header.applied} does not match metadata index {index}")
+            raise CodecError(f"snapshot data at {header.applied} does not match metadata index {index}")
         view = self._stage(wb)
         snap.clear(view, self.shard_id, self._slots_to_clear(header.ranges))
         snap.ingest(data, view, offset)

@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 
 from raft.runtime.host import HostConfig
-from shard.node import Consistency, RequestContext, WrongShard
+from shard.errors import WrongShard
+from shard.node import Consistency, RequestContext
 from shard.types import RangeRequest
 from tests.unit.runtime.storenodes import NODES, SLOTS, TICK, Nodes, data_keys, key_in
 

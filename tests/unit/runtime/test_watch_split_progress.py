@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from shard.node import EpochNotMatch, RequestContext, WatchBatch, WatchSpec
+from shard.errors import EpochNotMatch
+from shard.node import RequestContext, WatchBatch, WatchSpec
 from tests.unit.runtime.storenodes import NODES, Nodes, key_in
 
 

@@ -10,19 +10,10 @@ from flotillapb.etcd.etcdserverpb import rpc_pb2 as epb
 from flotillapb.etcd.mvccpb import kv_pb2 as mvccpb
 from shard import convert
 from shard import errors as se
-from shard.node import (
-    Consistency,
-    Epoch,
-    EpochNotMatch,
-    NotLeader,
-    RequestContext,
-    ServerBusy,
-    ShardInfo,
-    ShardNotFound,
-    StaleReadNotReady,
-    WrongShard,
-)
+from shard.errors import EpochNotMatch, NotLeader, ServerBusy, ShardNotFound, StaleReadNotReady, WrongShard
+from shard.node import Consistency, RequestContext, ShardInfo
 from shard.types import (
+    Epoch,
     Compare,
     CompareResult,
     CompareTarget,

@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shard import keys
+from shard.errors import CodecError
 
 USER_KEYS = st.binary(max_size=10) | st.lists(st.sampled_from([0, 1, 0xFF, 0x61]), max_size=6).map(bytes)
 REVS = st.integers(0, keys.MAX_U64)
@@ -111,5 +112,5 @@ def test_meta_records_roundtrip():
     ],
 )
 def test_bad_records_are_refused(decode, raw):
-    with pytest.raises(keys.RecordError):
+    with pytest.raises(CodecError):
         decode(raw)

@@ -11,7 +11,7 @@ import pytest
 from shard import keys, slots
 from shard.codec import decode_command, encode_command
 from shard.engine import KvEngine
-from shard.errors import SlotNotOwned
+from shard.errors import CodecError, SlotNotOwned
 from shard.statemachine import MergeNotReady, ShardStateMachine
 from shard.types import (
     AckResponse,
@@ -216,5 +216,5 @@ def test_merge_record_roundtrip_and_bad_records() -> None:
     m = keys.MergeState(7, 41, 1 << 50, True)
     assert keys.decode_merge(keys.encode_merge(m)) == m
     for bad in (b"", keys.encode_merge(m)[:-1], b"\x09" + keys.encode_merge(m)[1:]):
-        with pytest.raises(keys.RecordError):
+        with pytest.raises(CodecError):
             keys.decode_merge(bad)

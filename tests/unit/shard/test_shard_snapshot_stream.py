@@ -8,6 +8,7 @@ import pytest
 
 from shard import keys, snapshot
 from shard.engine import MemoryEngine
+from shard.errors import CodecError
 from shard.statemachine import ShardStateMachine
 from shard.types import PutRequest, Split
 
@@ -48,7 +49,7 @@ def test_decoder_cut_short(shard):
     whole = shard.sm.snapshot()
     dec = snapshot.StreamDecoder()
     dec.feed(whole[:-3])
-    with pytest.raises(snapshot.SnapshotError):
+    with pytest.raises(CodecError):
         dec.finish()
 
 
@@ -103,7 +104,7 @@ def test_restore_chunks_refuses_foreign_snapshot(shard):
     whole = shard.sm.snapshot()
     engine = MemoryEngine()
     other = ShardStateMachine(engine, 99, 16)
-    with pytest.raises(snapshot.SnapshotError):
+    with pytest.raises(CodecError):
         other.restore_chunks([whole], shard.sm.applied_index(), engine.new_batch())
-    with pytest.raises(snapshot.SnapshotError):
+    with pytest.raises(CodecError):
         ShardStateMachine(engine, shard.sm.shard_id, 16).restore_chunks([whole], 12345, engine.new_batch())
