@@ -363,7 +363,7 @@ def crash_hook_from_env() -> Callable[[str], None] | None:
     the hard-state save), before_apply, after_apply, snapshot_save (a snapshot
     written or handed to the transport), before_snapshot_apply,
     after_snapshot_apply, split_apply (a split entry applied and on disk, the
-    new shard not yet opened: shard/node.py)."""
+    new shard not yet opened: shard/node/split.py)."""
     spec = os.environ.get("FLOTILLA_CRASH_AT")
     if not spec:
         return None

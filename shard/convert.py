@@ -1,5 +1,5 @@
 """Protobuf <-> shard types: etcd's KV messages and store.proto's headers and
-errors on one side, shard/types.py and shard/node.py's values on the other.
+errors on one side, shard/types.py and shard/node/requests.py's values on the other.
 
 Pure (no I/O): the Store servicer decodes with the ``*_from_pb`` functions,
 calls the node, and encodes with the ``*_to_pb`` ones. ``store_error`` is the
@@ -17,9 +17,10 @@ from flotillapb.etcd.etcdserverpb import rpc_pb2 as epb
 from flotillapb.etcd.mvccpb import kv_pb2 as mvccpb
 from shard import errors as se
 from shard.errors import EpochNotMatch, NotLeader, RoutingError, ServerBusy, ShardNotFound, StaleReadNotReady, StoreError, WrongShard
-from shard.node import Consistency, Epoch, RequestContext, ShardInfo, WatchSpec
+from shard.node.requests import Consistency, RequestContext, ShardInfo, WatchSpec
 from shard.slots import SlotRanges
 from shard.types import (
+    Epoch,
     Compare,
     CompareResult,
     CompareTarget,

@@ -1,6 +1,6 @@
 """Keys and leases on the store side (PURE): the seam to where leases live
 (placement's LeaseAttach), and what a write or its applied events change in
-key<->lease attachments. shard/node.py uses them (see its docstring, "Leases")."""
+key<->lease attachments. shard/node/leases.py uses them (see its docstring)."""
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ from inspect import ismodule
 
 import pytest
 
-PACKAGES = ["raft.core", "raft.transport", "raft.storage", "placement"]
+PACKAGES = ["raft.core", "raft.transport", "raft.storage", "placement", "shard.node"]
 
 
 @pytest.mark.parametrize("package", PACKAGES)

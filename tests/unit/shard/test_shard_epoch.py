@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from shard import keys, snapshot
 from shard.engine import MemoryEngine
-from shard.node import find_split_shards
+from shard.node.split import find_split_shards
 from shard.statemachine import ShardStateMachine
 from shard.types import BOOTSTRAP_EPOCH, Epoch, PutRequest, Split
 

@@ -1,6 +1,6 @@
 """Lease keys on the shard: DeleteLeaseKeys ("delete these keys if their lease
 is still L", placement's deletion of an ended lease's keys) and the lease
-changes a shard leader reports from applied events (shard/node.py)."""
+changes a shard leader reports from applied events (shard/node/leases.py)."""
 
 from __future__ import annotations
 

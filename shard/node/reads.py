@@ -1,0 +1,76 @@
+"""Reads at the four consistencies (store.proto's ReadConsistency):
+
+- linearizable: a ReadIndex on any replica (a follower asks its leader),
+  then the epoch checked again: a replica that applied a split while the
+  read waited answers EpochNotMatch, never from its pre-split view;
+- serializable: this replica's state as it is;
+- bounded staleness: this replica if its closed timestamp is within the
+  bound, else StaleReadNotReady (the leader proves itself with a ReadIndex);
+- at a revision: this replica if it can read that revision (closed
+  timestamp), else StaleReadNotReady (the leader: a ReadIndex, then
+  FutureRevision if still ahead).
+"""
+
+from __future__ import annotations
+
+from raft.runtime.host import GroupNotFound
+from shard import hlc
+from shard.errors import FutureRevision, StaleReadNotReady
+from shard.node.requests import Consistency, RequestContext
+from shard.node.routing import RoutingChecks, check_owned, refuse_frozen
+from shard.node.state import NodeState
+from shard.statemachine import validate
+from shard.types import RangeRequest, RangeResponse
+
+
+class Reads:
+    def __init__(self, state: NodeState, checks: RoutingChecks) -> None:
+        self._s = state
+        self._checks = checks
+
+    async def range(
+        self, ctx: RequestContext, request: RangeRequest, consistency: Consistency, max_staleness_ms: int = 0
+    ) -> RangeResponse:
+        s = self._s
+        rep = self._checks.replica(ctx)
+        validate(request)
+        check_owned(rep, request)
+        refuse_frozen(rep, request)
+        sid = ctx.shard_id
+        sm = rep.sm
+        s.request_counts.setdefault(sid, [0, 0])[0] += 1
+        if consistency == Consistency.LINEARIZABLE:
+            await self._read_index(ctx)
+            # The wait may have applied a split (or conf change): the read is
+            # linearizable only if this replica still serves its keys at the
+            # epoch the request named. (The multi-Raft "read on the old
+            # leader of a shard that just split" bug.)
+            if ctx.epoch != rep.epoch or s.replicas.get(sid) is not rep:
+                raise self._checks.epoch_not_match(rep, request)
+            check_owned(rep, request)
+        elif consistency == Consistency.BOUNDED_STALENESS:
+            now = s.stamp()
+            needed = max(0, now - (max_staleness_ms << hlc.LOGICAL_BITS))
+            if sm.closed_ts < needed:
+                if not s.is_leader(sid):
+                    raise StaleReadNotReady(sm.closed_ts, needed, s.host.leader_of(sid))
+                # The leader is the fallback, but a deposed leader may not know
+                # it yet: a ReadIndex proves its state is current, which meets
+                # any staleness bound.
+                await self._read_index(ctx)
+        elif consistency == Consistency.AT_REVISION:
+            if request.revision > sm.readable_revision:
+                if not s.is_leader(sid):
+                    raise StaleReadNotReady(sm.closed_ts, request.revision, s.host.leader_of(sid))
+                await self._read_index(ctx)  # a new leader may not have applied all it committed
+                if request.revision > sm.readable_revision:
+                    raise FutureRevision()
+        return rep.sm.range(request)
+
+    async def _read_index(self, ctx: RequestContext) -> None:
+        s = self._s
+        sid = ctx.shard_id
+        try:
+            await s.host.read_index(sid, timeout_s=self._checks.timeout_s(ctx, s.cfg.read_index_timeout_s))
+        except (TimeoutError, GroupNotFound):
+            raise self._checks.not_leader(sid) from None

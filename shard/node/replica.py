@@ -1,0 +1,118 @@
+"""ShardReplica: one shard replica as the runtime's StateMachine seam.
+
+It delegates to the ShardStateMachine (the pure apply step), then feeds
+what was applied to the node: every applied revision to the node's HLC, the
+events to this replica's watchers (shard/node/watch.py) and to the lease
+reports (shard/node/leases.py), a split's new shard to the split loop
+(shard/node/split.py), a merge's source to the merge loop
+(shard/node/merge.py).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+from raft.core.types import Entry
+from shard.errors import EpochNotMatch
+from shard.statemachine import Applied, ShardStateMachine
+from shard.types import Epoch, Event
+
+if TYPE_CHECKING:
+    from shard.node.watch import Watcher
+
+log = logging.getLogger(__name__)
+
+
+class ShardReplica:
+    """A shard replica as the runtime's StateMachine: delegates to the
+    ShardStateMachine, then feeds what was applied to the node (HLC) and to
+    this replica's watchers."""
+
+    def __init__(
+        self,
+        sm: ShardStateMachine,
+        clock_update: Callable[[int], int],
+        on_split: Callable[[int, int, int], None] | None = None,
+        on_events: Callable[[int, tuple[Event, ...]], None] | None = None,
+    ) -> None:
+        self.sm = sm
+        self.watchers: set[Watcher] = set()
+        self._clock_update = clock_update
+        self._on_split = on_split
+        self._on_events = on_events
+        self.on_merge: Callable[[int, int, int], None] | None = None
+        """(target shard, index, source shard) of each CommitMerge applied here."""
+        self.retired = False
+        """This frozen replica's merge target applied the CommitMerge here: it is being destroyed."""
+
+    @property
+    def epoch(self) -> Epoch:
+        return self.sm.epoch
+
+    @property
+    def shard_id(self) -> int:
+        return self.sm.shard_id
+
+    def applied_index(self) -> int:
+        return self.sm.applied_index()
+
+    def apply(self, entries: Sequence[Entry], wb: Any) -> list[object]:
+        out = self.sm.apply(entries, wb)
+        for a in out:
+            if not isinstance(a, Applied):
+                continue
+            if a.events and self.watchers:
+                for w in list(self.watchers):
+                    w.offer(a.events)
+            if a.events and self._on_events is not None:
+                self._on_events(self.shard_id, a.events)
+            if a.split_to:
+                log.info("shard=%d applied split at index=%d: new shard=%d epoch=%s", self.shard_id, a.index, a.split_to, self.sm.epoch)
+                for w in list(self.watchers):
+                    w.cancel_routing(EpochNotMatch(self.sm.epoch, self.sm.slot_ranges))
+                if self._on_split is not None:
+                    self._on_split(self.shard_id, a.index, a.split_to)
+            if a.frozen:
+                # Watchers stay: the shard's history is final and they have
+                # it all; they end when the replica is destroyed.
+                log.info("shard=%d applied PrepareMerge at index=%d: frozen for shard=%d epoch=%s", self.shard_id, a.index, self.sm.merge_state.target if self.sm.merge_state else 0, self.sm.epoch)
+            if a.merged_from:
+                # Watchers stay too: the source's slots join their feed from
+                # here on, every event above both shards' last revisions.
+                log.info("shard=%d applied CommitMerge at index=%d: took over shard=%d epoch=%s slots=%s", self.shard_id, a.index, a.merged_from, self.sm.epoch, self.sm.slot_ranges)
+                if self.on_merge is not None:
+                    self.on_merge(self.shard_id, a.index, a.merged_from)
+        self._clock_update(self.sm.readable_revision)
+        return out
+
+    def on_applied_index(self, index: int, wb: Any) -> None:
+        self.sm.on_applied_index(index, wb)
+
+    def on_conf_change(self, index: int, wb: Any) -> None:
+        self.sm.on_conf_change(index, wb)
+
+    def snapshot(self) -> bytes:
+        return self.sm.snapshot()
+
+    def snapshot_stream(self) -> tuple[int, Iterator[bytes]]:
+        return self.sm.snapshot_stream()
+
+    def restore_chunks(self, chunks: Iterable[bytes], index: int, wb: Any) -> None:
+        self.sm.restore_chunks(chunks, index, wb)
+        self._restored()
+
+    def restore(self, data: bytes, index: int, wb: Any) -> None:
+        self.sm.restore(data, index, wb)
+        self._restored()
+
+    def _restored(self) -> None:
+        self._clock_update(self.sm.readable_revision)
+        for w in list(self.watchers):
+            w.cancel("the replica installed a snapshot; resume from the revision after the last event received")
+        if self.on_merge is not None:
+            # A snapshot taken after a merge: the source's local replica (still
+            # frozen here) is destroyed as if this replica had applied it.
+            for source in sorted(self.sm.merged_sources):
+                self.on_merge(self.shard_id, self.sm.applied_index(), source)

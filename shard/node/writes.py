@@ -1,0 +1,78 @@
+"""Writes: Put, DeleteRange, Txn and Compact, proposed by the shard's leader.
+
+After the routing checks (shard/node/routing.py), a write is refused while
+the NOSPACE alarm is active (shard/quota.py), has its lease puts attached
+first (shard/node/leases.py), and is proposed stamped with the node's HLC,
+carrying ``closed_ts = stamp - 1`` (shard/node/closedts.py) and its
+(router_id, seq) for exactly-once retries.
+"""
+
+from __future__ import annotations
+
+from raft.core import ProposalDropped
+from raft.runtime.host import GroupNotFound
+from shard.codec import encode_command
+from shard.errors import ServerBusy, ShardError, SlotNotOwned
+from shard.node.alarms import SpaceAlarms
+from shard.node.closedts import ClosedTimestamps
+from shard.node.leases import LeaseAttachment
+from shard.node.requests import RequestContext
+from shard.node.routing import RoutingChecks, check_owned, refuse_frozen
+from shard.node.state import NodeState
+from shard.statemachine import Applied, validate
+from shard.types import CompactionRequest, Command, DeleteRangeRequest, PutRequest, Response, TxnRequest
+
+
+class Writes:
+    def __init__(
+        self, state: NodeState, checks: RoutingChecks, alarms: SpaceAlarms, leases: LeaseAttachment, closed: ClosedTimestamps
+    ) -> None:
+        self._s = state
+        self._checks = checks
+        self._alarms = alarms
+        self._leases = leases
+        self._closed = closed
+
+    async def write(self, ctx: RequestContext, request: PutRequest | DeleteRangeRequest | TxnRequest | CompactionRequest) -> Response:
+        """Propose a write as the shard's leader; return etcd's response once
+        applied here. A retry with the same (router_id, seq) gets the first
+        outcome and is not applied again."""
+        s = self._s
+        rep = self._checks.replica(ctx)
+        validate(request)
+        check_owned(rep, request)
+        refuse_frozen(rep, request)
+        sid = ctx.shard_id
+        if not s.is_leader(sid):
+            raise self._checks.not_leader(sid)
+        # NoSpace while the NOSPACE alarm is active here or on a node with a
+        # replica of this shard (etcd's capped applier)
+        self._alarms.quota.admit(request, lambda: s.group_nodes(sid))
+        s.request_counts.setdefault(sid, [0, 0])[1] += 1
+        timeout_s = self._checks.timeout_s(ctx, s.cfg.propose_timeout_s)
+        await self._leases.check(request)
+        stamp = s.stamp()
+        cmd = Command(request, ctx.router_id, ctx.seq, stamp, stamp - 1, ctx.seq_floor)
+        self._closed.proposed(sid)
+        try:
+            applied = await s.host.propose(sid, encode_command(cmd), timeout_s=timeout_s)
+        except (ProposalDropped, GroupNotFound):
+            raise self._checks.not_leader(sid) from None
+        except TimeoutError:
+            if rep.retired:
+                # Destroyed after a merge with this proposal pending: every
+                # entry up to the freeze was applied here before (the merge
+                # needed it), so its entry, if any, came after the freeze,
+                # which applies nothing. The keys are the target's now.
+                refuse_frozen(rep, request)
+            raise ServerBusy(
+                "the write was not applied in time: its outcome is unknown; retry it with the same seq", 100, outcome_unknown=True
+            ) from None
+        assert isinstance(applied, Applied), applied
+        outcome = applied.outcome
+        if isinstance(outcome, SlotNotOwned):  # the slots changed between the check and the apply
+            check_owned(rep, request)
+            raise outcome
+        if isinstance(outcome, ShardError):
+            raise outcome
+        return outcome
