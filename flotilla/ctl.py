@@ -34,7 +34,7 @@ from google.protobuf import json_format
 from flotillapb import placement_pb2 as ppb
 from flotillapb import store_pb2 as spb
 from flotillapb import store_pb2_grpc
-from placement.client import PlacementClient, PlacementUnavailable, parse_endpoints
+from rpc.placementclient import PlacementClient, PlacementUnavailable, parse_endpoints
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

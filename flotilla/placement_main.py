@@ -46,7 +46,9 @@ from flotillapb import placement_pb2_grpc
 from placement.deleter import KeyDeleter, MemoryKeyDeleter, StoreKeyDeleter
 from placement.leases import min_lease_ttl_s
 from placement.machine import PlacementMachine
-from placement.server import PLACEMENT_GROUP_ID, PlacementConfig, PlacementServer, PlacementService
+from placement.config import PlacementConfig
+from placement.server import PLACEMENT_GROUP_ID, PlacementServer
+from placement.service import PlacementService
 from raft.core import ConfState
 from raft.runtime.clock import Clock, SystemClock
 from raft.runtime.host import GroupHost, HostConfig

@@ -57,7 +57,7 @@ from flotilla import placement_main, procs, router_main
 from flotilla.procs import MAX_MESSAGE_BYTES as MAX_MESSAGE_BYTES  # noqa: F401 - kept importable from here
 from flotilla.storeagent import AgentConfig, StoreAgent
 from flotillapb import store_pb2_grpc
-from placement.client import PlacementClient, parse_endpoints
+from rpc.placementclient import PlacementClient, parse_endpoints
 from placement.server import PLACEMENT_GROUP_ID
 from raft.runtime.clock import SystemClock
 from raft.runtime.host import GroupHost, HostConfig

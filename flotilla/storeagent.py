@@ -53,7 +53,7 @@ import grpc.aio
 
 from flotillapb import placement_pb2 as ppb
 from flotillapb import store_pb2 as spb
-from placement.client import PlacementClient, PlacementUnavailable
+from rpc.placementclient import PlacementClient, PlacementUnavailable
 from raft.core import ConfChange, ConfChangeType, ProgressStatus, ProposalDropped, Status
 from raft.runtime.host import GroupHost
 from shard import convert, slots

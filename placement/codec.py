@@ -1,78 +1,216 @@
-"""Between placement/state.py values and protobuf messages (placement.proto).
+"""The versioned encoding of placement's commands and records (PURE).
 
-The servicer and the harness use it; the pure state never sees protobuf.
+One version byte, then a JSON object (keys sorted, no spaces). Never pickle.
+
+- commands (placement's Raft log entries): an object with an ``op`` field;
+- the map record (cluster, nodes, shards, the shard-id high-water mark,
+  retired shards) and one record per lease, live or ending: what
+  placement/machine.py keeps in RocksDB;
+- a snapshot: the map record and every lease record, hex-encoded.
+
+Bytes this version cannot decode raise `CodecError` (raft.core.errors):
+every replica would fail alike, so the process stops (fail-stop) rather
+than diverge.
 """
 
 from __future__ import annotations
 
-from flotillapb import placement_pb2 as ppb
-from flotillapb import store_pb2 as spb
-from placement.state import Epoch, MapChange, Node, NodeKind, NodeState, PlacementState, Replica, Shard
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from placement.commands import (
+    AttachKeys,
+    Bootstrap,
+    Command,
+    GrantLease,
+    KeyChange,
+    LeaseKeysDeleted,
+    RegisterNode,
+    ReportShard,
+    RevokeLease,
+    SetNodeState,
+)
+from placement.model import Epoch, Node, NodeKind, NodeState, Replica, Shard
+from raft.core.errors import CodecError
 from shard.slots import normalize
 
-
-def labels_from_pb(labels: object) -> tuple[tuple[str, str], ...]:
-    return tuple(sorted((lb.key, lb.value) for lb in labels))  # type: ignore[attr-defined]
+CODEC_VERSION = 1
 
 
-def node_to_pb(n: Node) -> ppb.NodeInfo:
-    return ppb.NodeInfo(
-        node_id=n.node_id,
-        kind=int(n.kind),
-        address=n.address,
-        labels=[ppb.Label(key=k, value=v) for k, v in n.labels],
-        state=int(n.state),
+# --------------------------------------------------------------- commands
+
+
+def encode_command(cmd: Command) -> bytes:
+    if isinstance(cmd, Bootstrap):
+        o: dict[str, object] = {"op": "bootstrap", "cluster_id": cmd.cluster_id, "slot_count": cmd.slot_count,
+                                "initial_shards": cmd.initial_shards, "replicas": cmd.replicas}
+    elif isinstance(cmd, RegisterNode):
+        o = {"op": "register_node", "node_id": cmd.node_id, "kind": int(cmd.kind), "address": cmd.address, "labels": [list(kv) for kv in cmd.labels]}
+    elif isinstance(cmd, SetNodeState):
+        o = {"op": "set_node_state", "node_id": cmd.node_id, "state": int(cmd.state)}
+    elif isinstance(cmd, ReportShard):
+        o = {"op": "report_shard", "shard": _shard_obj(cmd.shard)}
+    elif isinstance(cmd, GrantLease):
+        o = {"op": "grant_lease", "lease_id": cmd.lease_id, "ttl_s": cmd.ttl_s}
+    elif isinstance(cmd, RevokeLease):
+        o = {"op": "revoke_lease", "lease_id": cmd.lease_id}
+    elif isinstance(cmd, AttachKeys):
+        o = {"op": "attach_keys", "changes": [[c.lease_id, c.key.hex(), c.detach] for c in cmd.changes]}
+    elif isinstance(cmd, LeaseKeysDeleted):
+        o = {"op": "lease_keys_deleted", "lease_id": cmd.lease_id, "keys": [k.hex() for k in cmd.keys]}
+    else:
+        raise TypeError(f"not a placement command: {cmd!r}")
+    return _dump(o)
+
+
+def decode_command(data: bytes) -> Command:
+    o = _load(data)
+    try:
+        op = o["op"]
+        if op == "bootstrap":
+            return Bootstrap(int(o["cluster_id"]), int(o["slot_count"]), int(o["initial_shards"]), int(o["replicas"]))
+        if op == "register_node":
+            return RegisterNode(int(o["node_id"]), NodeKind(o["kind"]), str(o["address"]), tuple((str(k), str(v)) for k, v in o["labels"]))
+        if op == "set_node_state":
+            return SetNodeState(int(o["node_id"]), NodeState(o["state"]))
+        if op == "report_shard":
+            return ReportShard(_shard_from(o["shard"]))
+        if op == "grant_lease":
+            return GrantLease(int(o["lease_id"]), int(o["ttl_s"]))
+        if op == "revoke_lease":
+            return RevokeLease(int(o["lease_id"]))
+        if op == "attach_keys":
+            return AttachKeys(tuple(KeyChange(int(lid), bytes.fromhex(k), bool(d)) for lid, k, d in o["changes"]))
+        if op == "lease_keys_deleted":
+            return LeaseKeysDeleted(int(o["lease_id"]), tuple(bytes.fromhex(k) for k in o["keys"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CodecError(f"malformed placement command {op!r}: {exc}") from exc
+    raise CodecError(f"unknown placement command {op!r}")
+
+
+# ---------------------------------------------------------------- records
+
+
+@dataclass(slots=True)
+class MapRecord:
+    """The map part of the state (cluster, nodes, shards): one record."""
+
+    cluster_id: int = 0
+    slot_count: int = 0
+    map_version: int = 0
+    nodes: dict[int, Node] = field(default_factory=dict)
+    shards: dict[int, Shard] = field(default_factory=dict)
+    max_shard_id: int = 0
+    retired: set[int] = field(default_factory=set)
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseRecord:
+    """One lease: live (its granted TTL), or ending (revoked or expired, ttl 0)
+    with the keys not deleted yet."""
+
+    lease_id: int
+    ttl_s: int
+    keys: frozenset[bytes]
+    ending: bool
+
+
+def encode_map(m: MapRecord) -> bytes:
+    return _dump(
+        {
+            "cluster_id": m.cluster_id,
+            "slot_count": m.slot_count,
+            "map_version": m.map_version,
+            "nodes": [_node_obj(n) for _, n in sorted(m.nodes.items())],
+            "shards": [_shard_obj(s) for _, s in sorted(m.shards.items())],
+            "max_shard_id": m.max_shard_id,
+            "retired": sorted(m.retired),
+        }
     )
 
 
-def node_from_pb(m: ppb.NodeInfo) -> Node:
-    return Node(m.node_id, NodeKind(m.kind), m.address, labels_from_pb(m.labels), NodeState(m.state))
+def decode_map(data: bytes) -> MapRecord:
+    o = _load(data)
+    m = MapRecord(cluster_id=int(o["cluster_id"]), slot_count=int(o["slot_count"]), map_version=int(o["map_version"]))
+    for no in o["nodes"]:
+        n = _node_from(no)
+        m.nodes[n.node_id] = n
+    for so in o["shards"]:
+        s = _shard_from(so)
+        m.shards[s.shard_id] = s
+    m.max_shard_id = max(int(o.get("max_shard_id", 0)), max(m.shards, default=0))
+    m.retired = {int(x) for x in o.get("retired", ())}
+    return m
 
 
-def shard_to_pb(s: Shard, nodes: dict[int, Node]) -> ppb.ShardInfo:
-    return ppb.ShardInfo(
-        descriptor=spb.ShardDescriptor(
-            shard_id=s.shard_id,
-            epoch=spb.ShardEpoch(conf_version=s.epoch.conf_version, slot_version=s.epoch.slot_version),
-            slots=[spb.SlotRange(start=lo, end=hi) for lo, hi in s.slots],
-            replicas=[
-                spb.Replica(node_id=r.node_id, address=nodes[r.node_id].address if r.node_id in nodes else "", learner=r.learner)
-                for r in s.replicas
-            ],
-            leader_node_id=s.leader_node_id,
-        ),
-        leader_term=s.leader_term,
-    )
+def encode_lease(r: LeaseRecord) -> bytes:
+    return _dump({"id": r.lease_id, "ttl": 0 if r.ending else r.ttl_s, "keys": sorted(k.hex() for k in r.keys), "ending": r.ending})
 
 
-def shard_from_pb(d: spb.ShardDescriptor, term: int) -> Shard:
+def decode_lease(data: bytes) -> LeaseRecord:
+    lo = _load(data)
+    return LeaseRecord(int(lo["id"]), int(lo["ttl"]), frozenset(bytes.fromhex(k) for k in lo["keys"]), bool(lo["ending"]))
+
+
+def encode_snapshot(map_record: bytes, lease_records: Iterable[bytes]) -> bytes:
+    return _dump({"map": map_record.hex(), "leases": [r.hex() for r in lease_records]})
+
+
+def decode_snapshot(data: bytes) -> tuple[bytes, list[bytes]]:
+    """(the map record, the lease records) of a snapshot."""
+    o = _load(data)
+    return bytes.fromhex(o["map"]), [bytes.fromhex(r) for r in o["leases"]]
+
+
+# ----------------------------------------------------------------- helpers
+
+
+def _dump(o: Mapping[str, object]) -> bytes:
+    return bytes([CODEC_VERSION]) + json.dumps(o, sort_keys=True, separators=(",", ":")).encode()
+
+
+def _load(data: bytes) -> dict:  # type: ignore[type-arg]  # a JSON object: fields checked by the readers
+    if not data or data[0] != CODEC_VERSION:
+        raise CodecError(f"unknown placement record version {data[:1]!r} (this build reads {CODEC_VERSION})")
+    try:
+        o = json.loads(data[1:])
+    except ValueError as exc:
+        raise CodecError(f"malformed placement record: {exc}") from exc
+    if not isinstance(o, dict):
+        raise CodecError("malformed placement record: not an object")
+    return o
+
+
+def _node_obj(n: Node) -> dict[str, object]:
+    return {"id": n.node_id, "kind": int(n.kind), "address": n.address, "labels": [list(kv) for kv in n.labels], "state": int(n.state)}
+
+
+def _node_from(o: Mapping[str, object]) -> Node:
+    labels = o["labels"]
+    assert isinstance(labels, list)
+    return Node(int(o["id"]), NodeKind(o["kind"]), str(o["address"]), tuple((str(k), str(v)) for k, v in labels), NodeState(o["state"]))  # type: ignore[call-overload]
+
+
+def _shard_obj(s: Shard) -> dict[str, object]:
+    return {
+        "id": s.shard_id,
+        "slots": [list(r) for r in s.slots],
+        "replicas": [[r.node_id, r.learner] for r in s.replicas],
+        "epoch": [s.epoch.conf_version, s.epoch.slot_version],
+        "leader": s.leader_node_id,
+        "leader_term": s.leader_term,
+    }
+
+
+def _shard_from(o: Mapping[str, object]) -> Shard:
+    slots, replicas, epoch = o["slots"], o["replicas"], o["epoch"]
+    assert isinstance(slots, list) and isinstance(replicas, list) and isinstance(epoch, list)
     return Shard(
-        shard_id=d.shard_id,
-        slots=normalize((r.start, r.end) for r in d.slots),
-        replicas=tuple(Replica(r.node_id, r.learner) for r in d.replicas),
-        epoch=Epoch(d.epoch.conf_version, d.epoch.slot_version),
-        leader_node_id=d.leader_node_id,
-        leader_term=term,
-    )
-
-
-def map_to_pb(st: PlacementState) -> ppb.ClusterMap:
-    return ppb.ClusterMap(
-        cluster_id=st.cluster_id,
-        slot_count=st.slot_count,
-        map_version=st.map_version,
-        nodes=[node_to_pb(n) for _, n in sorted(st.nodes.items())],
-        shards=[shard_to_pb(s, st.nodes) for _, s in sorted(st.shards.items())],
-        retired_shards=sorted(st.retired),
-    )
-
-
-def change_to_pb(ch: MapChange, st: PlacementState) -> ppb.WatchMapResponse:
-    if ch.full:
-        return ppb.WatchMapResponse(map_version=ch.map_version, full=map_to_pb(st))
-    return ppb.WatchMapResponse(
-        map_version=ch.map_version,
-        nodes=[node_to_pb(n) for n in ch.nodes],
-        shards=[shard_to_pb(s, st.nodes) for s in ch.shards],
-        removed_shards=list(ch.removed_shards),
+        shard_id=int(o["id"]),  # type: ignore[call-overload]
+        slots=normalize((int(lo), int(hi)) for lo, hi in slots),
+        replicas=tuple(Replica(int(nid), bool(le)) for nid, le in replicas),
+        epoch=Epoch(int(epoch[0]), int(epoch[1])),
+        leader_node_id=int(o["leader"]),  # type: ignore[call-overload]
+        leader_term=int(o["leader_term"]),  # type: ignore[call-overload]
     )

@@ -24,16 +24,13 @@ import grpc.aio
 
 from flotillapb import store_pb2 as spb
 from flotillapb import store_pb2_grpc
-from placement.client import RECONNECT_OPTIONS
+from placement.errors import KeyDeletionFailed
+from rpc.channels import RECONNECT_OPTIONS
 
 if TYPE_CHECKING:
     from placement.state import PlacementState
 
-__all__ = ["KeyDeleter", "KeyDeletionFailed", "MemoryKeyDeleter", "StoreKeyDeleter"]
-
-
-class KeyDeletionFailed(Exception):
-    """The shard did not confirm the deletion; placement retries later."""
+__all__ = ["KeyDeleter", "MemoryKeyDeleter", "StoreKeyDeleter"]
 
 
 class KeyDeleter(Protocol):

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from placement.state import MAX_LEASE_TTL_S
+from placement.model import MAX_LEASE_TTL_S
 
 __all__ = ["MAX_LEASE_TTL_S", "ExpiryTable", "clamp_ttl", "min_lease_ttl_s"]
 

@@ -3,7 +3,7 @@
 Persistence in the process's RocksDB, under PREFIX | group_id(8) | kind::
 
     0x00            applied index  (B version=1 | Q index)
-    0x01            the map record (cluster, nodes, shards; placement/state.py)
+    0x01            the map record (cluster, nodes, shards; placement/codec.py)
     0x02 | id(8)    one record per lease, live or ending (id as unsigned 64-bit)
 
 Each apply round writes the map record if the map changed, the records of
@@ -20,7 +20,9 @@ from typing import Any
 
 import rocksdict
 
-from placement.state import Applied, MapChange, PlacementState, decode_command
+from placement.codec import decode_command
+from placement.commands import Applied, MapChange
+from placement.state import PlacementState
 from raft.core.types import Entry
 
 log = logging.getLogger(__name__)

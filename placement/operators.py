@@ -38,7 +38,7 @@ from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from placement.state import Replica, Shard
+from placement.model import Replica, Shard
 
 
 class OperatorKind(enum.Enum):

@@ -35,11 +35,14 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import grpc
 
 from flotillapb import placement_pb2 as ppb
+from placement.commands import Command, SetNodeState
+from placement.errors import OperatorError
+from placement.model import NodeKind, NodeState, Shard
 from placement.operators import (
     AddLearner,
     CommitMerge,
@@ -69,36 +72,48 @@ from placement.scheduler import (
     split_point_valid,
     suspect_after,
 )
-from placement.state import NodeKind, NodeState, SetNodeState, Shard
-
-if TYPE_CHECKING:
-    from placement.server import PlacementServer
+from placement.state import PlacementState
+from raft.runtime.clock import Clock
 
 log = logging.getLogger(__name__)
 
 MANUAL_TIMEOUT_S = 60.0
 
 
-class OperatorError(Exception):
-    """An admin command the map does not allow: code is the gRPC status to answer."""
+class RebalancerHost(Protocol):
+    """What the rebalancer needs from the placement server (placement/server.py
+    provides it; tests pass a namespace)."""
 
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
+    node_id: int
+    clock: Clock
+
+    @property
+    def state(self) -> PlacementState: ...
+
+    @property
+    def heard(self) -> Mapping[int, float]:
+        """When each node was last heard by this leader (monotonic)."""
+        ...
+
+    @property
+    def ready_at(self) -> float | None:
+        """When this server became ready to lead; None while it is not."""
+        ...
+
+    @property
+    def node_stats(self) -> Mapping[int, ppb.StoreHeartbeatRequest]:
+        """Each node's latest heartbeat to this leader."""
+        ...
+
+    def require_leader(self) -> None: ...
+
+    async def propose_ok(self, cmd: Command) -> object: ...
 
 
 class Rebalancer:
-    def __init__(self, server: PlacementServer, config: SchedulerConfig | None = None, *, interval_s: float = 0.5) -> None:
+    def __init__(self, server: RebalancerHost, config: SchedulerConfig | None = None, *, interval_s: float = 0.5) -> None:
         self.s = server
-        self.cfg = config or SchedulerConfig(
-            replicas=server.cfg.replicas,
-            down_after_s=server.cfg.down_after_s,
-            suspect_after_s=server.cfg.suspect_after_s,
-            split_keys=server.cfg.split_keys,
-            split_size_bytes=server.cfg.split_size_bytes,
-            merge_keys=server.cfg.merge_keys,
-            merge_size_bytes=server.cfg.merge_size_bytes,
-        )
+        self.cfg = config or SchedulerConfig()
         self.interval_s = interval_s
         self.table = OperatorTable()
         self._next_round = 0.0
@@ -113,8 +128,8 @@ class Rebalancer:
     def heard(self, now: float) -> dict[int, float]:
         """When each node was last heard (a node not heard since this leader
         took over counts as heard then)."""
-        ready = self.s._ready_at if self.s._ready_at is not None else now
-        return {nid: self.s._heard.get(nid, ready) for nid in self.s.state.nodes}
+        ready = self.s.ready_at if self.s.ready_at is not None else now
+        return {nid: self.s.heard.get(nid, ready) for nid in self.s.state.nodes}
 
     def live(self, now: float) -> frozenset[int]:
         """Store nodes that are up and not suspect (placement/scheduler.py's live_nodes)."""
@@ -271,7 +286,7 @@ class Rebalancer:
         n = self.s.state.nodes.get(node_id)
         if n is None or n.kind != NodeKind.STORE:
             raise OperatorError(grpc.StatusCode.NOT_FOUND, f"placement: store node {node_id} is not registered")
-        out = await self.s._propose_ok(SetNodeState(node_id, NodeState.UP if undo else NodeState.DRAINING))
+        out = await self.s.propose_ok(SetNodeState(node_id, NodeState.UP if undo else NodeState.DRAINING))
         assert isinstance(out, NodeState)
         log.info("placement node=%d node %d is %s", self.s.node_id, node_id, out.name.lower())
         return out

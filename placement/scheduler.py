@@ -87,7 +87,8 @@ from placement.operators import (
     project,
     project_leader,
 )
-from placement.state import NodeKind, NodeState, PlacementState, Replica, Shard
+from placement.model import NodeKind, NodeState, Replica, Shard
+from placement.state import PlacementState
 
 
 @dataclass(frozen=True, slots=True)

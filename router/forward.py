@@ -61,6 +61,7 @@ from router import slots
 from router.cache import RoutingCache, ShardRoute, route_from_pb
 from router.etcd_errors import EtcdError, from_kv_error
 from router.health import NodeHealth
+from rpc.channels import RECONNECT_OPTIONS
 
 log = logging.getLogger(__name__)
 
@@ -70,15 +71,6 @@ ATTEMPT_TIMEOUT_S = 2.0
 """One attempt's time: two election timeouts at the stores' defaults (10
 ticks of 100 ms, randomized up to twice that). A leader that is gone is
 replaced within that; an attempt never takes the whole deadline."""
-RECONNECT_OPTIONS = (
-    ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", 1000),
-)
-"""A channel to a store that died waits this long at most before it tries
-to connect again (gRPC's default grows from 1 s to 120 s: a store restarted
-after 10 s stayed unreachable for seconds more, every call failing at once
-with UNAVAILABLE, and with it every shard it led)."""
 ANSWER_MARGIN_S = 0.25
 """The router waits this much past the deadline it gives the store, so the
 store's own "not applied in time" answer arrives before the router gives up."""

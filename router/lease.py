@@ -4,8 +4,8 @@ static map mode) every Lease RPC answers UNAVAILABLE, saying leases need
 placement.
 
 ``PlacementLink`` is the router's way to the placement leader over a list of
-placement servers: unary calls go through placement/client.py's
-PlacementClient (it follows the `placement-leader` hint a follower answers
+placement servers: unary calls go through the shared
+PlacementClient (rpc/placementclient.py: it follows the `placement-leader` hint a follower answers
 with, and moves on past servers that are down); a keep-alive stream is opened
 at the server believed to lead and, when that server answers "not leader" or
 goes away, opened again at the hinted leader (or the next server) and the
@@ -26,13 +26,12 @@ import grpc.aio
 
 from flotillapb.etcd.etcdserverpb import rpc_pb2 as epb
 from flotillapb.etcd.etcdserverpb import rpc_pb2_grpc
-from placement.client import LEADER_METADATA_KEY, PlacementClient, PlacementUnavailable
+from rpc.placementclient import LEADER_METADATA_KEY, RETRYABLE, PlacementClient, PlacementUnavailable
 from router.etcd_errors import EtcdError, abort_with
 from router.kv import LeaseChecker
 
 log = logging.getLogger(__name__)
 
-_RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 DEFAULT_TIMEOUT_S = 10.0
 
 
@@ -81,7 +80,7 @@ class PlacementLink:
                             await call.write(req)
                             got = await call.read()
                         except grpc.aio.AioRpcError as exc:
-                            if exc.code() not in _RETRYABLE:
+                            if exc.code() not in RETRYABLE:
                                 raise
                             hint = dict(exc.trailing_metadata() or ()).get(LEADER_METADATA_KEY)
                             if isinstance(hint, str) and hint and hint not in tried:

@@ -15,7 +15,7 @@ import grpc
 import grpc.aio
 
 from flotillapb import placement_pb2 as ppb
-from placement.client import PlacementClient, PlacementUnavailable
+from rpc.placementclient import PlacementClient, PlacementUnavailable
 
 log = logging.getLogger(__name__)
 

@@ -63,7 +63,7 @@ from flotillapb import store_pb2 as spb
 from flotillapb import store_pb2_grpc
 from flotillapb.etcd.etcdserverpb import rpc_pb2 as epb
 from flotillapb.etcd.etcdserverpb import rpc_pb2_grpc
-from placement.client import PlacementClient
+from rpc.placementclient import PlacementClient
 from router.slots import slot_of
 
 __all__ = ["SYSTEMS", "main"]

@@ -10,6 +10,10 @@
           Compacted                   the requested index is below the first available one
           Unavailable                 the requested index is above the last one
           SnapshotTemporarilyUnavailable
+      CodecError(ValueError)          bytes this build cannot decode: a peer's message (drop
+                                      it), or a log entry, stored record or snapshot (a bug or a
+                                      broken disk). One class for every package (raft's transport,
+                                      placement's log and records, the shard's log and engine)
     RaftInvariantError(AssertionError)  a bug: fail-stop, never caught
 
 Storage write or sync failures are not RaftErrors: they are fatal, and
@@ -57,6 +61,14 @@ class Unavailable(StorageError):
 
 class SnapshotTemporarilyUnavailable(StorageError):
     pass
+
+
+class CodecError(RaftError, ValueError):
+    """Bytes this build cannot decode (a peer's message or chunk, a log entry,
+    a stored record, a snapshot): corruption, a newer format, or a bug on the
+    sending side. What to do depends on where the bytes came from (a peer's
+    stream is dropped; an entry of a replicated log stops the process), not
+    on the class: every package raises this one."""
 
 
 class RaftInvariantError(AssertionError):

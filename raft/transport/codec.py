@@ -12,7 +12,7 @@ Pure functions and two small stateful helpers, no I/O:
 - ``SnapshotChunker`` / ``SnapshotAssembler``: a MSG_SNAP message and its data
   as a sequence of ``SnapshotChunk``, and back.
 
-Anything a peer can get wrong raises ``CodecError``; the caller drops the
+Anything a peer can get wrong raises ``CodecError`` (raft.core.errors); the caller drops the
 stream or the snapshot and the process carries on.
 """
 
@@ -26,7 +26,7 @@ from collections.abc import Iterable, Sequence
 from typing import BinaryIO, cast
 
 from flotillapb import raft_pb2 as pb
-from raft.core.errors import RaftError
+from raft.core.errors import CodecError
 from raft.transport.base import spool_token
 from raft.core.types import (
     LOCAL_MESSAGES,
@@ -59,11 +59,6 @@ _HEARTBEAT_TYPES = (MessageType.HEARTBEAT, MessageType.HEARTBEAT_RESP)
 # a third of decoding an append.
 _MESSAGE_TYPES = {int(t): t for t in MessageType}
 _ENTRY_KINDS = {int(k): k for k in EntryKind}
-
-
-class CodecError(RaftError):
-    """A message, batch or snapshot chunk that cannot be converted: from a peer,
-    a malformed input (drop the stream); from the local side, a bug."""
 
 
 # -- one message ----------------------------------------------------------------

@@ -8,17 +8,9 @@ from pathlib import Path
 import rocksdict
 
 from placement.machine import PlacementMachine
-from placement.state import (
-    AttachKeys,
-    Bootstrap,
-    GrantLease,
-    KeyChange,
-    MapChange,
-    NodeKind,
-    RegisterNode,
-    RevokeLease,
-    encode_command,
-)
+from placement.codec import encode_command
+from placement.commands import AttachKeys, Bootstrap, GrantLease, KeyChange, MapChange, RegisterNode, RevokeLease
+from placement.model import NodeKind
 from raft.core.types import Entry
 from raft.storage.rocks import open_db
 

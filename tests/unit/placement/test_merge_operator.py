@@ -18,9 +18,11 @@ from placement.operators import (
     move_steps,
     step_done,
 )
-from placement.codec import map_to_pb
+from placement.convert import map_to_pb
 from placement.scheduler import SchedulerConfig, ShardLoad, Stats, next_shard_id, schedule
-from placement.state import Epoch, Node, NodeKind, NodeState, PlacementState, Replica, ReportOutcome, ReportShard, Shard
+from placement.commands import ReportOutcome, ReportShard
+from placement.model import Epoch, Node, NodeKind, NodeState, Replica, Shard
+from placement.state import PlacementState
 
 NOW = 1000.0
 

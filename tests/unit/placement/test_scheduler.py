@@ -22,7 +22,8 @@ from placement.operators import (
     step_done,
 )
 from placement.scheduler import SchedulerConfig, ShardLoad, Stats, middle_slot, schedule, split_point_valid
-from placement.state import Epoch, Node, NodeKind, NodeState, PlacementState, Replica, Shard
+from placement.model import Epoch, Node, NodeKind, NodeState, Replica, Shard
+from placement.state import PlacementState
 
 NOW = 1000.0
 

@@ -26,8 +26,9 @@ from placement.operators import (
 )
 from placement.rebalancer import Rebalancer
 from placement.scheduler import SchedulerConfig, Stats, live_nodes, schedule
-from placement.server import PlacementConfig
-from placement.state import Epoch, Node, NodeKind, NodeState, PlacementState, Replica, Shard
+from placement.config import PlacementConfig
+from placement.model import Epoch, Node, NodeKind, NodeState, Replica, Shard
+from placement.state import PlacementState
 from raft.runtime.clock import FakeClock
 from tests.unit.placement.test_scheduler import NOW, heard, make_state, summary
 
@@ -171,8 +172,8 @@ def test_drain_and_zones_never_go_to_a_suspect_node() -> None:
 
 def rebalancer(st: PlacementState, last_heard: dict[int, float]) -> Rebalancer:
     clock = FakeClock(NOW)
-    server = SimpleNamespace(cfg=PlacementConfig(), state=st, _heard=last_heard, _ready_at=0.0, clock=clock, node_stats={}, node_id=1)
-    return Rebalancer(server)  # type: ignore[arg-type]
+    server = SimpleNamespace(state=st, heard=last_heard, ready_at=0.0, clock=clock, node_stats={}, node_id=1)
+    return Rebalancer(server, PlacementConfig().scheduler())  # type: ignore[arg-type]
 
 
 def heartbeat(node_id: int, *led: int) -> ppb.StoreHeartbeatRequest:
@@ -185,7 +186,7 @@ def test_rebalancer_cancels_a_transfer_to_a_suspect_node() -> None:
     op = rb.table.add(transfer(1, 3), NOW)
     assert op is not None
     assert [s.node_id for s in rb.steps_for(heartbeat(1, 1))] == [3]
-    rb.s._heard[3] = SUSPECT  # type: ignore[attr-defined]
+    rb.s.heard[3] = SUSPECT  # type: ignore[attr-defined]
     assert rb.steps_for(heartbeat(1, 1)) == []
     rb.confirm(NOW)
     assert not rb.table.running
@@ -200,7 +201,7 @@ def test_rebalancer_withholds_a_new_replica_on_a_suspect_node() -> None:
     assert rb.steps_for(heartbeat(1, 1)) == []
     rb.confirm(NOW)
     assert len(rb.table.running) == 1
-    rb.s._heard[4] = NOW  # type: ignore[attr-defined]
+    rb.s.heard[4] = NOW  # type: ignore[attr-defined]
     (step,) = rb.steps_for(heartbeat(1, 1))
     assert step.kind == ppb.ADD_LEARNER and step.node_id == 4
 
@@ -211,7 +212,7 @@ def test_rebalancer_removing_the_leader_hands_leadership_to_a_live_voter() -> No
     assert rb.table.add(Operator(0, OperatorKind.MOVE, 1, (RemoveReplica(1),), NOW, 60), NOW) is not None
     (step,) = rb.steps_for(heartbeat(1, 1))
     assert step.kind == ppb.TRANSFER_LEADER and step.node_id == 3
-    rb.s._heard[3] = SUSPECT  # type: ignore[attr-defined]
+    rb.s.heard[3] = SUSPECT  # type: ignore[attr-defined]
     assert rb.steps_for(heartbeat(1, 1)) == []
 
 

@@ -5,33 +5,25 @@ from __future__ import annotations
 
 import pytest
 
-from placement.state import (
+from placement.codec import decode_command, encode_command
+from placement.commands import (
     AttachKeys,
     Bootstrap,
-    CodecError,
-    Epoch,
     GrantLease,
     KeyChange,
-    Lease,
     LeaseKeysDeleted,
-    MAX_LEASE_TTL_S,
-    NodeKind,
-    NodeState,
-    PlacementState,
     RegisterNode,
     RejectCode,
     Rejected,
-    Replica,
     ReportOutcome,
     ReportResult,
     ReportShard,
     RevokeLease,
     SetNodeState,
-    Shard,
-    decode_command,
-    encode_command,
-    place_replicas,
 )
+from placement.errors import CodecError
+from placement.model import MAX_LEASE_TTL_S, Epoch, Lease, NodeKind, NodeState, Replica, Shard
+from placement.state import PlacementState, place_replicas
 from shard.slots import count, intersect, normalize
 
 

@@ -1,5 +1,6 @@
-"""A client of the placement servers (grpc.aio), for store nodes and for
-placement's own key deleter's peers: calls go to the placement leader.
+"""A client of the placement servers (grpc.aio): calls go to the placement
+leader. Store nodes, routers and `flotilla ctl` use it (a shared leaf:
+DESIGN.md, "Dependencies").
 
 It keeps the endpoints it was given (any placement server), tries the one it
 last found leading first, follows the `placement-leader` trailing metadata a
@@ -21,19 +22,14 @@ import grpc.aio
 
 from flotillapb import placement_pb2 as ppb
 from flotillapb import placement_pb2_grpc
+from rpc.channels import RECONNECT_OPTIONS
 
 log = logging.getLogger(__name__)
 
 LEADER_METADATA_KEY = "placement-leader"
-_RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
-RECONNECT_OPTIONS = (
-    ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", 1000),
-)
-"""A channel to a server that died tries to connect again within a second
-(gRPC's default backoff grows to 120 s, so a restarted server stayed
-unreachable long after it was back)."""
+"""The trailing metadata a placement follower answers with: the leader's address."""
+RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+"""Codes that mean "not here, not now": try the hinted leader or the next server."""
 
 
 class PlacementUnavailable(Exception):
@@ -87,7 +83,7 @@ class PlacementClient:
                 try:
                     resp = await getattr(self.stub(address), method)(request, timeout=timeout_s or self._timeout_s)
                 except grpc.aio.AioRpcError as exc:
-                    if exc.code() not in _RETRYABLE:
+                    if exc.code() not in RETRYABLE:
                         raise
                     last = exc
                     hint = dict(exc.trailing_metadata() or ()).get(LEADER_METADATA_KEY)

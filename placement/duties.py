@@ -1,0 +1,92 @@
+"""The placement leader's duty loop.
+
+Every `duty_interval_s` (or at once when kicked), on every placement
+server: a follower drops the leader's memory if it had any; a server that
+just became leader waits for a ReadIndex (so its state has every entry
+committed before its term), then counts every node as heard now and renews
+every lease to its full TTL, and only then is ready (PlacementGroup.
+require_leader). A ready leader then marks down unheard nodes, bootstraps
+the cluster when configured to, revokes expired leases, deletes the keys
+of ended leases, and runs a rebalancing round.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from placement.bootstrap import ClusterBootstrap
+from placement.config import PlacementConfig
+from placement.errors import NotLeaderError
+from placement.group import PlacementGroup
+from placement.leasekeeper import LeaseKeeper
+from placement.nodes import NodeTracker
+from placement.rebalancer import Rebalancer
+from raft.core import ProposalDropped
+
+log = logging.getLogger(__name__)
+
+
+class DutyLoop:
+    def __init__(
+        self,
+        group: PlacementGroup,
+        cfg: PlacementConfig,
+        nodes: NodeTracker,
+        leases: LeaseKeeper,
+        bootstrap: ClusterBootstrap,
+        rebalancer: Rebalancer,
+    ) -> None:
+        self.g = group
+        self.cfg = cfg
+        self.nodes = nodes
+        self.leases = leases
+        self.bootstrap = bootstrap
+        self.rebalancer = rebalancer
+
+    async def run(self) -> None:
+        while True:
+            try:
+                async with asyncio.timeout(self.cfg.duty_interval_s):
+                    await self.g.kick.wait()
+            except TimeoutError:
+                pass
+            self.g.kick.clear()
+            try:
+                await self.round()
+            except (ProposalDropped, TimeoutError, NotLeaderError) as exc:
+                log.debug("placement node=%d duty round interrupted: %s", self.g.node_id, exc)
+
+    async def round(self) -> None:
+        g = self.g
+        term = g.leader_term_now()
+        if term == 0:
+            if g.ready_at is not None:
+                log.info("placement node=%d no longer leads: dropping lease deadlines and heartbeat data", g.node_id)
+            g.ready_at = None
+            g.leader_term = 0
+            self.leases.expiry.clear()
+            self.nodes.forget()
+            self.rebalancer.reset()
+            return
+        if term != g.leader_term or g.ready_at is None:
+            g.ready_at = None
+            self.leases.expiry.clear()
+            await g.read_barrier()  # our state now holds every entry committed before our term
+            if g.leader_term_now() != term:
+                return
+            now = g.clock.monotonic()
+            g.leader_term = term
+            g.ready_at = now
+            self.nodes.heard.clear()
+            self.rebalancer.reset()
+            self.leases.renew_all(now)
+            log.info(
+                "placement node=%d leads term=%d: map_version=%d nodes=%d leases=%d renewed to full TTL",
+                g.node_id, term, g.state.map_version, len(g.state.nodes), len(self.leases.expiry),
+            )
+        await self.nodes.mark_down()
+        await self.bootstrap.maybe_bootstrap()
+        await self.leases.expire()
+        await self.leases.delete_ended_keys()
+        await self.rebalancer.round()
