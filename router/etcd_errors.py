@@ -57,6 +57,12 @@ ROWS: dict[str, tuple[grpc.StatusCode, str]] = {
     "timeout_connection_lost": (C.UNAVAILABLE, "etcdserver: request timed out, possibly due to connection lost"),
     "unhealthy": (C.UNAVAILABLE, "etcdserver: unhealthy cluster"),
     "corrupt": (C.DATA_LOSS, "etcdserver: corrupt cluster"),
+    # etcd's concurrency recipes (client/v3/concurrency, run by etcd's Lock and
+    # Election services): plain Go errors, so gRPC's UNKNOWN with their text.
+    "election_not_leader": (C.UNKNOWN, "election: not leader"),
+    "election_no_leader": (C.UNKNOWN, "election: no leader"),
+    "election_missing_leader_key": (C.UNKNOWN, '"leader" field must be provided'),
+    "mutex_session_expired": (C.UNKNOWN, "mutex: session is expired"),
     # Flotilla's own (etcd has no such case).
     "outcome_unknown": (
         C.UNAVAILABLE,

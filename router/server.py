@@ -1,5 +1,6 @@
 """The router process, embeddable: ``RouterServer`` serves the etcd v3
-services (KV, Watch, Lease, Cluster, Maintenance) on one grpc.aio server.
+services (KV, Watch, Lease, Cluster, Maintenance, Lock, Election) on one
+grpc.aio server.
 
     server = RouterServer(RouterConfig(listen="127.0.0.1:0", static_shards=4,
                                        store_peers={1: "127.0.0.1:7001", ...}))
@@ -21,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import grpc.aio
@@ -28,15 +30,19 @@ import grpc.aio
 from flotillapb import placement_pb2 as ppb
 from flotillapb.etcd.etcdserverpb import rpc_pb2 as epb
 from flotillapb.etcd.etcdserverpb import rpc_pb2_grpc
+from flotillapb.etcd.v3electionpb import v3election_pb2_grpc
+from flotillapb.etcd.v3lockpb import v3lock_pb2_grpc
 from router.cache import MapSource, PlacementSource, RoutingCache, StaticSource
 from router.cluster import ClusterServicer, RouterMember
+from router.coordination import ElectionServicer, LockServicer
 from router.forward import Channels, Forwarder
 from router.grpc_handlers import add_servicer
 from router.kv import MAX_REQUEST_BYTES, Identity, KvRouter, KvServicer
 from router.lease import LeaseServicer, PlacementLeases, PlacementLink
 from router.membership import Registration
 from router.maintenance import MaintenanceServicer
-from router.watch import WatchConfig, WatchServicer
+from router.recipes import Recipes
+from router.watch import WatchConfig, WatchServicer, WatchSession
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +139,32 @@ class RouterServer:
     def _stamp(self, header: epb.ResponseHeader, revision: int | None = None) -> None:
         self.kv.stamp(header, revision)
 
+    async def _watch(self, create: epb.WatchCreateRequest) -> AsyncIterator[epb.WatchResponse]:
+        """One watch of the router's own (the Lock and Election recipes):
+        its responses after the created one, until the caller closes it."""
+        session = WatchSession(self.forwarder, self.cache, self.cfg.watch, self._stamp)
+        closed = asyncio.Event()
+
+        async def requests() -> AsyncIterator[epb.WatchRequest]:
+            yield epb.WatchRequest(create_request=create)
+            await closed.wait()
+
+        stream = session.run(requests())
+        try:
+            async for resp in stream:
+                if resp.created and not resp.canceled:
+                    continue
+                yield resp
+        finally:
+            closed.set()
+            await stream.aclose()
+
+    async def _grant(self, ttl_s: int, deadline: float) -> int:
+        assert self.link is not None
+        left = deadline - asyncio.get_running_loop().time()
+        resp = await self.link.call("LeaseGrant", epb.LeaseGrantRequest(TTL=ttl_s), timeout_s=left)
+        return int(resp.ID)
+
     async def start(self) -> int:
         cfg = self.cfg
         server = grpc.aio.server(
@@ -152,6 +184,9 @@ class RouterServer:
             rpc_pb2_grpc.add_MaintenanceServicer_to_server,
             MaintenanceServicer(self.kv, cfg.request_timeout_s, lambda: self.forwarder.last_revision),
         )
+        recipes = Recipes(self.kv, self._watch, self._grant if self.link is not None else None, timeout_s=cfg.request_timeout_s)
+        add_servicer(server, v3lock_pb2_grpc.add_LockServicer_to_server, LockServicer(recipes))
+        add_servicer(server, v3election_pb2_grpc.add_ElectionServicer_to_server, ElectionServicer(recipes))
         self.port = server.add_insecure_port(cfg.listen)
         if not self.port:
             raise OSError(f"router: cannot listen on {cfg.listen}")

@@ -1,0 +1,151 @@
+"""The Lock and Election services (issue #15) on a real cluster (3
+placement servers, 3 stores, 4 shards) through a router process, driven by
+the generated v3lockpb/v3electionpb stubs as etcd's client libraries call
+them: holders queue by create revision and hand over on unlock, resign or
+the end of a lease; Observe streams each leader's proclamations in order;
+the errors carry etcd's texts."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import queue
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from flotilla.cluster import Cluster, running, wait_until
+from flotillapb.etcd.etcdserverpb import rpc_pb2 as epb
+from flotillapb.etcd.etcdserverpb import rpc_pb2_grpc as eg
+from flotillapb.etcd.v3electionpb import v3election_pb2 as elpb
+from flotillapb.etcd.v3electionpb import v3election_pb2_grpc as elg
+from flotillapb.etcd.v3lockpb import v3lock_pb2 as lkpb
+from flotillapb.etcd.v3lockpb import v3lock_pb2_grpc as lkg
+from tests.integration.routerproc import Router
+
+pytestmark = pytest.mark.integration
+
+
+class Env:
+    def __init__(self, router: Router) -> None:
+        self.router = router
+        ch = router.channel
+        self.kv = router.kv
+        self.lease = eg.LeaseStub(ch)
+        self.lock = lkg.LockStub(ch)
+        self.election = elg.ElectionStub(ch)
+        self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=8)
+
+    def grant(self, ttl: int = 30) -> int:
+        return int(self.lease.LeaseGrant(epb.LeaseGrantRequest(TTL=ttl), timeout=10).ID)
+
+    def keys(self, prefix: bytes) -> list[bytes]:
+        r = self.kv.Range(epb.RangeRequest(key=prefix, range_end=prefix[:-1] + bytes([prefix[-1] + 1])), timeout=10)
+        return [kv.key for kv in r.kvs]
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    tmp: Path = tmp_path_factory.mktemp("lockelection")
+    with running(Cluster(tmp)) as c:
+        router = Router(c, tmp / "router")
+        try:
+            wait_until(lambda: router.put(b"warm", b"1") or True, timeout=60, what="the router writes")
+            e = Env(router)
+            yield e
+            e.pool.shutdown(wait=False, cancel_futures=True)
+        except BaseException:
+            print(router.proc.log_tail(80))
+            raise
+        finally:
+            router.stop()
+
+
+def test_lock_queues_holders_and_hands_over_on_unlock(env: Env) -> None:
+    la, lb = env.grant(), env.grant()
+    first = env.lock.Lock(lkpb.LockRequest(name=b"locks/a", lease=la), timeout=30)
+    assert first.key == b"locks/a/%x" % la and first.header.revision > 0
+    second = env.pool.submit(env.lock.Lock, lkpb.LockRequest(name=b"locks/a", lease=lb), timeout=30)
+    # The second waits: its key exists (queued) but the lock is not given.
+    wait_until(lambda: b"locks/a/%x" % lb in env.keys(b"locks/a/"), timeout=20, what="the second holder queued")
+    assert not second.done()
+    env.lock.Unlock(lkpb.UnlockRequest(key=first.key), timeout=10)
+    got = second.result(timeout=20)
+    assert got.key == b"locks/a/%x" % lb
+    assert env.keys(b"locks/a/") == [got.key]
+    env.lock.Unlock(lkpb.UnlockRequest(key=got.key), timeout=10)
+    assert env.keys(b"locks/a/") == []
+
+
+def test_lock_is_handed_over_when_the_holders_lease_ends(env: Env) -> None:
+    la, lb = env.grant(), env.grant()
+    env.lock.Lock(lkpb.LockRequest(name=b"locks/b", lease=la), timeout=30)
+    second = env.pool.submit(env.lock.Lock, lkpb.LockRequest(name=b"locks/b", lease=lb), timeout=30)
+    wait_until(lambda: len(env.keys(b"locks/b/")) == 2, timeout=20, what="the second holder queued")
+    env.lease.LeaseRevoke(epb.LeaseRevokeRequest(ID=la), timeout=10)
+    assert second.result(timeout=30).key == b"locks/b/%x" % lb
+
+
+def test_lock_with_a_lease_that_does_not_exist_is_refused(env: Env) -> None:
+    with pytest.raises(grpc.RpcError) as info:
+        env.lock.Lock(lkpb.LockRequest(name=b"locks/c", lease=0x7EADBEEF), timeout=10)
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND  # type: ignore[attr-defined]
+    assert info.value.details() == "etcdserver: requested lease not found"  # type: ignore[attr-defined]
+
+
+def test_election_campaign_observe_proclaim_resign(env: Env) -> None:
+    with pytest.raises(grpc.RpcError) as info:
+        env.election.Leader(elpb.LeaderRequest(name=b"el/x"), timeout=10)
+    assert info.value.code() == grpc.StatusCode.UNKNOWN and info.value.details() == "election: no leader"  # type: ignore[attr-defined]
+
+    la, lb = env.grant(), env.grant()
+    a = env.election.Campaign(elpb.CampaignRequest(name=b"el/x", lease=la, value=b"a1"), timeout=30).leader
+    assert (a.name, a.key, a.lease) == (b"el/x", b"el/x/%x" % la, la) and a.rev > 0
+    assert env.election.Leader(elpb.LeaderRequest(name=b"el/x"), timeout=10).kv.value == b"a1"
+
+    seen: queue.Queue[bytes] = queue.Queue()
+    observe = env.election.Observe(elpb.LeaderRequest(name=b"el/x"), timeout=60)
+
+    def read() -> None:
+        try:
+            for resp in observe:
+                seen.put(resp.kv.value)
+        except grpc.RpcError:
+            pass
+
+    threading.Thread(target=read, daemon=True).start()
+    assert seen.get(timeout=20) == b"a1"
+
+    b_campaign = env.pool.submit(env.election.Campaign, elpb.CampaignRequest(name=b"el/x", lease=lb, value=b"b1"), timeout=30)
+    wait_until(lambda: len(env.keys(b"el/x/")) == 2, timeout=20, what="the second campaigner queued")
+    assert not b_campaign.done()
+
+    env.election.Proclaim(elpb.ProclaimRequest(leader=a, value=b"a2"), timeout=10)
+    assert seen.get(timeout=20) == b"a2"
+
+    env.election.Resign(elpb.ResignRequest(leader=a), timeout=10)
+    b = b_campaign.result(timeout=20).leader
+    assert b.key == b"el/x/%x" % lb
+    assert seen.get(timeout=20) == b"b1"
+    assert env.election.Leader(elpb.LeaderRequest(name=b"el/x"), timeout=10).kv.value == b"b1"
+
+    # The old leadership is gone: proclaiming with it is refused.
+    with pytest.raises(grpc.RpcError) as info:
+        env.election.Proclaim(elpb.ProclaimRequest(leader=a, value=b"late"), timeout=10)
+    assert info.value.code() == grpc.StatusCode.UNKNOWN and info.value.details() == "election: not leader"  # type: ignore[attr-defined]
+    with pytest.raises(grpc.RpcError) as info:
+        env.election.Proclaim(elpb.ProclaimRequest(value=b"x"), timeout=10)
+    assert info.value.details() == '"leader" field must be provided'  # type: ignore[attr-defined]
+    observe.cancel()
+
+
+def test_a_campaign_with_the_leaders_lease_proclaims_its_new_value(env: Env) -> None:
+    """Campaigning again with the lease that leads (etcd's resume) keeps the
+    leadership and proclaims the new value."""
+    la = env.grant()
+    first = env.election.Campaign(elpb.CampaignRequest(name=b"el/y", lease=la, value=b"v1"), timeout=30).leader
+    again = env.election.Campaign(elpb.CampaignRequest(name=b"el/y", lease=la, value=b"v2"), timeout=30).leader
+    assert again.rev == first.rev
+    assert env.election.Leader(elpb.LeaderRequest(name=b"el/y"), timeout=10).kv.value == b"v2"
