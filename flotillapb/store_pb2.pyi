@@ -317,12 +317,14 @@ class ShardNotFound(_message.Message):
     def __init__(self, shard_id: _Optional[int] = ...) -> None: ...
 
 class ServerBusy(_message.Message):
-    __slots__ = ("reason", "backoff_ms")
+    __slots__ = ("reason", "backoff_ms", "outcome_unknown")
     REASON_FIELD_NUMBER: _ClassVar[int]
     BACKOFF_MS_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_UNKNOWN_FIELD_NUMBER: _ClassVar[int]
     reason: str
     backoff_ms: int
-    def __init__(self, reason: _Optional[str] = ..., backoff_ms: _Optional[int] = ...) -> None: ...
+    outcome_unknown: bool
+    def __init__(self, reason: _Optional[str] = ..., backoff_ms: _Optional[int] = ..., outcome_unknown: _Optional[bool] = ...) -> None: ...
 
 class KvError(_message.Message):
     __slots__ = ("code", "detail", "compact_revision")

@@ -346,6 +346,7 @@ class Forwarder:
         unknown = False  # a write attempt may have been applied
         avoid: set[int] = set()
         last = "no attempt was made"
+        no_leader = False  # the last attempt found the shard without a leader that answers
         consistency = mode.consistency
         while True:
             now = loop.time()
@@ -353,7 +354,7 @@ class Forwarder:
             if left <= 0:
                 if unknown:
                     raise EtcdError("outcome_unknown", last)
-                raise EtcdError("timeout", last) if "leader" not in last else EtcdError("no_leader", last)
+                raise EtcdError("no_leader", last) if no_leader else EtcdError("timeout", last)
             route = route_fn()
             node = self._pick(route, kind, ReadMode(consistency, mode.max_staleness_ms, mode.revision), avoid, now)
             address = self.cache.address(node)
@@ -373,14 +374,14 @@ class Forwarder:
                 msg.consistency = consistency
                 msg.max_staleness_ms = mode.max_staleness_ms
             if not address:
-                last = f"no address known for node {node} of shard {route.shard_id}"
+                last, no_leader = f"no address known for node {node} of shard {route.shard_id}", False
                 await self._backoff(deadline, refresh=True)
                 continue
             try:
                 resp = await self._send(address, kind, msg, min(left, attempt_s + ANSWER_MARGIN_S))
             except (grpc.aio.AioRpcError, StreamBroken, TimeoutError) as exc:
                 code = exc.code().name if isinstance(exc, grpc.aio.AioRpcError) else type(exc).__name__
-                last = f"node {node} ({address}) did not answer: {code}"
+                last, no_leader = f"node {node} ({address}) did not answer: {code}", False
                 if kind in WRITES:
                     # Any failed call may have reached the leader: gRPC also
                     # says UNAVAILABLE when a connection drops after the
@@ -412,14 +413,15 @@ class Forwarder:
             err = h.error
             if err.HasField("kv"):
                 if err.kv.code == spb.KvError.FUTURE_REVISION and self._may_catch_up(kind, request, mode):
-                    last = "the shard has not closed the revision yet"
+                    last, no_leader = "the shard has not closed the revision yet", False
                     await self._backoff(deadline)
                     continue
                 raise from_kv_error(err.kv)
             last, wait = self._on_routing(route, node, err.routing, avoid)
             log.debug("shard=%d node=%d %s: %s (retrying)", route.shard_id, node, kind, last)
             which = err.routing.WhichOneof("error")
-            if which == "server_busy" and kind in WRITES and "unknown" in err.routing.server_busy.reason:
+            no_leader = which == "not_leader"
+            if which == "server_busy" and kind in WRITES and err.routing.server_busy.outcome_unknown:
                 unknown = True
             if wait:
                 await self._backoff(deadline, refresh=which != "server_busy")

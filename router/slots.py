@@ -1,67 +1,36 @@
 """Keys to slots for the router (pure), and replica choice for stale reads.
 
 The router must compute a key's slot exactly as the store nodes do
-(DESIGN.md, "Keys, slots and shards"): ``xxh3_64(hash_key) % slots``, where
-``hash_key`` is the bytes inside the first ``{...}`` that has at least one
-byte between the braces (the Redis Cluster hash-tag rule), else the whole
-key. The rule lives here again, rather than imported from ``shard.slots``,
-because the router depends only on ``flotillapb`` (DESIGN.md,
-"Dependencies"); tests/unit/router/test_slots.py checks the two agree.
+(DESIGN.md, "Keys, slots and shards"), so the rule is not written here:
+``hash_key``, ``slot_of`` and ``range_slot`` (which slots an etcd key range
+may touch) are shard/slots.py's, a shared leaf module any package may
+import (DESIGN.md, "Dependencies"). This module re-exports them for the
+router's callers.
 
-Also here, because they are pure decisions: which slots an etcd key range
-may touch (``range_slot``), and which replica serves a read that tolerates
-staleness (``choose_replica``).
-
-Pure: xxhash is computation only.
+Also here, because they are pure decisions of the router: whether a shard's
+ranges hold a slot (``contains``: any list of ranges, normalized or not),
+the static bootstrap layout (``equal_ranges``), and which replica serves a
+read that tolerates staleness (``choose_replica``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-import xxhash
+from shard.slots import MAX_SLOTS, SlotRange, hash_key, slot_of
+from shard.slots import single_slot as range_slot
 
-MAX_SLOTS = 1 << 16
-
-SlotRange = tuple[int, int]
-
-
-def hash_key(key: bytes) -> bytes:
-    start = key.find(b"{")
-    if start < 0:
-        return key
-    end = key.find(b"}", start + 1)
-    if end <= start + 1:
-        return key
-    return key[start + 1 : end]
-
-
-def slot_of(key: bytes, slot_count: int) -> int:
-    if not 0 < slot_count <= MAX_SLOTS:
-        raise ValueError(f"slot count must be in 1..{MAX_SLOTS}, got {slot_count}")
-    return xxhash.xxh3_64_intdigest(hash_key(key)) % slot_count
-
-
-def range_slot(key: bytes, range_end: bytes, slot_count: int) -> int | None:
-    """The one slot every key of the etcd range [key, range_end) has, when the
-    range alone decides it (a single key, or a range inside one hash tag such
-    as the prefix ``{user1}/``); None when the range may touch any slot."""
-    if not range_end:
-        return slot_of(key, slot_count)
-    if range_end == b"\x00":
-        return None
-    n = 0
-    limit = min(len(key), len(range_end))
-    while n < limit and key[n] == range_end[n]:
-        n += 1
-    common = key[:n]
-    start = common.find(b"{")
-    if start < 0:
-        return None
-    end = common.find(b"}", start + 1)
-    if end <= start + 1:
-        return None
-    return xxhash.xxh3_64_intdigest(common[start + 1 : end]) % slot_count
+__all__ = [
+    "MAX_SLOTS",
+    "PROBE_EVERY",
+    "SlotRange",
+    "choose_replica",
+    "contains",
+    "equal_ranges",
+    "hash_key",
+    "range_slot",
+    "slot_of",
+]
 
 
 def contains(ranges: Sequence[SlotRange], slot: int) -> bool:

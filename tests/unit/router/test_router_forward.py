@@ -31,6 +31,7 @@ class FakeStore(store_pb2_grpc.StoreServicer):
         self.hang = False
         self.drop_after_receive = False  # fail the call with UNAVAILABLE once the request arrived
         self.no_leader_next = 0  # as leader, answer "not leader, no known leader" this many times (a transfer pending)
+        self.busy: spb.ServerBusy | None = None  # as leader, answer this ServerBusy to every put
 
     async def Put(self, request: spb.ShardPutRequest, context: grpc.aio.ServicerContext) -> spb.ShardPutResponse:  # noqa: N802
         h = spb.ShardResponseHeader(node_id=self.node_id)
@@ -46,6 +47,9 @@ class FakeStore(store_pb2_grpc.StoreServicer):
         if self.no_leader_next:
             self.no_leader_next -= 1
             h.error.routing.not_leader.CopyFrom(spb.NotLeader(shard_id=1))
+            return spb.ShardPutResponse(header=h)
+        if self.busy is not None:
+            h.error.routing.server_busy.CopyFrom(self.busy)
             return spb.ShardPutResponse(header=h)
         await asyncio.sleep(0.01)  # sleep-ok: a fake store's service time, so writes overlap
         return spb.ShardPutResponse(header=h, response=epb.PutResponse(header=epb.ResponseHeader(revision=7)))
@@ -202,6 +206,48 @@ async def test_a_write_failing_unavailable_after_it_arrived_is_outcome_unknown()
             await fwd.call("put", epb.PutRequest(key=b"k", value=b"v"), route=lambda: cache.shards()[0], deadline=loop.time() + 0.5)
         assert any(st.puts for st in stores), "the fake stores never received the write"
         assert info.value.code == grpc.StatusCode.UNAVAILABLE and "outcome is unknown" in info.value.message
+    finally:
+        await fwd.channels.close()
+        for s in servers:
+            await s.stop(0)
+
+
+@pytest.mark.parametrize(
+    "busy,expected",
+    [
+        # The typed field decides, never the reason's text (store.proto ServerBusy).
+        (spb.ServerBusy(reason="the write was not applied in time", backoff_ms=10, outcome_unknown=True), "outcome_unknown"),
+        (spb.ServerBusy(reason="its outcome is unknown (text is for logs only)", backoff_ms=10), "timeout"),
+    ],
+    ids=["outcome-unknown-field", "reason-text-ignored"],
+)
+async def test_a_busy_write_is_outcome_unknown_only_when_the_store_says_so(busy: spb.ServerBusy, expected: str) -> None:
+    servers, stores, cache = await _cluster(leader=1)
+    for s in stores:
+        s.busy = busy
+    fwd = Forwarder(cache, Channels(), router_id=5, use_forward_stream=False)
+    try:
+        loop = asyncio.get_running_loop()
+        with pytest.raises(EtcdError) as info:
+            await fwd.call("put", epb.PutRequest(key=b"k", value=b"v"), route=lambda: cache.shards()[0], deadline=loop.time() + 0.5)
+        assert info.value.name == expected
+    finally:
+        await fwd.channels.close()
+        for s in servers:
+            await s.stop(0)
+
+
+async def test_a_shard_without_a_leader_until_the_deadline_is_no_leader() -> None:
+    servers, stores, cache = await _cluster(leader=1)
+    for s in stores:
+        s.no_leader_next = 1 << 30
+        s.leader = s.node_id  # every replica answers "not leader, no known leader"
+    fwd = Forwarder(cache, Channels(), router_id=5, use_forward_stream=False)
+    try:
+        loop = asyncio.get_running_loop()
+        with pytest.raises(EtcdError) as info:
+            await fwd.call("put", epb.PutRequest(key=b"k", value=b"v"), route=lambda: cache.shards()[0], deadline=loop.time() + 0.5)
+        assert info.value.name == "no_leader"
     finally:
         await fwd.channels.close()
         for s in servers:
