@@ -12,7 +12,7 @@ A cluster (placement decides): --placement servers name each other with
 --peers (id=host:port, themselves included; the voters of the placement
 group default to those ids). A --store node given --join (placement
 endpoints) registers itself, heartbeats, reports the shards it leads, watches
-the map and hosts the replicas the map assigns it (flotilla/storeagent.py).
+the map and hosts the replicas the map assigns it (shard/agent/).
 The placement leader bootstraps the shard map (--slots, --initial-shards,
 --replicas) once --bootstrap-stores store nodes are registered and up; a
 cluster that exists is never bootstrapped again (a restart is safe). A
@@ -55,7 +55,6 @@ import random
 
 from flotilla import placement_main, procs, router_main
 from flotilla.procs import MAX_MESSAGE_BYTES as MAX_MESSAGE_BYTES  # noqa: F401 - kept importable from here
-from flotilla.storeagent import AgentConfig, StoreAgent
 from flotillapb import store_pb2_grpc
 from rpc.placementclient import PlacementClient, parse_endpoints
 from placement.server import PLACEMENT_GROUP_ID
@@ -63,6 +62,7 @@ from raft.runtime.clock import SystemClock
 from raft.runtime.host import GroupHost, HostConfig
 from raft.transport.faults import wrap_from_env
 from raft.transport.grpc_transport import GrpcTransport
+from shard.agent import AgentConfig, StoreAgent
 from shard.node import NodeConfig, StoreNode
 from shard.quota import quota_bytes
 from shard.rocks import RocksEngine

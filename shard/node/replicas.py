@@ -9,7 +9,7 @@ overwrite them. Nor one merged away here before a restart: that one is
 destroyed instead (``merged_away``).
 
 Destruction: ``destroy_replica()`` deletes a replica the caller no longer
-wants (the store agent decides: see shard/agent/destroy.py): its Raft group,
+wants (the store agent decides: shard/agent/destroy.py): its Raft group,
 meta and the data of its slots no other shard here holds, in one synced
 batch, leaving a tombstone (its conf_version) in the log store;
 ``host_shard`` hosts it again only for a newer conf_version.

@@ -7,7 +7,7 @@ from inspect import ismodule
 
 import pytest
 
-PACKAGES = ["raft.core", "raft.transport", "raft.storage", "placement", "shard.node"]
+PACKAGES = ["raft.core", "raft.transport", "raft.storage", "placement", "shard.node", "shard.agent"]
 
 
 @pytest.mark.parametrize("package", PACKAGES)

@@ -53,6 +53,8 @@ OPTIONAL_MODULES = (
     "shard/hashkv.py",
     "shard/node/requests.py",
     "shard/node/config.py",
+    "shard/agent/transfer.py",
+    "shard/agent/config.py",
     "flotilla/campaign/history.py",
     "flotilla/campaign/linearizability.py",
     "flotilla/campaign/checkers.py",

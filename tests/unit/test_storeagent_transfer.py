@@ -1,11 +1,11 @@
-"""flotilla/storeagent.py's may_transfer: a leader starts a transfer only to
+"""shard/agent/transfer.py's may_transfer: a leader starts a transfer only to
 a replica it hears from, and not again to the same target right away (a
 pending transfer stops the shard's writes; placement repeats the step with
 every heartbeat answer)."""
 
 from __future__ import annotations
 
-from flotilla.storeagent import TRANSFER_LAG_ENTRIES, may_transfer
+from shard.agent.transfer import TRANSFER_LAG_ENTRIES, may_transfer
 from raft.core import ProgressStatus
 from raft.core.tracker import ProgressState
 

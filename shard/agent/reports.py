@@ -1,0 +1,145 @@
+"""What the store tells placement: it registers (id, address, labels) until
+placement answers; heartbeats every ``heartbeat_interval_s`` (per hosted
+shard: leader or not, epoch, term, request rates, size, merge target; the
+shard's descriptor when this node leads it; the node's alarms), taking the
+operator steps and the nodes with NOSPACE from the answer; and reports a
+shard (ReportShard) as soon as this node becomes its leader or its epoch or
+configuration changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+import grpc.aio
+
+from flotillapb import placement_pb2 as ppb
+from flotillapb import store_pb2 as spb
+from shard import convert
+from shard.agent.config import AgentConfig
+from shard.agent.link import PlacementClient, PlacementUnavailable, short
+from shard.node import StoreNode
+
+log = logging.getLogger(__name__)
+
+
+class Reporter:
+    def __init__(
+        self,
+        node: StoreNode,
+        client: PlacementClient,
+        cfg: AgentConfig,
+        labels: tuple[tuple[str, str], ...],
+        on_step: Callable[[ppb.OperatorStep], None],
+    ) -> None:
+        self.node = node
+        self.client = client
+        self.cfg = cfg
+        self.labels = labels
+        self._on_step = on_step
+        self._prev_counts: dict[int, tuple[int, int]] = {}
+        self._prev_counts_at = time.monotonic()
+        self._reported: dict[int, tuple[object, ...]] = {}
+        self.registered = asyncio.Event()
+
+    async def register(self) -> None:
+        req = ppb.RegisterNodeRequest(
+            node_id=self.node.node_id,
+            kind=ppb.STORE,
+            address=self.node.address,
+            labels=[ppb.Label(key=k, value=v) for k, v in sorted(self.labels)],
+        )
+        while True:
+            try:
+                await self.client.call("RegisterNode", req)
+            except (PlacementUnavailable, grpc.aio.AioRpcError) as exc:
+                log.warning("node=%d registering with placement failed (%s); retrying", self.node.node_id, short(exc))
+                await asyncio.sleep(self.cfg.retry_s)
+                continue
+            log.info("node=%d registered with placement at %s", self.node.node_id, self.node.address)
+            self.registered.set()
+            return
+
+    def _descriptor(self, shard_id: int) -> tuple[spb.ShardDescriptor, int, bool]:
+        info = self.node.shard_info(shard_id)
+        addresses = {n: self.node.address_of(n) for n in (*info.voters, *info.learners)}
+        return convert.descriptor_to_pb(info, addresses), info.term, info.is_leader
+
+    def _rates(self) -> dict[int, tuple[float, float]]:
+        """Reads and writes per second of each shard since the last heartbeat."""
+        now = time.monotonic()
+        counts = {sid: (c[0], c[1]) for sid, c in self.node.request_counts.items()}
+        prev, then = self._prev_counts, self._prev_counts_at
+        self._prev_counts, self._prev_counts_at = counts, now
+        dt = now - then
+        if dt <= 0:
+            return {}
+        return {
+            sid: ((r - prev.get(sid, (0, 0))[0]) / dt, (w - prev.get(sid, (0, 0))[1]) / dt)
+            for sid, (r, w) in counts.items()
+        }
+
+    def _stats(self) -> list[ppb.ShardStats]:
+        out = []
+        rates = self._rates()
+        for sid in self.node.shard_ids():
+            desc, term, leader = self._descriptor(sid)
+            read_rate, write_rate = rates.get(sid, (0.0, 0.0))
+            key_count, size_bytes = self.node.shard_figures(sid)
+            st = ppb.ShardStats(
+                shard_id=sid,
+                is_leader=leader,
+                epoch=desc.epoch,
+                term=term,
+                read_rate=read_rate,
+                write_rate=write_rate,
+                key_count=key_count,
+                size_bytes=size_bytes,
+                merge_target=self.node.merge_target(sid),
+            )
+            if leader:
+                st.descriptor.CopyFrom(desc)
+            out.append(st)
+        return out
+
+    async def heartbeat_loop(self) -> None:
+        while True:
+            req = ppb.StoreHeartbeatRequest(node_id=self.node.node_id, shards=self._stats(), alarms=[int(a) for a in self.node.quota.active()])
+            try:
+                resp = await self.client.call("StoreHeartbeat", req)
+                self.node.quota.peers_nospace = frozenset(n for n in resp.nospace_nodes if n != self.node.node_id)
+                for step in resp.steps:
+                    self._on_step(step)
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() == grpc.StatusCode.NOT_FOUND:
+                    await self.register()  # placement does not know this node (yet): register again
+                else:
+                    log.debug("node=%d heartbeat refused (%s)", self.node.node_id, short(exc))
+            except PlacementUnavailable as exc:
+                log.debug("node=%d heartbeat failed (%s)", self.node.node_id, short(exc))
+            await asyncio.sleep(self.cfg.heartbeat_interval_s)
+
+    async def report_loop(self) -> None:
+        """Report a shard as soon as this node leads it with a new term, epoch or configuration."""
+        while True:
+            await asyncio.sleep(self.cfg.report_check_interval_s)
+            for sid in self.node.shard_ids():
+                if sid not in self.node.shard_ids():
+                    continue  # destroyed while an earlier report was in flight
+                desc, term, leader = self._descriptor(sid)
+                if not leader:
+                    self._reported.pop(sid, None)
+                    continue
+                sig = (term, desc.epoch.conf_version, desc.epoch.slot_version, tuple((r.node_id, r.learner) for r in desc.replicas))
+                if self._reported.get(sid) == sig:
+                    continue
+                try:
+                    resp = await self.client.call("ReportShard", ppb.ReportShardRequest(descriptor=desc, term=term))
+                except (PlacementUnavailable, grpc.aio.AioRpcError) as exc:
+                    log.debug("node=%d report of shard %d failed (%s)", self.node.node_id, sid, short(exc))
+                    continue
+                if resp.outcome in (ppb.ReportShardResponse.ACCEPTED, ppb.ReportShardResponse.STALE):
+                    self._reported[sid] = sig
