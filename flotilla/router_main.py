@@ -4,7 +4,8 @@ host:port,...`). Wiring only; the router itself is router/server.py. `flotilla
 server --router` takes the same options prefixed `--router-` (start()).
 
 With port 0 the bound port is reported on stdout (`ready port=...`) and in
---ready-file, as the store nodes do.
+--ready-file, as the store nodes do; so are the HTTP/JSON gateway's URLs
+(--listen-client-http-urls, `gateway_urls` in the ready file).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from flotilla.procs import ManagedProcess, flotilla_argv, parse_id_addresses, serve_until_signalled, write_ready_file
+from router.gateway import parse_listen_url
 from router.server import RouterConfig, RouterServer
 from router.watch import WatchConfig
 
@@ -26,6 +28,19 @@ log = logging.getLogger(__name__)
 
 def parse_peers(text: str) -> dict[int, str]:
     return parse_id_addresses(text, complaint="flotilla router: --store-peers wants id=host:port,...")
+
+
+def parse_http_urls(text: str) -> tuple[str, ...]:
+    """--listen-client-http-urls: http://host:port,... (https:// needs TLS, which is not configurable yet)."""
+    urls = tuple(u.strip() for u in text.split(",") if u.strip())
+    for u in urls:
+        try:
+            scheme, _, _ = parse_listen_url(u)
+        except ValueError as exc:
+            raise SystemExit(f"flotilla router: --listen-client-http-urls: {exc}") from None
+        if scheme == "https":
+            raise SystemExit(f"flotilla router: --listen-client-http-urls: {u}: TLS is not supported yet; use http://")
+    return urls
 
 
 def add_arguments(p: argparse.ArgumentParser, prefix: str = "") -> None:
@@ -37,6 +52,12 @@ def add_arguments(p: argparse.ArgumentParser, prefix: str = "") -> None:
         p.add_argument(f"--{prefix}{name}", **kw)  # type: ignore[arg-type]
 
     arg("listen", default="127.0.0.1:2379", help="host:port for etcd clients (port 0: any free port, reported)")
+    arg(
+        "listen-client-http-urls",
+        default="",
+        help="etcd's HTTP/JSON gateway (/v3/kv/range, /v3/watch, ..., /health, /version) on these URLs, "
+        "comma-separated, e.g. http://127.0.0.1:2380 (port 0: any free port, reported); default: none",
+    )
     arg("ready-file", help='write {"port":..,"pid":..,"router_id":..} here once serving')
     arg("static-shards", type=int, default=0, help="static map: the stores' --shards N layout")
     arg("store-peers", default="", help="static map: id=host:port,... of the store nodes")
@@ -91,6 +112,7 @@ def config_from(args: argparse.Namespace, prefix: str = "") -> RouterConfig:
         request_timeout_s=get("request_timeout_ms") / 1000,
         default_staleness_ms=get("max_staleness_ms"),
         use_forward_stream=not get("no_forward_stream"),
+        client_http_urls=parse_http_urls(get("listen_client_http_urls")),
         watch=WatchConfig(
             progress_notify_interval_s=get("progress_notify_interval_ms") / 1000,
             shard_progress_ms=get("shard_progress_ms"),
@@ -109,14 +131,21 @@ async def start(args: argparse.Namespace, prefix: str = "", **overrides: Any) ->
     except ValueError as exc:
         raise SystemExit(f"flotilla router: {exc}") from None
     port = await router.start()
-    info = {"port": port, "pid": os.getpid(), "router_id": router.router_id, "member_id": router.member_id}
+    info = {
+        "port": port,
+        "pid": os.getpid(),
+        "router_id": router.router_id,
+        "member_id": router.member_id,
+        "gateway_urls": router.gateway_urls,
+    }
     write_ready_file(getattr(args, prefix.replace("-", "_") + "ready_file"), info)
     return router
 
 
 async def serve(args: argparse.Namespace, prefix: str = "") -> None:
     router = await start(args, prefix)
-    print(f"ready port={router.port} pid={os.getpid()} router={router.router_id}", flush=True)
+    gateway = f" gateway={','.join(router.gateway_urls)}" if router.gateway_urls else ""
+    print(f"ready port={router.port} pid={os.getpid()} router={router.router_id}{gateway}", flush=True)
     await serve_until_signalled(before_cancel=router.stop)
 
 

@@ -1,6 +1,8 @@
 """The router process, embeddable: ``RouterServer`` serves the etcd v3
 services (KV, Watch, Lease, Cluster, Maintenance, Lock, Election) on one
-grpc.aio server.
+grpc.aio server, and with ``client_http_urls`` (etcd's
+--listen-client-http-urls) the same servicer objects over HTTP/JSON
+(router/gateway/, etcd's grpc-gateway paths and shapes) in the same loop.
 
     server = RouterServer(RouterConfig(listen="127.0.0.1:0", static_shards=4,
                                        store_peers={1: "127.0.0.1:7001", ...}))
@@ -22,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -36,11 +39,12 @@ from router.cache import MapSource, PlacementSource, RoutingCache, StaticSource
 from router.cluster import ClusterServicer, RouterMember
 from router.coordination import ElectionServicer, LockServicer
 from router.forward import Channels, Forwarder
+from router.gateway import HttpGateway
 from router.grpc_handlers import add_servicer
 from router.kv import MAX_REQUEST_BYTES, Identity, KvRouter, KvServicer
 from router.lease import LeaseServicer, PlacementLeases, PlacementLink
 from router.membership import Registration
-from router.maintenance import MaintenanceServicer
+from router.maintenance import ETCD_VERSION, MaintenanceServicer
 from router.recipes import Recipes
 from router.watch import WatchConfig, WatchServicer, WatchSession
 
@@ -69,6 +73,8 @@ class RouterConfig:
     node_id: int = 0  # its member id, and its node id in placement's map; 0: router_id
     heartbeat_s: float = 1.0  # to placement
     election_timeout_s: float = 1.0  # the stores' (--tick-ms x --election-ticks): one attempt at a node takes at most two
+    client_http_urls: tuple[str, ...] = ()  # etcd's --listen-client-http-urls: the HTTP/JSON gateway (router/gateway/)
+    http_ssl_context: ssl.SSLContext | None = None  # the gateway's TLS seam for https:// URLs; nothing sets it yet
 
 
 class RouterServer:
@@ -118,6 +124,10 @@ class RouterServer:
         self._server: grpc.aio.Server | None = None
         self._source_task: asyncio.Task[None] | None = None
         self._registration_task: asyncio.Task[None] | None = None
+        self.servicers: dict[str, object] = {}
+        """The etcd services by full name (etcdserverpb.KV, ...): the gRPC server and the HTTP gateway call the same objects."""
+        self.gateway: HttpGateway | None = None
+        self.gateway_urls: list[str] = []
 
     @property
     def address(self) -> str:
@@ -173,25 +183,45 @@ class RouterServer:
                 ("grpc.max_send_message_length", 64 << 20),
             ]
         )
-        # Through add_servicer: an undecodable request gets grpc-go's INTERNAL "grpc: error unmarshalling request".
-        add_servicer(server, rpc_pb2_grpc.add_KVServicer_to_server, KvServicer(self.kv, cfg.request_timeout_s))
         self.watch_servicer = WatchServicer(self.forwarder, self.cache, cfg.watch, self._stamp)
-        add_servicer(server, rpc_pb2_grpc.add_WatchServicer_to_server, self.watch_servicer)
-        add_servicer(server, rpc_pb2_grpc.add_LeaseServicer_to_server, LeaseServicer(self.link, self._stamp))
-        add_servicer(server, rpc_pb2_grpc.add_ClusterServicer_to_server, ClusterServicer(self.members, self._stamp))
-        add_servicer(
-            server,
-            rpc_pb2_grpc.add_MaintenanceServicer_to_server,
-            MaintenanceServicer(self.kv, cfg.request_timeout_s, lambda: self.forwarder.last_revision),
-        )
         recipes = Recipes(self.kv, self._watch, self._grant if self.link is not None else None, timeout_s=cfg.request_timeout_s)
-        add_servicer(server, v3lock_pb2_grpc.add_LockServicer_to_server, LockServicer(recipes))
-        add_servicer(server, v3election_pb2_grpc.add_ElectionServicer_to_server, ElectionServicer(recipes))
+        self.servicers = {
+            "etcdserverpb.KV": KvServicer(self.kv, cfg.request_timeout_s),
+            "etcdserverpb.Watch": self.watch_servicer,
+            "etcdserverpb.Lease": LeaseServicer(self.link, self._stamp),
+            "etcdserverpb.Cluster": ClusterServicer(self.members, self._stamp),
+            "etcdserverpb.Maintenance": MaintenanceServicer(self.kv, cfg.request_timeout_s, lambda: self.forwarder.last_revision),
+            "v3lockpb.Lock": LockServicer(recipes),
+            "v3electionpb.Election": ElectionServicer(recipes),
+        }
+        # Through add_servicer: an undecodable request gets grpc-go's INTERNAL "grpc: error unmarshalling request".
+        for add_to_server, name in (
+            (rpc_pb2_grpc.add_KVServicer_to_server, "etcdserverpb.KV"),
+            (rpc_pb2_grpc.add_WatchServicer_to_server, "etcdserverpb.Watch"),
+            (rpc_pb2_grpc.add_LeaseServicer_to_server, "etcdserverpb.Lease"),
+            (rpc_pb2_grpc.add_ClusterServicer_to_server, "etcdserverpb.Cluster"),
+            (rpc_pb2_grpc.add_MaintenanceServicer_to_server, "etcdserverpb.Maintenance"),
+            (v3lock_pb2_grpc.add_LockServicer_to_server, "v3lockpb.Lock"),
+            (v3election_pb2_grpc.add_ElectionServicer_to_server, "v3electionpb.Election"),
+        ):
+            add_servicer(server, add_to_server, self.servicers[name])
         self.port = server.add_insecure_port(cfg.listen)
         if not self.port:
             raise OSError(f"router: cannot listen on {cfg.listen}")
         await server.start()
         self._server = server
+        if cfg.client_http_urls:
+            self.gateway = HttpGateway(
+                self.servicers,
+                server_version=ETCD_VERSION,
+                request_timeout_s=cfg.request_timeout_s,
+                ssl_context=cfg.http_ssl_context,
+            )
+            try:
+                self.gateway_urls = await self.gateway.start(cfg.client_http_urls)
+            except BaseException:
+                await server.stop(0)
+                raise
         self._source_task = asyncio.create_task(self.source.run(), name="router-map-source")
         if self.link is not None:
             self.registration = Registration(self.link.client, self.member_id, self.address, cfg.name, interval_s=cfg.heartbeat_s)
@@ -205,6 +235,8 @@ class RouterServer:
             await self.source.refresh()
 
     async def stop(self, grace_s: float = 0.5) -> None:
+        if self.gateway is not None:
+            await self.gateway.stop()
         if self._server is not None:
             await self._server.stop(grace_s)
         tasks = [t for t in (self._source_task, self._registration_task) if t is not None]
