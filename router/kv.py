@@ -35,7 +35,7 @@ import grpc.aio
 from flotillapb import store_pb2 as spb
 from flotillapb.etcd.etcdserverpb import rpc_pb2 as epb
 from flotillapb.etcd.etcdserverpb import rpc_pb2_grpc
-from router import merge, slots
+from router import merge, slots, txnreads
 from router.cache import RoutingCache, ShardRoute
 from router.etcd_errors import EtcdError, abort_with, cross_shard_txn
 from router.forward import Answer, Forwarder, ReadMode
@@ -101,7 +101,7 @@ class KvRouter:
 
         return route
 
-    def _route_shard(self, shard_id: int) -> Callable[[], ShardRoute]:
+    def route_shard(self, shard_id: int) -> Callable[[], ShardRoute]:
         def route() -> ShardRoute:
             r = self.cache.shard(shard_id)
             if r is None:
@@ -152,7 +152,7 @@ class KvRouter:
             sub.keys_only = False  # the merge sorts by value
             drop_values_after = True
         answers = await asyncio.gather(
-            *(self.fwd.call("range", sub, route=self._route_shard(sid), deadline=deadline, mode=mode) for sid in shard_ids)
+            *(self.fwd.call("range", sub, route=self.route_shard(sid), deadline=deadline, mode=mode) for sid in shard_ids)
         )
         answers = list(answers)
         if mode.consistency == spb.READ_AT_REVISION:
@@ -169,7 +169,7 @@ class KvRouter:
                         self.fwd.call(
                             "range",
                             at,
-                            route=self._route_shard(shard_ids[i]),
+                            route=self.route_shard(shard_ids[i]),
                             deadline=deadline,
                             mode=ReadMode(spb.READ_AT_REVISION, revision=revision),
                         )
@@ -218,7 +218,7 @@ class KvRouter:
             return out
         answers: list[Answer] = list(
             await asyncio.gather(
-                *(self.fwd.call("delete_range", req, route=self._route_shard(s.shard_id), deadline=deadline) for s in shards)
+                *(self.fwd.call("delete_range", req, route=self.route_shard(s.shard_id), deadline=deadline) for s in shards)
             )
         )
         out = epb.DeleteRangeResponse(deleted=sum(a.response.deleted for a in answers))
@@ -233,20 +233,39 @@ class KvRouter:
             for lease in self._txn_leases(req):
                 await self.leases.exists(lease, deadline)
 
+        home = self._txn_home(req)
+        home()  # refuse before sending anything
+        reads = {s.shard_id for r in txnreads.range_ops(req) for s in self.cache.shards_for_range(r.key, r.range_end)}
+        if reads - {home().shard_id}:
+            # Its ranges reach other shards (etcd's Mutex reads a prefix):
+            # the txn runs on its home shard, its ranges are completed there.
+            return await txnreads.TxnWithReads(self, self._send_txn).run(req, home, deadline)
+        return await self._send_txn(req, home, deadline)
+
+    def _txn_home(self, req: epb.TxnRequest) -> Callable[[], ShardRoute]:
+        """The shard a txn's compares and writes name (asked again on every
+        attempt: the map may change); a txn that only reads: the shard of
+        its first range; of no keys: any shard."""
+
         def route() -> ShardRoute:
             found: dict[int, ShardRoute] = {}
             keys: list[bytes] = []
-            for key, end in txn_keys(req):
+            for key, end in txnreads.write_keys(req):
                 keys.append(key)
                 for s in self.cache.shards_for_range(key, end):
                     found[s.shard_id] = s
             if len(found) > 1:
                 raise cross_shard_txn(found, keys)
-            if not found:
-                return self.cache.shard_of_slot(0)  # a txn of no keys: any shard answers it
-            return next(iter(found.values()))
+            if found:
+                return next(iter(found.values()))
+            first = next(txnreads.range_ops(req), None)
+            if first is not None:
+                return self.cache.shards_for_range(first.key, first.range_end)[0]
+            return self.cache.shard_of_slot(0)
 
-        route()  # refuse before sending anything
+        return route
+
+    async def _send_txn(self, req: epb.TxnRequest, route: Callable[[], ShardRoute], deadline: float) -> epb.TxnResponse:
         a = await self.fwd.call("txn", req, route=route, deadline=deadline)
         out: epb.TxnResponse = a.response
         self.stamp(out.header)
@@ -272,7 +291,7 @@ class KvRouter:
     async def compact(self, req: epb.CompactionRequest, deadline: float) -> epb.CompactionResponse:
         shards = self.cache.shards()
         answers = await asyncio.gather(
-            *(self.fwd.call("compact", req, route=self._route_shard(s.shard_id), deadline=deadline) for s in shards),
+            *(self.fwd.call("compact", req, route=self.route_shard(s.shard_id), deadline=deadline) for s in shards),
             return_exceptions=True,
         )
         errors = [a for a in answers if isinstance(a, BaseException)]

@@ -323,3 +323,30 @@ def test_alarm_list_and_disarm(ctl: Ctl) -> None:
             maint.Alarm(epb.AlarmRequest(action=epb.AlarmRequest.DEACTIVATE, memberID=0, alarm=epb.NOSPACE), timeout=10)
     assert ctl.out("alarm", "list") == []
     assert ctl.out("put", "alarmed", "x") == ["OK"]
+
+
+def test_lock_runs_the_command_while_holding_the_lock(pctl: Ctl) -> None:
+    """`etcdctl lock` is clientv3's Mutex: one Txn that creates the holder's
+    key and reads the lock prefix's first holder, keys on different shards."""
+    p = pctl.run("lock", "lk/one", "echo", "held")
+    assert p.stdout.splitlines() == ["held"], p
+    assert pctl.out("get", "--prefix", "lk/one/") == []  # released when the command ended
+
+
+def test_two_etcdctl_lock_holders_never_overlap(pctl: Ctl) -> None:
+    """Each holder prints a start and an end time (its own clock, inside the
+    held section) with a pause between; the sections must not overlap."""
+    section = "date +%s.%N; sleep 0.3; date +%s.%N"  # the pause is the held work, not a test wait
+    procs = [
+        subprocess.Popen(pctl.argv("lock", "lk/two", "--", "sh", "-c", section), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=pctl.env)
+        for _ in range(3)
+    ]
+    spans = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        start, end = (float(x) for x in out.split())
+        spans.append((start, end))
+    spans.sort()
+    for (_, end), (start, _) in zip(spans, spans[1:]):
+        assert end <= start, spans

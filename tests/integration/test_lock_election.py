@@ -149,3 +149,49 @@ def test_a_campaign_with_the_leaders_lease_proclaims_its_new_value(env: Env) -> 
     again = env.election.Campaign(elpb.CampaignRequest(name=b"el/y", lease=la, value=b"v2"), timeout=30).leader
     assert again.rev == first.rev
     assert env.election.Leader(elpb.LeaderRequest(name=b"el/y"), timeout=10).kv.value == b"v2"
+
+
+def _txn_put_and_read_prefix(key: bytes, prefix: bytes) -> epb.TxnRequest:
+    """etcd Mutex's shape: create key if absent and read the prefix's first holder."""
+    end = prefix[:-1] + bytes([prefix[-1] + 1])
+    first = epb.RangeRequest(key=prefix, range_end=end, sort_target=epb.RangeRequest.CREATE, sort_order=epb.RangeRequest.ASCEND, limit=1)
+    count = epb.RangeRequest(key=prefix, range_end=end, count_only=True)
+    return epb.TxnRequest(
+        compare=[epb.Compare(key=key, target=epb.Compare.CREATE, result=epb.Compare.EQUAL, create_revision=0)],
+        success=[epb.RequestOp(request_put=epb.PutRequest(key=key, value=b"n")), epb.RequestOp(request_range=first), epb.RequestOp(request_range=count)],
+        failure=[epb.RequestOp(request_range=epb.RangeRequest(key=prefix, range_end=end))],
+    )
+
+
+def test_a_txn_whose_ranges_reach_other_shards_reads_them_at_its_revision(env: Env) -> None:
+    """Writes stay on the home shard; the ranges are completed from every
+    shard at the txn's revision: the first-created key and the count cover
+    keys on all shards, and a later write is not seen."""
+    for i in range(20):
+        env.kv.Put(epb.PutRequest(key=b"tx/k%02d" % i, value=b"v"), timeout=10)
+    resp = env.kv.Txn(_txn_put_and_read_prefix(b"tx/new", b"tx/"), timeout=10)
+    assert resp.succeeded
+    assert [kv.key for kv in resp.responses[1].response_range.kvs] == [b"tx/k00"]
+    assert resp.responses[1].response_range.more and resp.responses[2].response_range.count == 21
+    assert resp.header.revision == env.kv.Range(epb.RangeRequest(key=b"tx/new"), timeout=10).kvs[0].mod_revision
+
+    # The failure branch only reads: it must still see every write that was
+    # acknowledged before it began, on every shard (not the home shard's old revision).
+    # (Eight late keys: some land on another shard than tx/new's.)
+    late = [b"tx/late%d" % i for i in range(8)]
+    for k in late:
+        env.kv.Put(epb.PutRequest(key=k, value=b"v"), timeout=10)
+    again = env.kv.Txn(_txn_put_and_read_prefix(b"tx/new", b"tx/"), timeout=10)
+    assert not again.succeeded
+    keys = [kv.key for kv in again.responses[0].response_range.kvs]
+    assert keys == sorted([b"tx/k%02d" % i for i in range(20)] + late + [b"tx/new"])
+    newest = max(env.kv.Range(epb.RangeRequest(key=k), timeout=10).kvs[0].mod_revision for k in late)
+    assert again.header.revision >= newest
+
+
+def test_a_txn_whose_writes_span_shards_is_still_refused(env: Env) -> None:
+    keys = [b"span/%d" % i for i in range(16)]
+    txn = epb.TxnRequest(success=[epb.RequestOp(request_put=epb.PutRequest(key=k, value=b"v")) for k in keys])
+    with pytest.raises(grpc.RpcError) as info:
+        env.kv.Txn(txn, timeout=10)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "txn keys span shards" in info.value.details()  # type: ignore[attr-defined]

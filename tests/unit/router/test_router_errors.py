@@ -41,6 +41,12 @@ ETCD = {
     "timeout_connection_lost": (C.UNAVAILABLE, "etcdserver: request timed out, possibly due to connection lost"),
     "unhealthy": (C.UNAVAILABLE, "etcdserver: unhealthy cluster"),
     "corrupt": (C.DATA_LOSS, "etcdserver: corrupt cluster"),
+    # client/v3/concurrency's errors, which etcd's Lock and Election services
+    # return as they are: gRPC's UNKNOWN with the Go error's text.
+    "election_not_leader": (C.UNKNOWN, "election: not leader"),
+    "election_no_leader": (C.UNKNOWN, "election: no leader"),
+    "election_missing_leader_key": (C.UNKNOWN, '"leader" field must be provided'),
+    "mutex_session_expired": (C.UNKNOWN, "mutex: session is expired"),
 }
 
 OURS = {
