@@ -39,8 +39,8 @@
           InvalidCommand            a log entry that does not decode (a bug upstream; it is
                                     answered, not applied, on every replica alike)
 
-    ValueError
-      CodecError                    bytes from the log, the engine or a snapshot that this build
+    CodecError                      raft.core.errors' one class (a RaftError and a ValueError), re-exported:
+                                    bytes from the log, the engine or a snapshot that this build
                                     cannot decode (corruption, or a newer format): a bug or a
                                     broken disk, never an outcome sent to a client
 
@@ -53,6 +53,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from raft.core.errors import CodecError as CodecError  # noqa: F401 - re-exported: the one codec error, raised by shard's codecs
 from raft.core.errors import FlotillaError
 
 if TYPE_CHECKING:
@@ -63,11 +64,6 @@ if TYPE_CHECKING:
 
 class StoreError(FlotillaError):
     """The root of every outcome the store raises to a caller."""
-
-
-class CodecError(ValueError):
-    """Bytes (a log entry, a stored record, a snapshot) this build cannot
-    decode: corruption or an unknown format version."""
 
 
 # --- routing errors ---------------------------------------------------------------
