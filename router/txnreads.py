@@ -30,19 +30,27 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from flotillapb import store_pb2 as spb
 from flotillapb.etcd.etcdserverpb import rpc_pb2 as epb
 from router import merge
 from router.etcd_errors import EtcdError
-from router.forward import ReadMode
+from router.cache import RoutingCache, ShardRoute
+from router.forward import Forwarder, ReadMode
 
-if TYPE_CHECKING:
-    from router.cache import ShardRoute
-    from router.kv import KvRouter
+Route = Callable[[], ShardRoute]
 
-Route = Callable[[], "ShardRoute"]
+
+class Router(Protocol):
+    """What this module uses of router/kv.py's KvRouter."""
+
+    fwd: Forwarder
+    cache: RoutingCache
+
+    def stamp(self, header: epb.ResponseHeader, revision: int | None = None) -> None: ...
+
+    def route_shard(self, shard_id: int) -> Route: ...
 
 RETRIES = 5
 """A read-only branch whose compare keys changed under it runs again at most this often."""
@@ -115,7 +123,7 @@ def wrote(req: epb.TxnRequest, resp: epb.TxnResponse) -> bool:
 class TxnWithReads:
     """Runs one such txn for a KvRouter (its forwarder, cache and stamp)."""
 
-    def __init__(self, kv: KvRouter, send_txn: Callable[[epb.TxnRequest, Route, float], Awaitable[epb.TxnResponse]]) -> None:
+    def __init__(self, kv: Router, send_txn: Callable[[epb.TxnRequest, Route, float], Awaitable[epb.TxnResponse]]) -> None:
         self._kv = kv
         self._send_txn = send_txn
 
