@@ -364,7 +364,7 @@ def _routing_error(exc: RoutingError) -> spb.RoutingError:
     if isinstance(exc, ShardNotFound):
         return spb.RoutingError(shard_not_found=spb.ShardNotFound(shard_id=exc.shard_id))
     if isinstance(exc, ServerBusy):
-        return spb.RoutingError(server_busy=spb.ServerBusy(reason=exc.reason, backoff_ms=exc.backoff_ms))
+        return spb.RoutingError(server_busy=spb.ServerBusy(reason=exc.reason, backoff_ms=exc.backoff_ms, outcome_unknown=exc.outcome_unknown))
     raise TypeError(f"unmapped routing error {type(exc).__name__}")
 
 

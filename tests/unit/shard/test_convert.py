@@ -163,7 +163,9 @@ def test_routing_errors_carry_what_the_router_needs() -> None:
     assert (srn.closed_ts, srn.needed_ts, srn.leader_node_id) == (5, 9, 1)
     assert convert.store_error(WrongShard(17)).routing.wrong_shard.slot == 17
     sb = convert.store_error(ServerBusy("busy", 50)).routing.server_busy
-    assert (sb.reason, sb.backoff_ms) == ("busy", 50)
+    assert (sb.reason, sb.backoff_ms, sb.outcome_unknown) == ("busy", 50, False)
+    # A proposal that timed out may still apply: the router must tell its client so.
+    assert convert.store_error(ServerBusy("timed out", 100, outcome_unknown=True)).routing.server_busy.outcome_unknown
 
 
 @pytest.mark.parametrize(
