@@ -64,10 +64,11 @@ class Ctl:
 
 
 class Watcher:
-    """`etcdctl watch ...` in the background; lines read with a deadline."""
+    """`etcdctl watch ...` (or another long-running command) in the
+    background; lines read with a deadline."""
 
-    def __init__(self, ctl: Ctl, *args: str) -> None:
-        self.proc = subprocess.Popen(ctl.argv("watch", *args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ctl.env)
+    def __init__(self, ctl: Ctl, *args: str, command: str = "watch") -> None:
+        self.proc = subprocess.Popen(ctl.argv(command, *args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ctl.env)
         self.lines: queue.Queue[str | None] = queue.Queue()
         threading.Thread(target=self._pump, daemon=True).start()
 
@@ -350,3 +351,27 @@ def test_two_etcdctl_lock_holders_never_overlap(pctl: Ctl) -> None:
     spans.sort()
     for (_, end), (start, _) in zip(spans, spans[1:]):
         assert end <= start, spans
+
+
+def test_elect_hands_over_to_the_next_candidate_and_the_observer_sees_both(pctl: Ctl) -> None:
+    """`etcdctl elect` (clientv3's Election): a candidate prints its key and
+    value once elected and holds until it ends; `elect -l` observes. When
+    the leader ends (SIGINT: it resigns), the waiting candidate leads."""
+    observer = Watcher(pctl, "-l", "el/one", command="elect")
+    first = Watcher(pctl, "el/one", "alpha", command="elect")
+    second: Watcher | None = None
+    try:
+        key, value = first.read(2)
+        assert key.startswith("el/one/") and value == "alpha"
+        assert observer.read(2)[1] == "alpha"
+        second = Watcher(pctl, "el/one", "beta", command="elect")
+        wait_until(lambda: len(pctl.out("get", "--prefix", "--keys-only", "el/one/")) >= 3, timeout=20, what="beta queued")
+        assert second.lines.empty()  # not elected while alpha leads
+        first.proc.send_signal(2)  # SIGINT: etcdctl resigns and exits
+        key2, value2 = second.read(2)
+        assert key2.startswith("el/one/") and key2 != key and value2 == "beta"
+        assert "beta" in observer.read(2)
+    finally:
+        for w in (first, second, observer):
+            if w is not None:
+                w.stop()
