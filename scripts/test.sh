@@ -25,6 +25,13 @@ install_system_packages() {
                  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends etcd-client >/dev/null 2>&1; } \
             || echo "scripts/test.sh: could not install etcd-client; the etcdctl compat tests will skip" >&2
     fi
+    # curl for tests/integration/test_gateway.py (etcd's HTTP/JSON gateway, driven as etcd's docs drive it): same guard.
+    if ! command -v curl >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [[ "$(id -u)" == 0 ]]; then
+        DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends curl >/dev/null 2>&1 \
+            || { apt-get update >/dev/null 2>&1 \
+                 && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends curl >/dev/null 2>&1; } \
+            || echo "scripts/test.sh: could not install curl; the gateway integration tests will skip" >&2
+    fi
 }
 install_system_packages
 
