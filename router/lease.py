@@ -41,6 +41,8 @@ class PlacementLink:
         self._rounds = rounds
         self._backoff_s = backoff_s
         self._leader = ""  # the last server that answered a keep-alive, or a hint
+        self._renewing: dict[int, int] = {}  # lease id -> keep-alives received, not yet answered
+        self._idle: dict[int, asyncio.Event] = {}  # lease id -> set when none is left
 
     async def call(self, method: str, request: Any, *, timeout_s: float) -> Any:
         """Placement.<method> on the leader. Raises EtcdError when no leader
@@ -59,12 +61,53 @@ class PlacementLink:
                 return a
         return None
 
+    def _received(self, lease_id: int) -> None:
+        self._renewing[lease_id] = self._renewing.get(lease_id, 0) + 1
+
+    def _answered(self, lease_id: int) -> None:
+        n = self._renewing.get(lease_id, 0) - 1
+        if n > 0:
+            self._renewing[lease_id] = n
+        else:
+            self._renewing.pop(lease_id, None)
+            waiter = self._idle.pop(lease_id, None)
+            if waiter is not None:
+                waiter.set()
+
+    async def after_keep_alives(self, lease_id: int, timeout_s: float) -> None:
+        """Until every keep-alive of lease_id this router received before
+        now has been answered by placement: a LeaseRevoke sent after a
+        keep-alive must not overtake it (etcd's leader answers them in the
+        order it received them)."""
+        if not self._renewing.get(lease_id):
+            return
+        idle = self._idle.setdefault(lease_id, asyncio.Event())
+        try:
+            async with asyncio.timeout(max(0.0, timeout_s)):
+                await idle.wait()
+        except TimeoutError:
+            raise EtcdError("timeout", f"a keep-alive of lease {lease_id:x} sent before this call is still unanswered") from None
+
     async def keep_alive(self, requests: AsyncIterator[epb.LeaseKeepAliveRequest]) -> AsyncIterator[epb.LeaseKeepAliveResponse]:
-        """Relay a client's keep-alive stream to the placement leader."""
+        """Relay a client's keep-alive stream to the placement leader. The
+        client's requests are read as they arrive (and counted per lease,
+        for after_keep_alives), then sent one at a time."""
         call: Any = None
         call_address = ""
+        received: asyncio.Queue[epb.LeaseKeepAliveRequest | None] = asyncio.Queue()
+
+        async def read() -> None:
+            try:
+                async for r in requests:
+                    self._received(r.ID)
+                    received.put_nowait(r)
+            finally:
+                received.put_nowait(None)
+
+        reader = asyncio.create_task(read(), name="lease-keepalive-reader")
+        req: epb.LeaseKeepAliveRequest | None = None
         try:
-            async for req in requests:
+            while (req := await received.get()) is not None:
                 resp = None
                 for rnd in range(self._rounds):
                     tried: set[str] = set()
@@ -101,8 +144,17 @@ class PlacementLink:
                         await asyncio.sleep(self._backoff_s * (rnd + 1))
                 if resp is None:
                     raise EtcdError("no_leader", "no placement server led to renew the lease")
+                self._answered(req.ID)
+                req = None
                 yield resp
         finally:
+            reader.cancel()
+            if req is not None:
+                self._answered(req.ID)
+            while not received.empty():
+                left = received.get_nowait()
+                if left is not None:
+                    self._answered(left.ID)
             if call is not None:
                 call.cancel()
 
@@ -149,6 +201,11 @@ class LeaseServicer(rpc_pb2_grpc.LeaseServicer):
         return await self._unary("LeaseGrant", request, context)  # type: ignore[no-any-return]
 
     async def LeaseRevoke(self, request: epb.LeaseRevokeRequest, context: grpc.aio.ServicerContext) -> epb.LeaseRevokeResponse:  # noqa: N802
+        if self._link is not None:
+            try:
+                await self._link.after_keep_alives(request.ID, context.time_remaining() or DEFAULT_TIMEOUT_S)
+            except EtcdError as err:
+                await abort_with(context, err)
         return await self._unary("LeaseRevoke", request, context)  # type: ignore[no-any-return]
 
     async def LeaseTimeToLive(  # noqa: N802

@@ -195,3 +195,25 @@ def test_a_txn_whose_writes_span_shards_is_still_refused(env: Env) -> None:
     with pytest.raises(grpc.RpcError) as info:
         env.kv.Txn(txn, timeout=10)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "txn keys span shards" in info.value.details()  # type: ignore[attr-defined]
+
+
+def test_a_keep_alive_sent_before_a_revoke_is_answered_first(env: Env) -> None:
+    """etcd's leader answers a lease's keep-alive and revoke in the order it
+    received them: a keep-alive written on the stream before LeaseRevoke is
+    answered with the lease's full TTL, 10 times out of 10 (the router used
+    to let the revoke overtake it about half the time: TTL 0)."""
+    for _ in range(10):
+        lease = env.grant(60)
+        requests: queue.Queue[epb.LeaseKeepAliveRequest | None] = queue.Queue()
+
+        def feed() -> Iterator[epb.LeaseKeepAliveRequest]:
+            while (r := requests.get(timeout=30)) is not None:
+                yield r
+
+        stream = env.lease.LeaseKeepAlive(feed(), timeout=30)
+        requests.put(epb.LeaseKeepAliveRequest(ID=lease))
+        env.lease.LeaseRevoke(epb.LeaseRevokeRequest(ID=lease), timeout=10)
+        first = next(stream)
+        requests.put(None)
+        stream.cancel()
+        assert first.ID == lease and first.TTL == 60, first
