@@ -8,7 +8,9 @@ Starts, as real OS processes (`python -m flotilla server ...`) on 127.0.0.1:
 --stores store nodes (`server --store --join <placement>`, node ids 101..),
 and --routers etcd routers (`server --router --join <placement>`, member ids
 1001..). The first router listens on --client-port (0: any free port); the
-others on any free port. The endpoints are printed, then a line `ready` once
+others on any free port. Each router also serves etcd's HTTP/JSON gateway
+(router/gateway/) on a free port, printed and recorded in playground.json
+under `gateway_urls`. The endpoints are printed, then a line `ready` once
 an etcd Range over the whole key space succeeds through every router (every
 shard has a leader). SIGINT or SIGTERM stops the routers, the stores, then
 placement (SIGTERM to each pid, waited for) and exits 0.
@@ -134,6 +136,16 @@ def load_shape(data_dir: Path, args: argparse.Namespace) -> dict[str, object]:
     tmp.replace(path)
     shape["restarted"] = False
     return shape
+
+
+def record_gateway_urls(data_dir: Path, urls: list[str]) -> None:
+    """playground.json's `gateway_urls`: each router's HTTP/JSON gateway, this run's (ports chosen free at each start)."""
+    path = data_dir / STATE_FILE
+    shape = json.loads(path.read_text())
+    shape["gateway_urls"] = urls
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(shape, indent=2) + "\n")
+    tmp.replace(path)
 
 
 class Playground:
@@ -266,6 +278,7 @@ class Playground:
             )
             for i, port in enumerate(sports)
         ]
+        gateway_urls = [f"http://127.0.0.1:{p}" for p in _free_ports(args.routers)]
         routers = [
             self._child(
                 f"r{i + 1}",
@@ -273,6 +286,7 @@ class Playground:
                     "--router", "--node-id", str(ROUTER_ID_BASE + i + 1), "--join", join, "--slots", str(slots),
                     "--router-listen", f"127.0.0.1:{args.client_port if i == 0 else 0}",
                     "--router-name", f"router{i + 1}",
+                    "--router-listen-client-http-urls", gateway_urls[i],
                 ],
             )
             for i in range(args.routers)
@@ -285,11 +299,14 @@ class Playground:
                 self._spawn(c)
             ready = self._wait_ready(stores + routers, deadline)
             endpoints = [f"127.0.0.1:{ready[c.name]['port']}" for c in routers]
-            for c, ep in zip(routers, endpoints, strict=True):
-                print(f"{c.name}: etcd endpoint {ep}", flush=True)
+            for c, ep, gw in zip(routers, endpoints, gateway_urls, strict=True):
+                print(f"{c.name}: etcd endpoint {ep}, HTTP/JSON gateway {gw}", flush=True)
+            record_gateway_urls(self.data_dir, gateway_urls)
             self._wait_serving(endpoints, deadline)
             print(f"endpoints: {','.join(endpoints)}", flush=True)
+            print(f"gateway: {','.join(gateway_urls)}", flush=True)
             print(f"try: etcdctl --endpoints {endpoints[0]} put hello world", flush=True)
+            print(f"  or: curl -X POST {gateway_urls[0]}/v3/kv/range -d '{{\"key\": \"aGVsbG8=\"}}'", flush=True)
             print("ready", flush=True)
             while not self.stop_requested.wait(0.5):
                 for c in self.children:

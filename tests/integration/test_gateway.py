@@ -235,3 +235,49 @@ def test_errors_have_grpc_gateways_shape_and_the_grpc_servers_codes(env: Env) ->
     assert status == 501
     assert body == {"error": err.value.details(), "message": err.value.details(), "code": err.value.code().value[0]}  # type: ignore[attr-defined]
     assert c.call("GET", "/v3/kv/range")[:2] == (405, "text/plain; charset=utf-8")
+
+
+def test_the_playground_serves_the_gateway_prints_it_and_records_it(tmp_path: Path) -> None:
+    import os
+    import signal
+    import sys
+
+    repo = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(repo), os.environ.get("PYTHONPATH", "")) if p)}
+    argv = [sys.executable, "-m", "flotilla", "playground", "--client-port", "0", "--data-dir", str(tmp_path), "--shards", "2"]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.put(line.rstrip("\n"))
+        lines.put(None)
+
+    pumper = threading.Thread(target=pump, daemon=True)
+    pumper.start()
+    seen: list[str] = []
+    try:
+        while not seen or seen[-1] != "ready":
+            line = lines.get(timeout=90)
+            assert line is not None, f"the playground ended before ready: {seen}"
+            seen.append(line)
+        printed = next(line.split()[1] for line in seen if line.startswith("gateway:"))
+        recorded = json.loads((tmp_path / "playground.json").read_text())["gateway_urls"]
+        assert recorded == printed.split(",") and len(recorded) == 1
+        assert any(line.startswith("r1: ") and recorded[0] in line for line in seen)
+        curl = Curl(recorded[0])
+        assert curl.call("GET", "/health")[0] == 200
+        curl.ok("/v3/kv/put", {"key": b64("pg"), "value": b64("1")})
+        assert unb64(curl.ok("/v3/kv/range", {"key": b64("pg")})["kvs"][0]["value"]) == "1"
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=15)
+        pumper.join(timeout=10)
+        assert proc.stdout is not None
+        proc.stdout.close()
