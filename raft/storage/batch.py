@@ -9,24 +9,34 @@ when the store has written (and synced) the batch.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol, Sequence
+from typing import Any, Protocol, Sequence
 
 from raft.core.errors import Compacted, RaftInvariantError, Unavailable
 from raft.core.types import ConfState, Entry, HardState, Ready, Snapshot, SnapshotMetadata
 from raft.storage import keys
-from raft.storage.groupview import StagedGroup
+from raft.storage.groupview import GroupStorage, StagedGroup
 from raft.storage.logstore import BOOTSTRAP_INDEX, BOOTSTRAP_TERM
 
-if TYPE_CHECKING:
-    from raft.storage.rocks import RocksLogStore
-
-__all__ = ["LogBatch", "Reader"]
+__all__ = ["BatchStore", "LogBatch", "Reader"]
 
 
 class Reader(Protocol):
     """A point-in-time read view of the store's DB (a RocksDB snapshot)."""
 
     def __getitem__(self, key: bytes) -> bytes: ...
+
+
+class BatchStore(Protocol):
+    """What a LogBatch needs of the store that made it (RocksLogStore, or a
+    store of the same shape such as SimLogStore)."""
+
+    keep_snapshot_data: bool
+
+    def new_write_batch(self) -> Any: ...
+
+    def group(self, group_id: int) -> GroupStorage: ...
+
+    def _release(self, lb: LogBatch) -> None: ...
 
 
 class LogBatch:
@@ -37,7 +47,7 @@ class LogBatch:
     ``RocksLogStore.batch()``; commit with ``RocksLogStore.write()``/``commit()``.
     """
 
-    def __init__(self, store: RocksLogStore) -> None:  # or a store of the same shape (SimLogStore)
+    def __init__(self, store: BatchStore) -> None:
         self._store = store
         self.wb = store.new_write_batch()
         self.must_sync = False

@@ -55,9 +55,6 @@ part of issue #14. Empty: add one only with its reason and the issue."""
 
 PENDING_CYCLE_EDGES: frozenset[tuple[str, str]] = frozenset(
     {
-        # Issue #14, raft/storage's half: a type-only import back to the store
-        # that makes the batches (batch.py names RocksLogStore under TYPE_CHECKING).
-        ("raft.storage.batch", "raft.storage.rocks"),
         # Issue #14, shard's half (shard/errors.py landing): the error tree
         # names ShardInfo under TYPE_CHECKING, and shard.node.requests raises
         # those errors.
