@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import random
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from raft.core import Message, RawNode, Ready
 from raft.core.storage import Storage
@@ -85,7 +85,7 @@ class HostState:
     node_id: int
     cfg: HostConfig
     stats: HostStats
-    _store: LogStore
+    _store: LogStore[Any]
     _transport: Transport
     _clock: Clock
     _rng: random.Random

@@ -28,7 +28,7 @@ import asyncio
 import dataclasses
 import logging
 import random
-from typing import Callable
+from typing import Any, Callable
 
 from raft.core import ConfChange, ConfState, Message, MessageType, ProposalDropped, StateRole, StepPeerNotFound
 from raft.runtime import envelope
@@ -57,7 +57,7 @@ class GroupHost(GroupRegistry, ReadyLoop, Ticker, Quiescence, ReadIndex, Snapsho
     def __init__(
         self,
         node_id: int,
-        log_store: LogStore,
+        log_store: LogStore[Any],
         transport: Transport,
         *,
         clock: Clock,

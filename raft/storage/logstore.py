@@ -18,7 +18,7 @@ sync raises ``FatalStorageError`` (fail-stop).
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from raft.core.storage import Storage
 from raft.core.types import ConfState, Ready, Snapshot
@@ -89,8 +89,12 @@ class LogBatchLike(Protocol):
     def discard(self) -> None: ...
 
 
-class LogStore(Protocol):
-    """Every group's log, hard state and snapshot metadata in one process."""
+B = TypeVar("B", bound=LogBatchLike)
+
+
+class LogStore(Protocol[B]):
+    """Every group's log, hard state and snapshot metadata in one process
+    (generic in its batch type: a store commits only its own batches)."""
 
     def group(self, group_id: int) -> Storage:
         """The group's view (raft.core.Storage; empty for a group never written).
@@ -101,18 +105,18 @@ class LogStore(Protocol):
         """What a removal left for group_id (None: nothing, or cleared)."""
         ...
 
-    def batch(self) -> LogBatchLike: ...
+    def batch(self) -> B: ...
 
-    def stage(self, batch: list[tuple[int, Ready]]) -> LogBatchLike:
+    def stage(self, batch: list[tuple[int, Ready]]) -> B:
         """Stage every group's Ready into one new batch."""
         ...
 
-    def commit(self, lb: LogBatchLike, *, sync: bool | None = None) -> None:
+    def commit(self, lb: B, *, sync: bool | None = None) -> None:
         """Write (and sync if sync, default lb.must_sync) blocking the caller;
         raises RaftInvariantError while an asynchronous write is in flight."""
         ...
 
-    async def write(self, lb: LogBatchLike, *, sync: bool | None = None) -> None:
+    async def write(self, lb: B, *, sync: bool | None = None) -> None:
         """Write (and sync if sync, default lb.must_sync) off the event loop."""
         ...
 
