@@ -17,7 +17,7 @@ from flotillapb.etcd.etcdserverpb import rpc_pb2 as epb
 from flotillapb.etcd.mvccpb import kv_pb2 as mvccpb
 from shard import errors as se
 from shard.errors import EpochNotMatch, NotLeader, RoutingError, ServerBusy, ShardNotFound, StaleReadNotReady, StoreError, WrongShard
-from shard.node.requests import Consistency, RequestContext, ShardInfo, WatchSpec
+from shard.node.requests import Consistency, RequestContext, WatchSpec
 from shard.slots import SlotRanges
 from shard.types import (
     Epoch,
@@ -36,6 +36,7 @@ from shard.types import (
     RangeResponse,
     RequestOp,
     ResponseOp,
+    ShardInfo,
     SortOrder,
     SortTarget,
     TxnRequest,

@@ -57,9 +57,8 @@ from raft.core.errors import CodecError as CodecError  # noqa: F401 - re-exporte
 from raft.core.errors import FlotillaError
 
 if TYPE_CHECKING:
-    from shard.node.requests import ShardInfo
     from shard.slots import SlotRanges
-    from shard.types import Epoch
+    from shard.types import Epoch, ShardInfo
 
 
 class StoreError(FlotillaError):

@@ -13,6 +13,8 @@ import enum
 from dataclasses import dataclass
 from typing import Union
 
+from shard import slots
+
 
 class SortOrder(enum.IntEnum):
     NONE = 0
@@ -274,3 +276,29 @@ class AckResponse:
 
 
 Response = Union[PutResponse, DeleteRangeResponse, TxnResponse, CompactionResponse, AckResponse, RangeResponse]
+
+
+@dataclass(frozen=True, slots=True)
+class ShardInfo:
+    """A replica as its store node sees it (the admin Status; shard/node/status.py
+    makes it, EpochNotMatch carries the related ones)."""
+
+    shard_id: int
+    epoch: Epoch
+    slot_count: int
+    slot_ranges: slots.SlotRanges
+    voters: tuple[int, ...]
+    learners: tuple[int, ...]
+    leader_node_id: int
+    is_leader: bool
+    term: int
+    commit_index: int
+    applied_index: int
+    revision: int
+    compact_revision: int
+    closed_ts: int
+    watchers: int
+    reads: int = 0
+    """Range requests this replica received since the process started."""
+    writes: int = 0
+    """Write requests this replica received as leader since the process started."""

@@ -8,7 +8,8 @@ shard/statemachine.py) plugged into the runtime through ``ShardReplica``.
     store.py      StoreNode: composes the jobs below and forwards to them
     state.py      NodeState: what the jobs share (ids, HLC, host, engine, clock, hosted replicas)
     config.py     NodeConfig (pure)
-    requests.py   RequestContext, Consistency, WatchSpec, WatchBatch, ShardInfo (pure values)
+    requests.py   RequestContext, Consistency, WatchSpec, WatchBatch (pure values;
+                  ShardInfo is in shard/types.py)
     replica.py    ShardReplica: one replica as the runtime's StateMachine; feeds the HLC, watchers, loops
     replicas.py   ReplicaSet: create replicas (add_shard, host_shard), destroy them, tombstones, on-disk meta
     routing.py    the routing checks (ShardNotFound, EpochNotMatch, WrongShard, frozen, NotLeader, deadline)
@@ -35,7 +36,8 @@ here knows protobuf.
 from __future__ import annotations
 
 from shard.node.config import NodeConfig
-from shard.node.requests import Consistency, RequestContext, ShardInfo, WatchBatch, WatchSpec
+from shard.node.requests import Consistency, RequestContext, WatchBatch, WatchSpec
 from shard.node.store import StoreNode
+from shard.types import ShardInfo
 
 __all__ = ["Consistency", "NodeConfig", "RequestContext", "ShardInfo", "StoreNode", "WatchBatch", "WatchSpec"]

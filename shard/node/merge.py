@@ -23,12 +23,11 @@ from shard.codec import encode_command
 from shard.errors import InvalidSplit, ServerBusy, ShardError, ShardNotFound
 from shard.node.replica import ShardReplica
 from shard.node.replicas import ReplicaSet
-from shard.node.requests import ShardInfo
 from shard.node.routing import RoutingChecks
 from shard.node.state import NodeState
 from shard.node.status import shard_info
 from shard.statemachine import Applied
-from shard.types import Command, CommitMerge, PrepareMerge
+from shard.types import Command, CommitMerge, PrepareMerge, ShardInfo
 
 
 class Merges:

@@ -1,13 +1,13 @@
 """The store node's request and answer values (pure): what shard/convert.py
 decodes a store.proto request into, and what the node answers besides the
-KV responses of shard/types.py."""
+KV responses of shard/types.py (ShardInfo, the status of a replica, is
+in shard/types.py: the error tree names it)."""
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
 
-from shard import slots
 from shard.errors import RoutingError
 from shard.types import Epoch, Event
 
@@ -58,28 +58,3 @@ class WatchBatch:
     closed_ts: int = 0
     compact_revision: int = 0
     error: RoutingError | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ShardInfo:
-    """A replica as this node sees it (the admin Status)."""
-
-    shard_id: int
-    epoch: Epoch
-    slot_count: int
-    slot_ranges: slots.SlotRanges
-    voters: tuple[int, ...]
-    learners: tuple[int, ...]
-    leader_node_id: int
-    is_leader: bool
-    term: int
-    commit_index: int
-    applied_index: int
-    revision: int
-    compact_revision: int
-    closed_ts: int
-    watchers: int
-    reads: int = 0
-    """Range requests this replica received since the process started."""
-    writes: int = 0
-    """Write requests this replica received as leader since the process started."""

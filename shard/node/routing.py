@@ -14,10 +14,10 @@ from __future__ import annotations
 from shard import slots
 from shard.errors import EpochNotMatch, NotLeader, ServerBusy, ShardNotFound, WrongShard
 from shard.node.replica import ShardReplica
-from shard.node.requests import RequestContext, ShardInfo
+from shard.node.requests import RequestContext
 from shard.node.state import NodeState
 from shard.node.status import shard_info
-from shard.types import DeleteRangeRequest, PutRequest, RangeRequest, Request, RequestOp, TxnRequest
+from shard.types import DeleteRangeRequest, PutRequest, RangeRequest, Request, RequestOp, ShardInfo, TxnRequest
 
 
 def request_keys(op: Request | RequestOp) -> list[tuple[bytes, bytes]]:

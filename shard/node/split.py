@@ -22,12 +22,11 @@ from shard.codec import encode_command
 from shard.engine import KvEngine, scan
 from shard.errors import InvalidSplit, ServerBusy, ShardError, ShardNotFound
 from shard.node.replicas import ReplicaSet
-from shard.node.requests import ShardInfo
 from shard.node.routing import RoutingChecks
 from shard.node.state import NodeState
 from shard.node.status import shard_info
 from shard.statemachine import Applied
-from shard.types import Command, Split
+from shard.types import Command, ShardInfo, Split
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from raft.core import StateRole
 from shard.errors import FutureRevision, RevisionCompacted, ShardNotFound, StaleReadNotReady
 from shard.hashkv import KvHash
 from shard.hashkv import records as mvcc_records
-from shard.node.requests import ShardInfo
+from shard.types import ShardInfo
 
 if TYPE_CHECKING:
     from shard.node.state import NodeState

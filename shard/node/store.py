@@ -25,7 +25,7 @@ from shard.node.merge import Merges
 from shard.node.reads import Reads
 from shard.node.replica import ShardReplica
 from shard.node.replicas import ReplicaSet
-from shard.node.requests import Consistency, RequestContext, ShardInfo, WatchBatch, WatchSpec
+from shard.node.requests import Consistency, RequestContext, WatchBatch, WatchSpec
 from shard.node.routing import RoutingChecks
 from shard.node.split import Splits
 from shard.node.state import NodeState
@@ -33,7 +33,7 @@ from shard.node.watch import WatchHub
 from shard.node.writes import Writes
 from shard.quota import SpaceQuota
 from shard.space import SpaceMeter
-from shard.types import CompactionRequest, DeleteRangeRequest, PutRequest, RangeRequest, RangeResponse, Response, TxnRequest
+from shard.types import CompactionRequest, DeleteRangeRequest, PutRequest, RangeRequest, RangeResponse, Response, ShardInfo, TxnRequest
 
 
 class StoreNode:

@@ -55,10 +55,6 @@ part of issue #14. Empty: add one only with its reason and the issue."""
 
 PENDING_CYCLE_EDGES: frozenset[tuple[str, str]] = frozenset(
     {
-        # Issue #14, shard's half (shard/errors.py landing): the error tree
-        # names ShardInfo under TYPE_CHECKING, and shard.node.requests raises
-        # those errors.
-        ("shard.errors", "shard.node.requests"),
         # Issue #14, shard's half (shard/node/ split in progress): replica.py
         # names Watcher under TYPE_CHECKING while watch.py imports replica,
         # routing and state: one cycle through five modules of shard/node/.
