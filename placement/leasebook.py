@@ -2,8 +2,9 @@
 each lease, and the leases that ended with keys still to delete.
 
 etcd's model (DESIGN.md, "Watch, leases"): only grant and revoke go through
-the log (expiry is the leader's memory: placement/leases.py); a key has at
-most one lease, and attaching it to another moves it. A lease that ends
+the log (expiry is the leader's memory: placement/leases.py). A key carries
+at most one lease in its shard, but a lease here lists every key that may
+carry it: attaching adds, only a detach removes (``attach``). A lease that ends
 (revoked or expired) stays in `ending` with its keys until every shard has
 deleted them (LeaseKeysDeleted), so a new leader resumes the deletion.
 
@@ -26,7 +27,8 @@ class LeaseBook:
     leases: dict[int, Lease] = field(default_factory=dict)
     ending: dict[int, frozenset[bytes]] = field(default_factory=dict)
     """Leases revoked or expired whose attached keys are not all deleted yet."""
-    _key_lease: dict[bytes, int] = field(default_factory=dict)
+    _key_leases: dict[bytes, set[int]] = field(default_factory=dict)
+    """key -> the live leases listing it (a put may give it any of them)."""
 
     # -- commands --------------------------------------------------------------
     def grant(self, cmd: GrantLease) -> Applied:
@@ -47,35 +49,46 @@ class LeaseBook:
         if lease is None:
             return Applied(Rejected(RejectCode.LEASE_NOT_FOUND, f"lease {lease_id:x} not found"))
         for k in lease.keys:
-            self._key_lease.pop(k, None)
+            self._unlink(k, lease_id)
         if lease.keys:
             self.ending[lease_id] = lease.keys
         return Applied(tuple(sorted(lease.keys)), leases_touched=(lease_id,))
 
     def attach(self, changes: Sequence[KeyChange]) -> Applied:
+        """Attach or detach (lease, key) pairs. Attaching adds the key to
+        the lease without taking it from another: the store attaches every
+        lease a write may give a key before the write applies (a txn's
+        branches, a put racing another), and detaches, after the apply, the
+        ones it did not get (shard/node/leases.py). So a lease lists every
+        key that may carry it, and an ended lease's keys are deleted "if
+        still attached to it" (the shard knows which lease a key carries)."""
         not_found: list[int] = []
         touched: set[int] = set()
         for i, ch in enumerate(changes):
-            old = self._key_lease.get(ch.key)
+            held = self._key_leases.get(ch.key)
             if ch.detach:
-                if old is not None and old == ch.lease_id:
-                    self._set_keys(old, self.leases[old].keys - {ch.key})
-                    del self._key_lease[ch.key]
-                    touched.add(old)
+                if held is not None and ch.lease_id in held:
+                    self._set_keys(ch.lease_id, self.leases[ch.lease_id].keys - {ch.key})
+                    self._unlink(ch.key, ch.lease_id)
+                    touched.add(ch.lease_id)
                 continue
             lease = self.leases.get(ch.lease_id)
             if lease is None:
                 not_found.append(i)
                 continue
-            if old == ch.lease_id:
+            if held is not None and ch.lease_id in held:
                 continue
-            if old is not None:  # a key has at most one lease: it moves
-                self._set_keys(old, self.leases[old].keys - {ch.key})
-                touched.add(old)
             self._set_keys(ch.lease_id, lease.keys | {ch.key})
-            self._key_lease[ch.key] = ch.lease_id
+            self._key_leases.setdefault(ch.key, set()).add(ch.lease_id)
             touched.add(ch.lease_id)
         return Applied(tuple(not_found), leases_touched=tuple(sorted(touched)))
+
+    def _unlink(self, key: bytes, lease_id: int) -> None:
+        held = self._key_leases.get(key)
+        if held is not None:
+            held.discard(lease_id)
+            if not held:
+                del self._key_leases[key]
 
     def _set_keys(self, lease_id: int, keys: frozenset[bytes]) -> None:
         self.leases[lease_id] = dataclasses.replace(self.leases[lease_id], keys=keys)
@@ -92,8 +105,9 @@ class LeaseBook:
         return Applied(len(left), leases_touched=(cmd.lease_id,))
 
     # -- queries and records ------------------------------------------------------
-    def lease_of(self, key: bytes) -> int | None:
-        return self._key_lease.get(key)
+    def leases_of(self, key: bytes) -> frozenset[int]:
+        """The live leases that list key."""
+        return frozenset(self._key_leases.get(key, ()))
 
     def record(self, lease_id: int) -> LeaseRecord | None:
         """The record of one lease (live or ending), None if it has none."""
@@ -112,4 +126,4 @@ class LeaseBook:
             else:
                 self.leases[r.lease_id] = Lease(r.lease_id, r.ttl_s, r.keys)
                 for k in r.keys:
-                    self._key_lease[k] = r.lease_id
+                    self._key_leases.setdefault(k, set()).add(r.lease_id)

@@ -207,8 +207,8 @@ class PlacementState:
         return Applied(ReportResult(outcome, new), MapChange(self._bump(), shards=(new,), removed_shards=merged))
 
     # -- queries ---------------------------------------------------------------
-    def lease_of(self, key: bytes) -> int | None:
-        return self.lease_book.lease_of(key)
+    def leases_of(self, key: bytes) -> frozenset[int]:
+        return self.lease_book.leases_of(key)
 
     def shard_of_slot(self, slot: int) -> Shard | None:
         for s in self.shards.values():

@@ -3,7 +3,11 @@ placement).
 
 A write that puts a key with a lease first attaches the key to the lease in
 placement (``check``), and is refused with etcd's "requested lease not
-found" if the lease does not exist; only then is it proposed. So placement
+found" if the lease does not exist; only then is it proposed. Attaching
+adds the key to the lease without taking it from another (placement lists a
+key under every lease a put may give it); after the apply, the leader
+detaches it from each lease it did not get (``settle``: a txn branch that
+did not run), and the applied events detach it from the lease it left. So placement
 knows every key that may carry a lease before the key exists, and the keys
 of an ended lease are deleted with ``DeleteLeaseKeys`` ("delete if still
 attached to L", through the shard's log: idempotent, and harmless for keys
@@ -30,7 +34,7 @@ from shard.leasekeys import LeaseChange, LeaseRegistry, LeaseRegistryUnavailable
 from shard.node.routing import RoutingChecks
 from shard.node.state import NodeState
 from shard.statemachine import Applied
-from shard.types import Command, DeleteLeaseKeys, DeleteRangeResponse, Event, Request, RequestOp
+from shard.types import Command, DeleteLeaseKeys, DeleteRangeResponse, Event, RangeRequest, Request, RequestOp
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +98,28 @@ class LeaseAttachment:
             raise ServerBusy(f"cannot check the lease with placement: {exc}", 200) from None
         if missing:
             raise LeaseNotFound()
+
+    def settle(self, shard_id: int, request: Request | RequestOp) -> None:
+        """After a write applied (or failed) here as leader: every key that
+        ``check`` attached to a lease before the proposal and that does not
+        carry that lease now (the txn branch that named it did not run, or a
+        later write changed it) is detached again, through the same ordered
+        report queue as the applied events. Placement so lists a key under a
+        lease only while a put with that lease may still apply or did."""
+        if self.registry is None:
+            return
+        puts = lease_puts(request)
+        if not puts:
+            return
+        rep = self._s.replicas.get(shard_id)
+        if rep is None:
+            return
+        for lease_id, key in puts:
+            kvs = rep.sm.range(RangeRequest(key=key)).kvs
+            if not kvs or kvs[0].lease != lease_id:
+                self._reports.append((shard_id, (lease_id, key, True)))
+        if self._reports:
+            self._kick.set()
 
     async def delete_lease_keys(self, shard_id: int, lease_id: int, lease_keys: Sequence[bytes]) -> int:
         """As the shard's leader, delete those of lease_keys still attached to

@@ -69,6 +69,7 @@ class Writes:
                 "the write was not applied in time: its outcome is unknown; retry it with the same seq", 100, outcome_unknown=True
             ) from None
         assert isinstance(applied, Applied), applied
+        self._leases.settle(sid, request)
         outcome = applied.outcome
         if isinstance(outcome, SlotNotOwned):  # the slots changed between the check and the apply
             check_owned(rep, request)

@@ -217,3 +217,47 @@ def test_a_keep_alive_sent_before_a_revoke_is_answered_first(env: Env) -> None:
         requests.put(None)
         stream.cancel()
         assert first.ID == lease and first.TTL == 60, first
+
+
+def _ttl_keys(env: Env, lease: int) -> list[bytes]:
+    return list(env.lease.LeaseTimeToLive(epb.LeaseTimeToLiveRequest(ID=lease, keys=True), timeout=10).keys)
+
+
+def _exists(env: Env, key: bytes) -> bool:
+    return bool(env.kv.Range(epb.RangeRequest(key=key), timeout=10).kvs)
+
+
+def test_a_txn_branch_that_did_not_run_leaves_the_key_on_its_lease(env: Env) -> None:
+    """k is held under L1; If(create(k) = 0) Then(put k lease L2) fails its
+    compare. k stays listed under L1 (and leaves L2's list), and revoking L1
+    deletes it, as etcd does (the key used to move to L2 before the txn ran
+    and was never deleted)."""
+    l1, l2 = env.grant(), env.grant()
+    env.kv.Put(epb.PutRequest(key=b"lz/k", value=b"v", lease=l1), timeout=10)
+    txn = epb.TxnRequest(
+        compare=[epb.Compare(key=b"lz/k", target=epb.Compare.CREATE, result=epb.Compare.EQUAL, create_revision=0)],
+        success=[epb.RequestOp(request_put=epb.PutRequest(key=b"lz/k", value=b"w", lease=l2))],
+    )
+    assert not env.kv.Txn(txn, timeout=10).succeeded
+    assert _ttl_keys(env, l1) == [b"lz/k"]
+    wait_until(lambda: _ttl_keys(env, l2) == [], timeout=20, what="lease 2 no longer lists the key its txn did not put")
+    env.lease.LeaseRevoke(epb.LeaseRevokeRequest(ID=l2), timeout=10)
+    assert _exists(env, b"lz/k")
+    env.lease.LeaseRevoke(epb.LeaseRevokeRequest(ID=l1), timeout=10)
+    wait_until(lambda: not _exists(env, b"lz/k"), timeout=20, what="the key of the revoked lease deleted")
+
+
+def test_a_txn_branch_that_ran_moves_the_key_to_its_lease(env: Env) -> None:
+    l1, l2 = env.grant(), env.grant()
+    env.kv.Put(epb.PutRequest(key=b"lz/m", value=b"v", lease=l1), timeout=10)
+    txn = epb.TxnRequest(
+        compare=[epb.Compare(key=b"lz/m", target=epb.Compare.CREATE, result=epb.Compare.GREATER, create_revision=0)],
+        success=[epb.RequestOp(request_put=epb.PutRequest(key=b"lz/m", value=b"w", lease=l2))],
+    )
+    assert env.kv.Txn(txn, timeout=10).succeeded
+    assert _ttl_keys(env, l2) == [b"lz/m"]
+    wait_until(lambda: _ttl_keys(env, l1) == [], timeout=20, what="lease 1 no longer lists the moved key")
+    env.lease.LeaseRevoke(epb.LeaseRevokeRequest(ID=l1), timeout=10)
+    assert _exists(env, b"lz/m")
+    env.lease.LeaseRevoke(epb.LeaseRevokeRequest(ID=l2), timeout=10)
+    wait_until(lambda: not _exists(env, b"lz/m"), timeout=20, what="the key of the revoked lease deleted")

@@ -48,7 +48,7 @@ def test_state_survives_reopen(tmp_path: Path) -> None:
     again = PlacementMachine(db2, 0)
     assert again.applied_index() == len(COMMANDS)
     assert again.snapshot() == snap
-    assert again.state.ending == {-6: frozenset({b"k2"})} and again.state.lease_of(b"k1") == 5
+    assert again.state.ending == {-6: frozenset({b"k2"})} and again.state.leases_of(b"k1") == {5}
     db2.close()
 
 

@@ -248,14 +248,19 @@ def test_lease_attach_detach_move_and_revoke() -> None:
     st.apply(GrantLease(2, 10))
     out = st.apply(AttachKeys((KeyChange(1, b"a"), KeyChange(1, b"b"), KeyChange(3, b"c"), KeyChange(2, b"d"))))
     assert out.result == (2,)  # lease 3 does not exist
-    assert st.leases[1].keys == {b"a", b"b"} and st.lease_of(b"a") == 1
-    st.apply(AttachKeys((KeyChange(2, b"a"),)))  # a key has one lease: it moves
-    assert st.leases[1].keys == {b"b"} and st.leases[2].keys == {b"a", b"d"}
-    st.apply(AttachKeys((KeyChange(1, b"d", detach=True), KeyChange(2, b"d", detach=True))))  # only the owner detaches
-    assert st.leases[2].keys == {b"a"} and st.lease_of(b"d") is None
+    assert st.leases[1].keys == {b"a", b"b"} and st.leases_of(b"a") == {1}
+    # A put may give a key another lease: attaching adds it there and keeps
+    # it where it is, until the store detaches what the apply did not give
+    # it (a txn branch that did not run must not take the key off lease 1).
+    st.apply(AttachKeys((KeyChange(2, b"a"),)))
+    assert st.leases[1].keys == {b"a", b"b"} and st.leases[2].keys == {b"a", b"d"} and st.leases_of(b"a") == {1, 2}
+    st.apply(AttachKeys((KeyChange(1, b"a", detach=True),)))  # the put applied: the key left lease 1
+    assert st.leases[1].keys == {b"b"} and st.leases_of(b"a") == {2}
+    st.apply(AttachKeys((KeyChange(1, b"d", detach=True), KeyChange(2, b"d", detach=True))))  # a detach takes one pair only
+    assert st.leases[2].keys == {b"a"} and st.leases_of(b"d") == frozenset()
     revoked = st.apply(RevokeLease(2))
     assert revoked.result == (b"a",) and 2 not in st.leases and st.ending == {2: frozenset({b"a"})}
-    assert st.lease_of(b"a") is None
+    assert st.leases_of(b"a") == frozenset()
     again = st.apply(RevokeLease(2)).result
     assert isinstance(again, Rejected) and again.code == RejectCode.LEASE_NOT_FOUND
     # an ending lease's id cannot be granted again until its keys are gone
@@ -338,7 +343,7 @@ def test_snapshot_and_records_roundtrip() -> None:
     back = PlacementState.from_snapshot(st.snapshot())
     assert back.snapshot() == st.snapshot()
     assert back.leases == st.leases and back.ending == st.ending and back.shards == st.shards and back.nodes == st.nodes
-    assert back.lease_of(b"x") == 1 and back.map_version == st.map_version
+    assert back.leases_of(b"x") == {1} and back.map_version == st.map_version
     records = [r for lid in (1, 2) if (r := st.encode_lease(lid)) is not None]
     loaded = PlacementState.load(st.encode_map(), records)
     assert loaded.snapshot() == st.snapshot()
