@@ -12,17 +12,25 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from raft.core.types import Entry
-from shard.errors import EpochNotMatch
+from shard.errors import EpochNotMatch, RoutingError
 from shard.statemachine import Applied, ShardStateMachine
 from shard.types import Epoch, Event
 
-if TYPE_CHECKING:
-    from shard.node.watch import Watcher
-
 log = logging.getLogger(__name__)
+
+
+class Watcher(Protocol):
+    """What a replica needs of a watch stream's live queue (shard/node/watch.py's
+    Watcher): events to offer as they apply, and two ways to end it."""
+
+    def offer(self, events: Sequence[Event]) -> None: ...
+
+    def cancel(self, reason: str) -> None: ...
+
+    def cancel_routing(self, err: RoutingError) -> None: ...
 
 
 class ShardReplica:

@@ -17,9 +17,9 @@ The rules (DESIGN.md is the reference; keep the two in step):
   other shared leaves, and the ``__init__`` of its package imports nothing
   else either (importing ``shard.slots`` runs ``shard/__init__.py``).
 
-Each package may import itself. Edges the other halves of issue #14 will
-remove are in PENDING (wrong-way imports) and PENDING_CYCLE_EDGES (one
-edge of each known cycle), each with its reason: the lists only shrink.
+Each package may import itself. Known exceptions would be listed in PENDING
+(wrong-way imports) and PENDING_CYCLE_EDGES (one edge of each known cycle),
+each with its reason; both are empty since issue #14 and only shrink.
 """
 
 from __future__ import annotations
@@ -53,18 +53,11 @@ PENDING: frozenset[tuple[str, str]] = frozenset()
 """Known wrong-way edges (importer, imported), each removed by a pending
 part of issue #14. Empty: add one only with its reason and the issue."""
 
-PENDING_CYCLE_EDGES: frozenset[tuple[str, str]] = frozenset(
-    {
-        # Issue #14, shard's half (shard/node/ split in progress): replica.py
-        # names Watcher under TYPE_CHECKING while watch.py imports replica,
-        # routing and state: one cycle through five modules of shard/node/.
-        ("shard.node.replica", "shard.node.watch"),
-    }
-)
+PENDING_CYCLE_EDGES: frozenset[tuple[str, str]] = frozenset()
 """Known import cycles, each entered as the one edge (importer, imported)
-whose removal breaks it, and each removed by a pending part of issue #14.
-The cycle check runs without these edges; the list only shrinks (an edge
-that is gone must leave it)."""
+whose removal breaks it. The cycle check runs without these edges; the list
+only shrinks (an edge that is gone must leave it). Empty since issue #14:
+add one only with its reason and the issue."""
 
 
 # ------------------------------------------------------------------- parsing
