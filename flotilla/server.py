@@ -141,6 +141,8 @@ async def serve_router(args: argparse.Namespace) -> None:
     """--router alone: no data directory, no Raft host."""
     router = await _start_router(args, _router_placement(args, "", {}), args.node_id)
     info = {"port": router.port, "pid": os.getpid(), "node_id": router.member_id, "router_port": router.port}
+    if router.gateway_urls:
+        info["gateway_urls"] = router.gateway_urls
     procs.announce_ready(args.ready_file, info, f"ready port={router.port} pid={os.getpid()} router={router.member_id}")
     log.info("router node=%d serving etcd v3 on %s", router.member_id, router.address)
     await procs.serve_until_signalled(before_cancel=router.stop)
@@ -260,6 +262,8 @@ async def serve(args: argparse.Namespace) -> None:
     info = {"port": port, "pid": os.getpid(), "node_id": args.node_id}
     if router is not None:
         info["router_port"] = router.port
+        if router.gateway_urls:
+            info["gateway_urls"] = router.gateway_urls
     extra = f" router_port={router.port}" if router is not None else ""
     procs.announce_ready(args.ready_file, info, f"ready port={port} pid={os.getpid()} node={args.node_id}{extra}")
     roles = "+".join(r for r, on in (("placement", args.placement), ("store", args.store), ("router", args.router)) if on)

@@ -68,6 +68,7 @@ OPTIONAL_MODULES = (
     "placement/operators.py",
     "placement/scheduler.py",
     "router/slots.py",
+    "router/gateway/codec.py",
     "router/merge.py",
     "router/hlc.py",
 )
