@@ -225,9 +225,9 @@ class WatchSession:
                     rev = min((w.delivered if w.watch_id in self._victims else w.merger.frontier() for w in self._watches.values()), default=self._fwd.last_revision)
                     self._send(epb.WatchResponse(header=self._header(rev), watch_id=-1))
         except grpc.aio.AioRpcError:
-            pass
-        finally:
-            self._out.put_nowait(None)
+            self._out.put_nowait(None)  # the client's stream broke: the session ends
+        # The client closed its side (half-close): like etcd's watch server,
+        # keep serving the watches it made until it cancels the call.
 
     def _create(self, create: epb.WatchCreateRequest) -> None:
         if not create.key:

@@ -413,3 +413,17 @@ def test_embedded_router_progress_notify_unary_path_and_concurrent_writes(env: E
             await server.stop()
 
     asyncio.run(asyncio.wait_for(body(), 60))
+
+
+def test_a_watch_keeps_serving_after_the_client_half_closes(env: Env) -> None:
+    """etcd's watch server keeps a stream's watches after the client closes
+    its sending side (only cancelling the call ends them): a put after the
+    half-close is still delivered."""
+    create = epb.WatchRequest(create_request=epb.WatchCreateRequest(key=b"halfclose/k"))
+    stream = env.watch.Watch(iter([create]), timeout=30)  # the iterator ends: the client half-closes
+    created = next(stream)
+    assert created.created
+    env.put(b"halfclose/k", b"v")
+    got = next(stream)
+    assert [ev.kv.key for ev in got.events] == [b"halfclose/k"]
+    stream.cancel()
