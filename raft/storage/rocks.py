@@ -142,6 +142,7 @@ class RocksLogStore:
         self._tombstones: dict[int, int] = {}
         self._reader: Reader | None = None
         self._in_flight = 0
+        self._idle_waiters: list[asyncio.Future[None]] = []
         self._failed: BaseException | None = None
         self._closed = False
 
@@ -289,6 +290,14 @@ class RocksLogStore:
         if self._failed is not None:
             raise FatalStorageError("the raft log store failed") from self._failed
 
+    async def wait_idle(self) -> None:
+        """Return once no write is in flight (at once if none is): lets a
+        test wait for the sync thread on a condition instead of sleeping."""
+        while self._in_flight:
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._idle_waiters.append(fut)
+            await fut
+
     async def persist(
         self,
         batch: Sequence[tuple[int, Ready]],
@@ -373,6 +382,11 @@ class RocksLogStore:
     def _on_written(self, lb: LogBatch, fut: asyncio.Future[None]) -> None:
         """Done-callback on the loop thread: install the views of a written batch."""
         self._in_flight -= 1
+        if not self._in_flight:
+            waiters, self._idle_waiters = self._idle_waiters, []
+            for w in waiters:
+                if not w.done():
+                    w.set_result(None)  # they resume after this callback: the views are installed by then
         if fut.cancelled():
             self._failed = self._failed or RuntimeError("log store write was cancelled")
             return

@@ -20,6 +20,7 @@ from shard import keys, slots
 from shard.node import RequestContext, StoreNode
 from shard.rocks import RocksEngine
 from shard.types import PutRequest
+from tests.unit.runtime.loopwait import settle
 
 TICK = 0.1
 SLOTS = 16
@@ -94,7 +95,7 @@ class Nodes:
             if loop.time() > deadline:
                 raise AssertionError(f"timed out waiting for {what}")
             self.clock.advance(TICK)
-            await asyncio.sleep(0.002)  # sleep-ok: lets the persist thread and transport tasks run; time is the FakeClock's
+            await settle(self.stores.values())  # the persist thread and transport tasks; time is the FakeClock's
 
     def leader(self, sid: int) -> int | None:
         for n, h in self.hosts.items():
@@ -117,7 +118,7 @@ class Nodes:
         while not await attempt():
             assert loop.time() < deadline, f"put {key!r}"
             self.clock.advance(TICK)
-            await asyncio.sleep(0.002)  # sleep-ok: as in until()
+            await settle(self.stores.values())  # as in until()
 
 
 def data_keys(db: Any, ranges: slots.SlotRanges) -> list[bytes]:

@@ -20,6 +20,7 @@ from raft.runtime.registers import RegisterMachine
 from raft.storage import FatalStorageError
 from raft.storage.rocks import RocksLogStore, open_db
 from raft.transport.local import LocalNetwork
+from tests.unit.runtime.loopwait import settle
 
 TICK = 0.1
 
@@ -65,7 +66,7 @@ class Cluster:
             if loop.time() > deadline:
                 raise AssertionError(f"timed out waiting for {what}")
             self.clock.advance(TICK)
-            await asyncio.sleep(0.002)  # sleep-ok: lets the persist thread and transport tasks run; time is the FakeClock's
+            await settle(self.stores.values())  # the persist thread and transport tasks; time is the FakeClock's
 
     def leader(self, gid: int) -> int | None:
         best = None
@@ -123,7 +124,7 @@ async def test_idle_groups_quiesce_and_wake_on_proposal(tmp_path: Path) -> None:
         async def ticks(n: int) -> None:
             for _ in range(n):
                 c.clock.advance(TICK)
-                await asyncio.sleep(0.001)  # sleep-ok: let each virtual tick be processed
+                await settle(c.stores.values())  # let each virtual tick be processed
 
         await ticks(5)  # answers to heartbeats that were in flight when the groups went quiet
         sent = {n: h.stats.messages_sent for n, h in c.hosts.items()}

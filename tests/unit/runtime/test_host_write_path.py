@@ -23,6 +23,7 @@ from raft.runtime.registers import RegisterMachine
 from raft.storage import LogBatch
 from raft.storage.rocks import RocksLogStore, open_db
 from raft.transport.local import LocalNetwork
+from tests.unit.runtime.loopwait import settle
 
 TICK = 0.1
 NODES = (1, 2, 3)
@@ -46,7 +47,7 @@ class _CountingStore(RocksLogStore):
         super().commit(lb, sync=sync)
 
 
-async def _until(pred: Any, clock: FakeClock, tasks: list[asyncio.Task[None]], what: str, timeout_s: float = 30.0) -> None:
+async def _until(pred: Any, clock: FakeClock, tasks: list[asyncio.Task[None]], what: str, *, stores: Any, timeout_s: float = 30.0) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     while not pred():
@@ -56,7 +57,7 @@ async def _until(pred: Any, clock: FakeClock, tasks: list[asyncio.Task[None]], w
         if loop.time() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         clock.advance(TICK)
-        await asyncio.sleep(0.002)  # sleep-ok: lets the persist thread and transport tasks run; time is the FakeClock's
+        await settle(stores.values())  # the persist thread and transport tasks; time is the FakeClock's
 
 
 async def test_only_syncs_use_the_executor_and_writes_stay_applied(tmp_path: Path) -> None:
@@ -83,7 +84,7 @@ async def test_only_syncs_use_the_executor_and_writes_stay_applied(tmp_path: Pat
         def leader() -> int | None:
             return next((n for n, h in hosts.items() if h.status(1).soft_state.role == StateRole.LEADER), None)
 
-        await _until(lambda: leader() is not None and hosts[leader() or 1].status(1).applied >= 2, clock, tasks, "a leader")
+        await _until(lambda: leader() is not None and hosts[leader() or 1].status(1).applied >= 2, clock, tasks, "a leader", stores=stores)
         lead = leader()
         assert lead is not None
         for s in stores.values():
@@ -96,7 +97,7 @@ async def test_only_syncs_use_the_executor_and_writes_stay_applied(tmp_path: Pat
         # Every write acknowledged above is applied on the leader, and the
         # followers catch up through the same path.
         assert machines[lead].get(b"k3") == b"19"
-        await _until(lambda: all(m.get(b"k3") == b"19" for m in machines.values()), clock, tasks, "followers apply")
+        await _until(lambda: all(m.get(b"k3") == b"19" for m in machines.values()), clock, tasks, "followers apply", stores=stores)
 
         for n, s in stores.items():
             # Log appends (and only they) were synced on the executor ...

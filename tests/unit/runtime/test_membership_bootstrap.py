@@ -23,6 +23,7 @@ from raft.runtime.registers import RegisterMachine
 from raft.storage.logstore import BOOTSTRAP_INDEX
 from raft.storage.rocks import RocksLogStore, open_db
 from raft.transport.local import LocalNetwork
+from tests.unit.runtime.loopwait import settle
 
 TICK = 0.1
 GROUP = 7
@@ -77,7 +78,7 @@ class Nodes:
             if loop.time() > deadline:
                 raise AssertionError(f"timed out waiting for {what}")
             self.clock.advance(TICK)
-            await asyncio.sleep(0.002)  # sleep-ok: lets the persist thread and transport tasks run; time is the FakeClock's
+            await settle(h._store for h in self.hosts.values())  # noqa: SLF001  # the persist thread and transport tasks; time is the FakeClock's
 
     async def ticks(self, n: int) -> None:
         left = [n]
