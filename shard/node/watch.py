@@ -113,7 +113,13 @@ class WatchHub:
     async def _watch(self, rep: ShardReplica, spec: WatchSpec) -> AsyncIterator[WatchBatch]:
         cfg = self._s.cfg
         sm = rep.sm
-        start = spec.start_revision if spec.start_revision > 0 else sm.revision + 1
+        # From now (no start revision): after the readable revision, not just
+        # after the last write. Every later write gets a revision above both
+        # (shard/hlc.py), and a compaction never passes the readable revision,
+        # so a watch from now is never refused as compacted on a shard that
+        # had no write above a cluster-wide compaction (etcd starts it at its
+        # current revision and waits).
+        start = spec.start_revision if spec.start_revision > 0 else sm.readable_revision + 1
         if start < sm.compact_revision:
             yield WatchBatch(compact_revision=sm.compact_revision, closed_ts=sm.closed_ts)
             return
