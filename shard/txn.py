@@ -36,20 +36,27 @@ from shard.errors import (
     ValueProvided,
 )
 from shard.types import (
+    ClosedTs,
+    CommitMerge,
     Compare,
     CompareResult,
     CompareTarget,
+    CompactionRequest,
+    DeleteLeaseKeys,
     DeleteRangeRequest,
     DeleteRangeResponse,
     Event,
     EventType,
     KeyValue,
+    PrepareMerge,
     PutRequest,
     PutResponse,
     RangeRequest,
     RangeResponse,
+    Request,
     RequestOp,
     ResponseOp,
+    Split,
     TxnRequest,
     TxnResponse,
 )
@@ -80,6 +87,17 @@ def validate_op(op: RequestOp, max_txn_ops: int = DEFAULT_MAX_TXN_OPS) -> None:
         _check_intervals(op.failure)
     else:
         raise TypeError(f"not a txn op: {type(op).__name__}")
+
+
+def validate(request: Request | RangeRequest, max_txn_ops: int = DEFAULT_MAX_TXN_OPS) -> None:
+    """etcd's checks of a request, before it is proposed (or served): raise
+    the RequestError etcd would answer."""
+    if isinstance(request, (PutRequest, DeleteRangeRequest, TxnRequest, RangeRequest)):
+        validate_op(request, max_txn_ops)
+    elif isinstance(request, (CompactionRequest, ClosedTs, Split, DeleteLeaseKeys, PrepareMerge, CommitMerge)):
+        return
+    else:
+        raise TypeError(f"not a shard request: {type(request).__name__}")
 
 
 def _check_txn(t: TxnRequest, max_txn_ops: int) -> None:

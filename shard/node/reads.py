@@ -19,7 +19,7 @@ from shard.errors import FutureRevision, StaleReadNotReady
 from shard.node.requests import Consistency, RequestContext
 from shard.node.routing import RoutingChecks, check_owned, refuse_frozen
 from shard.node.state import NodeState
-from shard.statemachine import validate
+from shard.txn import validate
 from shard.types import RangeRequest, RangeResponse
 
 

@@ -19,7 +19,8 @@ from shard.node.leases import LeaseAttachment
 from shard.node.requests import RequestContext
 from shard.node.routing import RoutingChecks, check_owned, refuse_frozen
 from shard.node.state import NodeState
-from shard.statemachine import Applied, validate
+from shard.statemachine import Applied
+from shard.txn import validate
 from shard.types import CompactionRequest, Command, DeleteRangeRequest, PutRequest, Response, TxnRequest
 
 

@@ -37,6 +37,10 @@ FORBIDDEN = frozenset(
 MANDATORY_PACKAGE = "raft/core"
 OPTIONAL_MODULES = (
     "shard/statemachine.py",
+    "shard/dedup.py",
+    "shard/meta.py",
+    "shard/splitmerge.py",
+    "shard/reader.py",
     "shard/slots.py",
     "shard/hlc.py",
     "shard/keys.py",

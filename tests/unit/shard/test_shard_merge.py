@@ -12,7 +12,8 @@ from shard import keys, slots
 from shard.codec import decode_command, encode_command
 from shard.engine import KvEngine
 from shard.errors import CodecError, SlotNotOwned
-from shard.statemachine import MergeNotReady, ShardStateMachine
+from shard.splitmerge import MergeNotReady
+from shard.statemachine import ShardStateMachine
 from shard.types import (
     AckResponse,
     ClosedTs,

@@ -10,7 +10,8 @@ from typing import Any
 
 from shard import keys, slots
 from shard.engine import MemoryEngine
-from shard.statemachine import ShardStateMachine, live_totals
+from shard.reader import live_totals
+from shard.statemachine import ShardStateMachine
 from shard.types import (
     Compare,
     CompareResult,

@@ -18,7 +18,7 @@ from shard.errors import (
     RevisionCompacted,
     TooManyOps,
 )
-from shard.statemachine import validate
+from shard.txn import validate
 from shard.types import (
     Compare,
     CompareResult,
