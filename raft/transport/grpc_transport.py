@@ -10,7 +10,7 @@ Sending (per peer, one asyncio task):
 A stream starts with the receiver's StreamAck naming its node id, so the
 sender knows it reached the right process. When the stream breaks, or a
 connection attempt fails, what was being written and what is queued is
-reported unreachable (base.py), then the sender waits (exponential backoff,
+reported unreachable (queueing.py), then the sender waits (exponential backoff,
 50 ms to 2 s, jittered by the injected Random), discarding what is queued
 meanwhile, and tries again. Each attempt uses a new channel with a local
 subchannel pool, so gRPC's own connection backoff never delays it; a new
@@ -43,14 +43,7 @@ import grpc.aio
 from flotillapb import raft_pb2 as pb
 from flotillapb import raft_pb2_grpc
 from raft.core.types import Message
-from raft.transport.base import (
-    Backoff,
-    QueueingTransport,
-    SnapshotData,
-    TransportError,
-    _Peer,
-    iter_snapshot_pieces,
-)
+from raft.transport.base import SnapshotData, TransportError, _Peer
 from raft.transport.codec import (
     DEFAULT_CHUNK_SIZE,
     CodecError,
@@ -59,6 +52,8 @@ from raft.transport.codec import (
     decode_batch,
     encode_batch,
 )
+from raft.transport.queueing import QueueingTransport
+from raft.transport.sender import Backoff, iter_snapshot_pieces
 
 __all__ = ["DEFAULT_MAX_MESSAGE_BYTES", "GrpcTransport", "RaftTransportServicer"]
 

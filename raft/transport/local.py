@@ -22,7 +22,9 @@ import logging
 from collections.abc import Iterator
 
 from raft.core.types import Message
-from raft.transport.base import QueueingTransport, SnapshotData, TransportError, _Peer, iter_snapshot_pieces
+from raft.transport.base import SnapshotData, TransportError, _Peer
+from raft.transport.queueing import QueueingTransport
+from raft.transport.sender import iter_snapshot_pieces
 
 __all__ = ["LocalNetwork", "LocalTransport"]
 
