@@ -45,7 +45,9 @@ def main(argv: argparse.Namespace | list[str] | None = None) -> int:
         p = argparse.ArgumentParser(prog="flotilla campaign", description=__doc__)
         add_arguments(p)
         args = p.parse_args(argv)
-    from flotilla.campaign.runner import CampaignConfig, format_summary, run_campaign, summarize
+    from flotilla.campaign.config import CampaignConfig
+    from flotilla.campaign.runner import run_campaign
+    from flotilla.campaign.summary import format_summary, summarize
 
     def on_term(signum: int, frame: object) -> None:
         raise KeyboardInterrupt  # unwind: every run's finally stops the processes it started

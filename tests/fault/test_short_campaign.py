@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import pytest
 
-from flotilla.campaign.runner import CampaignConfig, format_summary, run_campaign, summarize
+from flotilla.campaign.config import CampaignConfig
+from flotilla.campaign.runner import run_campaign
+from flotilla.campaign.summary import format_summary, summarize
 
 pytestmark = [pytest.mark.fault, pytest.mark.integration]
 
