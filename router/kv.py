@@ -9,8 +9,11 @@
   still below R is read again at revision R (a shard whose closed timestamp
   had passed R already answered the state at R). A shard closes R shortly
   (the router's HLC, >= R, reaches it with the request), so the second read
-  waits at most about one closed-timestamp interval. The answer's
-  header.revision is R.
+  waits at most about one closed-timestamp interval.
+- A read's header.revision (one shard or many) is the cluster's current
+  revision as far as the read vouches for it (KvRouter.read_revision,
+  DESIGN.md "Reads"): the largest revision this router has seen, capped at
+  what every shard read had closed, never below the read's own revision R.
 - Put, and DeleteRange of one key: forwarded. A DeleteRange over many shards
   is one delete per shard, each atomic in its shard, but *not one revision*
   for the whole range (etcd's is); header.revision is the largest.
@@ -132,12 +135,36 @@ class KvRouter:
                 if len(shards) == 1 and (not req.range_end or self._one_slot(req.key, req.range_end)):
                     a = await self.fwd.call("range", req, route=self._route_for(req.key, req.range_end), deadline=deadline, mode=mode)
                     out: epb.RangeResponse = a.response
-                    self.stamp(out.header)
+                    rev = a.response.header.revision
+                    self.stamp(out.header, self.read_revision(rev, max(rev, a.header.closed_ts)))
                     return out
                 return await self._scatter_range(req, [s.shard_id for s in shards], mode, deadline)
             except _Replan:
                 await self.cache.refresh()
         raise EtcdError("timeout", "the shard map kept changing during the range")
+
+    def read_revision(self, answered: int, safe: int) -> int:
+        """The header revision of a read: the cluster's current revision as far
+        as the read can vouch for it (DESIGN.md, "Reads").
+
+        `answered` is the revision the read's state is at (a shard's current
+        revision; the common revision of a scattered read) and `safe` (>=
+        answered) the highest revision whose state the read equally is: a
+        shard has no write between its revision and its closed timestamp at
+        read time, and no later write gets a revision at or below either, so
+        a watch from any revision <= safe, + 1, misses none of its later
+        writes. The answer is the largest revision this router has seen (the
+        cluster's current revision as far as it knows: etcd's header
+        revision), capped at `safe`, and never below `answered`; a router
+        that has seen no revision at all answers `safe`. So a read on a
+        shard never written shows the cluster's revision once the shard has
+        closed it (else the shard's closed timestamp), never 0 once it has
+        one."""
+        known = self.fwd.last_revision
+        h = max(answered, min(safe, known)) if known else safe
+        if h > known:
+            self.fwd.last_revision = h  # headers through this router do not go back for want of a write seen
+        return h
 
     def _one_slot(self, key: bytes, range_end: bytes) -> bool:
         return slots.range_slot(key, range_end, self.cache.slot_count) is not None
@@ -155,6 +182,9 @@ class KvRouter:
             *(self.fwd.call("range", sub, route=self.route_shard(sid), deadline=deadline, mode=mode) for sid in shard_ids)
         )
         answers = list(answers)
+        # Per shard, the highest revision whose state its answer equally is
+        # (its revision or its closed timestamp at read time; see read_revision).
+        safe = [max(a.response.header.revision, a.header.closed_ts) for a in answers]
         if mode.consistency == spb.READ_AT_REVISION:
             revision = max(a.response.header.revision for a in answers)
         else:
@@ -178,6 +208,7 @@ class KvRouter:
                 )
                 for i, a in zip(again, redo, strict=True):
                     answers[i] = a
+                    safe[i] = revision  # read at the revision: later writes of the shard may be above it
         if sorted(s.shard_id for s in self.cache.shards_for_range(req.key, req.range_end)) != sorted(shard_ids):
             raise _Replan()  # a shard split or merged meanwhile: its slots may be missed
         merged = merge.merge_ranges(
@@ -191,7 +222,7 @@ class KvRouter:
         if drop_values_after:
             for kv in out.kvs:
                 kv.value = b""
-        self.stamp(out.header, revision)
+        self.stamp(out.header, self.read_revision(revision, max(revision, min(safe, default=revision))))
         return out
 
     # -- writes ------------------------------------------------------------------------
