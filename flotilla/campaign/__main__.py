@@ -11,7 +11,7 @@ import signal
 import sys
 import time
 
-from flotilla.campaign.nemesis import ALIASES, KINDS, parse_kinds
+from flotilla.campaign.kinds import ALIASES, KINDS, parse_kinds
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -42,53 +42,32 @@ from typing import Callable
 import grpc
 
 from flotilla.campaign.history import FaultEvent
+from flotilla.campaign.kinds import (
+    CRASH_POINTS,
+    MAX_SPLITS,
+    OP_KINDS,
+    PARTITION_KINDS,
+    PLACEMENT_KINDS,
+    ROUTER_KINDS,
+)
+from flotilla.campaign.netfaults import NetworkFaults
+from flotilla.campaign.placementops import PlacementOps
+from flotilla.campaign.rolefaults import RoleFaults
 from flotilla.cluster import Cluster, wait_until
 from flotilla.router_main import RouterProcess
-from flotillapb import placement_pb2 as ppb
 from flotillapb.etcd.etcdserverpb import rpc_pb2 as epb
 from flotillapb.etcd.etcdserverpb import rpc_pb2_grpc as eg
-from raft.transport.faults import Rules, write_rules
 
-__all__ = ["Nemesis", "KINDS", "CRASH_POINTS", "ALIASES", "parse_kinds"]
-
-PARTITION_KINDS = ("partition_leader", "partition_split", "partition_bridge", "partition_oneway", "delay")
-OP_KINDS = ("transfer_under_fault", "split_under_fault", "move_under_fault", "merge_under_fault")
-PLACEMENT_KINDS = ("kill_placement_leader", "kill_placement_follower", "pause_placement")
-ROUTER_KINDS = ("kill_router", "pause_router")
-KINDS = (
-    "kill_one", "kill_leader", "kill_majority", "kill_all", "pause", "crashpoint",
-    *PARTITION_KINDS, "clock", *OP_KINDS, *PLACEMENT_KINDS, *ROUTER_KINDS,
-)
-CRASH_POINTS = (
-    "before_persist", "after_persist", "before_apply", "after_apply",
-    "snapshot_save", "before_snapshot_apply", "after_snapshot_apply", "split_apply", "merge_apply",
-)
-ALIASES = {
-    "kill": ("kill_one", "kill_leader", "kill_majority", "kill_all"),
-    "partition": PARTITION_KINDS,
-    "ops": OP_KINDS,
-    "placement": PLACEMENT_KINDS,
-    "router": ROUTER_KINDS,
-    "all": KINDS,
-}
-MAX_SPLITS = 2  # per run: each split adds a shard (a Raft group on every store)
-MAX_MERGES = 2  # per run, and only while at least MIN_SHARDS_TO_MERGE shards exist
-MIN_SHARDS_TO_MERGE = 3
-
-
-def parse_kinds(text: str) -> tuple[str, ...]:
-    out: list[str] = []
-    for item in filter(None, (t.strip() for t in text.split(","))):
-        for k in ALIASES.get(item, (item,)):
-            if k not in KINDS:
-                raise ValueError(f"unknown nemesis {k!r}; known: {', '.join((*KINDS, *ALIASES))}")
-            if k not in out:
-                out.append(k)
-    return tuple(out)
+__all__ = ["Nemesis"]
 
 
 @dataclass
-class Nemesis:
+class Nemesis(NetworkFaults, PlacementOps, RoleFaults):
+    """Runs one fault at a time (``run``) and waits for the cluster to heal.
+    Store process faults (kills, pauses, crash points) are here; network and
+    clock faults (netfaults.py), operations under a fault (placementops.py)
+    and placement server and router faults (rolefaults.py) are mixed in."""
+
     cluster: Cluster
     rng: random.Random
     clock: Callable[[], float] = time.monotonic
@@ -278,280 +257,3 @@ class Nemesis:
             p.wait(timeout=30)
         self._restart([nid])
         return fired
-
-    # -- network -------------------------------------------------------------------------------
-    def _write_rules(self, rules: dict[int, Rules]) -> None:
-        """Each named process's rule file (a process not named keeps its own)."""
-        for nid, r in rules.items():
-            write_rules(self.cluster.faults_file(nid), r)
-
-    def _clear_rules(self) -> None:
-        """Heal every network fault (clock offsets set through the file too)."""
-        self._write_rules({nid: Rules() for nid in (*self.cluster.placement_ids, *self.cluster.store_ids)})
-
-    @staticmethod
-    def _cut(groups: list[list[int]]) -> dict[int, Rules]:
-        """Rules that let each group talk only within itself."""
-        out: dict[int, Rules] = {}
-        for g in groups:
-            others = frozenset(n for h in groups if h is not g for n in h)
-            for nid in g:
-                out[nid] = Rules(drop=others)
-        return out
-
-    def _busiest_leader(self) -> tuple[int, int]:
-        """(node leading the most shards, one shard it leads), or a random node's."""
-        leaders = self.stores.leaders()
-        if not leaders:
-            return self.rng.choice(sorted(self.stores.live())), 0
-        count = Counter(leaders.values())
-        nid = max(sorted(count), key=lambda n: count[n])
-        return nid, min(s for s, n in leaders.items() if n == nid)
-
-    def _start_network_fault(self, kind: str) -> tuple[list[int], int, str]:
-        """Write the rules of a network fault; returns (nodes, shard, detail)."""
-        stores = sorted(self.cluster.store_ids)
-        placement = sorted(self.cluster.placement_ids)
-        shard = 0
-        if kind == "partition_leader":
-            victim, shard = self._busiest_leader()
-            self._write_rules(self._cut([[victim], [n for n in stores if n != victim]]))
-            return [victim], shard, f"isolated node {victim} (leads shard {shard})"
-        if kind == "partition_split":
-            # 3 of each: the minority is one store and one placement server.
-            s_min = self.rng.sample(stores, (len(stores) - 1) // 2)
-            p_min = self.rng.sample(placement, (len(placement) - 1) // 2)
-            rules = {
-                **self._cut([s_min, [n for n in stores if n not in s_min]]),
-                **self._cut([p_min, [n for n in placement if n not in p_min]]),
-            }
-            self._write_rules(rules)
-            return [*s_min, *p_min], 0, f"minority stores {s_min} and placement {p_min} cut from the majority"
-        if kind == "partition_bridge":
-            bridge = self.rng.choice(stores)
-            a, b = [n for n in stores if n != bridge][:2]
-            self._write_rules({a: Rules(drop=frozenset({b})), b: Rules(drop=frozenset({a}))})
-            return [a, b, bridge], 0, f"{a} and {b} cut, both still reach {bridge} (bridge)"
-        if kind == "partition_oneway":
-            victim, shard = self._busiest_leader()
-            dst = self.rng.choice([n for n in stores if n != victim])
-            self._write_rules({victim: Rules(drop=frozenset({dst}))})
-            return [victim, dst], shard, f"one-way drop {victim} -> {dst} ({victim} leads shard {shard})"
-        if kind == "delay":
-            victim, shard = self._busiest_leader()
-            ms = int(self.election_timeout_s * 1000 * self.rng.uniform(0.6, 1.5))
-            jitter = int(ms * 0.3)
-            self._write_rules({victim: Rules(delay_ms={n: ms for n in stores if n != victim}, jitter_ms=jitter)})
-            return [victim], shard, f"node {victim}'s messages delayed {ms}+-{jitter} ms (leads shard {shard})"
-        raise ValueError(kind)
-
-    def _hold(self) -> float:
-        hold = self.election_timeout_s * self.rng.uniform(2.0, 4.0)
-        time.sleep(hold)  # sleep-ok: nemesis fault duration
-        return hold
-
-    def _network_fault(self, kind: str) -> tuple[list[int], int, str]:
-        nids, shard, detail = self._start_network_fault(kind)
-        try:
-            hold = self._hold()
-        finally:
-            self._clear_rules()
-        return nids, shard, f"{detail} for {hold:.2f}s"
-
-    # -- clock ---------------------------------------------------------------------------------
-    def _clock_fault(self) -> tuple[list[int], str]:
-        """A wall-clock offset on one store or placement server, live (rule
-        file) or by a restart with FLOTILLA_CLOCK_OFFSET_MS; healed to 0."""
-        victim = self.rng.choice([*self.cluster.store_ids, *self.cluster.placement_ids])
-        offset = self.rng.choice((-1, 1)) * self.rng.randint(50, 2000)
-        self.max_clock_offset_ms = max(self.max_clock_offset_ms, abs(offset))
-        is_store = victim in self.cluster.store_ids
-        group = self.stores if is_store else self.cluster.placement
-        if self.rng.random() < 0.5:
-            self._write_rules({victim: Rules(clock_offset_ms=offset)})
-            try:
-                hold = self._hold()
-            finally:
-                self._clear_rules()
-            return [victim], f"node {victim} wall clock {offset:+d} ms live for {hold:.2f}s"
-        env = group.node_env.setdefault(victim, {})
-        env["FLOTILLA_CLOCK_OFFSET_MS"] = str(offset)
-        try:
-            self._restart_any(victim)
-            hold = self._hold()
-        finally:
-            env.pop("FLOTILLA_CLOCK_OFFSET_MS", None)
-            self._restart_any(victim)
-        return [victim], f"node {victim} restarted with wall clock {offset:+d} ms for {hold:.2f}s, then restarted without"
-
-    def _restart_any(self, nid: int) -> None:
-        """kill -9 and restart a store or placement server."""
-        if nid in self.cluster.store_ids:
-            self._kill([nid])
-            self._restart([nid])
-        else:
-            self.cluster.placement.nodes[nid].kill()
-            self.cluster.placement.restart(nid)
-
-    # -- operations under a fault --------------------------------------------------------------
-    def _op_under_fault(self, kind: str) -> tuple[list[int], int, str]:
-        under = self.rng.choice(("partition_leader", "partition_oneway", "delay", "pause"))
-        paused: int | None = None
-        if under == "pause":
-            nids, shard = list(self._busiest_leader()[:1]), 0
-            paused = nids[0]
-            self.stores.nodes[paused].send_signal(signal.SIGSTOP)
-            fdetail = f"node {paused} paused"
-        else:
-            nids, shard, fdetail = self._start_network_fault(under)
-        t0 = self.clock()
-        try:
-            time.sleep(self.election_timeout_s * self.rng.uniform(0.2, 1.0))  # sleep-ok: let the fault bite first
-            op, shard = self._placement_op(kind, shard)
-            left = self.election_timeout_s * 3 - (self.clock() - t0)
-            if left > 0:
-                time.sleep(left)  # sleep-ok: nemesis fault duration
-        finally:
-            if paused is not None:
-                self.stores.nodes[paused].send_signal(signal.SIGCONT)
-            self._clear_rules()
-        if kind in ("split_under_fault", "merge_under_fault"):
-            self.sync_map()
-        return nids, shard, f"{op} while {fdetail}"
-
-    def _placement_op(self, kind: str, shard: int) -> tuple[str, int]:
-        """Ask placement (as `flotilla ctl` does) for the operation; returns
-        its description with the outcome, and the shard."""
-        stores = sorted(self.cluster.store_ids)
-        shards = self.stores.shard_ids()
-        shard = shard if shard in shards else self.rng.choice(shards)
-        if kind == "transfer_under_fault":
-            to = self.rng.choice(stores)
-            name, req, method = f"transfer shard {shard} leader to {to}", ppb.TransferLeaderRequest(shard_id=shard, node_id=to), "TransferLeader"
-        elif kind == "split_under_fault":
-            if self.splits >= MAX_SPLITS:
-                self.op_outcomes[(kind, "skipped")] += 1
-                return f"split of shard {shard} skipped (the run's {MAX_SPLITS} splits done)", shard
-            name, req, method = f"split shard {shard}", ppb.SplitRequest(shard_id=shard, at_slot=0), "Split"
-        elif kind == "merge_under_fault":
-            if not self._may_merge():
-                self.op_outcomes[(kind, "skipped")] += 1
-                return f"merge skipped ({self.merges} merges done, {len(shards)} shards)", shard
-            source = shard if shard in shards else self.rng.choice(shards)
-            target = self.rng.choice([s for s in shards if s != source])
-            name, req, method = f"merge shard {source} into shard {target}", ppb.MergeRequest(shard_id=target, other_shard_id=source), "Merge"
-        elif kind == "move_under_fault":
-            # From a replica to a store without one, by the map (with 3
-            # stores there is none: placement refuses, and that is recorded).
-            try:
-                d = next(s.descriptor for s in self.cluster.get_map(linearizable=False).shards if s.descriptor.shard_id == shard)
-                holders = sorted(r.node_id for r in d.replicas)
-            except (grpc.RpcError, StopIteration):
-                holders = []
-            others = [n for n in stores if n not in holders]
-            frm = self.rng.choice(holders or stores)
-            to = self.rng.choice(others or [n for n in stores if n != frm])
-            name, req, method = f"move shard {shard} replica {frm} -> {to}", ppb.MoveRequest(shard_id=shard, from_node=frm, to_node=to), "Move"
-        else:
-            raise ValueError(kind)
-        try:
-            resp = self.cluster.call(method, req, timeout=10)
-            if kind == "split_under_fault":
-                self.splits += 1
-            if kind == "merge_under_fault":
-                self.merges += 1
-            self.op_outcomes[(kind, "ok")] += 1
-            return f"{name}: accepted, operator {resp.operator.id} {resp.operator.state}", shard
-        except (grpc.RpcError, AssertionError) as exc:
-            self.op_outcomes[(kind, "failed")] += 1
-            why = f"{exc.code().name}: {exc.details()}" if isinstance(exc, grpc.RpcError) else repr(exc)[:200]  # type: ignore[attr-defined]
-            return f"{name}: failed ({why})", shard
-
-    def _may_merge(self) -> bool:
-        return self.merges < MAX_MERGES and len(self.stores.shard_ids()) >= MIN_SHARDS_TO_MERGE
-
-    def _merge_somewhere(self) -> str:
-        """Merge two random shards through placement (the merge_apply crash point)."""
-        desc, _ = self._placement_op("merge_under_fault", 0)
-        return desc
-
-    def _split_somewhere(self) -> str:
-        """Split a random shard through placement (the split_apply crash point)."""
-        desc, _ = self._placement_op("split_under_fault", 0)
-        return desc
-
-    def sync_map(self, timeout_s: float = 30.0) -> None:
-        """Take the shards' slots and epochs from placement's map into the
-        store harness (a split or merge through placement changed them):
-        once no merge operator runs (a merge ends with its source leaving
-        the map), every shard in the map, led, its epoch as its leader
-        reports it; shards gone from the map were merged away."""
-
-        def synced() -> bool:
-            ops = self.cluster.call("ListOperators", ppb.ListOperatorsRequest()).operators
-            if self.merges and any(o.kind == "merge" and o.state == "running" for o in ops):
-                return False
-            m = self.cluster.get_map()
-            if not all(s.descriptor.leader_node_id for s in m.shards):
-                return False
-            for s in m.shards:
-                d = s.descriptor
-                ranges = tuple((r.start, r.end) for r in d.slots)
-                self.stores.splits[d.shard_id] = (ranges, (d.epoch.conf_version, d.epoch.slot_version))
-            in_map = {s.descriptor.shard_id for s in m.shards}
-            self.stores.merged.update(sid for sid in self.stores.shard_ids() if sid not in in_map)
-            return True
-
-        try:
-            wait_until(synced, timeout=timeout_s, what="placement's map with every shard led")
-        except AssertionError as exc:
-            self.log(f"nemesis: map not synced: {exc}")
-
-    # -- placement servers and the router ------------------------------------------------------
-    def _placement_fault(self, kind: str) -> tuple[list[int], str]:
-        pl = self.cluster.placement
-        leader = pl.wait_leader(timeout=self.heal_timeout_s)
-        if kind == "kill_placement_leader":
-            victim = leader
-        elif kind == "kill_placement_follower":
-            victim = self.rng.choice([n for n in pl.live() if n != leader])
-        else:
-            victim = self.rng.choice(sorted(pl.live()))
-        role = "leader" if victim == leader else "follower"
-        if kind == "pause_placement":
-            p = pl.nodes[victim]
-            p.send_signal(signal.SIGSTOP)
-            try:
-                hold = self.election_timeout_s * self.rng.uniform(1.5, 3.0)
-                time.sleep(hold)  # sleep-ok: nemesis pause duration
-            finally:
-                p.send_signal(signal.SIGCONT)
-            return [victim], f"placement {role} {victim} SIGSTOP {hold:.2f}s"
-        pl.nodes[victim].kill()
-        down = self.election_timeout_s * self.rng.uniform(0.5, 2.5)
-        time.sleep(down)  # sleep-ok: nemesis pause duration (how long the node stays down)
-        pl.restart(victim)
-        return [victim], f"placement {role} {victim} killed, down {down:.2f}s"
-
-    def _router_fault(self, kind: str) -> tuple[list[int], str]:
-        r = self.router
-        if r is None:
-            raise ValueError(f"{kind}: the nemesis was given no router")
-        hold = self.election_timeout_s * self.rng.uniform(1.0, 3.0)
-        if kind == "pause_router":
-            r.send_signal(signal.SIGSTOP)
-            try:
-                time.sleep(hold)  # sleep-ok: nemesis pause duration
-            finally:
-                r.send_signal(signal.SIGCONT)
-            return [], f"router SIGSTOP {hold:.2f}s"
-        port = r.port
-        self.router_down.set()
-        try:
-            r.kill()
-            time.sleep(hold)  # sleep-ok: nemesis pause duration (how long the router stays down)
-            r.start(port=port)
-            wait_until(self._router_serves, timeout=self.heal_timeout_s, what="the restarted router serving")
-        finally:
-            self.router_down.clear()
-        return [], f"router killed, restarted on port {port} after {hold:.2f}s"

@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 from flotilla.campaign.checkers import Violation
 from flotilla.campaign.history import History, Outcome
-from flotilla.campaign.nemesis import KINDS, PARTITION_KINDS
+from flotilla.campaign.kinds import KINDS, PARTITION_KINDS
 from raft.transport.faults import REFRESH_S
 
 __all__ = ["LATE_S", "VIOLATION_KINDS", "RunResult", "format_summary", "recovery", "summarize"]

@@ -62,6 +62,7 @@ OPTIONAL_MODULES = (
     "flotilla/campaign/history.py",
     "flotilla/campaign/linearizability.py",
     "flotilla/campaign/checkers.py",
+    "flotilla/campaign/kinds.py",
     "placement/model.py",
     "placement/commands.py",
     "placement/codec.py",

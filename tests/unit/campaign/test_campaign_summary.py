@@ -9,7 +9,7 @@ import pytest
 
 from flotilla.campaign.checkers import Violation
 from flotilla.campaign.history import FaultEvent, History, OpKind, Outcome
-from flotilla.campaign.nemesis import KINDS, parse_kinds
+from flotilla.campaign.kinds import KINDS, parse_kinds
 from flotilla.campaign.summary import VIOLATION_KINDS, RunResult, format_summary, recovery, summarize
 
 

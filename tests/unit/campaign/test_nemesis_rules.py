@@ -6,7 +6,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from flotilla.campaign.nemesis import ALIASES, CRASH_POINTS, KINDS, Nemesis
+from flotilla.campaign.kinds import ALIASES, CRASH_POINTS, KINDS
+from flotilla.campaign.nemesis import Nemesis
 
 REPO = Path(__file__).resolve().parents[3]
 
