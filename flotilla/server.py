@@ -58,6 +58,7 @@ from flotilla.procs import MAX_MESSAGE_BYTES as MAX_MESSAGE_BYTES  # noqa: F401 
 from flotillapb import store_pb2_grpc
 from rpc.placementclient import PlacementClient, parse_endpoints
 from placement.server import PLACEMENT_GROUP_ID
+from raft.core.errors import CodecError
 from raft.runtime.clock import SystemClock
 from raft.runtime.host import GroupHost, HostConfig
 from raft.transport.faults import wrap_from_env
@@ -199,19 +200,22 @@ async def serve(args: argparse.Namespace) -> None:
     node = None
     space: RocksSpace | None = None
     if args.store:
-        node = StoreNode(
-            args.node_id,
-            host,
-            RocksEngine(db),
-            clock=clock,
-            config=NodeConfig(
-                closed_ts_interval_s=args.closed_ts_ms / 1000,
-                watch_queue_events=args.watch_queue_events,
-                watch_progress_interval_s=args.watch_progress_ms / 1000,
-                quota_bytes=quota_bytes(args.quota_backend_bytes),
-                space_check_interval_s=args.space_check_ms / 1000,
-            ),
-        )
+        try:
+            node = StoreNode(
+                args.node_id,
+                host,
+                RocksEngine(db),
+                clock=clock,
+                config=NodeConfig(
+                    closed_ts_interval_s=args.closed_ts_ms / 1000,
+                    watch_queue_events=args.watch_queue_events,
+                    watch_progress_interval_s=args.watch_progress_ms / 1000,
+                    quota_bytes=quota_bytes(args.quota_backend_bytes),
+                    space_check_interval_s=args.space_check_ms / 1000,
+                ),
+            )
+        except CodecError as exc:  # stored shards this build cannot read (e.g. the pre-#17 revision encoding)
+            raise SystemExit(f"flotilla server: node {args.node_id}: data directory {data_dir}: {exc}") from None
         if joining:
             # The shards this node hosted before a restart; the map brings the rest.
             for sid in node.shards_on_disk():

@@ -50,7 +50,9 @@ Records are struct-packed and versioned by their first byte (never pickle)::
 
     MVCC   B ver=1 | B flags (1 = tombstone) | Q create_revision | Q version
            | q lease | value (rest)
-    STATE  B ver=1 | Q applied | Q revision | Q compact | Q closed_ts
+    STATE  B ver=2 | Q applied | Q revision | Q compact | Q closed_ts
+           (ver=1: the same with revisions as unix_ms << 16, before
+           issue #17; refused, see STATE_VERSION)
     SLOTS  B ver=1 | I slot_count | I n | n * (I lo | I hi)
     DEDUP  router record: B ver=2 | Q floor
            (ver=1, written before windows: B ver=1 | Q seq | outcome (rest),
@@ -367,12 +369,30 @@ class ShardState:
     closed_ts: int = 0
 
 
+STATE_VERSION = 2
+"""The STATE record's version, and the marker of the revision encoding of
+the shard's data: 2, revisions as shard/hlc.py encodes them (milliseconds
+since its epoch << 11). Version 1 (``STATE_VERSION_PRE_17``) had the same
+fields with revisions as ``unix_ms << 16``: a replica holding one is
+refused (``decode_state``), never mixed with new revisions."""
+STATE_VERSION_PRE_17 = 1
+
+PRE_17_ENCODING = (
+    "shard data written with the pre-#17 revision encoding (unix_ms << 16, revisions near 1.2e17): "
+    "this version encodes revisions as milliseconds since 2020-01-01 << 11, below 2^53 (DESIGN.md, "
+    '"Revisions and time"), and cannot mix the two; start it on a new data directory and copy the '
+    "keys over (e.g. etcdctl make-mirror from a cluster of the previous version)"
+)
+
+
 def encode_state(state: ShardState) -> bytes:
-    return _STATE.pack(FORMAT_VERSION, state.applied, state.revision, state.compact_revision, state.closed_ts)
+    return _STATE.pack(STATE_VERSION, state.applied, state.revision, state.compact_revision, state.closed_ts)
 
 
 def decode_state(raw: bytes) -> ShardState:
-    if len(raw) != _STATE.size or raw[0] != FORMAT_VERSION:
+    if len(raw) == _STATE.size and raw[0] == STATE_VERSION_PRE_17:
+        raise CodecError(PRE_17_ENCODING)
+    if len(raw) != _STATE.size or raw[0] != STATE_VERSION:
         raise CodecError(f"bad shard state record ({len(raw)} bytes)")
     _, applied, revision, compact, closed = _STATE.unpack(raw)
     return ShardState(applied, revision, compact, closed)

@@ -13,7 +13,7 @@ An operation's outcome is one of:
 
 Times are seconds on one monotonic clock (``invoke``/``complete``) plus the
 wall clock at invocation in ms (``wall_ms``), which bounded-staleness checks
-compare with HLC revisions (``unix_ms << 16 | logical``).
+compare with HLC revisions (shard/hlc.py: ``wall_ms_of``).
 """
 
 from __future__ import annotations

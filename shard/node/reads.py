@@ -50,7 +50,7 @@ class Reads:
             check_owned(rep, request)
         elif consistency == Consistency.BOUNDED_STALENESS:
             now = s.stamp()
-            needed = max(0, now - (max_staleness_ms << hlc.LOGICAL_BITS))
+            needed = max(0, now - hlc.span(max_staleness_ms))
             if sm.closed_ts < needed:
                 if not s.is_leader(sid):
                     raise StaleReadNotReady(sm.closed_ts, needed, s.host.leader_of(sid))

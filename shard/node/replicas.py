@@ -220,6 +220,14 @@ class ReplicaSet:
                 out = slots.merge(out, self._on_disk(sid)[0])
         return out
 
+    def check_stored_format(self) -> None:
+        """Refuse (CodecError, saying why) a node whose stored shards this
+        build cannot read, before any is hosted: a STATE record of the
+        pre-#17 revision encoding (shard/keys.py, STATE_VERSION)."""
+        for k, raw in scan(self._s.engine, keys.META_PREFIX, keys.META_PREFIX + b"\xff" * 9):
+            if keys.shard_of_meta_key(k)[1] == keys.MetaKind.STATE:
+                keys.decode_state(raw)
+
     def shards_on_disk(self) -> list[int]:
         """Shards with a replica's state on this node (slots recorded)."""
         out = []

@@ -60,6 +60,7 @@ class StoreNode:
         self._writes = Writes(s, checks, self._alarms, self._leases, self._closed)
         self._reads = Reads(s, checks)
         self._watches = WatchHub(s, checks)
+        self._replica_set.check_stored_format()  # before hosting anything: refuse data this build cannot read
 
     # -- identity and shared state ---------------------------------------------------------
     @property

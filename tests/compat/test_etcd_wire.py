@@ -703,7 +703,7 @@ def test_watch_create_request_round_trips() -> None:
         create_request=rpc_pb2.WatchCreateRequest(
             key=b"/registry/pods/",
             range_end=b"/registry/pods0",
-            start_revision=(1_700_000_000_000 << 16) | 3,  # an HLC revision
+            start_revision=(188_000_000_000 << 11) | 3,  # an HLC revision (shard/hlc.py)
             progress_notify=True,
             filters=[rpc_pb2.WatchCreateRequest.NODELETE],
             prev_kv=True,
@@ -715,7 +715,7 @@ def test_watch_create_request_round_trips() -> None:
     assert received == sent
     assert received.WhichOneof("request_union") == "create_request"
     create = received.create_request
-    assert create.start_revision == (1_700_000_000_000 << 16) | 3
+    assert create.start_revision == (188_000_000_000 << 11) | 3
     assert list(create.filters) == [rpc_pb2.WatchCreateRequest.NODELETE]
     assert (create.watch_id, create.fragment, create.prev_kv, create.progress_notify) == (42, True, True, True)
 

@@ -125,6 +125,7 @@ def test_writes_go_to_the_leader_and_a_retry_is_applied_once(cluster: StoreClust
     assert not first.header.HasField("error"), first.header
     assert first.response.header.revision > 0
     assert hlc.wall_ms_of(first.response.header.revision) > 1_600_000_000_000  # an HLC revision
+    assert first.response.header.revision <= hlc.MAX_SAFE_REVISION  # exact as a double (#17)
     again = c.store(leader).Put(req, timeout=10)
     assert again.response.header.revision == first.response.header.revision
     got = c.get(leader, key, consistency=spb.READ_LINEARIZABLE)

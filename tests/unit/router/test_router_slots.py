@@ -73,8 +73,9 @@ def test_choose_replica_probes_a_replica_believed_behind_now_and_then() -> None:
 
 def test_hlc_grows_and_follows_observations() -> None:
     c = hlc.Hlc()
-    a = c.now(1000)
-    b = c.now(1000)
-    assert b == a + 1 and hlc.to_ms(a) == 1000
-    c.observe(hlc.from_ms(5000))
-    assert c.now(1000) > hlc.from_ms(5000)
+    t = 1_700_000_000_000
+    a = c.now(t + 1000)
+    b = c.now(t + 1000)
+    assert b == a + 1 and hlc.to_ms(a) == t + 1000
+    c.observe(hlc.from_ms(t + 5000))
+    assert c.now(t + 1000) > hlc.from_ms(t + 5000)

@@ -62,26 +62,27 @@ def test_closed_ts_entry_raises_closed_ts_only(shard):
 def test_non_writes_keep_the_revision(shard):
     shard.put(b"a")
     for req in (DeleteRangeRequest(b"zz"), TxnRequest(), TxnRequest((), (RangeRequest(b"a"),)), PutRequest(b"x", ignore_value=True)):
-        assert shard.apply(req, stamp=hlc.make(10**12)).revision == 1
+        assert shard.apply(req, stamp=hlc.make(hlc.EPOCH_MS + 10**12)).revision == 1
     assert shard.sm.revision == 1
 
 
 def test_hybrid_clock():
     c = hlc.HybridClock()
-    a = c.now(1000)
-    assert a == hlc.make(1000)
-    assert c.now(1000) == hlc.make(1000, 1)
-    assert c.now(999) == hlc.make(1000, 2)  # the wall clock stepped back
-    assert c.now(2000) == hlc.make(2000)
-    c.update(hlc.make(5000, 7))
-    assert c.now(2001) == hlc.make(5000, 8)
-    assert c.update(1) == hlc.make(5000, 8)
-    assert (hlc.wall_ms_of(c.last), hlc.logical_of(c.last)) == (5000, 8)
+    t = hlc.EPOCH_MS + 10**12  # a wall clock in 2051
+    a = c.now(t + 1000)
+    assert a == hlc.make(t + 1000)
+    assert c.now(t + 1000) == hlc.make(t + 1000, 1)
+    assert c.now(t + 999) == hlc.make(t + 1000, 2)  # the wall clock stepped back
+    assert c.now(t + 2000) == hlc.make(t + 2000)
+    c.update(hlc.make(t + 5000, 7))
+    assert c.now(t + 2001) == hlc.make(t + 5000, 8)
+    assert c.update(1) == hlc.make(t + 5000, 8)
+    assert (hlc.wall_ms_of(c.last), hlc.logical_of(c.last)) == (t + 5000, 8)
     assert hlc.next_revision(10, 5, 3) == 11
     assert hlc.next_revision(10, 50, 3) == 50
     assert hlc.next_revision(10, 50, 70) == 71
     with pytest.raises(ValueError):
-        hlc.make(1, 1 << 16)
+        hlc.make(t, 1 << hlc.LOGICAL_BITS)
 
 
 # --- dedup ---------------------------------------------------------------------------------
