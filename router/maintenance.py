@@ -11,10 +11,12 @@
   over its --quota-backend-bytes raises NOSPACE, and the leaders it hosts
   refuse writes that add data until the alarm is disarmed). The member id of
   a node's alarms is its node id. GET asks every store node (alarm NONE:
-  every alarm); ACTIVATE arms an alarm on the node memberID names (etcd
-  answers an unknown member the same way: it records it; here a member
-  that is no store node gets "etcdserver: member not found"); DEACTIVATE
-  disarms it there (memberID 0: on every node), answering the alarms it
+  every alarm); ACTIVATE arms an alarm on the node memberID names, and
+  memberID 0 (etcd: this member) or the router's own member id (the one
+  MemberList shows) on every store node, the router's member being the
+  store nodes behind it (alarm_targets); the answer lists each node armed
+  (etcd records any member id; here any other gets "etcdserver: member not
+  found"). DEACTIVATE disarms the same way, answering the alarms it
   disarmed. A node still over its quota raises NOSPACE again at its next
   measurement (each --space-check-ms).
 - Defragment: every store node flushes and compacts its RocksDB, so the
@@ -31,6 +33,11 @@
   layout at the same R. compact_revision is the highest over the shards;
   hash_revision (and header.revision) is R. `flotilla ctl hashkv` compares
   the replicas of every shard.
+- Hash: etcd hashes a member's whole backend, and clients compare it
+  across members. Here: HashKV's hash of the whole key space at the current
+  revision R (a whole-key-space count read), header.revision R. Every router
+  answers the same hash for the same R and shard layout (and for any R
+  between the same two writes: the hash covers versions, not R).
 - Snapshot: a backup of the whole key space at one revision R, in
   Flotilla's own format (below), streamed as etcd streams its db: in
   SnapshotResponse.blob chunks, the SHA-256 of all the bytes before it as the
@@ -39,7 +46,7 @@
   the size is 32 more than a multiple of 512 (a bbolt db is page-aligned:
   etcd's hasChecksum), hence the zero padding below. It is NOT a bbolt
   file: `etcdctl snapshot status/restore` cannot read it; read_backup() does.
-- Hash, MoveLeader, Downgrade: UNIMPLEMENTED, saying why.
+- MoveLeader, Downgrade: UNIMPLEMENTED, saying why.
 
 Backup format, version 1 (all integers big-endian):
 
@@ -105,6 +112,27 @@ def combine_shard_hashes(shard_hashes: Iterable[tuple[int, int]]) -> int:
     for first_slot, h in sorted(shard_hashes):
         crc = zlib.crc32(_U32.pack(first_slot) + _U32.pack(h), crc)
     return crc
+
+
+def alarm_targets(action: int, member_id: int, own_member_id: int, nodes: dict[int, str]) -> dict[int, str]:
+    """The store nodes an AlarmRequest acts on (node id -> address).
+
+    GET: every node. ACTIVATE / DEACTIVATE: the store node memberID names
+    (a router inside a store process has that node's id: the node itself);
+    memberID 0 ("this member", as etcd takes it) or this router's own member
+    id (the one MemberList shows) when it is no store node's: every node,
+    since the router's member is the store nodes behind it. ACTIVATE of any
+    other member: "member not found"; DEACTIVATE of one: nothing (etcd:
+    nothing active for that member)."""
+    if action == epb.AlarmRequest.GET:
+        return dict(nodes)
+    if member_id in nodes:
+        return {member_id: nodes[member_id]}
+    if member_id in (0, own_member_id):
+        return dict(nodes)
+    if action == epb.AlarmRequest.ACTIVATE:
+        raise EtcdError("member_not_found")
+    return {}
 
 
 class BackupError(ValueError):
@@ -259,18 +287,10 @@ class MaintenanceServicer(rpc_pb2_grpc.MaintenanceServicer):
         return resp
 
     async def _alarm(self, request: epb.AlarmRequest, deadline: float) -> epb.AlarmResponse:
-        nodes = await self._store_nodes()
         action = request.action
-        if action == epb.AlarmRequest.ACTIVATE:
-            if request.alarm == epb.NONE:
-                return epb.AlarmResponse()
-            if request.memberID not in nodes:
-                raise EtcdError("member_not_found")
-            nodes = {request.memberID: nodes[request.memberID]}
-        elif action == epb.AlarmRequest.DEACTIVATE and request.memberID:
-            if request.memberID not in nodes:
-                return epb.AlarmResponse()  # etcd: nothing active for that member
-            nodes = {request.memberID: nodes[request.memberID]}
+        if action == epb.AlarmRequest.ACTIVATE and request.alarm == epb.NONE:
+            return epb.AlarmResponse()
+        nodes = alarm_targets(action, request.memberID, self._kv.identity.member_id, await self._store_nodes())
         timeout_s = max(0.0, deadline - asyncio.get_running_loop().time())
         req = spb.StoreAlarmRequest(action=action, alarm=request.alarm)
         answers = await self._fan_out(nodes, lambda stub: stub.Alarm(req), timeout_s)
@@ -308,24 +328,30 @@ class MaintenanceServicer(rpc_pb2_grpc.MaintenanceServicer):
         return resp
 
     async def HashKV(self, request: epb.HashKVRequest, context: grpc.aio.ServicerContext) -> epb.HashKVResponse:  # noqa: N802
-        deadline = deadline_of(context, self._timeout_s)
         try:
-            revision = request.revision
-            if revision <= 0:
-                r = await self._kv.range(epb.RangeRequest(key=b"\x00", range_end=b"\x00", count_only=True), deadline)
-                revision = r.header.revision
-            routes = self._kv.cache.shards()
-            answers = await asyncio.gather(*(self.shard_hash(route.shard_id, revision, deadline) for route in routes))
+            hash_, compact, revision = await self.keyspace_hash(request.revision, deadline_of(context, self._timeout_s))
         except EtcdError as err:
             await abort_with(context, err)
-        firsts = [min((lo for lo, _ in route.slot_ranges), default=0) for route in routes]
-        resp = epb.HashKVResponse(
-            hash=combine_shard_hashes((first, a.hash) for first, a in zip(firsts, answers)),
-            compact_revision=max((a.compact_revision for a in answers), default=0),
-            hash_revision=revision,
-        )
+        resp = epb.HashKVResponse(hash=hash_, compact_revision=compact, hash_revision=revision)
         self._kv.stamp(resp.header, revision)
         return resp
+
+    async def keyspace_hash(self, revision: int, deadline: float) -> tuple[int, int, int]:
+        """(hash, compact revision, R) of the whole key space at revision R
+        (revision, or if 0 the revision of a whole-key-space count read): the
+        shards' hashes at R combined in slot order (combine_shard_hashes);
+        compact revision the highest over the shards."""
+        if revision <= 0:
+            r = await self._kv.range(epb.RangeRequest(key=b"\x00", range_end=b"\x00", count_only=True), deadline)
+            revision = r.header.revision
+        routes = self._kv.cache.shards()
+        answers = await asyncio.gather(*(self.shard_hash(route.shard_id, revision, deadline) for route in routes))
+        firsts = [min((lo for lo, _ in route.slot_ranges), default=0) for route in routes]
+        return (
+            combine_shard_hashes((first, a.hash) for first, a in zip(firsts, answers)),
+            max((a.compact_revision for a in answers), default=0),
+            revision,
+        )
 
     async def shard_hash(self, shard_id: int, revision: int, deadline: float) -> spb.ShardHashKVResponse:
         """One shard's HashKV at revision, from its leader, else another replica
@@ -359,8 +385,13 @@ class MaintenanceServicer(rpc_pb2_grpc.MaintenanceServicer):
         raise EtcdError("timeout", f"HashKV of shard {shard_id}: {last}")
 
     async def Hash(self, request: epb.HashRequest, context: grpc.aio.ServicerContext) -> epb.HashResponse:  # noqa: N802
-        await abort_with(context, EtcdError("unimplemented", "Hash covers one etcd backend; use HashKV"))
-        raise AssertionError
+        try:
+            hash_, _, revision = await self.keyspace_hash(0, deadline_of(context, self._timeout_s))
+        except EtcdError as err:
+            await abort_with(context, err)
+        resp = epb.HashResponse(hash=hash_)
+        self._kv.stamp(resp.header, revision)
+        return resp
 
     async def Snapshot(  # noqa: N802
         self, request: epb.SnapshotRequest, context: grpc.aio.ServicerContext
