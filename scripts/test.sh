@@ -32,8 +32,29 @@ install_system_packages() {
                  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends curl >/dev/null 2>&1; } \
             || echo "scripts/test.sh: could not install curl; the gateway integration tests will skip" >&2
     fi
+    # etcd (Debian's etcd-server) for the `etcdctl make-mirror` compat test, which mirrors Flotilla into a
+    # local etcd: same guard (the test skips, saying why, without /usr/bin/etcd).
+    if [[ ! -x /usr/bin/etcd ]] && command -v apt-get >/dev/null 2>&1 && [[ "$(id -u)" == 0 ]]; then
+        DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends etcd-server >/dev/null 2>&1 \
+            || { apt-get update >/dev/null 2>&1 \
+                 && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends etcd-server >/dev/null 2>&1; } \
+            || echo "scripts/test.sh: could not install etcd-server; the make-mirror compat test will skip" >&2
+    fi
 }
 install_system_packages
+
+# --- npm packages -------------------------------------------------------------
+# The Node etcd3 client for tests/compat/test_node_etcd3.py, pinned by
+# tests/compat/node/package-lock.json: `npm ci` when node and npm exist and it
+# is not installed yet. Non-fatal: without it that test skips, saying why.
+install_npm_packages() {
+    local dir="$repo_root/tests/compat/node"
+    if [[ ! -d "$dir/node_modules" ]] && command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then
+        (cd "$dir" && npm ci --no-audit --no-fund >/dev/null 2>&1) \
+            || echo "scripts/test.sh: npm ci in tests/compat/node failed; the Node etcd3 compat test will skip" >&2
+    fi
+}
+install_npm_packages
 
 # --- virtualenv and editable install (shared with playground.sh) -----------------
 # shellcheck source=scripts/venv.sh
