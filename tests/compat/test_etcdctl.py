@@ -17,9 +17,10 @@ import os
 import pathlib
 import queue
 import shutil
+import socket
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -123,6 +124,20 @@ def ctl(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ctl]:
         stores.stop()
 
 
+def _first_event(w: Watcher, put: Callable[[], object], attempts: int = 20) -> list[str]:
+    """The first event `etcdctl watch` (with no start revision) prints, putting
+    again until it prints one: the watch starts in its own process, so a put
+    may come before it is there. A watch that ends (canceled) fails at once."""
+    for _ in range(attempts):
+        put()
+        try:
+            return w.read(3, timeout=1)
+        except AssertionError as exc:
+            if "exited" in str(exc):
+                raise
+    raise AssertionError(f"etcdctl watch printed nothing after {attempts} puts")
+
+
 def _shard(key: str) -> int:
     slot = slots.slot_of(key.encode(), 1024)
     return next(i for i, r in enumerate(slots.equal_ranges(SHARDS, 1024)) if slots.contains(r, slot))
@@ -130,6 +145,82 @@ def _shard(key: str) -> int:
 
 def _b64(s: str) -> str:
     return base64.b64encode(s.encode()).decode()
+
+
+def test_get_on_a_never_written_shard_shows_a_revision(ctl: Ctl) -> None:
+    """First in the module: one shard is written, not foo's. etcd's header
+    revision is its current revision, never 0 after the first write;
+    `etcdctl make-mirror` reads "foo" for its start revision and panics on 0."""
+    fresh = "foo"
+    written = next(k for k in (f"hdr/written{i}" for i in range(100)) if _shard(k) != _shard(fresh))
+    put = ctl.json("put", written, "x")["header"]["revision"]
+    assert put > 0
+    j = ctl.json("get", fresh)
+    assert "kvs" not in j and j["header"].get("revision", 0) > 0, j
+    # Once its shard has closed the put's revision, the read shows the cluster's current revision, as etcd's does.
+    wait_until(lambda: ctl.json("get", fresh)["header"].get("revision", 0) >= put, timeout=10, what="the cluster's revision")
+
+
+ETCD_SERVER = "/usr/bin/etcd"  # Debian's etcd-server (scripts/test.sh and scripts/install_bench_deps.sh install it)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_make_mirror_into_a_local_etcd(ctl: Ctl, tmp_path: pathlib.Path) -> None:
+    """`etcdctl make-mirror` from Flotilla into a real etcd: it takes its start
+    revision from a get's header (and panicked on 0: "unexpected revision =
+    0"), copies the prefix at that revision, then watches from it + 1."""
+    if not os.access(ETCD_SERVER, os.X_OK):
+        pytest.skip(f"{ETCD_SERVER} is not installed (Debian: apt-get install etcd-server; scripts/test.sh does it as root)")
+    client, peer = _free_port(), _free_port()
+    etcd_url, peer_url = f"http://127.0.0.1:{client}", f"http://127.0.0.1:{peer}"
+    etcd_log = open(tmp_path / "etcd.log", "wb")  # noqa: SIM115 - closed after the process, below
+    etcd = subprocess.Popen(
+        [
+            ETCD_SERVER, "--name", "mirror", "--data-dir", str(tmp_path / "etcd"),
+            "--listen-client-urls", etcd_url, "--advertise-client-urls", etcd_url,
+            "--listen-peer-urls", peer_url, "--initial-advertise-peer-urls", peer_url,
+            "--initial-cluster", f"mirror={peer_url}",
+        ],
+        stdout=subprocess.DEVNULL, stderr=etcd_log,
+    )
+    dest = Ctl(f"127.0.0.1:{client}")
+    mirror: Watcher | None = None
+    try:
+        wait_until(lambda: dest.run("endpoint", "health", check=False).returncode == 0, timeout=30, what="the local etcd healthy")
+        # Second in the module: foo's shard is still never written (make-mirror's start revision comes from `get foo`).
+        keys = sorted([k for k in (f"mm/{i}" for i in range(40)) if _shard(k) != _shard("foo")][:8])
+        assert len({_shard(k) for k in keys}) >= 2
+        for k in keys:
+            ctl.out("put", k, f"v-{k}")
+        mirror = Watcher(ctl, "--prefix", "mm/", f"127.0.0.1:{client}", command="make-mirror")
+        expected = [x for k in keys for x in (k, f"v-{k}")]
+        try:
+            wait_until(lambda: dest.out("get", "mm/", "--prefix") == expected, timeout=30, what="the keys mirrored")
+        except AssertionError:
+            mirror.stop()
+            raise AssertionError(f"make-mirror printed {list(mirror.lines.queue)}; etcd has {dest.out('get', 'mm/', '--prefix')}") from None
+        # Then what it watches from the start revision + 1: a put, an overwrite, a delete.
+        ctl.out("put", "mm/new", "n")
+        ctl.out("put", keys[0], "changed")
+        ctl.out("del", keys[1])
+        expected = [x for k in sorted([*keys[2:], keys[0], "mm/new"]) for x in (k, "changed" if k == keys[0] else "n" if k == "mm/new" else f"v-{k}")]
+        wait_until(lambda: dest.out("get", "mm/", "--prefix") == expected, timeout=30, what="the later writes mirrored")
+        assert mirror.proc.poll() is None, mirror.read(1, timeout=1)
+    finally:
+        if mirror is not None:
+            mirror.stop()
+        etcd.terminate()
+        try:
+            etcd.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            etcd.kill()
+            etcd.wait(timeout=10)
+        etcd_log.close()
 
 
 def test_put_get_with_options(ctl: Ctl) -> None:
@@ -197,6 +288,17 @@ def test_compaction(ctl: Ctl) -> None:
     assert ctl.out("compaction", str(r2)) == [f"compacted revision {r2}"]
     p = ctl.run("get", "cp/k", "--rev", str(r1), check=False)
     assert p.returncode != 0 and "required revision has been compacted" in p.stderr
+    # A new watch with no start revision, on shards with no write above the
+    # compaction (one key on every other shard, and a prefix): starts now and waits.
+    others = [next(k for k in (f"cpw/{i}" for i in range(200)) if _shard(k) == s) for s in range(SHARDS) if s != _shard("cp/k")]
+    watchers = [Watcher(ctl, k) for k in others] + [Watcher(ctl, "cpw/", "--prefix")]
+    try:
+        for w, k in [*zip(watchers, others), (watchers[-1], others[0])]:
+            got = _first_event(w, lambda k=k: ctl.out("put", k, "after"))  # type: ignore[misc]
+            assert got[0] == "PUT" and got[1] in (others if w is watchers[-1] else [k]) and got[2] == "after", got
+    finally:
+        for w in watchers:
+            w.stop()
 
 
 def test_member_list_and_endpoint_status_health(ctl: Ctl) -> None:
