@@ -34,6 +34,8 @@ from google.protobuf import json_format
 from flotillapb import placement_pb2 as ppb
 from flotillapb import store_pb2 as spb
 from flotillapb import store_pb2_grpc
+from flotilla.procs import add_peer_tls_arguments, configure_peer_tls
+from rpc import tls
 from rpc.placementclient import PlacementClient, PlacementUnavailable, parse_endpoints
 
 
@@ -41,6 +43,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--endpoints", required=True, help="placement servers, host:port[,host:port...]")
     p.add_argument("-o", "--output", choices=("table", "json"), default="table")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds per call")
+    add_peer_tls_arguments(p, server=False)  # a cluster with peer TLS: the CA, and a certificate it accepts
     sub = p.add_subparsers(dest="ctl_command", required=True)
     sub.add_parser("nodes", help="list nodes")
     sub.add_parser("shards", help="list shards")
@@ -107,7 +110,7 @@ def _shard_figures(st: ppb.ShardStats | None) -> tuple[str, str, str, str]:
 async def _replica_hash(address: str, shard_id: int, revision: int, deadline: float) -> spb.ShardHashKVResponse:
     """One replica's HashKV, retried while it has not applied up to revision yet."""
     loop = asyncio.get_running_loop()
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with tls.peer_aio_channel(address) as channel:
         stub = store_pb2_grpc.StoreAdminStub(channel)
         while True:
             left = deadline - loop.time()
@@ -244,6 +247,7 @@ async def run(args: argparse.Namespace) -> tuple[object, str]:
 
 
 def main(args: argparse.Namespace) -> int:
+    configure_peer_tls(args, what="flotilla ctl")
     try:
         data, text = asyncio.run(run(args))
     except grpc.aio.AioRpcError as exc:

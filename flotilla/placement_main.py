@@ -34,6 +34,8 @@ from rocksdict import Rdict
 from flotilla.procs import MAX_MESSAGE_BYTES as MAX_MESSAGE_BYTES  # noqa: F401 - kept importable from here
 from flotilla.procs import (
     add_node_arguments,
+    add_peer_tls_arguments,
+    configure_peer_tls,
     add_raft_arguments,
     announce_ready,
     grpc_server,
@@ -53,6 +55,7 @@ from raft.core import ConfState
 from raft.runtime.clock import Clock, SystemClock
 from raft.runtime.host import GroupHost, HostConfig
 from raft.transport.grpc_transport import GrpcTransport
+from rpc import tls
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +68,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_node_arguments(p)
     p.add_argument("--peers", default="", help="id=host:port,... of the placement servers (itself included) when known up front")
     add_raft_arguments(p, compaction_margin=False)
+    add_peer_tls_arguments(p)
     p.add_argument("--slots", type=int, default=1024, help="slots of the cluster, fixed at its bootstrap")
     add_placement_arguments(p)
 
@@ -160,6 +164,7 @@ async def add_placement(
 
 
 async def serve(args: argparse.Namespace) -> None:
+    configure_peer_tls(args, what="flotilla placement")
     peers = parse_peers(args.peers)
     voters = placement_voters(args, peers)
     _, db, store = open_raft_storage(args.data_dir)
@@ -182,7 +187,7 @@ async def serve(args: argparse.Namespace) -> None:
     server = grpc_server()
     transport.add_to_server(server)
     node = await add_placement(host, db, server, node_id=args.node_id, clock=clock, rng=random.Random(rng.getrandbits(64)), voters=voters, args=args)
-    port = server.add_insecure_port(args.listen)
+    port = tls.add_peer_port(server, args.listen)
     await server.start()
     node.address = f"{args.listen.rpartition(':')[0]}:{port}"
     for nid, address in peers.items():

@@ -1,7 +1,7 @@
 """`flotilla playground`: a whole local cluster with one command.
 
     flotilla playground [--placement 3] [--stores 3] [--routers 1] [--shards 4]
-                        [--data-dir ./flotilla-data] [--client-port 2379]
+                        [--data-dir ./flotilla-data] [--client-port 2379] [--tls]
 
 Starts, as real OS processes (`python -m flotilla server ...`) on 127.0.0.1:
 --placement placement servers (`server --placement`, node ids 1..P),
@@ -22,6 +22,13 @@ directory per process (p1/, s1/, ...), and logs/ (one log per process).
 Running the playground again on the same directory restarts the same
 cluster with its data, on the same ports; the shape options must then be
 left out or match.
+
+With --tls: a throw-away CA and certificates (flotilla/certs.py, made once,
+kept in DATA_DIR/tls/: ca.crt, ca.key, server.crt/.key with SANs 127.0.0.1
+and localhost, client.crt/.key), every process's internal port on mutual
+TLS (--peer-* flags, server.crt as every process's peer certificate), the
+routers' client ports and gateways on TLS requiring a client certificate
+(--client-cert-auth); the etcdctl and curl flags to use are printed.
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ from pathlib import Path
 import grpc
 
 from flotilla.procs import ManagedProcess, ProcessExited, flotilla_argv, stop_all
+from rpc import tls
 from flotillapb.etcd.etcdserverpb import rpc_pb2 as epb
 from flotillapb.etcd.etcdserverpb import rpc_pb2_grpc
 
@@ -59,6 +67,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", default="./flotilla-data", help="the cluster's data and logs (default ./flotilla-data)")
     p.add_argument("--client-port", type=int, default=2379, help="the first router's etcd port (default 2379; 0: any free port)")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the cluster to serve before giving up")
+    p.add_argument(
+        "--tls", action="store_true",
+        help="TLS everywhere: a throw-away CA and certificates in DATA_DIR/tls, mutual TLS between the processes, "
+        "the client ports on TLS with client certificates (the etcdctl flags are printed)",
+    )
     p.add_argument(
         "--quota-backend-bytes", type=int, default=0,
         help="each store's space quota (NOSPACE alarm over it; 0: 2 GiB, etcd's default; below 0: none)",
@@ -138,11 +151,13 @@ def load_shape(data_dir: Path, args: argparse.Namespace) -> dict[str, object]:
     return shape
 
 
-def record_gateway_urls(data_dir: Path, urls: list[str]) -> None:
-    """playground.json's `gateway_urls`: each router's HTTP/JSON gateway, this run's (ports chosen free at each start)."""
+def record_gateway_urls(data_dir: Path, urls: list[str], tls_dir: Path | None = None) -> None:
+    """playground.json's `gateway_urls`: each router's HTTP/JSON gateway, this run's (ports chosen free at each start);
+    and `tls`: the certificates' directory with --tls, else null."""
     path = data_dir / STATE_FILE
     shape = json.loads(path.read_text())
     shape["gateway_urls"] = urls
+    shape["tls"] = str(tls_dir) if tls_dir is not None else None
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(shape, indent=2) + "\n")
     tmp.replace(path)
@@ -154,6 +169,9 @@ class Playground:
         self.data_dir = Path(args.data_dir).resolve()
         self.stop_requested = threading.Event()
         self.children: list[Child] = []
+        self.tls_dir: Path | None = None
+        self.client_tls = tls.Tls()
+        """How the playground itself calls the routers (with --tls: the client certificate)."""
 
     # -- processes ---------------------------------------------------------------------------
     def _child(self, name: str, server_args: list[str]) -> Child:
@@ -204,7 +222,7 @@ class Playground:
         """An etcd Range over the whole key space through every router, and
         every router in every router's MemberList (registered with placement)."""
         for ep in endpoints:
-            with grpc.insecure_channel(ep) as ch:
+            with self.client_tls.channel(ep) as ch:
                 kv = rpc_pb2_grpc.KVStub(ch)
                 cluster = rpc_pb2_grpc.ClusterStub(ch)
                 last = ""
@@ -229,6 +247,26 @@ class Playground:
         """Routers, then stores, then placement: SIGTERM by pid, then wait."""
         for kind in ("r", "s", "p"):
             stop_all([c for c in self.children if c.name.startswith(kind)])
+
+    def _tls_flags(self) -> tuple[list[str], list[str]]:
+        """With --tls: the certificates (made once), and the flags of (every
+        process's peer TLS, a router's client TLS)."""
+        if not getattr(self.args, "tls", False):
+            return [], []
+        from flotilla import certs  # cryptography: only with --tls
+
+        self.tls_dir = self.data_dir / "tls"
+        p = {k: str(v) for k, v in certs.write_playground_pki(self.tls_dir).items()}
+        self.client_tls = tls.Tls(tls.TlsConfig(p["client.crt"], p["client.key"], p["ca.crt"]))
+        peer = [
+            "--peer-cert-file", p["server.crt"], "--peer-key-file", p["server.key"],
+            "--peer-trusted-ca-file", p["ca.crt"], "--peer-client-cert-auth",
+        ]
+        client = [
+            "--router-cert-file", p["server.crt"], "--router-key-file", p["server.key"],
+            "--router-trusted-ca-file", p["ca.crt"], "--router-client-cert-auth",
+        ]
+        return peer, client
 
     # -- the command -------------------------------------------------------------------------
     def run(self) -> int:
@@ -256,6 +294,7 @@ class Playground:
             flush=True,
         )
         deadline = time.monotonic() + args.timeout
+        peer_tls, client_tls = self._tls_flags()
         placement = [
             self._child(
                 f"p{i + 1}",
@@ -263,6 +302,7 @@ class Playground:
                     "--placement", "--node-id", str(i + 1), "--data-dir", str(self.data_dir / f"p{i + 1}"),
                     "--listen", f"127.0.0.1:{port}", "--peers", peers, "--slots", str(slots),
                     "--bootstrap-stores", str(n_s), "--initial-shards", str(shards), "--replicas", str(min(3, n_s)),
+                    *peer_tls,
                 ],
             )
             for i, port in enumerate(pports)
@@ -274,11 +314,12 @@ class Playground:
                     "--store", "--node-id", str(STORE_ID_BASE + i + 1), "--data-dir", str(self.data_dir / f"s{i + 1}"),
                     "--listen", f"127.0.0.1:{port}", "--join", join, "--slots", str(slots),
                     "--quota-backend-bytes", str(getattr(args, "quota_backend_bytes", 0)),
+                    *peer_tls,
                 ],
             )
             for i, port in enumerate(sports)
         ]
-        gateway_urls = [f"http://127.0.0.1:{p}" for p in _free_ports(args.routers)]
+        gateway_urls = [f"{self.client_tls.scheme}://127.0.0.1:{p}" for p in _free_ports(args.routers)]
         routers = [
             self._child(
                 f"r{i + 1}",
@@ -287,6 +328,7 @@ class Playground:
                     "--router-listen", f"127.0.0.1:{args.client_port if i == 0 else 0}",
                     "--router-name", f"router{i + 1}",
                     "--router-listen-client-http-urls", gateway_urls[i],
+                    *peer_tls, *client_tls,
                 ],
             )
             for i in range(args.routers)
@@ -301,12 +343,26 @@ class Playground:
             endpoints = [f"127.0.0.1:{ready[c.name]['port']}" for c in routers]
             for c, ep, gw in zip(routers, endpoints, gateway_urls, strict=True):
                 print(f"{c.name}: etcd endpoint {ep}, HTTP/JSON gateway {gw}", flush=True)
-            record_gateway_urls(self.data_dir, gateway_urls)
+            record_gateway_urls(self.data_dir, gateway_urls, self.tls_dir)
             self._wait_serving(endpoints, deadline)
             print(f"endpoints: {','.join(endpoints)}", flush=True)
             print(f"gateway: {','.join(gateway_urls)}", flush=True)
-            print(f"try: etcdctl --endpoints {endpoints[0]} put hello world", flush=True)
-            print(f"  or: curl -X POST {gateway_urls[0]}/v3/kv/range -d '{{\"key\": \"aGVsbG8=\"}}'", flush=True)
+            if self.tls_dir is not None:
+                d = self.tls_dir
+                print(f"tls: certificates in {d} (mutual TLS between the processes; clients need a certificate)", flush=True)
+                print(
+                    f"try: etcdctl --endpoints https://{endpoints[0]} --cacert {d / 'ca.crt'} --cert {d / 'client.crt'} "
+                    f"--key {d / 'client.key'} put hello world",
+                    flush=True,
+                )
+                print(
+                    f"  or: curl --cacert {d / 'ca.crt'} --cert {d / 'client.crt'} --key {d / 'client.key'} "
+                    f"-X POST {gateway_urls[0]}/v3/kv/range -d '{{\"key\": \"aGVsbG8=\"}}'",
+                    flush=True,
+                )
+            else:
+                print(f"try: etcdctl --endpoints {endpoints[0]} put hello world", flush=True)
+                print(f"  or: curl -X POST {gateway_urls[0]}/v3/kv/range -d '{{\"key\": \"aGVsbG8=\"}}'", flush=True)
             print("ready", flush=True)
             while not self.stop_requested.wait(0.5):
                 for c in self.children:

@@ -34,6 +34,7 @@ import grpc.aio
 from rocksdict import Rdict
 
 from raft.storage.rocks import RocksLogStore, open_db
+from rpc import tls
 
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[1]
@@ -46,9 +47,11 @@ __all__ = [
     "ProcessExited",
     "ProcessGroup",
     "add_node_arguments",
+    "add_peer_tls_arguments",
     "add_raft_arguments",
     "announce_ready",
     "child_env",
+    "configure_peer_tls",
     "flotilla_argv",
     "grpc_server",
     "log_tail",
@@ -173,7 +176,7 @@ class ManagedProcess:
     def connect(self) -> grpc.Channel:
         """A fresh channel to the reported port (the previous one closed)."""
         self.close_channel()
-        self.channel = grpc.insecure_channel(self.address)
+        self.channel = tls.peer_channel(self.address)
         return self.channel
 
     def close_channel(self) -> None:
@@ -273,6 +276,37 @@ def add_node_arguments(p: argparse.ArgumentParser, *, required: bool = True, req
         p.add_argument("--data-dir", default="", help=required_help)
     p.add_argument("--listen", default="127.0.0.1:0", help="host:port (port 0: any free port, reported)")
     p.add_argument("--ready-file", help='write {"port":..,"pid":..,"node_id":..} here once serving')
+
+
+def add_peer_tls_arguments(p: argparse.ArgumentParser, *, server: bool = True) -> None:
+    """etcd's peer TLS flags: mutual TLS on this process's internal port and
+    on its channels to other Flotilla processes (rpc/tls.py). server=False
+    (a tool that only calls): no --peer-client-cert-auth."""
+    p.add_argument("--peer-cert-file", default="", help="certificate of this process's internal port and of its calls to peers")
+    p.add_argument("--peer-key-file", default="", help="its key")
+    p.add_argument("--peer-trusted-ca-file", default="", help="CA that signs the peers' certificates (trusted both ways)")
+    if server:
+        p.add_argument(
+            "--peer-client-cert-auth", action="store_true", help="the internal port requires a client certificate signed by that CA"
+        )
+
+
+def peer_tls_config(args: argparse.Namespace) -> tls.TlsConfig:
+    return tls.TlsConfig(
+        cert_file=getattr(args, "peer_cert_file", "") or "",
+        key_file=getattr(args, "peer_key_file", "") or "",
+        trusted_ca_file=getattr(args, "peer_trusted_ca_file", "") or "",
+        client_cert_auth=bool(getattr(args, "peer_client_cert_auth", False)),
+    )
+
+
+def configure_peer_tls(args: argparse.Namespace, *, what: str = "flotilla") -> tls.Tls:
+    """This process's peer TLS from its --peer-* flags (plaintext without
+    them); exits saying why when they cannot work."""
+    try:
+        return tls.configure_peer(peer_tls_config(args))
+    except tls.TlsError as exc:
+        raise SystemExit(f"{what}: {exc}") from None
 
 
 def add_raft_arguments(p: argparse.ArgumentParser, *, compaction_margin: bool = True) -> None:

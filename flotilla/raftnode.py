@@ -30,6 +30,7 @@ from raft.runtime.clock import SystemClock
 from raft.runtime.host import GroupHost, HostConfig
 from raft.runtime.registers import RegisterMachine
 from raft.transport.grpc_transport import GrpcTransport
+from rpc import tls
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--voters", default="1,2,3", help="node ids of every group's initial voters")
     p.add_argument("--quiesce-ticks", type=int, default=30, help="0 disables quiescence")
     procs.add_raft_arguments(p)
+    procs.add_peer_tls_arguments(p)
 
 
 class _Admin(raftadmin_pb2_grpc.RaftAdminServicer):
@@ -184,6 +186,7 @@ class _Admin(raftadmin_pb2_grpc.RaftAdminServicer):
 
 
 async def serve(args: argparse.Namespace) -> None:
+    procs.configure_peer_tls(args, what="flotilla raftnode")
     _, db, store = procs.open_raft_storage(args.data_dir)
     seed, rng = procs.seeded_rng(args.seed)
     transport = GrpcTransport(args.node_id, listen=None, rng=random.Random(rng.getrandbits(64)))
@@ -211,7 +214,7 @@ async def serve(args: argparse.Namespace) -> None:
     server = procs.grpc_server()
     transport.add_to_server(server)
     raftadmin_pb2_grpc.add_RaftAdminServicer_to_server(_Admin(host, machines, transport), server)
-    port = server.add_insecure_port(args.listen)
+    port = tls.add_peer_port(server, args.listen)
     await server.start()
     info = {"port": port, "pid": os.getpid(), "node_id": args.node_id}
     procs.announce_ready(args.ready_file, info, f"ready port={port} pid={os.getpid()} node={args.node_id}")

@@ -18,10 +18,19 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from flotilla.procs import ManagedProcess, flotilla_argv, parse_id_addresses, serve_until_signalled, write_ready_file
+from flotilla.procs import (
+    ManagedProcess,
+    add_peer_tls_arguments,
+    configure_peer_tls,
+    flotilla_argv,
+    parse_id_addresses,
+    serve_until_signalled,
+    write_ready_file,
+)
 from router.gateway import parse_listen_url
 from router.server import RouterConfig, RouterServer
 from router.watch import WatchConfig
+from rpc import tls
 
 log = logging.getLogger(__name__)
 
@@ -30,16 +39,16 @@ def parse_peers(text: str) -> dict[int, str]:
     return parse_id_addresses(text, complaint="flotilla router: --store-peers wants id=host:port,...")
 
 
-def parse_http_urls(text: str) -> tuple[str, ...]:
-    """--listen-client-http-urls: http://host:port,... (https:// needs TLS, which is not configurable yet)."""
+def parse_http_urls(text: str, *, tls_on: bool = False) -> tuple[str, ...]:
+    """--listen-client-http-urls: http://host:port,... (https:// needs the client TLS flags: --cert-file, --key-file)."""
     urls = tuple(u.strip() for u in text.split(",") if u.strip())
     for u in urls:
         try:
             scheme, _, _ = parse_listen_url(u)
         except ValueError as exc:
             raise SystemExit(f"flotilla router: --listen-client-http-urls: {exc}") from None
-        if scheme == "https":
-            raise SystemExit(f"flotilla router: --listen-client-http-urls: {u}: TLS is not supported yet; use http://")
+        if scheme == "https" and not tls_on:
+            raise SystemExit(f"flotilla router: --listen-client-http-urls: {u}: https:// needs --cert-file and --key-file")
     return urls
 
 
@@ -58,6 +67,10 @@ def add_arguments(p: argparse.ArgumentParser, prefix: str = "") -> None:
         help="etcd's HTTP/JSON gateway (/v3/kv/range, /v3/watch, ..., /health, /version) on these URLs, "
         "comma-separated, e.g. http://127.0.0.1:2380 (port 0: any free port, reported); default: none",
     )
+    arg("cert-file", default="", help="etcd's flag: TLS certificate of the client port (and of an https:// gateway)")
+    arg("key-file", default="", help="its key; with both, plaintext connections are refused")
+    arg("trusted-ca-file", default="", help="CA that signs client certificates")
+    arg("client-cert-auth", action="store_true", help="require a client certificate signed by --trusted-ca-file")
     arg("ready-file", help='write {"port":..,"pid":..,"router_id":..} here once serving')
     arg("static-shards", type=int, default=0, help="static map: the stores' --shards N layout")
     arg("store-peers", default="", help="static map: id=host:port,... of the store nodes")
@@ -89,6 +102,8 @@ def add_arguments(p: argparse.ArgumentParser, prefix: str = "") -> None:
         default=1000,
         help="the stores' election timeout (--tick-ms x --election-ticks); one attempt at a store takes at most twice this",
     )
+    if not prefix:  # alone; under `flotilla server` the process's --peer-* flags apply
+        add_peer_tls_arguments(p)
 
 
 def config_from(args: argparse.Namespace, prefix: str = "") -> RouterConfig:
@@ -97,8 +112,19 @@ def config_from(args: argparse.Namespace, prefix: str = "") -> RouterConfig:
     def get(name: str) -> Any:
         return getattr(args, pre + name)
 
+    client_tls = tls.TlsConfig(
+        cert_file=get("cert_file"),
+        key_file=get("key_file"),
+        trusted_ca_file=get("trusted_ca_file"),
+        client_cert_auth=get("client_cert_auth"),
+    )
+    try:
+        client_tls.check(f"--{prefix}cert-file")
+    except tls.TlsError as exc:
+        raise SystemExit(f"flotilla router: {exc}") from None
     return RouterConfig(
         listen=get("listen"),
+        client_tls=client_tls,
         static_shards=get("static_shards"),
         store_peers=parse_peers(get("store_peers")),
         placement=get("placement"),
@@ -112,7 +138,7 @@ def config_from(args: argparse.Namespace, prefix: str = "") -> RouterConfig:
         request_timeout_s=get("request_timeout_ms") / 1000,
         default_staleness_ms=get("max_staleness_ms"),
         use_forward_stream=not get("no_forward_stream"),
-        client_http_urls=parse_http_urls(get("listen_client_http_urls")),
+        client_http_urls=parse_http_urls(get("listen_client_http_urls"), tls_on=client_tls.enabled),
         watch=WatchConfig(
             progress_notify_interval_s=get("progress_notify_interval_ms") / 1000,
             shard_progress_ms=get("shard_progress_ms"),
@@ -143,6 +169,8 @@ async def start(args: argparse.Namespace, prefix: str = "", **overrides: Any) ->
 
 
 async def serve(args: argparse.Namespace, prefix: str = "") -> None:
+    if not prefix:
+        configure_peer_tls(args, what="flotilla router")
     router = await start(args, prefix)
     gateway = f" gateway={','.join(router.gateway_urls)}" if router.gateway_urls else ""
     print(f"ready port={router.port} pid={os.getpid()} router={router.router_id}{gateway}", flush=True)

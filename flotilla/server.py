@@ -56,6 +56,7 @@ import random
 from flotilla import placement_main, procs, router_main
 from flotilla.procs import MAX_MESSAGE_BYTES as MAX_MESSAGE_BYTES  # noqa: F401 - kept importable from here
 from flotillapb import store_pb2_grpc
+from rpc import tls
 from rpc.placementclient import PlacementClient, parse_endpoints
 from placement.server import PLACEMENT_GROUP_ID
 from raft.core.errors import CodecError
@@ -106,6 +107,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--space-check-ms", type=int, default=1_000, help="how often the store measures the space it uses")
     procs.add_raft_arguments(p)
+    procs.add_peer_tls_arguments(p)
     placement_main.add_placement_arguments(p, bootstrap_stores=3, key_deleter="store")
     router_main.add_arguments(p, prefix="router-")
 
@@ -152,6 +154,7 @@ async def serve_router(args: argparse.Namespace) -> None:
 async def serve(args: argparse.Namespace) -> None:
     if not (args.store or args.placement or args.router):
         raise SystemExit("flotilla server: give a role: --placement, --store, --router, or any combination")
+    procs.configure_peer_tls(args, what="flotilla server")
     if args.router and not (args.store or args.placement):
         await serve_router(args)
         return
@@ -236,7 +239,7 @@ async def serve(args: argparse.Namespace) -> None:
     for stale in spool_dir.iterdir():
         stale.unlink()
 
-    port = server.add_insecure_port(args.listen)
+    port = tls.add_peer_port(server, args.listen)
     await server.start()
     address = f"{args.listen.rpartition(':')[0]}:{port}"
     agent = None

@@ -25,6 +25,7 @@ import grpc.aio
 from flotillapb import store_pb2 as spb
 from flotillapb import store_pb2_grpc
 from placement.errors import KeyDeletionFailed
+from rpc import tls
 from rpc.channels import RECONNECT_OPTIONS
 
 if TYPE_CHECKING:
@@ -77,7 +78,7 @@ class StoreKeyDeleter:
     def _stub(self, address: str) -> store_pb2_grpc.StoreAdminStub:
         ch = self._channels.get(address)
         if ch is None:
-            ch = self._channels[address] = grpc.aio.insecure_channel(address, options=RECONNECT_OPTIONS)
+            ch = self._channels[address] = tls.peer_aio_channel(address, RECONNECT_OPTIONS)
         return store_pb2_grpc.StoreAdminStub(ch)
 
     async def delete_keys(self, shard_id: int, lease_id: int, keys: Sequence[bytes]) -> None:

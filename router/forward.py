@@ -61,6 +61,7 @@ from router import slots
 from router.cache import RoutingCache, ShardRoute, route_from_pb
 from router.etcd_errors import EtcdError, from_kv_error
 from router.health import NodeHealth
+from rpc import tls
 from rpc.channels import RECONNECT_OPTIONS
 
 log = logging.getLogger(__name__)
@@ -95,9 +96,9 @@ class Channels:
     def channel(self, address: str) -> grpc.aio.Channel:
         ch = self._channels.get(address)
         if ch is None:
-            ch = grpc.aio.insecure_channel(
+            ch = tls.peer_aio_channel(
                 address,
-                options=[
+                [
                     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
                     *RECONNECT_OPTIONS,

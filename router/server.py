@@ -47,6 +47,7 @@ from router.membership import Registration
 from router.maintenance import ETCD_VERSION, MaintenanceServicer
 from router.recipes import Recipes
 from router.watch import WatchConfig, WatchServicer, WatchSession
+from rpc import tls
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,10 @@ class RouterConfig:
     heartbeat_s: float = 1.0  # to placement
     election_timeout_s: float = 1.0  # the stores' (--tick-ms x --election-ticks): one attempt at a node takes at most two
     client_http_urls: tuple[str, ...] = ()  # etcd's --listen-client-http-urls: the HTTP/JSON gateway (router/gateway/)
-    http_ssl_context: ssl.SSLContext | None = None  # the gateway's TLS seam for https:// URLs; nothing sets it yet
+    http_ssl_context: ssl.SSLContext | None = None  # the gateway's TLS for https:// URLs; default: client_tls's pair
+    client_tls: tls.TlsConfig = field(default_factory=tls.TlsConfig)
+    """etcd's --cert-file, --key-file, --trusted-ca-file, --client-cert-auth: the
+    client port (and an https:// gateway) serves TLS with it; no files: plaintext."""
 
 
 class RouterServer:
@@ -128,6 +132,7 @@ class RouterServer:
         """The etcd services by full name (etcdserverpb.KV, ...): the gRPC server and the HTTP gateway call the same objects."""
         self.gateway: HttpGateway | None = None
         self.gateway_urls: list[str] = []
+        self.client_tls = tls.Tls(cfg.client_tls)
 
     @property
     def address(self) -> str:
@@ -135,13 +140,14 @@ class RouterServer:
 
     def members(self) -> list[RouterMember]:
         """This router, then every other router placement's map has up."""
-        url = f"http://{self.address}"
+        scheme = self.client_tls.scheme
+        url = f"{scheme}://{self.address}"
         out = [RouterMember(self.member_id, self.cfg.name, (url,), (url,))]
         if self.placement_source is not None:
             for nid, n in sorted(self.placement_source.routers.items()):
                 if nid == self.member_id or n.state != ppb.UP:
                     continue
-                other = f"http://{n.address}"
+                other = f"{scheme}://{n.address}"
                 name = next((lb.value for lb in n.labels if lb.key == "name"), f"router-{nid}")
                 out.append(RouterMember(nid, name, (other,), (other,)))
         return out
@@ -205,7 +211,7 @@ class RouterServer:
             (v3election_pb2_grpc.add_ElectionServicer_to_server, "v3electionpb.Election"),
         ):
             add_servicer(server, add_to_server, self.servicers[name])
-        self.port = server.add_insecure_port(cfg.listen)
+        self.port = self.client_tls.add_port(server, cfg.listen)  # TLS: a plaintext connection is refused
         if not self.port:
             raise OSError(f"router: cannot listen on {cfg.listen}")
         await server.start()
@@ -215,7 +221,7 @@ class RouterServer:
                 self.servicers,
                 server_version=ETCD_VERSION,
                 request_timeout_s=cfg.request_timeout_s,
-                ssl_context=cfg.http_ssl_context,
+                ssl_context=cfg.http_ssl_context or (self.client_tls.server_ssl_context() if self.client_tls.enabled else None),
             )
             try:
                 self.gateway_urls = await self.gateway.start(cfg.client_http_urls)

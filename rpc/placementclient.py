@@ -22,6 +22,7 @@ import grpc.aio
 
 from flotillapb import placement_pb2 as ppb
 from flotillapb import placement_pb2_grpc
+from rpc import tls
 from rpc.channels import RECONNECT_OPTIONS
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,7 @@ class PlacementClient:
     def stub(self, address: str) -> placement_pb2_grpc.PlacementStub:
         ch = self._channels.get(address)
         if ch is None:
-            ch = self._channels[address] = grpc.aio.insecure_channel(address, options=RECONNECT_OPTIONS)
+            ch = self._channels[address] = tls.peer_aio_channel(address, RECONNECT_OPTIONS)
         return placement_pb2_grpc.PlacementStub(ch)
 
     def _prefer(self, address: str) -> None:

@@ -54,6 +54,7 @@ from raft.transport.codec import (
 )
 from raft.transport.queueing import QueueingTransport
 from raft.transport.sender import Backoff, iter_snapshot_pieces
+from rpc import tls
 
 __all__ = ["DEFAULT_MAX_MESSAGE_BYTES", "GrpcTransport", "RaftTransportServicer"]
 
@@ -159,7 +160,7 @@ class GrpcTransport(QueueingTransport):
             return
         server = grpc.aio.server(options=self._server_options)
         self.add_to_server(server)
-        port = server.add_insecure_port(self._listen)
+        port = tls.add_peer_port(server, self._listen)
         await server.start()
         self._server = server
         self._address = f"{self._listen.rsplit(':', 1)[0]}:{port}"
@@ -200,7 +201,7 @@ class GrpcTransport(QueueingTransport):
     async def _connection(self, peer: _Peer, address: str, backoff: Backoff) -> None:
         """One stream to peer at address: open it, then write batches until it
         breaks. Returns when it failed or broke; raises only on bugs."""
-        channel = grpc.aio.insecure_channel(address, options=self._channel_options)
+        channel = tls.peer_aio_channel(address, self._channel_options)
         call: grpc.aio.StreamStreamCall[pb.MessageBatch, pb.StreamAck] | None = None
         in_hand: list[tuple[int, Message]] = []
         try:
@@ -274,7 +275,7 @@ class GrpcTransport(QueueingTransport):
 
     async def _transfer_snapshot(self, peer: _Peer, group_id: int, msg: Message, data: SnapshotData) -> None:
         chunker = SnapshotChunker(self._node_id, peer.node_id, group_id, msg, chunk_size=self._snapshot_chunk_bytes)
-        channel = grpc.aio.insecure_channel(peer.address, options=self._channel_options)
+        channel = tls.peer_aio_channel(peer.address, self._channel_options)
         try:
             call = raft_pb2_grpc.RaftTransportStub(channel).SendSnapshot(timeout=self._snapshot_timeout_s)
             try:

@@ -23,9 +23,10 @@ gateway holds the request stream open until the HTTP client goes away (the
 handler is cancelled on disconnect). LeaseKeepAlive ends with the body, as
 etcd's does: one request in the body, one response out.
 
-TLS: ``ssl_context`` is the seam for https:// URLs (etcd serves the gateway
-over TLS when its client URLs are https); Flotilla has no TLS configuration
-yet, so nothing passes one and an https:// URL without it is refused.
+TLS: ``ssl_context`` serves https:// URLs (etcd serves the gateway over TLS
+when its client URLs are https); the router passes its client certificate's
+context (rpc/tls.py, re-read on change); an https:// URL without one is
+refused.
 """
 
 from __future__ import annotations
