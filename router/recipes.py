@@ -11,7 +11,8 @@ the same locks and elections:
   leads the election);
 - a waiter waits for every key of the name created before its own to be
   deleted (released, resigned, or its lease ended), watching the last such
-  key each time;
+  key each time ("before": by create revision, then by key, so that even a
+  tie of revisions between shards leaves one holder);
 - a holder whose lease ended lost its key: Lock answers "mutex: session is
   expired", Proclaim "election: not leader".
 
@@ -119,15 +120,14 @@ class Recipes:
             raise EtcdError("invalid_request", f"lock key {key!r} vanished inside its own txn")
         return resp, kvs[0].create_revision, kvs[0]
 
-    async def _first(self, prefix: bytes, *, max_create_revision: int = 0, last: bool = False) -> epb.RangeResponse:
-        """The first (or last) created key under prefix (below max_create_revision+1 if given)."""
+    async def _first(self, prefix: bytes) -> epb.RangeResponse:
+        """The first created key under prefix (ties: the lowest key)."""
         req = epb.RangeRequest(
             key=prefix,
             range_end=prefix_end(prefix),
             sort_target=epb.RangeRequest.CREATE,
-            sort_order=epb.RangeRequest.DESCEND if last else epb.RangeRequest.ASCEND,
+            sort_order=epb.RangeRequest.ASCEND,
             limit=1,
-            max_create_revision=max_create_revision,
         )
         return await self._kv.range(req, self._deadline())
 
@@ -144,13 +144,21 @@ class Recipes:
                     return
         raise EtcdError("no_leader", f"the watch on {key!r} ended")
 
-    async def _wait_predecessors(self, prefix: bytes, my_rev: int) -> None:
-        """Until no key under prefix created before my_rev exists."""
+    async def _wait_predecessors(self, prefix: bytes, my_key: bytes, my_rev: int) -> None:
+        """Until no key under prefix created before mine exists. "Before" is
+        (create revision, key) order: revisions are unique across shards
+        (shard/hlc.py's lanes) except in clusters of more than 16 stores,
+        and a tie broken by key still gives every waiter one predecessor."""
         while True:
-            resp = await self._first(prefix, max_create_revision=my_rev - 1, last=True)
-            if not resp.kvs:
+            req = epb.RangeRequest(
+                key=prefix, range_end=prefix_end(prefix), keys_only=True, max_create_revision=my_rev
+            )
+            resp = await self._kv.range(req, self._deadline())
+            before = [kv for kv in resp.kvs if (kv.create_revision, kv.key) < (my_rev, my_key)]
+            if not before:
                 return
-            await self._wait_deleted(resp.kvs[0].key, resp.header.revision)
+            last = max(before, key=lambda kv: (kv.create_revision, kv.key))
+            await self._wait_deleted(last.key, resp.header.revision)
 
     async def _delete_quietly(self, key: bytes) -> None:
         with contextlib.suppress(EtcdError):
@@ -163,7 +171,7 @@ class Recipes:
         key = holder_key(name, lease)
         _, my_rev, _ = await self._create(key, b"", lease)
         try:
-            await self._wait_predecessors(prefix, my_rev)
+            await self._wait_predecessors(prefix, key, my_rev)
             # The lease may have ended while we waited: the key went with it.
             got = await self._kv.range(epb.RangeRequest(key=key), self._deadline())
         except BaseException:
@@ -189,7 +197,7 @@ class Recipes:
         try:
             if existing is not None and existing.value != value:
                 header = await self.proclaim(held, value)
-            await self._wait_predecessors(prefix, my_rev)
+            await self._wait_predecessors(prefix, key, my_rev)
         except BaseException:
             await asyncio.shield(self._resign_quietly(held))
             raise

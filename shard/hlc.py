@@ -27,8 +27,28 @@ they see, so causality carries across shards). It never reads a clock: the
 caller passes the wall time in.
 
 ``next_revision`` is the rule every replica applies to an entry that writes:
-``max(prev_rev + 1, stamp, closed_ts + 1)``: strictly growing, never behind
-the leader's stamp, and never at or below a closed timestamp already applied.
+``max(prev_rev + 1, stamp, closed_ts + 1)``, raised into the stamp's *lane*:
+strictly growing, never behind the leader's stamp, and never at or below a
+closed timestamp already applied.
+
+Lanes keep revisions of different shards apart. Two shards assign
+revisions independently, and without lanes two writes on two shards led by
+different nodes in the same millisecond often got the same revision (both
+nodes' logical parts start at 0). etcd's revisions are unique, and its
+client recipes depend on it: clientv3's Mutex and Election wait only for
+keys created *before* their own (max_create_revision = mine - 1), so two
+holders whose keys share a create revision both took the lock (two
+`etcdctl lock` holders overlapped). The lowest LANE_BITS of the logical part
+are a lane: a store node's clock issues stamps in its own lane (its node id
+modulo LANES), and an entry's revision is raised into its stamp's lane. So
+revisions of entries proposed by nodes in different lanes never collide,
+and a node's own stamps are unique: within a cluster of at most LANES
+stores (ids distinct modulo LANES) every write's revision is its own. Larger
+clusters share lanes between stores whose ids are equal modulo LANES
+(documented in DESIGN.md). The cost: a clock issues 2^(LOGICAL_BITS -
+LANE_BITS) = 128 stamps per millisecond before it carries into the next
+millisecond (128,000 a second per node), so revisions still stay below 2^53
+for the whole span at any rate below that.
 """
 
 from __future__ import annotations
@@ -39,6 +59,18 @@ LOGICAL_MASK = (1 << LOGICAL_BITS) - 1
 MAX_SAFE_REVISION = (1 << 53) - 1  # the largest integer a double holds exactly
 LAST_WALL_MS = EPOCH_MS + (MAX_SAFE_REVISION >> LOGICAL_BITS)  # mid-2159
 MAX_REVISION = (1 << 63) - 1  # etcd revisions are int64 on the wire
+LANE_BITS = 4
+LANES = 1 << LANE_BITS
+LANE_MASK = LANES - 1
+
+
+def lane_of(timestamp: int) -> int:
+    return timestamp & LANE_MASK
+
+
+def into_lane(value: int, lane: int) -> int:
+    """The least timestamp >= value in the lane."""
+    return value + ((lane - value) & LANE_MASK)
 
 
 def make(wall_ms: int, logical: int = 0) -> int:
@@ -72,8 +104,11 @@ def span(ms: int) -> int:
 
 
 def next_revision(prev_rev: int, stamp: int, closed_ts: int) -> int:
-    """The revision of a writing entry applied after prev_rev."""
-    return max(prev_rev + 1, stamp, closed_ts + 1)
+    """The revision of a writing entry applied after prev_rev: above
+    prev_rev and the closed timestamp, not below the stamp, in the stamp's
+    lane (an entry without a stamp, as unit tests build them, has none)."""
+    rev = max(prev_rev + 1, stamp, closed_ts + 1)
+    return into_lane(rev, lane_of(stamp)) if stamp else rev
 
 
 class HybridClock:
@@ -81,10 +116,14 @@ class HybridClock:
     does; when the wall clock stalls or steps back, the logical part counts
     (and may carry into the millisecond part, which keeps the order)."""
 
-    __slots__ = ("_last",)
+    __slots__ = ("_last", "_lane")
 
-    def __init__(self, last: int = 0) -> None:
+    def __init__(self, last: int = 0, *, lane: int | None = None) -> None:
+        """lane: the lane of a store node's clock (its node id modulo LANES),
+        whose stamps become revisions; None for a clock whose values are
+        only compared (a router's)."""
         self._last = last
+        self._lane = lane
 
     @property
     def last(self) -> int:
@@ -92,7 +131,8 @@ class HybridClock:
 
     def now(self, wall_ms: int) -> int:
         """A fresh timestamp, greater than every one seen or issued before."""
-        self._last = max(self._last + 1, from_ms(wall_ms))
+        value = max(self._last + 1, from_ms(wall_ms))
+        self._last = value if self._lane is None else into_lane(value, self._lane)
         return self._last
 
     def update(self, remote: int) -> int:

@@ -24,7 +24,7 @@ class NodeState:
     def __init__(self, node_id: int, host: GroupHost, engine: KvEngine, clock: Clock, cfg: NodeConfig) -> None:
         self.node_id = node_id
         self.cfg = cfg
-        self.hlc = hlc.HybridClock()
+        self.hlc = hlc.HybridClock(lane=node_id % hlc.LANES)  # stamps in this node's lane: revisions unique across shards
         self.address = ""
         """host:port of this node's own gRPC server (set once it listens)."""
         self.host = host

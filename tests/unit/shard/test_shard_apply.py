@@ -33,16 +33,19 @@ from shard.types import (
 
 
 def test_revision_rule_stamp_and_closed_ts(shard):
-    t0 = hlc.make(1_700_000_000_000)
+    """max(prev + 1, stamp, closed_ts + 1), raised into the stamp's lane
+    (shard/hlc.py: revisions of different shards never collide)."""
+    t0 = hlc.make(1_700_000_000_000)  # lane 0
     assert shard.apply(PutRequest(b"a"), stamp=t0).revision == t0
-    # a stamp behind the revision: prev + 1
-    assert shard.apply(PutRequest(b"a"), stamp=t0 - 5).revision == t0 + 1
+    # a stamp behind the revision: prev + 1, raised into the stamp's lane (t0 - 5 is in lane 11)
+    assert hlc.lane_of(t0 - 5) == 11
+    assert shard.apply(PutRequest(b"a"), stamp=t0 - 5).revision == t0 + 11
     # a stamp ahead: the stamp
     assert shard.apply(PutRequest(b"a"), stamp=t0 + 100).revision == t0 + 100
-    # a closed timestamp ahead of both: closed_ts + 1
-    assert shard.apply(PutRequest(b"a"), stamp=t0 + 101, closed_ts=t0 + 500).revision == t0 + 501
+    # a closed timestamp ahead of both: closed_ts + 1, in the stamp's lane (t0 + 101: lane 5)
+    assert shard.apply(PutRequest(b"a"), stamp=t0 + 101, closed_ts=t0 + 500).revision == hlc.into_lane(t0 + 501, 5) == t0 + 501
     assert shard.sm.closed_ts == t0 + 500
-    # a closed timestamp never moves back
+    # a closed timestamp never moves back (no stamp: no lane)
     assert shard.apply(PutRequest(b"a"), closed_ts=t0 + 10).revision == t0 + 502
     assert shard.sm.closed_ts == t0 + 500
     kv = shard.get(b"a")
@@ -78,9 +81,10 @@ def test_hybrid_clock():
     assert c.now(t + 2001) == hlc.make(t + 5000, 8)
     assert c.update(1) == hlc.make(t + 5000, 8)
     assert (hlc.wall_ms_of(c.last), hlc.logical_of(c.last)) == (t + 5000, 8)
-    assert hlc.next_revision(10, 5, 3) == 11
+    assert hlc.next_revision(10, 5, 3) == 21  # prev + 1 = 11, raised into lane 5
     assert hlc.next_revision(10, 50, 3) == 50
-    assert hlc.next_revision(10, 50, 70) == 71
+    assert hlc.next_revision(10, 50, 70) == 82  # closed + 1 = 71, raised into lane 2
+    assert hlc.next_revision(10, 0, 3) == 11  # no stamp: no lane
     with pytest.raises(ValueError):
         hlc.make(t, 1 << hlc.LOGICAL_BITS)
 
@@ -216,11 +220,11 @@ def test_reads_between_apply_and_batch_write_see_the_applied_state(engine):
 
 
 def test_restart_restores_state(shard):
-    shard.apply(PutRequest(b"a"), stamp=50, closed_ts=80)
-    shard.ok(CompactionRequest(81))
+    shard.apply(PutRequest(b"a"), stamp=50, closed_ts=80)  # 81 raised into lane 2: 82
+    shard.ok(CompactionRequest(82))
     shard.apply(PutRequest(b"b"), router_id=4, seq=9)
     r = shard.reopen()
-    assert (r.sm.applied_index(), r.sm.revision, r.sm.compact_revision, r.sm.closed_ts) == (3, 82, 81, 80)
+    assert (r.sm.applied_index(), r.sm.revision, r.sm.compact_revision, r.sm.closed_ts) == (3, 83, 82, 80)
     assert r.sm.last_seq(4) == 9
     assert r.keys() == [b"a", b"b"]
     assert r.sm.slot_ranges == ((0, 16),) and r.sm.slot_count == 16
