@@ -1,5 +1,13 @@
-"""`flotilla ctl --endpoints <placement>`: administer a cluster (wiring only).
+"""`flotilla ctl --endpoints <endpoints>`: administer a cluster (wiring only).
 
+--endpoints names placement servers or routers (their etcd client port, e.g.
+127.0.0.1:2379), in any mix: a router answers Discovery.Placement with the
+placement servers it follows (proto/flotillapb/discovery.proto), an endpoint
+that does not serve Discovery is taken for a placement server.
+
+    status                        an overview: nodes up, suspect and down, shards without a
+                                  leader or under-replicated, operators running; exit status 1
+                                  when something needs attention
     nodes                         the node registry
     shards                        id, slots, replicas, leader, epoch
     operators                     running and recently ended operators
@@ -14,7 +22,8 @@
                                   revision per shard; a replica that differs from its leader is
                                   flagged MISMATCH and the exit status is 1
 
-Human tables by default, `-o json` for scripts. Calls go to the placement
+Human tables by default, `-o json` for scripts (before or after the
+command). Calls go to the placement
 leader (followed from any endpoint). Exit status 1 with the server's
 message when a command is refused.
 """
@@ -31,6 +40,8 @@ from typing import Any
 import grpc.aio
 from google.protobuf import json_format
 
+from flotillapb import discovery_pb2 as dpb
+from flotillapb import discovery_pb2_grpc
 from flotillapb import placement_pb2 as ppb
 from flotillapb import store_pb2 as spb
 from flotillapb import store_pb2_grpc
@@ -39,12 +50,27 @@ from rpc import tls
 from rpc.placementclient import PlacementClient, PlacementUnavailable, parse_endpoints
 
 
+class _SubParser(argparse.ArgumentParser):
+    """A command's parser: it takes `-o/--output` too, so `-o json` may come
+    after the command (the value given there wins; absent, the one before
+    the command stays)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.add_argument("-o", "--output", choices=("table", "json"), default=argparse.SUPPRESS, help="table (default) or json")
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--endpoints", required=True, help="placement servers, host:port[,host:port...]")
+    p.add_argument(
+        "--endpoints",
+        required=True,
+        help="placement servers or routers (their etcd client port), host:port[,host:port...]",
+    )
     p.add_argument("-o", "--output", choices=("table", "json"), default="table")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds per call")
     add_peer_tls_arguments(p, server=False)  # a cluster with peer TLS: the CA, and a certificate it accepts
-    sub = p.add_subparsers(dest="ctl_command", required=True)
+    sub = p.add_subparsers(dest="ctl_command", required=True, parser_class=_SubParser)
+    sub.add_parser("status", help="overview: nodes up/suspect/down, shards without a leader or under-replicated, operators running")
     sub.add_parser("nodes", help="list nodes")
     sub.add_parser("shards", help="list shards")
     sub.add_parser("operators", help="list operators")
@@ -181,11 +207,98 @@ def _hashkv_table(rows: list[dict[str, object]], mismatched: list[int]) -> str:
     return f"{body}\n{verdict}"
 
 
+class NoPlacement(Exception):
+    """A router endpoint follows no placement (a static map): nothing to administer."""
+
+
+async def placement_endpoints(endpoints: Sequence[str], timeout_s: float) -> list[str]:
+    """The placement servers behind `endpoints`: a router's (Discovery.Placement)
+    in its place, any other endpoint kept as it is (a placement server answers
+    UNIMPLEMENTED; one that does not answer is left for the placement client to
+    try and report)."""
+
+    async def ask(address: str) -> list[str]:
+        async with tls.peer_aio_channel(address) as channel:
+            stub = discovery_pb2_grpc.DiscoveryStub(channel)
+            try:
+                resp: dpb.PlacementEndpointsResponse = await stub.Placement(dpb.PlacementEndpointsRequest(), timeout=timeout_s)
+            except grpc.aio.AioRpcError:
+                return [address]
+        if not resp.endpoints:
+            raise NoPlacement(f"{address} is a {resp.role or 'router'} that follows no placement servers (a static map)")
+        return list(resp.endpoints)
+
+    found = await asyncio.gather(*(ask(a) for a in endpoints))
+    return list(dict.fromkeys(a for got in found for a in got))
+
+
+def status_report(resp: ppb.GetMapResponse, ops: Sequence[ppb.OperatorInfo]) -> tuple[dict[str, object], str]:
+    """`ctl status`: (the JSON answer, the text) from the map and the operators."""
+    m = resp.map
+    suspects = set(resp.suspect_node_ids)
+    state = {n.node_id: n.state for n in m.nodes}
+    nodes: dict[str, list[int]] = {"up": [], "suspect": [], "down": [], "draining": [], "removed": []}
+    for n in sorted(m.nodes, key=lambda n: n.node_id):
+        if n.kind != ppb.STORE and n.kind != ppb.ROUTER:
+            continue
+        name = "suspect" if n.node_id in suspects else ppb.NodeState.Name(n.state).lower()
+        nodes.setdefault(name, []).append(n.node_id)
+    routers = [n.node_id for n in m.nodes if n.kind == ppb.ROUTER]
+    target = max((sum(not r.learner for r in s.descriptor.replicas) for s in m.shards), default=0)
+    leaderless: list[int] = []
+    under: list[dict[str, object]] = []
+    for s in sorted(m.shards, key=lambda s: s.descriptor.shard_id):
+        d = s.descriptor
+        ids = [r.node_id for r in d.replicas]
+        if not d.leader_node_id or d.leader_node_id not in ids or state.get(d.leader_node_id) == ppb.DOWN:
+            leaderless.append(d.shard_id)
+        healthy = [r.node_id for r in d.replicas if not r.learner and state.get(r.node_id) == ppb.UP and r.node_id not in suspects]
+        if len(healthy) < target:
+            under.append({"shard": d.shard_id, "healthy_voters": len(healthy), "replicas": ids})
+    running = [o for o in ops if o.state == "running"]
+    problems = bool(leaderless or under or nodes["down"] or nodes["suspect"])
+    answer: dict[str, object] = {
+        "cluster_id": m.cluster_id,
+        "map_version": m.map_version,
+        "nodes": nodes,
+        "routers": routers,
+        "shards": len(m.shards),
+        "replicas_per_shard": target,
+        "shards_without_leader": leaderless,
+        "under_replicated_shards": under,
+        "operators_running": [json_format.MessageToDict(o) for o in running],
+        "healthy": not problems,
+    }
+
+    def ids(xs: Sequence[object]) -> str:
+        return ",".join(map(str, xs)) if xs else "-"
+
+    stores = [n for n in m.nodes if n.kind == ppb.STORE]
+    lines = [
+        f"cluster {m.cluster_id:x}, map version {m.map_version}" if m.cluster_id else "cluster not bootstrapped yet",
+        f"stores: {len(stores)}: up {ids([n for n in nodes['up'] if n not in routers])}, suspect {ids(nodes['suspect'])}, "
+        f"down {ids([n for n in nodes['down'] if n not in routers])}, draining {ids(nodes['draining'])}",
+        f"routers: {len(routers)}: up {ids([n for n in nodes['up'] if n in routers])}, down {ids([n for n in nodes['down'] if n in routers])}",
+        f"shards: {len(m.shards)} ({target} replicas each): without a leader {ids(leaderless)}, "
+        f"under-replicated {ids([u['shard'] for u in under])}",
+        f"operators running: {len(running)}" + "".join(f"\n  {o.id} {o.kind} shard {o.shard_id}: {_steps(o)}" for o in running),
+        "healthy" if not problems else "needs attention",
+    ]
+    return answer, "\n".join(lines)
+
+
 async def run(args: argparse.Namespace) -> tuple[object, str]:
     """(the JSON-able answer, the table) of one ctl command."""
-    client = PlacementClient(parse_endpoints(args.endpoints), timeout_s=args.timeout)
+    endpoints = await placement_endpoints(parse_endpoints(args.endpoints), min(args.timeout, 3.0))
+    client = PlacementClient(endpoints, timeout_s=args.timeout)
     try:
         cmd = args.ctl_command
+        if cmd == "status":
+            # ListOperators first: only the leader answers it, and the client then prefers the
+            # leader, whose GetMap carries what only it knows (the suspect nodes).
+            ops = (await client.call("ListOperators", ppb.ListOperatorsRequest())).operators
+            resp = await client.call("GetMap", ppb.GetMapRequest(linearizable=True))
+            return status_report(resp, ops)
         if cmd in ("nodes", "shards"):
             resp = await client.call("GetMap", ppb.GetMapRequest(linearizable=True))
             m = resp.map
@@ -253,12 +366,14 @@ def main(args: argparse.Namespace) -> int:
     except grpc.aio.AioRpcError as exc:
         print(f"error: {exc.details()} ({exc.code().name})", file=sys.stderr)
         return 1
-    except PlacementUnavailable as exc:
+    except (PlacementUnavailable, NoPlacement) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(json.dumps(data, indent=2, sort_keys=True) if args.output == "json" else text)
     if isinstance(data, dict) and data.get("mismatched_shards"):
         return 1  # hashkv: replicas differ
+    if args.ctl_command == "status" and isinstance(data, dict) and not data.get("healthy"):
+        return 1  # status: something needs attention
     return 0
 
 

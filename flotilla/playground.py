@@ -151,12 +151,17 @@ def load_shape(data_dir: Path, args: argparse.Namespace) -> dict[str, object]:
     return shape
 
 
-def record_gateway_urls(data_dir: Path, urls: list[str], tls_dir: Path | None = None) -> None:
+def record_gateway_urls(
+    data_dir: Path, urls: list[str], tls_dir: Path | None = None, metrics_urls: dict[str, str] | None = None
+) -> None:
     """playground.json's `gateway_urls`: each router's HTTP/JSON gateway, this run's (ports chosen free at each start);
-    and `tls`: the certificates' directory with --tls, else null."""
+    `tls`: the certificates' directory with --tls, else null; `metrics_urls`: each process's
+    Prometheus /metrics (and /health, /version) URL by name (p1, s1, r1, ...), this run's."""
     path = data_dir / STATE_FILE
     shape = json.loads(path.read_text())
     shape["gateway_urls"] = urls
+    if metrics_urls is not None:
+        shape["metrics_urls"] = metrics_urls
     shape["tls"] = str(tls_dir) if tls_dir is not None else None
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(shape, indent=2) + "\n")
@@ -181,7 +186,8 @@ class Playground:
         run.mkdir(parents=True, exist_ok=True)
         ready = run / f"{name}.ready"
         ready.unlink(missing_ok=True)
-        argv = flotilla_argv("server", *server_args, "--ready-file", str(ready))
+        # Every process serves Prometheus metrics on a free port (ready file: metrics_urls).
+        argv = flotilla_argv("server", *server_args, "--ready-file", str(ready), "--listen-metrics-urls", "http://127.0.0.1:0")
         c = Child(argv, name=name, log_path=logs / f"{name}.log", ready_file=ready)
         self.children.append(c)
         return c
@@ -336,14 +342,16 @@ class Playground:
         try:
             for c in placement:
                 self._spawn(c)
-            self._wait_ready(placement, deadline)
+            ready = self._wait_ready(placement, deadline)
             for c in stores + routers:
                 self._spawn(c)
-            ready = self._wait_ready(stores + routers, deadline)
+            ready.update(self._wait_ready(stores + routers, deadline))
+            metrics_urls = {c.name: str(ready[c.name]["metrics_urls"][0]) for c in self.children if ready[c.name].get("metrics_urls")}  # type: ignore[index]
             endpoints = [f"127.0.0.1:{ready[c.name]['port']}" for c in routers]
             for c, ep, gw in zip(routers, endpoints, gateway_urls, strict=True):
                 print(f"{c.name}: etcd endpoint {ep}, HTTP/JSON gateway {gw}", flush=True)
-            record_gateway_urls(self.data_dir, gateway_urls, self.tls_dir)
+            record_gateway_urls(self.data_dir, gateway_urls, self.tls_dir, metrics_urls)
+            print(f"metrics: {', '.join(f'{n} {u}/metrics' for n, u in metrics_urls.items())}", flush=True)
             self._wait_serving(endpoints, deadline)
             print(f"endpoints: {','.join(endpoints)}", flush=True)
             print(f"gateway: {','.join(gateway_urls)}", flush=True)

@@ -53,7 +53,7 @@ import logging
 import os
 import random
 
-from flotilla import placement_main, procs, router_main
+from flotilla import metrics, placement_main, procs, router_main
 from flotilla.procs import MAX_MESSAGE_BYTES as MAX_MESSAGE_BYTES  # noqa: F401 - kept importable from here
 from flotillapb import store_pb2_grpc
 from rpc import tls
@@ -110,6 +110,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     procs.add_peer_tls_arguments(p)
     placement_main.add_placement_arguments(p, bootstrap_stores=3, key_deleter="store")
     router_main.add_arguments(p, prefix="router-")
+    metrics.add_arguments(p)
 
 
 def bootstrap_slots(shard_index: int, shards: int, slot_count: int) -> tuple[tuple[int, int], ...]:
@@ -142,18 +143,30 @@ async def _start_router(args: argparse.Namespace, placement: str, node_id: int) 
 
 async def serve_router(args: argparse.Namespace) -> None:
     """--router alone: no data directory, no Raft host."""
+    metrics_urls = metrics.parse_urls(args.listen_metrics_urls, what="flotilla server")
     router = await _start_router(args, _router_placement(args, "", {}), args.node_id)
     info = {"port": router.port, "pid": os.getpid(), "node_id": router.member_id, "router_port": router.port}
     if router.gateway_urls:
         info["gateway_urls"] = router.gateway_urls
-    procs.announce_ready(args.ready_file, info, f"ready port={router.port} pid={os.getpid()} router={router.member_id}")
+    mserver = await metrics.serve(metrics_urls, router=router)
+    if mserver is not None:
+        info["metrics_urls"] = mserver.urls
+    shown = f" metrics={','.join(mserver.urls)}" if mserver is not None else ""
+    procs.announce_ready(args.ready_file, info, f"ready port={router.port} pid={os.getpid()} router={router.member_id}{shown}")
     log.info("router node=%d serving etcd v3 on %s", router.member_id, router.address)
-    await procs.serve_until_signalled(before_cancel=router.stop)
+
+    async def stop() -> None:
+        if mserver is not None:
+            await mserver.stop()
+        await router.stop()
+
+    await procs.serve_until_signalled(before_cancel=stop)
 
 
 async def serve(args: argparse.Namespace) -> None:
     if not (args.store or args.placement or args.router):
         raise SystemExit("flotilla server: give a role: --placement, --store, --router, or any combination")
+    metrics_urls = metrics.parse_urls(args.listen_metrics_urls, what="flotilla server")
     procs.configure_peer_tls(args, what="flotilla server")
     if args.router and not (args.store or args.placement):
         await serve_router(args)
@@ -266,12 +279,16 @@ async def serve(args: argparse.Namespace) -> None:
     router = None
     if args.router:
         router = await _start_router(args, _router_placement(args, address, peers), 0)
+    mserver = await metrics.serve(metrics_urls, host=host, transport=transport, node=node, pnode=pnode, router=router)
     info = {"port": port, "pid": os.getpid(), "node_id": args.node_id}
     if router is not None:
         info["router_port"] = router.port
         if router.gateway_urls:
             info["gateway_urls"] = router.gateway_urls
+    if mserver is not None:
+        info["metrics_urls"] = mserver.urls
     extra = f" router_port={router.port}" if router is not None else ""
+    extra += f" metrics={','.join(mserver.urls)}" if mserver is not None else ""
     procs.announce_ready(args.ready_file, info, f"ready port={port} pid={os.getpid()} node={args.node_id}{extra}")
     roles = "+".join(r for r, on in (("placement", args.placement), ("store", args.store), ("router", args.router)) if on)
     log.info("node=%d %s serving on port %d (seed %d)", args.node_id, roles, port, seed)
@@ -287,6 +304,8 @@ async def serve(args: argparse.Namespace) -> None:
                 tg.create_task(agent.run(), name="store-agent")
 
     async def stop_serving() -> None:
+        if mserver is not None:
+            await mserver.stop()
         if router is not None:
             await router.stop()
         await server.stop(0.5)

@@ -239,12 +239,14 @@ class GetMapRequest(_message.Message):
     def __init__(self, linearizable: _Optional[bool] = ...) -> None: ...
 
 class GetMapResponse(_message.Message):
-    __slots__ = ("map", "shard_stats")
+    __slots__ = ("map", "shard_stats", "suspect_node_ids")
     MAP_FIELD_NUMBER: _ClassVar[int]
     SHARD_STATS_FIELD_NUMBER: _ClassVar[int]
+    SUSPECT_NODE_IDS_FIELD_NUMBER: _ClassVar[int]
     map: ClusterMap
     shard_stats: _containers.RepeatedCompositeFieldContainer[ShardStats]
-    def __init__(self, map: _Optional[_Union[ClusterMap, _Mapping]] = ..., shard_stats: _Optional[_Iterable[_Union[ShardStats, _Mapping]]] = ...) -> None: ...
+    suspect_node_ids: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, map: _Optional[_Union[ClusterMap, _Mapping]] = ..., shard_stats: _Optional[_Iterable[_Union[ShardStats, _Mapping]]] = ..., suspect_node_ids: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class WatchMapRequest(_message.Message):
     __slots__ = ()

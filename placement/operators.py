@@ -238,6 +238,8 @@ class OperatorTable:
     running: dict[int, Operator] = dataclasses.field(default_factory=dict)
     finished: deque[Operator] = dataclasses.field(default_factory=deque)
     _next_id: int = 1
+    ended: dict[tuple[str, str], int] = dataclasses.field(default_factory=dict)
+    """Operators ended by (kind, outcome), for the metrics page."""
 
     def busy_shards(self) -> frozenset[int]:
         return frozenset(sid for op in self.running.values() for sid in op.shards())
@@ -253,6 +255,8 @@ class OperatorTable:
 
     def _finish(self, op: Operator, state: OperatorState, note: str = "") -> None:
         del self.running[op.id]
+        key = (op.kind.value, state.value)
+        self.ended[key] = self.ended.get(key, 0) + 1
         self.finished.append(dataclasses.replace(op, state=state, note=note or op.note))
         while len(self.finished) > self.history_len:
             self.finished.popleft()

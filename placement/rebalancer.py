@@ -135,6 +135,15 @@ class Rebalancer:
         """Store nodes that are up and not suspect (placement/scheduler.py's live_nodes)."""
         return live_nodes(self.s.state, self.heard(now), now, self.cfg)
 
+    def suspects(self, now: float) -> list[int]:
+        """UP store nodes unheard for longer than suspect_after (none unless ready to lead)."""
+        if self.s.ready_at is None:
+            return []
+        live = self.live(now)
+        return sorted(
+            nid for nid, n in self.s.state.nodes.items() if n.kind == NodeKind.STORE and n.state == NodeState.UP and nid not in live
+        )
+
     def stats(self, now: float) -> Stats:
         return Stats(last_heard=self.heard(now), shards=loads_of(self.s.node_stats), running=tuple(self.table.running.values()), frozen=self.frozen())
 

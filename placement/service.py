@@ -129,7 +129,11 @@ class PlacementService(placement_pb2_grpc.PlacementServicer):
                 await self.s.group.read_barrier()
             except TimeoutError as exc:
                 await abort_with(context, exc)
-        return ppb.GetMapResponse(map=convert.map_to_pb(self.s.state), shard_stats=self.s.nodes.leader_shard_stats())
+        return ppb.GetMapResponse(
+            map=convert.map_to_pb(self.s.state),
+            shard_stats=self.s.nodes.leader_shard_stats(),
+            suspect_node_ids=self.s.rebalancer.suspects(self.s.clock.monotonic()),
+        )
 
     async def WatchMap(self, request: ppb.WatchMapRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[ppb.WatchMapResponse]:  # type: ignore[override, type-arg]  # noqa: N802
         sub = self.s.hub.subscribe()  # no await between this and the full map: no change is missed

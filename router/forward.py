@@ -264,6 +264,9 @@ class Forwarder:
         own turn spreads its reads evenly, whatever the mix of shards)."""
         self.write_seqs = WriteSeqs(max_writes_in_flight)
         self.replica_counts: dict[tuple[int, int], int] = {}  # (shard, node) -> reads served (observability)
+        self.retries: dict[str, int] = {}
+        """Attempts retried, by reason: unreachable, no_address, future_revision, or the
+        RoutingError's kind (not_leader, epoch_not_match, ...). Counted only on a retry (metrics)."""
         self.last_revision = 0  # the largest revision any shard answered with
 
     def now_ms(self) -> int:
@@ -376,6 +379,7 @@ class Forwarder:
                 msg.max_staleness_ms = mode.max_staleness_ms
             if not address:
                 last, no_leader = f"no address known for node {node} of shard {route.shard_id}", False
+                self._retried("no_address")
                 await self._backoff(deadline, refresh=True)
                 continue
             try:
@@ -390,6 +394,7 @@ class Forwarder:
                     # the deadline ends first the client must hear "unknown".
                     unknown = True
                 log.debug("shard=%d %s: %s (retrying)", route.shard_id, kind, last)
+                self._retried("unreachable")
                 self.health.failed(node, loop.time())
                 avoid.add(node)
                 if len(avoid) >= len(route.replicas):
@@ -415,17 +420,22 @@ class Forwarder:
             if err.HasField("kv"):
                 if err.kv.code == spb.KvError.FUTURE_REVISION and self._may_catch_up(kind, request, mode):
                     last, no_leader = "the shard has not closed the revision yet", False
+                    self._retried("future_revision")
                     await self._backoff(deadline)
                     continue
                 raise from_kv_error(err.kv)
             last, wait = self._on_routing(route, node, err.routing, avoid)
             log.debug("shard=%d node=%d %s: %s (retrying)", route.shard_id, node, kind, last)
             which = err.routing.WhichOneof("error")
+            self._retried(which or "routing")
             no_leader = which == "not_leader"
             if which == "server_busy" and kind in WRITES and err.routing.server_busy.outcome_unknown:
                 unknown = True
             if wait:
                 await self._backoff(deadline, refresh=which != "server_busy")
+
+    def _retried(self, reason: str) -> None:
+        self.retries[reason] = self.retries.get(reason, 0) + 1
 
     def _may_catch_up(self, kind: str, request: Any, mode: ReadMode) -> bool:
         """A revision the router has already seen (from any shard) will be

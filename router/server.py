@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 
 import grpc.aio
 
+from flotillapb import discovery_pb2_grpc
 from flotillapb import placement_pb2 as ppb
 from flotillapb.etcd.etcdserverpb import rpc_pb2 as epb
 from flotillapb.etcd.etcdserverpb import rpc_pb2_grpc
@@ -38,6 +39,7 @@ from flotillapb.etcd.v3lockpb import v3lock_pb2_grpc
 from router.cache import MapSource, PlacementSource, RoutingCache, StaticSource
 from router.cluster import ClusterServicer, RouterMember
 from router.coordination import ElectionServicer, LockServicer
+from router.discovery import DiscoveryServicer
 from router.forward import Channels, Forwarder
 from router.gateway import HttpGateway
 from router.grpc_handlers import add_servicer
@@ -211,6 +213,11 @@ class RouterServer:
             (v3election_pb2_grpc.add_ElectionServicer_to_server, "v3electionpb.Election"),
         ):
             add_servicer(server, add_to_server, self.servicers[name])
+        # Flotilla's own read-only Discovery (not an etcd service, not on the gateway): the placement
+        # servers this router follows, for `flotilla ctl --endpoints <this router>`.
+        placement = self.placement_source
+        discovery = DiscoveryServicer((lambda: placement.addresses) if placement is not None else list, self.member_id)
+        add_servicer(server, discovery_pb2_grpc.add_DiscoveryServicer_to_server, discovery)
         self.port = self.client_tls.add_port(server, cfg.listen)  # TLS: a plaintext connection is refused
         if not self.port:
             raise OSError(f"router: cannot listen on {cfg.listen}")

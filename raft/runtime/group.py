@@ -46,6 +46,27 @@ class HostConfig:
     check_quorum: bool = True
 
 
+DURATION_BUCKETS_S: tuple[float, ...] = tuple(0.001 * 2**i for i in range(14))
+"""etcd's buckets of its disk durations (wal fsync, backend commit): 1 ms to about 8 s."""
+
+
+@dataclass(slots=True)
+class Durations:
+    """A histogram of durations in fixed buckets (counts per upper bound, the
+    last one everything above), for the metrics page to read."""
+
+    counts: list[int] = field(default_factory=lambda: [0] * (len(DURATION_BUCKETS_S) + 1))
+    total_s: float = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.total_s += seconds
+        for i, bound in enumerate(DURATION_BUCKETS_S):
+            if seconds <= bound:
+                self.counts[i] += 1
+                return
+        self.counts[-1] += 1
+
+
 @dataclass(slots=True)
 class HostStats:
     rounds: int = 0
@@ -59,6 +80,12 @@ class HostStats:
     snapshots_created: int = 0
     snapshots_restored: int = 0
     ticks: int = 0
+    leader_changes: int = 0
+    """Times a hosted group learnt of a new leader (etcd's leader_changes_seen, summed over groups)."""
+    sync_durations: Durations = field(default_factory=Durations)
+    """Each synced write of the log (etcd's wal fsync duration)."""
+    apply_durations: Durations = field(default_factory=Durations)
+    """Each write of applied entries (etcd's backend commit duration)."""
 
 
 @dataclass(slots=True)
@@ -77,6 +104,7 @@ class Group:
     # proposals of this round, handed to Raft as one message at the start of the next round
     proposals: list[bytes] = field(default_factory=list)
     proposal_seqs: list[int] = field(default_factory=list)
+    last_leader: int = 0  # the last leader this replica knew (counts leader changes)
 
 
 class HostState:

@@ -57,7 +57,11 @@ class ReadyLoop(HostState):
             self.stats.syncs += 1
         if self.crash_hook is not None:
             self.crash_hook("before_persist")
+        started = self._clock.monotonic()
+        synced = lb.must_sync
         await self._write(lb)
+        if synced:
+            self.stats.sync_durations.observe(self._clock.monotonic() - started)
         if self.crash_hook is not None:
             self.crash_hook("after_persist")
         for g, rd in batch:
@@ -79,7 +83,11 @@ class ReadyLoop(HostState):
                 self.stats.snapshots_restored += 1
             if rd.committed_entries:
                 self._apply(g, rd.committed_entries, apply_lb.wb, results)
+        started = self._clock.monotonic()
+        wrote = not (apply_lb.wb.is_empty() and not apply_lb.group_ids)
         await self._write(apply_lb, sync=bool(spooled))
+        if wrote:
+            self.stats.apply_durations.observe(self._clock.monotonic() - started)
         if self.crash_hook is not None and any(rd.snapshot is not None for _, rd in batch):
             self.crash_hook("after_snapshot_apply")
         remove_spooled(spooled)
@@ -192,6 +200,9 @@ class ReadyLoop(HostState):
         ss = rd.soft_state
         assert ss is not None
         log.info("group=%d node=%d role=%s leader=%d term=%d", g.group_id, self.node_id, ss.role.name, ss.leader_id, node.term)
+        if ss.leader_id and ss.leader_id != g.last_leader:
+            g.last_leader = ss.leader_id
+            self.stats.leader_changes += 1
         if node.role != StateRole.LEADER and g.read_inflight and node.leader_id:
             # A ReadIndex request may be lost across a leader change: retry.
             self._retry_reads(g)

@@ -197,7 +197,14 @@ class HttpGateway:
         if request.method != "GET":
             return _method_not_allowed("GET")
         excluded = [v for v in request.query.getall("exclude", []) if v]
-        serializable = request.query.get("serializable") == "true"
+        healthy, body = await self.health(excluded, serializable=request.query.get("serializable") == "true")
+        if healthy:
+            return web.Response(body=body, content_type="text/plain", charset="utf-8")
+        return _text_error(body.decode(), 503)
+
+    async def health(self, excluded: Iterable[str] = (), *, serializable: bool = False) -> tuple[bool, bytes]:
+        """etcd's /health check through the servicers: the alarms, then a Range
+        (codec.health). (healthy, body). Also the metrics listener's /health."""
         alarms: list[int] = []
         try:
             got = await self.call("etcdserverpb.Maintenance", "Alarm", epb.AlarmRequest(action=epb.AlarmRequest.GET))
@@ -210,10 +217,7 @@ class HttpGateway:
             await self.call("etcdserverpb.KV", "Range", req)
         except GatewayAbort as exc:
             range_error = exc.details
-        healthy, body = codec.health(alarms, excluded, range_error)
-        if healthy:
-            return web.Response(body=body, content_type="text/plain", charset="utf-8")
-        return _text_error(body.decode(), 503)
+        return codec.health(alarms, excluded, range_error)
 
     # -- calls ----------------------------------------------------------------------------------
     async def call(self, service: str, method: str, request: Message, context: GatewayContext | None = None) -> Any:
