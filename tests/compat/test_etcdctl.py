@@ -442,7 +442,7 @@ def test_two_etcdctl_lock_holders_never_overlap(pctl: Ctl) -> None:
     section = "date +%s.%N; sleep 0.3; date +%s.%N"  # the pause is the held work, not a test wait
     procs = [
         subprocess.Popen(pctl.argv("lock", "lk/two", "--", "sh", "-c", section), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=pctl.env)
-        for _ in range(3)
+        for _ in range(5)
     ]
     spans = []
     for proc in procs:
