@@ -10,6 +10,7 @@ and its lines are read against one.
 from __future__ import annotations
 
 import json
+import urllib.request
 import os
 import queue
 import shutil
@@ -134,6 +135,14 @@ def test_playground_serves_etcdctl_stops_on_sigint_and_restarts_with_its_data(tm
         # put / get / prefix / del
         assert ctl.out("put", "greeting", "hello") == ["OK"]
         assert ctl.out("get", "greeting") == ["greeting", "hello"]
+
+        # every process's metrics URL in playground.json, each answering /metrics
+        metrics_urls = json.loads((data_dir / "playground.json").read_text())["metrics_urls"]
+        assert sorted(metrics_urls) == ["p1", "p2", "p3", "r1", "s1", "s2", "s3"]
+        for name, url in metrics_urls.items():
+            with urllib.request.urlopen(f"{url}/metrics", timeout=10) as resp:
+                body = resp.read()
+            assert (b"flotilla_router_shards" if name.startswith("r") else b"etcd_server_has_leader 1.0") in body, name
         for k, v in (("app/a", "1"), ("app/b", "2"), ("app/c", "3")):
             ctl.run("put", k, v)
         assert ctl.out("get", "--prefix", "app/", "--keys-only") == ["app/a", "", "app/b", "", "app/c", ""]
