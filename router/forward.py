@@ -1,7 +1,7 @@
 """Calls from the router to store nodes, with routing retries.
 
-One gRPC channel per node address. Requests go over one long-lived batched
-``Store.Forward`` stream per node (store.proto: every hop after the client's
+One gRPC channel per node address (router/stream.py). Requests go over one
+long-lived batched ``Store.Forward`` stream per node (store.proto: every hop after the client's
 own call is batched), or as unary calls (``use_forward_stream=False``, and
 the fallback when a node answers Forward with UNIMPLEMENTED).
 
@@ -43,11 +43,10 @@ the fallback when a node answers Forward with UNIMPLEMENTED).
 from __future__ import annotations
 
 import asyncio
-import collections
 import itertools
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,12 +60,12 @@ from router import slots
 from router.cache import RoutingCache, ShardRoute, route_from_pb
 from router.etcd_errors import EtcdError, from_kv_error
 from router.health import NodeHealth
-from rpc import tls
-from rpc.channels import RECONNECT_OPTIONS
+from router.stream import Channels, ForwardStream, StreamBroken, WriteSeqs
+
+__all__ = ["ANSWER_MARGIN_S", "ATTEMPT_TIMEOUT_S", "Answer", "Channels", "Forwarder", "ReadMode", "StreamBroken", "WriteSeqs"]
 
 log = logging.getLogger(__name__)
 
-MAX_MESSAGE_BYTES = 64 << 20
 BACKOFF_S = 0.05
 ATTEMPT_TIMEOUT_S = 2.0
 """One attempt's time: two election timeouts at the stores' defaults (10
@@ -87,102 +86,6 @@ KINDS: dict[str, tuple[type, str]] = {
 WRITES = frozenset({"put", "delete_range", "txn", "compact"})
 
 
-class Channels:
-    """One grpc.aio channel per node address, made on first use."""
-
-    def __init__(self) -> None:
-        self._channels: dict[str, grpc.aio.Channel] = {}
-
-    def channel(self, address: str) -> grpc.aio.Channel:
-        ch = self._channels.get(address)
-        if ch is None:
-            ch = tls.peer_aio_channel(
-                address,
-                [
-                    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-                    *RECONNECT_OPTIONS,
-                ],
-            )
-            self._channels[address] = ch
-        return ch
-
-    async def close(self) -> None:
-        chans, self._channels = list(self._channels.values()), {}
-        await asyncio.gather(*(c.close() for c in chans), return_exceptions=True)
-
-
-class StreamBroken(Exception):
-    """The Forward stream ended before answering: the outcome is unknown."""
-
-
-class ForwardStream:
-    """The batched path to one node: requests queued by many callers go out
-    in batches on one stream; answers are matched by id."""
-
-    def __init__(self, stub: store_pb2_grpc.StoreStub) -> None:
-        self._stub = stub
-        self._queue: asyncio.Queue[spb.ForwardRequest] = asyncio.Queue()
-        self._pending: dict[int, asyncio.Future[Any]] = {}
-        self._ids = itertools.count(1)
-        self._task: asyncio.Task[None] | None = None
-        self.unimplemented = False
-
-    async def call(self, kind: str, request: Any, timeout_s: float) -> Any:
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._run(), name="forward-stream")
-        rid = next(self._ids)
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending[rid] = fut
-        self._queue.put_nowait(spb.ForwardRequest(id=rid, **{kind: request}))
-        try:
-            async with asyncio.timeout(timeout_s):
-                return await fut
-        finally:
-            self._pending.pop(rid, None)
-
-    async def _requests(self) -> AsyncIterator[spb.ForwardRequestBatch]:
-        while True:
-            first = await self._queue.get()
-            # One turn of the loop first: the client calls that arrived with
-            # this one join its batch (measured: ~6% more puts/s at 256 in
-            # flight, one write to the stream fewer per few requests).
-            await asyncio.sleep(0)
-            batch = [first]
-            while not self._queue.empty() and len(batch) < 256:
-                batch.append(self._queue.get_nowait())
-            yield spb.ForwardRequestBatch(requests=batch)
-
-    async def _run(self) -> None:
-        error: BaseException = StreamBroken("the Forward stream ended")
-        try:
-            async for batch in self._stub.Forward(self._requests()):
-                for r in batch.responses:
-                    fut = self._pending.get(r.id)
-                    which = r.WhichOneof("response")
-                    if fut is not None and not fut.done():
-                        if which is None:
-                            fut.set_exception(StreamBroken("empty Forward answer"))
-                        else:
-                            fut.set_result(getattr(r, which))
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
-                self.unimplemented = True
-            error = StreamBroken(f"the Forward stream broke: {exc.code().name}")
-        finally:
-            # Requests still queued were never sent; those sent have unknown outcomes.
-            while not self._queue.empty():
-                self._queue.get_nowait()
-            for fut in list(self._pending.values()):
-                if not fut.done():
-                    fut.set_exception(error)
-            self._task = None
-
-    def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-
-
 @dataclass(frozen=True, slots=True)
 class ReadMode:
     consistency: int = spb.READ_LINEARIZABLE
@@ -195,45 +98,6 @@ class Answer:
     response: Any  # the etcd response message
     header: spb.ShardResponseHeader
     node_id: int
-
-
-class WriteSeqs:
-    """The seqs of one router id's writes: one counter, and the seqs in
-    flight (at most `limit`: acquire waits for a free place)."""
-
-    def __init__(self, limit: int) -> None:
-        if limit < 1:
-            raise ValueError(f"at least one write must be allowed in flight, got {limit}")
-        self._next = 1
-        self._in_flight: set[int] = set()
-        self._order: collections.deque[int] = collections.deque()  # issued seqs, ascending; front in flight
-        self._places = asyncio.Semaphore(limit)
-
-    async def acquire(self) -> int:
-        await self._places.acquire()
-        seq = self._next
-        self._next += 1
-        self._in_flight.add(seq)
-        self._order.append(seq)
-        return seq
-
-    def release(self, seq: int) -> None:
-        """The write of seq has its answer (or was given up)."""
-        if seq not in self._in_flight:
-            return
-        self._in_flight.discard(seq)
-        self._places.release()
-        order = self._order
-        while order and order[0] not in self._in_flight:
-            order.popleft()
-
-    def floor(self) -> int:
-        """The lowest seq in flight; the next seq when none is."""
-        return self._order[0] if self._order else self._next
-
-    @property
-    def in_flight(self) -> int:
-        return len(self._in_flight)
 
 
 class Forwarder:
