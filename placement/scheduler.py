@@ -20,7 +20,10 @@ proposes operators (placement/operators.py), in priority order:
    loaded one, only while their counts differ by at least
    `balance_min_spread` (hysteresis: a move lowers the spread, so it can
    never be undone by the next round);
-5. leader balance: the same for leader counts, by leader transfer. Leaders
+5. leader balance: the same for leader counts, by leader transfer, only
+   from a node above the mean to one below it (when the most loaded node
+   shares no shard with a node far enough below, the next one gives), and
+   not while a running operator removes a leader's replica. Leaders
    are counted as they will be once running operators are done (a running
    TransferLeader counts for its target, a step removing the leader's
    replica makes the leader unknown), since the map shows a transfer only
@@ -156,13 +159,27 @@ class _Round:
         self.st, self.stats, self.now, self.cfg = st, stats, now, cfg
         self.out: list[Operator] = []
         self.busy_shards = {sid for op in stats.running for sid in op.shards()}
-        self.node_ops: collections.Counter[int] = collections.Counter()
+        self.node_ops: collections.Counter[int] = collections.Counter(dict.fromkeys(st.nodes, 0))
         self.ops = len(stats.running)
         for op in stats.running:
             self.node_ops.update(op.nodes())
         self.stores = {nid: n for nid, n in st.nodes.items() if n.kind == NodeKind.STORE}
         # up and heard from: the only nodes a step may aim at, and the only ones balancing counts
         self.live = sorted(live_nodes(st, stats.last_heard, now, cfg))
+        self.live_set = frozenset(self.live)
+        self.sids = sorted(st.shards)
+        self.zone_of = {nid: n.zone for nid, n in self.stores.items()}
+        self.not_dead = frozenset(nid for nid in self.stores if not self.dead(nid))
+        # built on first use, then kept up to date by emit (performance: no
+        # scan of every shard per decision at 100,000 shards)
+        self._counts: dict[int, int] | None = None
+        self._on: dict[int, set[int]] | None = None
+        """node -> the shards with a replica on it (once running operators are done)."""
+        self._sorted_on: dict[int, list[int]] = {}
+        """node -> its shards by id, as they were when first asked for (shards
+        added to it since are busy: a balance move never picks them)."""
+        self._skip: dict[int, int] = {}
+        """node -> how many of _sorted_on[node] left it or are busy (skipped for good)."""
         # replicas and leaders as they will be once running operators are done
         self.replicas: dict[int, tuple[Replica, ...]] = {sid: s.replicas for sid, s in st.shards.items()}
         self.leader: dict[int, int] = {sid: s.leader_node_id for sid, s in st.shards.items()}
@@ -188,27 +205,44 @@ class _Round:
     def free(self, sid: int) -> bool:
         return sid not in self.busy_shards
 
-    def counts(self) -> collections.Counter[int]:
-        c: collections.Counter[int] = collections.Counter({nid: 0 for nid in self.live})
-        for reps in self.replicas.values():
+    def index(self) -> None:
+        if self._on is not None:
+            return
+        c = dict.fromkeys(self.live, 0)
+        on: dict[int, set[int]] = collections.defaultdict(set)
+        for sid, reps in self.replicas.items():
             for r in reps:
+                on[r.node_id].add(sid)
                 if r.node_id in c:
                     c[r.node_id] += 1
-        return c
+        self._counts, self._on = c, on
+
+    def counts(self) -> dict[int, int]:
+        """Replicas on each live node (kept up to date by emit)."""
+        self.index()
+        assert self._counts is not None
+        return self._counts
+
+    def shards_on(self, nid: int) -> set[int]:
+        self.index()
+        assert self._on is not None
+        return self._on[nid]
 
     def zone(self, nid: int) -> str:
-        n = self.stores.get(nid)
-        return n.zone if n is not None else ""
+        return self.zone_of.get(nid, "")
 
     def zones_of(self, sid: int, without: int = 0) -> set[str]:
         return {z for r in self.replicas[sid] if r.node_id != without and (z := self.zone(r.node_id))}
 
     def target(self, sid: int, without: int = 0) -> int | None:
         """The best live node to take a new replica of sid (replacing `without`)."""
+        if self.ops >= self.cfg.max_ops:
+            return None  # no node has the budget
         have = {r.node_id for r in self.replicas[sid]}
         zones = self.zones_of(sid, without)
         counts = self.counts()
-        cands = [n for n in self.live if n not in have and self.budget(n)]
+        limit = self.cfg.max_ops_per_node
+        cands = [n for n in self.live if n not in have and self.node_ops[n] < limit]
         if not cands:
             return None
         return min(cands, key=lambda n: (bool(self.zone(n)) and self.zone(n) in zones, counts[n], n))
@@ -220,7 +254,18 @@ class _Round:
         self.busy_shards.add(sid)
         self.node_ops.update(op.nodes())
         self.leader[sid] = project_leader(self.leader[sid], steps)
-        self.replicas[sid] = project(self.replicas[sid], steps)
+        old = self.replicas[sid]
+        new = self.replicas[sid] = project(old, steps)
+        if self._on is not None and self._counts is not None:
+            before, after = {r.node_id for r in old}, {r.node_id for r in new}
+            for n in before - after:
+                self._on[n].discard(sid)
+                if n in self._counts:
+                    self._counts[n] -= 1
+            for n in after - before:
+                self._on[n].add(sid)
+                if n in self._counts:
+                    self._counts[n] += 1
 
     def move(self, kind: OperatorKind, sid: int, frm: int, to: int, note: str) -> None:
         self.emit(kind, sid, move_steps(frm, to), note)
@@ -255,11 +300,12 @@ class _Round:
             self.busy_shards.add(target)
 
     def repair(self) -> None:
-        for sid in sorted(self.st.shards):
-            if not self.free(sid):
+        not_dead = self.not_dead
+        for sid in self.sids:
+            if sid in self.busy_shards:
                 continue
             reps = self.replicas[sid]
-            dead = [r.node_id for r in reps if self.dead(r.node_id)]
+            dead = [r.node_id for r in reps if r.node_id not in not_dead]
             if dead:
                 d = dead[0]
                 to = self.target(sid, without=d)
@@ -268,19 +314,23 @@ class _Round:
                 elif len(reps) > self.cfg.replicas:
                     self.emit(OperatorKind.REPAIR, sid, (RemoveReplica(d),), f"node {d} is down: remove its surplus replica")
                 continue
-            voters = [r for r in reps if not r.learner]
             want = min(self.cfg.replicas, len(self.live))
-            if len(voters) < want:
+            if len(reps) < want or any(r.learner for r in reps):
+                voters = [r for r in reps if not r.learner]
+                if len(voters) >= want:
+                    continue
                 to = self.target(sid)
                 if to is not None:
                     self.emit(OperatorKind.REPAIR, sid, (AddLearner(to), Promote(to)), f"shard {sid} has {len(voters)} voters of {want}: add one on node {to}")
 
     def drain(self) -> None:
         draining = sorted(nid for nid, n in self.stores.items() if n.state == NodeState.DRAINING)
-        live = set(self.live)
+        live = self.live_set
         for d in draining:
-            for sid in sorted(self.st.shards):
-                if not self.free(sid) or not any(r.node_id == d for r in self.replicas[sid]):
+            for sid in sorted(self.shards_on(d)):
+                if self.ops >= self.cfg.max_ops or self.node_ops[d] >= self.cfg.max_ops_per_node:
+                    break  # neither a move nor a transfer has the budget
+                if not self.free(sid) or sid not in self.shards_on(d):
                     continue
                 to = self.target(sid, without=d)
                 if to is not None and self.budget(d, to):
@@ -292,9 +342,16 @@ class _Round:
                         self.emit(OperatorKind.DRAIN, sid, (TransferLeader(voters[0]),), f"drain node {d}: move leadership of shard {sid}")
 
     def spread_zones(self) -> None:
-        for sid in sorted(self.st.shards):
-            if not self.free(sid):
+        zone_of = self.zone_of
+        for sid in self.sids:
+            if self.ops >= self.cfg.max_ops:
+                return  # no move has the budget
+            if sid in self.busy_shards:
                 continue
+            reps = self.replicas[sid]
+            zs = [zone_of.get(r.node_id, "") for r in reps]
+            if len(set(zs)) == len(zs):
+                continue  # no two replicas in one zone
             seen: dict[str, int] = {}
             for r in self.replicas[sid]:
                 z = self.zone(r.node_id)
@@ -319,49 +376,94 @@ class _Round:
             dst = min(movable, key=lambda n: (counts[n], n))
             if counts[src] - counts[dst] < self.cfg.balance_min_spread:
                 return
-            moved = False
-            for sid in sorted(self.st.shards):
-                if not self.free(sid):
-                    continue
-                nodes = {r.node_id for r in self.replicas[sid]}
-                if src not in nodes or dst in nodes:
-                    continue
-                zones = self.zones_of(sid, without=src)
-                if self.zone(dst) and self.zone(dst) in zones and not (self.zone(src) and self.zone(src) in zones):
-                    continue  # would put two replicas in one zone
-                self.move(OperatorKind.BALANCE_REPLICA, sid, src, dst, f"balance replicas: node {src} has {counts[src]}, node {dst} {counts[dst]}")
-                moved = True
-                break
-            if not moved:
+            sid = self.movable_shard(src, dst)
+            if sid is None:
                 return
+            self.move(OperatorKind.BALANCE_REPLICA, sid, src, dst, f"balance replicas: node {src} has {counts[src]}, node {dst} {counts[dst]}")
+
+    def movable_shard(self, src: int, dst: int) -> int | None:
+        """The lowest free shard id with a replica on src and none on dst
+        whose move src -> dst puts no two replicas in one zone."""
+        on = self.shards_on(src)
+        lst = self._sorted_on.get(src)
+        if lst is None:
+            lst = self._sorted_on[src] = sorted(on)
+        busy = self.busy_shards
+        skip = self._skip.get(src, 0)
+        prefix = True
+        zsrc, zdst = self.zone(src), self.zone(dst)
+        for i in range(skip, len(lst)):
+            sid = lst[i]
+            if sid not in on or sid in busy:
+                if prefix:
+                    self._skip[src] = i + 1  # gone or busy for the rest of the round
+                continue
+            prefix = False
+            reps = self.replicas[sid]
+            if any(r.node_id == dst for r in reps):
+                continue
+            if zdst:
+                zones = self.zones_of(sid, without=src)
+                if zdst in zones and not (zsrc and zsrc in zones):
+                    continue  # would put two replicas in one zone
+            return sid
+        return None
 
     def balance_leaders(self) -> None:
         """Leader counts of the live nodes, running transfers counted as
         done (self.leader): a transfer the map does not show yet must not
-        make the next round move a second shard off the same node."""
+        make the next round move a second shard off the same node.
+
+        The most loaded node gives leadership of a shard to the least
+        loaded of that shard's voters, only from above the mean (rounded
+        down) to below it (rounded up): a node that received leadership
+        never gives any back in pure leader balancing, since it can end
+        above the mean no more than a giver can end below it (several
+        givers choosing one receiver each made it overshoot, then give
+        back). When no shard of the most loaded node
+        has a voter far enough below it (its shards' other replicas are in
+        other zones than the least loaded nodes, say), the next most loaded
+        node gives instead.
+
+        It waits (no transfer this round) while a leader is not known: a
+        shard between leaders, or one whose leader's replica a running
+        operator removes (the leader hands leadership to a voter of its
+        choosing, and the map tells which only afterwards: counting such
+        shards nowhere made leader balance move leadership that the
+        replica moves' hand-overs then moved back)."""
         if len(self.live) < 2:
             return
-        leaders: collections.Counter[int] = collections.Counter({n: 0 for n in self.live})
-        for sid in sorted(self.st.shards):
+        leaders: dict[int, int] = dict.fromkeys(self.live, 0)
+        led: dict[int, list[int]] = collections.defaultdict(list)
+        busy = self.busy_shards
+        for sid in self.sids:
             lead = self.leader[sid]
+            led[lead].append(sid)
             if lead in leaders and any(r.node_id == lead and not r.learner for r in self.replicas[sid]):
                 leaders[lead] += 1
-            elif self.free(sid) and self.can_elect(sid):
+            elif (sid not in busy or lead == 0) and self.can_elect(sid):
                 return  # the shard is between leaders (or its report lags): the counts are not known yet
+        limit = self.cfg.max_ops_per_node
+        total = sum(leaders.values())
+        floor, ceil = total // len(leaders), -(-total // len(leaders))
+        gave_up: set[int] = set()  # sources with no transfer to make, for the rest of the round
+        skip: dict[tuple[int, int], int] = {}  # (source, voter) -> how many of their shards are busy for the rest of the round
+        by_voter: dict[int, dict[int, list[int]]] = {}  # source -> voter -> the free shards source leads, by id
         while self.ops < self.cfg.max_ops:
-            src = max((n for n in self.live if self.node_ops[n] < self.cfg.max_ops_per_node), key=lambda n: (leaders[n], -n), default=None)
-            if src is None:
+            eligible = [n for n in self.live if self.node_ops[n] < limit]
+            if not eligible:
                 return
+            low = min(eligible, key=lambda n: (leaders[n], n))
             best: tuple[int, int] | None = None
-            for sid in sorted(self.st.shards):
-                if self.leader[sid] != src or not self.free(sid):
+            for src in sorted(eligible, key=lambda n: (-leaders[n], n)):
+                if leaders[src] - leaders[low] < self.cfg.leader_min_spread or leaders[src] <= floor:
+                    return  # nor can any node leading fewer
+                if src in gave_up:
                     continue
-                for r in self.replicas[sid]:
-                    n = r.node_id
-                    if r.learner or n == src or n not in leaders or self.node_ops[n] >= self.cfg.max_ops_per_node:
-                        continue
-                    if leaders[src] - leaders[n] >= self.cfg.leader_min_spread and (best is None or (leaders[n], n) < (leaders[best[1]], best[1])):
-                        best = (sid, n)
+                best = self.leader_transfer(src, led[src], skip, leaders, by_voter, ceil)
+                if best is not None:
+                    break
+                gave_up.add(src)
             if best is None:
                 return
             sid, dst = best
@@ -369,29 +471,59 @@ class _Round:
             leaders[src] -= 1
             leaders[dst] += 1
 
+    def leader_transfer(self, src: int, sids: list[int], skip: dict[tuple[int, int], int], leaders: dict[int, int], by_voter: dict[int, dict[int, list[int]]], ceil: int) -> tuple[int, int] | None:
+        """(shard, voter): the least loaded live voter (ties: the lowest id)
+        of any free shard src leads that leads at least leader_min_spread
+        fewer than src and fewer than the mean rounded up, with the lowest
+        id of the free shards src leads that it is a voter of."""
+        limit, spread = self.cfg.max_ops_per_node, self.cfg.leader_min_spread
+        voters = by_voter.get(src)
+        if voters is None:
+            voters = by_voter[src] = collections.defaultdict(list)
+            for sid in sids:
+                for r in self.replicas[sid]:
+                    if not r.learner and r.node_id != src:
+                        voters[r.node_id].append(sid)
+        busy = self.busy_shards
+        cands = sorted(
+            (leaders[n], n) for n in voters
+            if n in leaders and self.node_ops[n] < limit and leaders[src] - leaders[n] >= spread and leaders[n] < ceil
+        )
+        for _, n in cands:
+            lst = voters[n]
+            i = skip.get((src, n), 0)
+            while i < len(lst) and lst[i] in busy:
+                i += 1  # busy for the rest of the round
+            skip[(src, n)] = i
+            if i < len(lst):
+                return lst[i], n
+        return None
+
     def can_elect(self, sid: int) -> bool:
         """Do most of the shard's voters live (so it has, or will soon
         have, a leader on a live node)?"""
         voters = [r.node_id for r in self.replicas[sid] if not r.learner]
-        live = set(self.live)
+        live = self.live_set
         return 2 * sum(n in live for n in voters) > len(voters)
 
     def split(self) -> None:
         c = self.cfg
         if not (c.split_size_bytes or c.split_keys or c.split_write_rate):
             return
-        next_id = next_shard_id(self.st, [*self.stats.running, *self.out])
-        for sid in sorted(self.st.shards):
-            load = self.stats.shards.get(sid)
-            if load is None or not self.free(sid) or self.ops >= c.max_ops:
+        size, keys, rate = c.split_size_bytes, c.split_keys, c.split_write_rate
+        over = sorted(
+            sid
+            for sid, load in self.stats.shards.items()
+            if (size and load.size_bytes >= size) or (keys and load.key_count >= keys) or (rate and load.write_rate >= rate)
+        )
+        next_id = 0
+        for sid in over:
+            if sid not in self.st.shards or not self.free(sid) or self.ops >= c.max_ops:
                 continue
-            hot = (
-                (c.split_size_bytes and load.size_bytes >= c.split_size_bytes)
-                or (c.split_keys and load.key_count >= c.split_keys)
-                or (c.split_write_rate and load.write_rate >= c.split_write_rate)
-            )
+            load = self.stats.shards[sid]
             at = middle_slot(self.st.shards[sid])
-            if hot and at is not None:
+            if at is not None:
+                next_id = next_id or next_shard_id(self.st, [*self.stats.running, *self.out])
                 self.emit(OperatorKind.SPLIT, sid, (Split(next_id, at),), f"shard {sid} is over a split threshold ({load})")
                 next_id += 1
 

@@ -72,6 +72,7 @@ OPTIONAL_MODULES = (
     "placement/leases.py",
     "placement/operators.py",
     "placement/scheduler.py",
+    "placement/simulation.py",
     "router/slots.py",
     "router/gateway/codec.py",
     "router/merge.py",
