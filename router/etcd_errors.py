@@ -23,60 +23,14 @@ import grpc
 import grpc.aio
 
 from flotillapb import store_pb2 as spb
+from router.etcd_texts import TEXTS
 
 log = logging.getLogger(__name__)
 
 C = grpc.StatusCode
 
-# name -> (code, message). etcd's rows first, verbatim; then ours.
-ROWS: dict[str, tuple[grpc.StatusCode, str]] = {
-    "empty_key": (C.INVALID_ARGUMENT, "etcdserver: key is not provided"),
-    "key_not_found": (C.INVALID_ARGUMENT, "etcdserver: key not found"),
-    "value_provided": (C.INVALID_ARGUMENT, "etcdserver: value is provided"),
-    "lease_provided": (C.INVALID_ARGUMENT, "etcdserver: lease is provided"),
-    "ttl_zero": (C.INVALID_ARGUMENT, "etcdserver: ttl is 0"),
-    "too_many_ops": (C.INVALID_ARGUMENT, "etcdserver: too many operations in txn request"),
-    "duplicate_key": (C.INVALID_ARGUMENT, "etcdserver: duplicate key given in txn request"),
-    "compacted": (C.OUT_OF_RANGE, "etcdserver: mvcc: required revision has been compacted"),
-    "future_rev": (C.OUT_OF_RANGE, "etcdserver: mvcc: required revision is a future revision"),
-    "no_space": (C.RESOURCE_EXHAUSTED, "etcdserver: mvcc: database space exceeded"),
-    "lease_not_found": (C.NOT_FOUND, "etcdserver: requested lease not found"),
-    "lease_exist": (C.FAILED_PRECONDITION, "etcdserver: lease already exists"),
-    "lease_ttl_too_large": (C.OUT_OF_RANGE, "etcdserver: too large lease TTL"),
-    "member_not_found": (C.NOT_FOUND, "etcdserver: member not found"),
-    "request_too_large": (C.INVALID_ARGUMENT, "etcdserver: request is too large"),
-    "too_many_requests": (C.RESOURCE_EXHAUSTED, "etcdserver: too many requests"),
-    "auth_not_enabled": (C.FAILED_PRECONDITION, "etcdserver: authentication is not enabled"),
-    "no_leader": (C.UNAVAILABLE, "etcdserver: no leader"),
-    "not_leader": (C.FAILED_PRECONDITION, "etcdserver: not leader"),
-    "leader_changed": (C.UNAVAILABLE, "etcdserver: leader changed"),
-    "not_capable": (C.UNAVAILABLE, "etcdserver: not capable"),
-    "stopped": (C.UNAVAILABLE, "etcdserver: server stopped"),
-    "timeout": (C.UNAVAILABLE, "etcdserver: request timed out"),
-    "timeout_leader_fail": (C.UNAVAILABLE, "etcdserver: request timed out, possibly due to previous leader failure"),
-    "timeout_connection_lost": (C.UNAVAILABLE, "etcdserver: request timed out, possibly due to connection lost"),
-    "unhealthy": (C.UNAVAILABLE, "etcdserver: unhealthy cluster"),
-    "corrupt": (C.DATA_LOSS, "etcdserver: corrupt cluster"),
-    # etcd's concurrency recipes (client/v3/concurrency, run by etcd's Lock and
-    # Election services): plain Go errors, so gRPC's UNKNOWN with their text.
-    "election_not_leader": (C.UNKNOWN, "election: not leader"),
-    "election_no_leader": (C.UNKNOWN, "election: no leader"),
-    "election_missing_leader_key": (C.UNKNOWN, '"leader" field must be provided'),
-    "mutex_session_expired": (C.UNKNOWN, "mutex: session is expired"),
-    # Flotilla's own (etcd has no such case).
-    "outcome_unknown": (
-        C.UNAVAILABLE,
-        "flotilla: the write's outcome is unknown (it may or may not have been applied); "
-        "read the key before retrying",
-    ),
-    "cross_shard_txn": (C.INVALID_ARGUMENT, "flotilla: txn keys span shards"),
-    "lease_unavailable": (
-        C.UNAVAILABLE,
-        "flotilla: leases need the placement service, and this router has none (start it with --placement host:port)",
-    ),
-    "invalid_request": (C.INVALID_ARGUMENT, "flotilla: invalid request"),
-    "unimplemented": (C.UNIMPLEMENTED, "flotilla: not implemented"),
-}
+# name -> (code, message), from the one table (router/etcd_texts.py).
+ROWS: dict[str, tuple[grpc.StatusCode, str]] = {name: (grpc.StatusCode[code], text) for name, (code, text) in TEXTS.items()}
 
 
 class EtcdError(Exception):

@@ -55,6 +55,7 @@ from typing import TYPE_CHECKING
 
 from raft.core.errors import CodecError as CodecError  # noqa: F401 - re-exported: the one codec error, raised by shard's codecs
 from raft.core.errors import FlotillaError
+from router.etcd_texts import TEXTS  # the one table of etcd's texts (a shared leaf)
 
 if TYPE_CHECKING:
     from shard.slots import SlotRanges
@@ -153,32 +154,32 @@ class RequestError(ShardError):
 
 class EmptyKey(RequestError):
     code = 1
-    message = "etcdserver: key is not provided"
+    message = TEXTS["empty_key"][1]
 
 
 class KeyNotFound(RequestError):
     code = 2
-    message = "etcdserver: key not found"
+    message = TEXTS["key_not_found"][1]
 
 
 class ValueProvided(RequestError):
     code = 3
-    message = "etcdserver: value is provided"
+    message = TEXTS["value_provided"][1]
 
 
 class LeaseProvided(RequestError):
     code = 4
-    message = "etcdserver: lease is provided"
+    message = TEXTS["lease_provided"][1]
 
 
 class TooManyOps(RequestError):
     code = 5
-    message = "etcdserver: too many operations in txn request"
+    message = TEXTS["too_many_ops"][1]
 
 
 class DuplicateKey(RequestError):
     code = 6
-    message = "etcdserver: duplicate key given in txn request"
+    message = TEXTS["duplicate_key"][1]
 
 
 class RevisionError(ShardError):
@@ -187,12 +188,12 @@ class RevisionError(ShardError):
 
 class RevisionCompacted(RevisionError):
     code = 7
-    message = "etcdserver: mvcc: required revision has been compacted"
+    message = TEXTS["compacted"][1]
 
 
 class FutureRevision(RevisionError):
     code = 8
-    message = "etcdserver: mvcc: required revision is a future revision"
+    message = TEXTS["future_rev"][1]
 
 
 class SlotNotOwned(ShardError):
@@ -217,12 +218,12 @@ class InvalidCommand(ShardError):
 
 class LeaseNotFound(ShardError):
     code = 13
-    message = "etcdserver: requested lease not found"
+    message = TEXTS["lease_not_found"][1]
 
 
 class NoSpace(ShardError):
     code = 14
-    message = "etcdserver: mvcc: database space exceeded"
+    message = TEXTS["no_space"][1]
 
 
 ERRORS_BY_CODE: dict[int, type[ShardError]] = {

@@ -74,6 +74,7 @@ OPTIONAL_MODULES = (
     "placement/scheduler.py",
     "placement/simulation.py",
     "router/slots.py",
+    "router/etcd_texts.py",
     "router/gateway/codec.py",
     "router/merge.py",
     "router/hlc.py",
