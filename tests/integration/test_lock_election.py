@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
+import grpc.aio
 import pytest
 
 from flotilla.cluster import Cluster, running, wait_until
@@ -197,26 +198,22 @@ def test_a_txn_whose_writes_span_shards_is_still_refused(env: Env) -> None:
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "txn keys span shards" in info.value.details()  # type: ignore[attr-defined]
 
 
-def test_a_keep_alive_sent_before_a_revoke_is_answered_first(env: Env) -> None:
+async def test_a_keep_alive_sent_before_a_revoke_is_answered_first(env: Env) -> None:
     """etcd's leader answers a lease's keep-alive and revoke in the order it
-    received them: a keep-alive written on the stream before LeaseRevoke is
-    answered with the lease's full TTL, 10 times out of 10 (the router used
-    to let the revoke overtake it about half the time: TTL 0)."""
-    for _ in range(10):
-        lease = env.grant(60)
-        requests: queue.Queue[epb.LeaseKeepAliveRequest | None] = queue.Queue()
-
-        def feed() -> Iterator[epb.LeaseKeepAliveRequest]:
-            while (r := requests.get(timeout=30)) is not None:
-                yield r
-
-        stream = env.lease.LeaseKeepAlive(feed(), timeout=30)
-        requests.put(epb.LeaseKeepAliveRequest(ID=lease))
-        env.lease.LeaseRevoke(epb.LeaseRevokeRequest(ID=lease), timeout=10)
-        first = next(stream)
-        requests.put(None)
-        stream.cancel()
-        assert first.ID == lease and first.TTL == 60, first
+    received them: a keep-alive written on the stream (the write completed)
+    before LeaseRevoke is sent on the same connection is answered with the
+    lease's full TTL, 10 times out of 10 (the router used to let the revoke
+    overtake it about half the time: TTL 0)."""
+    async with grpc.aio.insecure_channel(env.router.proc.address) as channel:
+        lease_stub = eg.LeaseStub(channel)
+        for _ in range(10):
+            lease = (await lease_stub.LeaseGrant(epb.LeaseGrantRequest(TTL=60), timeout=10)).ID
+            call = lease_stub.LeaseKeepAlive(timeout=30)
+            await call.write(epb.LeaseKeepAliveRequest(ID=lease))
+            await lease_stub.LeaseRevoke(epb.LeaseRevokeRequest(ID=lease), timeout=10)
+            first = await call.read()
+            call.cancel()
+            assert first.ID == lease and first.TTL == 60, first
 
 
 def _ttl_keys(env: Env, lease: int) -> list[bytes]:
