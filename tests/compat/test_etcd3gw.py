@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from flotilla.cluster import Cluster
-from flotilla.router_main import RouterProcess
+from tests.integration.routerproc import cluster_with_router
 from flotilla.storecluster import wait_until
 
 pytestmark = pytest.mark.integration
@@ -34,31 +34,13 @@ etcd3gw = pytest.importorskip("etcd3gw", reason="etcd3gw is not installed (it is
 @pytest.fixture(scope="module")
 def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     tmp: Path = tmp_path_factory.mktemp("etcd3gw")
-    c = Cluster(tmp, initial_shards=2)
-    router: RouterProcess | None = None
-    try:
-        c.start()
-        c.wait_bootstrapped()
-        paddr = ",".join(c.placement.nodes[n].address for n in c.placement_ids)
-        (tmp / "router").mkdir(exist_ok=True)
-        router = RouterProcess(tmp / "router", ["--placement", paddr, "--listen-client-http-urls", "http://127.0.0.1:0"])
-        router.start(timeout_s=60)
+    with cluster_with_router(Cluster(tmp, initial_shards=2), tmp, "--listen-client-http-urls", "http://127.0.0.1:0") as router:
         info = router.read_ready()
         assert info is not None
         url = urlsplit(info["gateway_urls"][0])
         cl = etcd3gw.client(host=url.hostname, port=url.port, timeout=20)
         wait_until(lambda: cl.get("warmup") == [], timeout=60, what="the gateway serving a get")
         yield cl
-    except BaseException:
-        print(c.logs())
-        if router is not None:
-            print(router.log_tail(60))
-        raise
-    finally:
-        if router is not None:
-            router.stop()
-        c.stop()
-
 
 def test_it_discovers_the_v3_api_from_version(client: Any) -> None:
     assert client.api_path == "/v3/"

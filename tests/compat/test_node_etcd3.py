@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from flotilla.cluster import Cluster
-from flotilla.router_main import RouterProcess
+from tests.integration.routerproc import cluster_with_router
 from flotilla.storecluster import wait_until
 
 pytestmark = pytest.mark.integration
@@ -45,28 +45,11 @@ def _node(*args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
 @pytest.fixture(scope="module")
 def endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     tmp = tmp_path_factory.mktemp("node-etcd3")
-    c = Cluster(tmp, initial_shards=4)
-    router: RouterProcess | None = None
-    try:
-        c.start()
-        c.wait_bootstrapped()
-        paddr = ",".join(c.placement.nodes[n].address for n in c.placement_ids)
-        router = RouterProcess(tmp, ["--placement", paddr])
-        router.start(timeout_s=60)
+    with cluster_with_router(Cluster(tmp, initial_shards=4), tmp) as router:
         address = router.address
         probe = "const {Etcd3}=require('etcd3');const c=new Etcd3({hosts:'http://%s'});c.get('warmup').string().then(()=>process.exit(0),()=>process.exit(1))"
         wait_until(lambda: _node("-e", probe % address, timeout=30).returncode == 0, timeout=60, what="etcd3 reaching the router")
         yield address
-    except BaseException:
-        print(c.logs())
-        if router is not None:
-            print(router.log_tail(60))
-        raise
-    finally:
-        if router is not None:
-            router.stop()
-        c.stop()
-
 
 def test_etcd3_reads_and_watches_from_revisions_flotilla_gave_it(endpoint: str) -> None:
     p = _node("etcd3_client.js", endpoint, "node/")

@@ -24,7 +24,7 @@ import grpc
 import pytest
 
 from flotilla.cluster import Cluster
-from flotilla.router_main import RouterProcess
+from tests.integration.routerproc import cluster_with_router
 from flotilla.storecluster import wait_until
 from flotillapb.etcd.etcdserverpb import rpc_pb2 as epb
 from flotillapb.etcd.etcdserverpb import rpc_pb2_grpc as eg
@@ -109,15 +109,7 @@ class Env:
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     tmp: Path = tmp_path_factory.mktemp("gateway")
-    c = Cluster(tmp, initial_shards=2)
-    router: RouterProcess | None = None
-    try:
-        c.start()
-        c.wait_bootstrapped()
-        paddr = ",".join(c.placement.nodes[n].address for n in c.placement_ids)
-        (tmp / "router").mkdir(exist_ok=True)
-        router = RouterProcess(tmp / "router", ["--placement", paddr, "--listen-client-http-urls", "http://127.0.0.1:0"])
-        router.start(timeout_s=60)
+    with cluster_with_router(Cluster(tmp, initial_shards=2), tmp, "--listen-client-http-urls", "http://127.0.0.1:0") as router:
         info = router.read_ready()
         assert info is not None
         (url,) = info["gateway_urls"]
@@ -127,16 +119,6 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         e = Env(curl, router.address)
         yield e
         e.channel.close()
-    except BaseException:
-        print(c.logs())
-        if router is not None:
-            print(router.log_tail(60))
-        raise
-    finally:
-        if router is not None:
-            router.stop()
-        c.stop()
-
 
 def test_put_get_prefix_and_delete(env: Env) -> None:
     c = env.curl

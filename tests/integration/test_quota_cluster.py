@@ -14,7 +14,7 @@ import grpc
 import pytest
 
 from flotilla.cluster import Cluster, wait_until
-from flotilla.router_main import RouterProcess
+from tests.integration.routerproc import cluster_with_router
 from flotillapb import placement_pb2 as ppb
 from flotillapb import store_pb2 as spb
 from flotillapb.etcd.etcdserverpb import rpc_pb2 as epb
@@ -29,27 +29,10 @@ NOSPACE_TEXT = "etcdserver: mvcc: database space exceeded"
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cluster, eg.KVStub]]:
     tmp: Path = tmp_path_factory.mktemp("quota-cluster")
     c = Cluster(tmp, initial_shards=2)
-    router: RouterProcess | None = None
-    try:
-        c.start()
-        c.wait_bootstrapped()
-        paddr = ",".join(c.placement.nodes[n].address for n in c.placement_ids)
-        router = RouterProcess(tmp / "router", ["--placement", paddr])
-        (tmp / "router").mkdir(exist_ok=True)
-        router.start(timeout_s=60)
+    with cluster_with_router(c, tmp) as router:
         channel = grpc.insecure_channel(router.address)
         yield c, eg.KVStub(channel)
         channel.close()
-    except BaseException:
-        print(c.logs())
-        if router is not None:
-            print(router.log_tail(60))
-        raise
-    finally:
-        if router is not None:
-            router.stop()
-        c.stop()
-
 
 def _put(kv: eg.KVStub, key: bytes) -> str:
     """'' if the put was acknowledged, else its error's text."""
