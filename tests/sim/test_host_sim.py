@@ -47,7 +47,7 @@ async def _scenario(seed: int) -> dict[str, int]:
     down: dict[int, int] = {}
     try:
         for step in range(STEPS):
-            await asyncio.sleep(rng.uniform(0.05, 0.6))
+            await asyncio.sleep(rng.uniform(0.05, 0.6))  # sleep-ok: virtual time (the simulated loop jumps to the next timer)
             sim.check()
             for n, at in list(down.items()):
                 if step >= at:
@@ -88,7 +88,7 @@ async def _scenario(seed: int) -> dict[str, int]:
         for n in sorted(down):
             await sim.start(n)
         for _ in range(30):  # settle: every acknowledged write reaches a majority again
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(0.5)  # sleep-ok: virtual time (the simulated loop jumps to the next timer)
             sim.check()
         for a in sim.acks:
             have = [p.node_id for p in sim._live_replicas(a.group_id) if p.machines[a.group_id].get(a.key) is not None]

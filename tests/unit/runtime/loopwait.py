@@ -17,6 +17,6 @@ async def settle(stores: Iterable[RocksLogStore], *, turns: int = TURNS, timeout
     stores = list(stores)
     async with asyncio.timeout(timeout_s):
         for _ in range(turns):
-            await asyncio.sleep(0)  # one loop turn (yield), not a wait for time
+            await asyncio.sleep(0)  # sleep-ok: one loop turn (yield), not a wait for time
             for s in stores:
                 await s.wait_idle()
