@@ -70,8 +70,12 @@ class Writes:
                 "the write was not applied in time: its outcome is unknown; retry it with the same seq", 100, outcome_unknown=True
             ) from None
         assert isinstance(applied, Applied), applied
-        self._leases.settle(sid, request)
         outcome = applied.outcome
+        if isinstance(request, TxnRequest) or isinstance(outcome, ShardError):
+            # Only a txn's branch that did not run, or a refused write, can
+            # leave a lease attached that the apply did not give: a plain
+            # put that applied carries exactly the lease it named.
+            self._leases.settle(sid, request)
         if isinstance(outcome, SlotNotOwned):  # the slots changed between the check and the apply
             check_owned(rep, request)
             raise outcome
