@@ -78,6 +78,8 @@ OPTIONAL_MODULES = (
     "router/gateway/codec.py",
     "router/merge.py",
     "router/hlc.py",
+    "router/bbolt.py",
+    "router/etcdsnapshot.py",
 )
 
 
