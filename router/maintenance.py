@@ -38,28 +38,27 @@
   revision R (a whole-key-space count read), header.revision R. Every router
   answers the same hash for the same R and shard layout (and for any R
   between the same two writes: the hash covers versions, not R).
-- Snapshot: a backup of the whole key space at one revision R, in
-  Flotilla's own format (below), streamed as etcd streams its db: in
-  SnapshotResponse.blob chunks, the SHA-256 of all the bytes before it as the
-  last 32 bytes. `etcdctl snapshot save` copies the stream to a file without
-  reading remaining_bytes or checking the hash itself; it only checks that
-  the size is 32 more than a multiple of 512 (a bbolt db is page-aligned:
-  etcd's hasChecksum), hence the zero padding below. It is NOT a bbolt
-  file: `etcdctl snapshot status/restore` cannot read it; read_backup() does.
+- Snapshot: a backup of the whole key space at one revision R, taken while
+  writes go on, as an etcd bbolt database (router/backup.py streams it,
+  router/etcdsnapshot.py lays it out, router/bbolt.py writes the pages):
+  every live key at R once, at its own mod revision, the leases, and R as
+  the compaction marks. Streamed as etcd streams its db: SnapshotResponse.blob
+  chunks of the database, then its SHA-256 as the last chunk, which
+  `etcdctl snapshot save` appends to the file; `etcdctl snapshot status`
+  and `restore` read it, and so does `flotilla snapshot status/restore`.
+  remaining_bytes is always 0: the size is not known ahead (etcd sets the
+  bytes left; clients ignore it).
 - MoveLeader, Downgrade: UNIMPLEMENTED, saying why.
 
-Backup format, version 1 (all integers big-endian):
+Before issue #19 Snapshot streamed Flotilla's own format, version 1 (all
+integers big-endian); read_backup() still reads it, and `flotilla snapshot
+restore` accepts it:
 
     b"FLOTILLA-BACKUP 1 <R>\n"     magic, format version, revision (ASCII)
     repeated: u32 n, n bytes         one mvccpb.KeyValue (n > 0), key order
     u32 0                            end of the key-values
     zero bytes (0..511)              padding to a multiple of 512 bytes
     32 bytes                         SHA-256 of every byte before it
-
-The key-values are the state at R of every key (every shard, read through the
-router like any range, paged by key), one version each: key, value,
-create_revision, mod_revision, version, lease. remaining_bytes is always 0:
-the size is not known ahead (etcd sets the bytes left; clients ignore it).
 """
 
 from __future__ import annotations
@@ -81,8 +80,11 @@ from flotillapb import store_pb2_grpc
 from flotillapb.etcd.etcdserverpb import rpc_pb2 as epb
 from flotillapb.etcd.etcdserverpb import rpc_pb2_grpc
 from flotillapb.etcd.mvccpb import kv_pb2 as mvccpb
+from router import backup
 from router.etcd_errors import EtcdError, abort_with, from_kv_error
+from router.etcdsnapshot import LeaseInfo
 from router.kv import KvRouter, deadline_of
+from router.lease import PlacementLink
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -91,8 +93,6 @@ ETCD_VERSION = "3.5.13"
 
 BACKUP_MAGIC = b"FLOTILLA-BACKUP"
 BACKUP_VERSION = 1
-BACKUP_PAGE_KEYS = 512  # key-values per range while backing up
-BACKUP_CHUNK_BYTES = 64 * 1024  # SnapshotResponse.blob size (the last may be smaller)
 BACKUP_ALIGN = 512  # the bytes before the SHA-256 trailer: a multiple of this
 _U32 = struct.Struct(">I")
 STATUS_FANOUT_TIMEOUT_S = 1.0  # Status asks every store node for its alarms; a slow one is left out
@@ -213,10 +213,13 @@ def read_backup(path: str | os.PathLike[str]) -> tuple[int, list[mvccpb.KeyValue
 
 
 class MaintenanceServicer(rpc_pb2_grpc.MaintenanceServicer):
-    def __init__(self, kv: KvRouter, request_timeout_s: float, revision: Callable[[], int]) -> None:
+    def __init__(
+        self, kv: KvRouter, request_timeout_s: float, revision: Callable[[], int], leases: PlacementLink | None = None
+    ) -> None:
         self._kv = kv
         self._timeout_s = request_timeout_s
         self._revision = revision
+        self._leases = leases  # placement, for the leases a backup holds (None: a backup without leases)
 
     def _header(self, h: epb.ResponseHeader) -> None:
         self._kv.stamp(h, self._revision())
@@ -404,53 +407,22 @@ class MaintenanceServicer(rpc_pb2_grpc.MaintenanceServicer):
         except EtcdError as err:
             await abort_with(context, err)
 
-    async def backup_stream(
-        self,
-        deadline: Callable[[], float] | None = None,
-        *,
-        page_keys: int = BACKUP_PAGE_KEYS,
-        chunk_bytes: int = BACKUP_CHUNK_BYTES,
-    ) -> AsyncIterator[tuple[int, bytes]]:
-        """(R, chunk) pairs: the backup at R, the SHA-256 trailer as the last chunk.
+    async def _lease_infos(self) -> dict[int, LeaseInfo]:
+        link = self._leases
+        assert link is not None
+        try:
+            return await backup.list_leases(lambda method, req: link.call(method, req, timeout_s=self._timeout_s))
+        except grpc.aio.AioRpcError as exc:
+            raise EtcdError("timeout", f"listing the leases for the backup: {exc.code().name} {exc.details()}") from None
 
-        The first page is read like any whole-key-space range (its answer's
-        revision is R); every later page at revision R, from just after the
-        last key so far. Each page has its own deadline (a backup may take
-        longer than one request; never past the call's own). A compaction
-        past R while paging fails the stream (etcd's "required revision has
-        been compacted")."""
-        h = hashlib.sha256()
-        sent = 0
-        buf = bytearray()
-        revision = 0
-        key = b"\x00"
-        while True:
-            req = epb.RangeRequest(key=key, range_end=b"\x00", limit=page_keys, revision=revision)
-            if deadline is not None:
-                page_deadline = deadline()
-            else:
-                page_deadline = asyncio.get_running_loop().time() + self._timeout_s
-            r = await self._kv.range(req, page_deadline)
-            if revision == 0:
-                revision = r.header.revision
-                buf += backup_header(revision)
-            buf += encode_kvs(r.kvs)
-            while len(buf) >= chunk_bytes:
-                chunk = bytes(buf[:chunk_bytes])
-                del buf[:chunk_bytes]
-                h.update(chunk)
-                sent += len(chunk)
-                yield revision, chunk
-            if not r.more or not r.kvs:
-                break
-            key = r.kvs[-1].key + b"\x00"
-        buf += backup_end(sent + len(buf))
-        while buf:
-            chunk = bytes(buf[:chunk_bytes])
-            del buf[:chunk_bytes]
-            h.update(chunk)
-            yield revision, chunk
-        yield revision, h.digest()
+    def backup_stream(self, deadline: Callable[[], float] | None = None, **kw: int) -> AsyncIterator[tuple[int, bytes]]:
+        """(R, chunk) pairs: the backup database at R, its SHA-256 as the last
+        chunk (router/backup.py). Each page read has its own deadline (a backup
+        may take longer than one request; never past the call's own)."""
+        if deadline is None:
+            loop = asyncio.get_running_loop()
+            deadline = lambda: loop.time() + self._timeout_s  # noqa: E731
+        return backup.backup_stream(self._kv, deadline, self._lease_infos if self._leases is not None else None, **kw)
 
     async def MoveLeader(self, request: epb.MoveLeaderRequest, context: grpc.aio.ServicerContext) -> epb.MoveLeaderResponse:  # noqa: N802
         await abort_with(context, EtcdError("unimplemented", "each shard has its own leader; use flotilla ctl"))

@@ -198,7 +198,9 @@ class RouterServer:
             "etcdserverpb.Watch": self.watch_servicer,
             "etcdserverpb.Lease": LeaseServicer(self.link, self._stamp),
             "etcdserverpb.Cluster": ClusterServicer(self.members, self._stamp),
-            "etcdserverpb.Maintenance": MaintenanceServicer(self.kv, cfg.request_timeout_s, lambda: self.forwarder.last_revision),
+            "etcdserverpb.Maintenance": MaintenanceServicer(
+                self.kv, cfg.request_timeout_s, lambda: self.forwarder.last_revision, leases=self.link
+            ),
             "v3lockpb.Lock": LockServicer(recipes),
             "v3electionpb.Election": ElectionServicer(recipes),
         }

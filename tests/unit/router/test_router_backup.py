@@ -1,12 +1,15 @@
-"""router/maintenance.py backups: the format round-trips through read_backup,
-which refuses a corrupt, truncated or foreign file; Maintenance.Snapshot pages
-the whole key space at the first page's revision and streams header,
-key-values, end marker and a SHA-256 trailer of everything before it."""
+"""Backups. Maintenance.Snapshot (router/backup.py) pages the whole key space
+at the first page's revision and streams an etcd bbolt database holding it
+(sorted by revision through spilled runs when large, leases listed before and
+after), then the SHA-256 of the database; the pre-#19 format still
+round-trips through read_backup, which refuses a corrupt, truncated or
+foreign file."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import random
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +18,8 @@ import pytest
 
 from flotillapb.etcd.etcdserverpb import rpc_pb2 as epb
 from flotillapb.etcd.mvccpb import kv_pb2 as mvccpb
+from router import backup as bk
+from router import etcdsnapshot as es
 from router import maintenance as m
 from router.etcd_errors import EtcdError
 
@@ -131,26 +136,83 @@ def _servicer(kv: FakeKv) -> m.MaintenanceServicer:
     return m.MaintenanceServicer(kv, 5.0, lambda: 1)  # type: ignore[arg-type]
 
 
+def _decoded(data: bytes) -> es.SnapshotState:
+    assert data[-32:] == hashlib.sha256(data[:-32]).digest()
+    assert len(data) % 512 == 32  # etcdctl's hasChecksum
+    return es.read_state(es.open_db(data))
+
+
 @pytest.mark.parametrize("n", [0, 1, 7, 8, 9, 100])
 def test_stream_pages_at_one_revision_and_ends_with_the_sha256(n: int) -> None:
     kvs = [_kv(i) for i in range(n)]
     kv = FakeKv(kvs)
 
     async def body() -> list[tuple[int, bytes]]:
-        return [c async for c in _servicer(kv).backup_stream(page_keys=8, chunk_bytes=50)]
+        return [c async for c in _servicer(kv).backup_stream(page_keys=8, chunk_bytes=500)]
 
     chunks = asyncio.run(body())
     assert {rev for rev, _ in chunks} == {FakeKv.REV}
     data = b"".join(c for _, c in chunks)
     assert chunks[-1][1] == hashlib.sha256(data[:-32]).digest()
-    assert len(data) % 512 == 32
-    assert all(len(c) <= 50 for _, c in chunks[:-1])
-    assert m.decode_backup(data) == (FakeKv.REV, kvs)
-    assert data == m.encode_backup(FakeKv.REV, kvs)
+    assert all(len(c) <= 500 for _, c in chunks[:-1])
+    state = _decoded(data)
+    assert state.revision == FakeKv.REV and state.compact_revision == FakeKv.REV
+    assert list(state.kvs) == kvs
+    assert data == es.snapshot_bytes(FakeKv.REV, kvs)
     # The first page as the client would range; every later one at R, after the last key.
     assert kv.requests[0].revision == 0 and kv.requests[0].key == b"\x00"
     assert all(r.revision == FakeKv.REV for r in kv.requests[1:])
     assert [r.key for r in kv.requests[1:]] == [kvs[i].key + b"\x00" for i in range(7, n - 1, 8)]
+
+
+def test_large_backups_sort_through_spilled_runs_and_a_file_spool() -> None:
+    rng = random.Random(3)
+    revs = rng.sample(range(1, 10**9), 3000)
+    kvs = [
+        mvccpb.KeyValue(key=b"k%05d" % i, value=rng.randbytes(rng.randint(0, 300)), create_revision=r, mod_revision=r, version=1)
+        for i, r in enumerate(revs)
+    ]
+    kvs.append(mvccpb.KeyValue(key=b"twin1", value=b"a", create_revision=5, mod_revision=revs[0], version=2))
+    sorter = bk.KvSorter(max_bytes=20_000)
+    for one in kvs:
+        sorter.add(one)
+    assert sorter.runs >= 10
+    ordered = list(sorter.ordered())
+    assert [r for r, _ in ordered] == sorted(kv.mod_revision for kv in kvs)
+    sorter.close()
+
+    async def body() -> bytes:
+        stream = bk.backup_stream(FakeKv(kvs), _far, None, page_keys=100, sort_bytes=20_000, spool_bytes=10_000)
+        return b"".join([c async for _, c in stream])
+
+    data = asyncio.run(body())
+    state = _decoded(data)
+    assert list(state.kvs) == sorted(kvs, key=lambda kv: kv.key)
+    assert data == es.snapshot_bytes(FakeKv.REV, kvs)
+
+
+def _far() -> float:
+    return asyncio.get_running_loop().time() + 30
+
+
+def test_leases_listed_before_and_after_are_kept() -> None:
+    calls: list[str] = []
+    rounds = [{1: (60, 50), 2: (10, 9)}, {2: (10, 8), 3: (30, 30)}]
+
+    async def call(method: str, req: object) -> object:
+        calls.append(method)
+        table = rounds[0] if calls.count("LeaseLeases") == 1 else rounds[1]
+        if method == "LeaseLeases":
+            return epb.LeaseLeasesResponse(leases=[epb.LeaseStatus(ID=i) for i in table])
+        granted, left = table[req.ID]  # type: ignore[attr-defined]
+        return epb.LeaseTimeToLiveResponse(ID=req.ID, TTL=left, grantedTTL=granted)  # type: ignore[attr-defined]
+
+    async def body() -> bytes:
+        stream = bk.backup_stream(FakeKv([_kv(1)]), _far, lambda: bk.list_leases(call))
+        return b"".join([c async for _, c in stream])
+
+    state = _decoded(asyncio.run(body()))
+    assert state.leases == (es.LeaseInfo(1, 60, 50), es.LeaseInfo(2, 10, 8), es.LeaseInfo(3, 30, 30))
 
 
 def test_snapshot_rpc_responses(tmp_path: Path) -> None:
@@ -162,9 +224,10 @@ def test_snapshot_rpc_responses(tmp_path: Path) -> None:
     resps = asyncio.run(body())
     assert all(r.header.revision == FakeKv.REV and r.header.member_id == 2 for r in resps)
     assert all(r.remaining_bytes == 0 for r in resps)
+    assert len(resps[-1].blob) == 32
     p = tmp_path / "snap.db"
     p.write_bytes(b"".join(r.blob for r in resps))
-    assert m.read_backup(p) == (FakeKv.REV, kvs)
+    assert list(_decoded(p.read_bytes()).kvs) == kvs
 
 
 def test_snapshot_rpc_fails_as_etcd_when_a_page_fails() -> None:
