@@ -22,6 +22,7 @@ from flotilla.procs import (
     ManagedProcess,
     add_peer_tls_arguments,
     configure_peer_tls,
+    crash_hook_from_env,
     flotilla_argv,
     parse_id_addresses,
     serve_until_signalled,
@@ -156,6 +157,7 @@ async def start(args: argparse.Namespace, prefix: str = "", **overrides: Any) ->
         router = RouterServer(cfg)
     except ValueError as exc:
         raise SystemExit(f"flotilla router: {exc}") from None
+    router.kv.cross.crash_hook = crash_hook_from_env()  # txn_after_prepare, txn_after_decide, txn_during_commit
     port = await router.start()
     info = {
         "port": port,

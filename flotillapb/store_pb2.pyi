@@ -15,10 +15,38 @@ class ReadConsistency(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     READ_SERIALIZABLE: _ClassVar[ReadConsistency]
     READ_BOUNDED_STALENESS: _ClassVar[ReadConsistency]
     READ_AT_REVISION: _ClassVar[ReadConsistency]
+
+class TxnPhase(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TXN_PHASE_UNSPECIFIED: _ClassVar[TxnPhase]
+    TXN_PREPARE: _ClassVar[TxnPhase]
+    TXN_DECIDE: _ClassVar[TxnPhase]
+    TXN_COMMIT: _ClassVar[TxnPhase]
+    TXN_ABORT: _ClassVar[TxnPhase]
+    TXN_RESOLVE: _ClassVar[TxnPhase]
+    TXN_FORGET: _ClassVar[TxnPhase]
+
+class TxnState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TXN_STATE_UNSPECIFIED: _ClassVar[TxnState]
+    TXN_PREPARED: _ClassVar[TxnState]
+    TXN_COMMITTED: _ClassVar[TxnState]
+    TXN_ABORTED: _ClassVar[TxnState]
 READ_LINEARIZABLE: ReadConsistency
 READ_SERIALIZABLE: ReadConsistency
 READ_BOUNDED_STALENESS: ReadConsistency
 READ_AT_REVISION: ReadConsistency
+TXN_PHASE_UNSPECIFIED: TxnPhase
+TXN_PREPARE: TxnPhase
+TXN_DECIDE: TxnPhase
+TXN_COMMIT: TxnPhase
+TXN_ABORT: TxnPhase
+TXN_RESOLVE: TxnPhase
+TXN_FORGET: TxnPhase
+TXN_STATE_UNSPECIFIED: TxnState
+TXN_PREPARED: TxnState
+TXN_COMMITTED: TxnState
+TXN_ABORTED: TxnState
 
 class StoreAlarmRequest(_message.Message):
     __slots__ = ("action", "alarm")
@@ -257,20 +285,22 @@ class StoreError(_message.Message):
     def __init__(self, routing: _Optional[_Union[RoutingError, _Mapping]] = ..., kv: _Optional[_Union[KvError, _Mapping]] = ...) -> None: ...
 
 class RoutingError(_message.Message):
-    __slots__ = ("not_leader", "wrong_shard", "epoch_not_match", "stale_read_not_ready", "shard_not_found", "server_busy")
+    __slots__ = ("not_leader", "wrong_shard", "epoch_not_match", "stale_read_not_ready", "shard_not_found", "server_busy", "txn_locked")
     NOT_LEADER_FIELD_NUMBER: _ClassVar[int]
     WRONG_SHARD_FIELD_NUMBER: _ClassVar[int]
     EPOCH_NOT_MATCH_FIELD_NUMBER: _ClassVar[int]
     STALE_READ_NOT_READY_FIELD_NUMBER: _ClassVar[int]
     SHARD_NOT_FOUND_FIELD_NUMBER: _ClassVar[int]
     SERVER_BUSY_FIELD_NUMBER: _ClassVar[int]
+    TXN_LOCKED_FIELD_NUMBER: _ClassVar[int]
     not_leader: NotLeader
     wrong_shard: WrongShard
     epoch_not_match: EpochNotMatch
     stale_read_not_ready: StaleReadNotReady
     shard_not_found: ShardNotFound
     server_busy: ServerBusy
-    def __init__(self, not_leader: _Optional[_Union[NotLeader, _Mapping]] = ..., wrong_shard: _Optional[_Union[WrongShard, _Mapping]] = ..., epoch_not_match: _Optional[_Union[EpochNotMatch, _Mapping]] = ..., stale_read_not_ready: _Optional[_Union[StaleReadNotReady, _Mapping]] = ..., shard_not_found: _Optional[_Union[ShardNotFound, _Mapping]] = ..., server_busy: _Optional[_Union[ServerBusy, _Mapping]] = ...) -> None: ...
+    txn_locked: TxnLocked
+    def __init__(self, not_leader: _Optional[_Union[NotLeader, _Mapping]] = ..., wrong_shard: _Optional[_Union[WrongShard, _Mapping]] = ..., epoch_not_match: _Optional[_Union[EpochNotMatch, _Mapping]] = ..., stale_read_not_ready: _Optional[_Union[StaleReadNotReady, _Mapping]] = ..., shard_not_found: _Optional[_Union[ShardNotFound, _Mapping]] = ..., server_busy: _Optional[_Union[ServerBusy, _Mapping]] = ..., txn_locked: _Optional[_Union[TxnLocked, _Mapping]] = ...) -> None: ...
 
 class NotLeader(_message.Message):
     __slots__ = ("shard_id", "leader_node_id", "leader_address")
@@ -325,6 +355,16 @@ class ServerBusy(_message.Message):
     backoff_ms: int
     outcome_unknown: bool
     def __init__(self, reason: _Optional[str] = ..., backoff_ms: _Optional[int] = ..., outcome_unknown: _Optional[bool] = ...) -> None: ...
+
+class TxnLocked(_message.Message):
+    __slots__ = ("txn_id", "primary_shard_id", "locked_at")
+    TXN_ID_FIELD_NUMBER: _ClassVar[int]
+    PRIMARY_SHARD_ID_FIELD_NUMBER: _ClassVar[int]
+    LOCKED_AT_FIELD_NUMBER: _ClassVar[int]
+    txn_id: bytes
+    primary_shard_id: int
+    locked_at: int
+    def __init__(self, txn_id: _Optional[bytes] = ..., primary_shard_id: _Optional[int] = ..., locked_at: _Optional[int] = ...) -> None: ...
 
 class KvError(_message.Message):
     __slots__ = ("code", "detail", "compact_revision")
@@ -434,6 +474,58 @@ class ShardTxnResponse(_message.Message):
     response: _rpc_pb2.TxnResponse
     def __init__(self, header: _Optional[_Union[ShardResponseHeader, _Mapping]] = ..., response: _Optional[_Union[_rpc_pb2.TxnResponse, _Mapping]] = ...) -> None: ...
 
+class ShardTxnPartRequest(_message.Message):
+    __slots__ = ("header", "phase", "txn_id", "primary_shard_id", "txn", "path", "commit", "revision", "slot_version")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    PHASE_FIELD_NUMBER: _ClassVar[int]
+    TXN_ID_FIELD_NUMBER: _ClassVar[int]
+    PRIMARY_SHARD_ID_FIELD_NUMBER: _ClassVar[int]
+    TXN_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    COMMIT_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    SLOT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    header: RequestHeader
+    phase: TxnPhase
+    txn_id: bytes
+    primary_shard_id: int
+    txn: _rpc_pb2.TxnRequest
+    path: _containers.RepeatedScalarFieldContainer[bool]
+    commit: bool
+    revision: int
+    slot_version: int
+    def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ..., phase: _Optional[_Union[TxnPhase, str]] = ..., txn_id: _Optional[bytes] = ..., primary_shard_id: _Optional[int] = ..., txn: _Optional[_Union[_rpc_pb2.TxnRequest, _Mapping]] = ..., path: _Optional[_Iterable[bool]] = ..., commit: _Optional[bool] = ..., revision: _Optional[int] = ..., slot_version: _Optional[int] = ...) -> None: ...
+
+class TxnFailedOp(_message.Message):
+    __slots__ = ("op", "code")
+    OP_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    op: int
+    code: int
+    def __init__(self, op: _Optional[int] = ..., code: _Optional[int] = ...) -> None: ...
+
+class ShardTxnPartResponse(_message.Message):
+    __slots__ = ("header", "state", "revision", "compares", "owned", "failed", "path", "txn", "has_txn")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    COMPARES_FIELD_NUMBER: _ClassVar[int]
+    OWNED_FIELD_NUMBER: _ClassVar[int]
+    FAILED_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    TXN_FIELD_NUMBER: _ClassVar[int]
+    HAS_TXN_FIELD_NUMBER: _ClassVar[int]
+    header: ShardResponseHeader
+    state: TxnState
+    revision: int
+    compares: _containers.RepeatedScalarFieldContainer[int]
+    owned: _containers.RepeatedScalarFieldContainer[int]
+    failed: _containers.RepeatedCompositeFieldContainer[TxnFailedOp]
+    path: _containers.RepeatedScalarFieldContainer[bool]
+    txn: _rpc_pb2.TxnResponse
+    has_txn: bool
+    def __init__(self, header: _Optional[_Union[ShardResponseHeader, _Mapping]] = ..., state: _Optional[_Union[TxnState, str]] = ..., revision: _Optional[int] = ..., compares: _Optional[_Iterable[int]] = ..., owned: _Optional[_Iterable[int]] = ..., failed: _Optional[_Iterable[_Union[TxnFailedOp, _Mapping]]] = ..., path: _Optional[_Iterable[bool]] = ..., txn: _Optional[_Union[_rpc_pb2.TxnResponse, _Mapping]] = ..., has_txn: _Optional[bool] = ...) -> None: ...
+
 class ShardCompactRequest(_message.Message):
     __slots__ = ("header", "request")
     HEADER_FIELD_NUMBER: _ClassVar[int]
@@ -473,20 +565,22 @@ class ShardWatchResponse(_message.Message):
     def __init__(self, header: _Optional[_Union[ShardResponseHeader, _Mapping]] = ..., events: _Optional[_Iterable[_Union[_kv_pb2.Event, _Mapping]]] = ..., progress_revision: _Optional[int] = ..., compact_revision: _Optional[int] = ...) -> None: ...
 
 class ForwardRequest(_message.Message):
-    __slots__ = ("id", "range", "put", "delete_range", "txn", "compact")
+    __slots__ = ("id", "range", "put", "delete_range", "txn", "compact", "txn_part")
     ID_FIELD_NUMBER: _ClassVar[int]
     RANGE_FIELD_NUMBER: _ClassVar[int]
     PUT_FIELD_NUMBER: _ClassVar[int]
     DELETE_RANGE_FIELD_NUMBER: _ClassVar[int]
     TXN_FIELD_NUMBER: _ClassVar[int]
     COMPACT_FIELD_NUMBER: _ClassVar[int]
+    TXN_PART_FIELD_NUMBER: _ClassVar[int]
     id: int
     range: ShardRangeRequest
     put: ShardPutRequest
     delete_range: ShardDeleteRangeRequest
     txn: ShardTxnRequest
     compact: ShardCompactRequest
-    def __init__(self, id: _Optional[int] = ..., range: _Optional[_Union[ShardRangeRequest, _Mapping]] = ..., put: _Optional[_Union[ShardPutRequest, _Mapping]] = ..., delete_range: _Optional[_Union[ShardDeleteRangeRequest, _Mapping]] = ..., txn: _Optional[_Union[ShardTxnRequest, _Mapping]] = ..., compact: _Optional[_Union[ShardCompactRequest, _Mapping]] = ...) -> None: ...
+    txn_part: ShardTxnPartRequest
+    def __init__(self, id: _Optional[int] = ..., range: _Optional[_Union[ShardRangeRequest, _Mapping]] = ..., put: _Optional[_Union[ShardPutRequest, _Mapping]] = ..., delete_range: _Optional[_Union[ShardDeleteRangeRequest, _Mapping]] = ..., txn: _Optional[_Union[ShardTxnRequest, _Mapping]] = ..., compact: _Optional[_Union[ShardCompactRequest, _Mapping]] = ..., txn_part: _Optional[_Union[ShardTxnPartRequest, _Mapping]] = ...) -> None: ...
 
 class ForwardRequestBatch(_message.Message):
     __slots__ = ("requests",)
@@ -495,20 +589,22 @@ class ForwardRequestBatch(_message.Message):
     def __init__(self, requests: _Optional[_Iterable[_Union[ForwardRequest, _Mapping]]] = ...) -> None: ...
 
 class ForwardResponse(_message.Message):
-    __slots__ = ("id", "range", "put", "delete_range", "txn", "compact")
+    __slots__ = ("id", "range", "put", "delete_range", "txn", "compact", "txn_part")
     ID_FIELD_NUMBER: _ClassVar[int]
     RANGE_FIELD_NUMBER: _ClassVar[int]
     PUT_FIELD_NUMBER: _ClassVar[int]
     DELETE_RANGE_FIELD_NUMBER: _ClassVar[int]
     TXN_FIELD_NUMBER: _ClassVar[int]
     COMPACT_FIELD_NUMBER: _ClassVar[int]
+    TXN_PART_FIELD_NUMBER: _ClassVar[int]
     id: int
     range: ShardRangeResponse
     put: ShardPutResponse
     delete_range: ShardDeleteRangeResponse
     txn: ShardTxnResponse
     compact: ShardCompactResponse
-    def __init__(self, id: _Optional[int] = ..., range: _Optional[_Union[ShardRangeResponse, _Mapping]] = ..., put: _Optional[_Union[ShardPutResponse, _Mapping]] = ..., delete_range: _Optional[_Union[ShardDeleteRangeResponse, _Mapping]] = ..., txn: _Optional[_Union[ShardTxnResponse, _Mapping]] = ..., compact: _Optional[_Union[ShardCompactResponse, _Mapping]] = ...) -> None: ...
+    txn_part: ShardTxnPartResponse
+    def __init__(self, id: _Optional[int] = ..., range: _Optional[_Union[ShardRangeResponse, _Mapping]] = ..., put: _Optional[_Union[ShardPutResponse, _Mapping]] = ..., delete_range: _Optional[_Union[ShardDeleteRangeResponse, _Mapping]] = ..., txn: _Optional[_Union[ShardTxnResponse, _Mapping]] = ..., compact: _Optional[_Union[ShardCompactResponse, _Mapping]] = ..., txn_part: _Optional[_Union[ShardTxnPartResponse, _Mapping]] = ...) -> None: ...
 
 class ForwardResponseBatch(_message.Message):
     __slots__ = ("responses",)

@@ -54,6 +54,11 @@ class StoreStub:
                 request_serializer=flotillapb_dot_store__pb2.ShardTxnRequest.SerializeToString,
                 response_deserializer=flotillapb_dot_store__pb2.ShardTxnResponse.FromString,
                 _registered_method=True)
+        self.TxnPart = channel.unary_unary(
+                '/flotillapb.store.Store/TxnPart',
+                request_serializer=flotillapb_dot_store__pb2.ShardTxnPartRequest.SerializeToString,
+                response_deserializer=flotillapb_dot_store__pb2.ShardTxnPartResponse.FromString,
+                _registered_method=True)
         self.Compact = channel.unary_unary(
                 '/flotillapb.store.Store/Compact',
                 request_serializer=flotillapb_dot_store__pb2.ShardCompactRequest.SerializeToString,
@@ -98,6 +103,15 @@ class StoreServicer:
     def Txn(self, request, context):
         """Every key the txn touches (compares and ops) must be in this shard: the
         router refuses cross-shard txns before sending (DESIGN.md, "Writes").
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TxnPart(self, request, context):
+        """One step of a txn across shards on one participant (DESIGN.md,
+        "Transactions across shards"): a write like any other, with the same
+        routing, epoch and (router_id, seq) rules.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -154,6 +168,11 @@ def add_StoreServicer_to_server(servicer, server):
                     servicer.Txn,
                     request_deserializer=flotillapb_dot_store__pb2.ShardTxnRequest.FromString,
                     response_serializer=flotillapb_dot_store__pb2.ShardTxnResponse.SerializeToString,
+            ),
+            'TxnPart': grpc.unary_unary_rpc_method_handler(
+                    servicer.TxnPart,
+                    request_deserializer=flotillapb_dot_store__pb2.ShardTxnPartRequest.FromString,
+                    response_serializer=flotillapb_dot_store__pb2.ShardTxnPartResponse.SerializeToString,
             ),
             'Compact': grpc.unary_unary_rpc_method_handler(
                     servicer.Compact,
@@ -279,6 +298,33 @@ class Store:
             '/flotillapb.store.Store/Txn',
             flotillapb_dot_store__pb2.ShardTxnRequest.SerializeToString,
             flotillapb_dot_store__pb2.ShardTxnResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TxnPart(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/flotillapb.store.Store/TxnPart',
+            flotillapb_dot_store__pb2.ShardTxnPartRequest.SerializeToString,
+            flotillapb_dot_store__pb2.ShardTxnPartResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -46,7 +46,8 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import Callable
+import random
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,7 +63,17 @@ from router.etcd_errors import EtcdError, from_kv_error
 from router.health import NodeHealth
 from router.stream import Channels, ForwardStream, StreamBroken, WriteSeqs
 
-__all__ = ["ANSWER_MARGIN_S", "ATTEMPT_TIMEOUT_S", "Answer", "Channels", "Forwarder", "ReadMode", "StreamBroken", "WriteSeqs"]
+__all__ = [
+    "ANSWER_MARGIN_S",
+    "ATTEMPT_TIMEOUT_S",
+    "Answer",
+    "Channels",
+    "Forwarder",
+    "LockedTooLong",
+    "ReadMode",
+    "StreamBroken",
+    "WriteSeqs",
+]
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +93,20 @@ KINDS: dict[str, tuple[type, str]] = {
     "delete_range": (spb.ShardDeleteRangeRequest, "DeleteRange"),
     "txn": (spb.ShardTxnRequest, "Txn"),
     "compact": (spb.ShardCompactRequest, "Compact"),
+    "txn_part": (spb.ShardTxnPartRequest, "TxnPart"),
 }
-WRITES = frozenset({"put", "delete_range", "txn", "compact"})
+WRITES = frozenset({"put", "delete_range", "txn", "compact", "txn_part"})
+LOCK_BACKOFF_S = 0.004
+"""The first wait of a request that met a txn's lock (a txn across shards
+holds it for a few Raft rounds); it doubles up to BACKOFF_S."""
+
+LockResolver = Callable[[int, spb.TxnLocked, float], Awaitable[None]]
+"""(shard id, the lock met, deadline): resolve a lock whose coordinator went
+quiet (router/txn2pc.py)."""
+
+
+class LockedTooLong(Exception):
+    """A request met a txn's lock for longer than its lock_patience_s."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +155,12 @@ class Forwarder:
         """Attempts retried, by reason: unreachable, no_address, future_revision, or the
         RoutingError's kind (not_leader, epoch_not_match, ...). Counted only on a retry (metrics)."""
         self.last_revision = 0  # the largest revision any shard answered with
+        self.lock_resolver: LockResolver | None = None
+        """Set by the txn coordinator: called when a request meets a lock older
+        than lock_recovery_s (router/txn2pc.py)."""
+        self.lock_recovery_s = 2 * attempt_timeout_s
+        """How old a txn's lock must be before a request that meets it resolves
+        the txn from its record (its coordinator is presumed gone)."""
 
     def now_ms(self) -> int:
         return self._wall_ms()
@@ -187,15 +216,17 @@ class Forwarder:
         route: Callable[[], ShardRoute],
         deadline: float,
         mode: ReadMode = ReadMode(),
+        lock_patience_s: float | None = None,
     ) -> Answer:
         """Carry one etcd request to its shard and return the shard's answer.
         `route` names the shard again on every attempt (the map may change);
-        `deadline` is a loop.time() reading."""
+        `deadline` is a loop.time() reading. lock_patience_s: raise
+        LockedTooLong once the shard stayed locked by a txn that long."""
         if kind not in WRITES:
-            return await self._attempts(kind, request, route, deadline, mode, 0, 0)
+            return await self._attempts(kind, request, route, deadline, mode, 0, 0, lock_patience_s)
         seq = await self.write_seqs.acquire()
         try:
-            return await self._attempts(kind, request, route, deadline, mode, self.router_id, seq)
+            return await self._attempts(kind, request, route, deadline, mode, self.router_id, seq, lock_patience_s)
         finally:
             self.write_seqs.release(seq)
 
@@ -208,6 +239,7 @@ class Forwarder:
         mode: ReadMode,
         router_id: int,
         seq: int,
+        lock_patience_s: float | None = None,
     ) -> Answer:
         loop = asyncio.get_running_loop()
         cls = KINDS[kind][0]
@@ -215,6 +247,8 @@ class Forwarder:
         avoid: set[int] = set()
         last = "no attempt was made"
         no_leader = False  # the last attempt found the shard without a leader that answers
+        locked = 0  # attempts that met a txn's lock
+        locked_since = 0.0
         consistency = mode.consistency
         while True:
             now = loop.time()
@@ -237,7 +271,12 @@ class Forwarder:
                 # The floor as of this attempt: a retry keeps its seq, and
                 # its own seq is in flight, so the floor never passes it.
                 header.router_id, header.seq, header.seq_floor = router_id, seq, self.write_seqs.floor()
-            msg = cls(header=header, request=request)
+            if kind == "txn_part":
+                msg = cls()
+                msg.CopyFrom(request)
+                msg.header.CopyFrom(header)
+            else:
+                msg = cls(header=header, request=request)
             if kind == "range":
                 msg.consistency = consistency
                 msg.max_staleness_ms = mode.max_staleness_ms
@@ -270,7 +309,8 @@ class Forwarder:
             self.hlc.observe(h.hlc)
             self.cache.note_closed_ts(route.shard_id, h.node_id or node, h.closed_ts)
             if not h.HasField("error"):
-                rev = resp.response.header.revision
+                payload = resp if kind == "txn_part" else resp.response
+                rev = resp.revision if kind == "txn_part" else payload.header.revision
                 if rev > self.last_revision:
                     self.last_revision = rev
                 if kind == "range":
@@ -279,7 +319,7 @@ class Forwarder:
                 elif node != route.leader:
                     # Only the leader carries out a write: the map is behind.
                     self.cache.set_leader(route.shard_id, node)
-                return Answer(resp.response, h, node)
+                return Answer(payload, h, node)
             err = h.error
             if err.HasField("kv"):
                 if err.kv.code == spb.KvError.FUTURE_REVISION and self._may_catch_up(kind, request, mode):
@@ -288,15 +328,40 @@ class Forwarder:
                     await self._backoff(deadline)
                     continue
                 raise from_kv_error(err.kv)
+            which = err.routing.WhichOneof("error")
+            if which == "txn_locked":
+                if not locked:
+                    locked_since = loop.time()
+                elif lock_patience_s is not None and loop.time() - locked_since >= lock_patience_s:
+                    raise LockedTooLong(f"shard {route.shard_id} stayed locked by txn {err.routing.txn_locked.txn_id.hex()}")
+                locked += 1
+                last, no_leader = f"shard {route.shard_id} is locked by a txn across shards", False
+                self._retried("txn_locked")
+                await self._on_locked(route.shard_id, err.routing.txn_locked, locked, deadline)
+                continue
             last, wait = self._on_routing(route, node, err.routing, avoid)
             log.debug("shard=%d node=%d %s: %s (retrying)", route.shard_id, node, kind, last)
-            which = err.routing.WhichOneof("error")
             self._retried(which or "routing")
             no_leader = which == "not_leader"
             if which == "server_busy" and kind in WRITES and err.routing.server_busy.outcome_unknown:
                 unknown = True
             if wait:
                 await self._backoff(deadline, refresh=which != "server_busy")
+
+    async def _on_locked(self, shard_id: int, lock: spb.TxnLocked, attempts: int, deadline: float) -> None:
+        """Wait for a txn's lock to go; resolve the txn if its lock is old
+        (its coordinator died or stalls: DESIGN.md, "Transactions across shards")."""
+        loop = asyncio.get_running_loop()
+        age_s = (self.now_ms() - hlcmod.to_ms(lock.locked_at)) / 1000 if lock.locked_at else 0.0
+        if self.lock_resolver is not None and age_s >= self.lock_recovery_s:
+            try:
+                async with asyncio.timeout(max(0.001, deadline - loop.time())):
+                    await self.lock_resolver(shard_id, lock, deadline)
+                return
+            except (EtcdError, TimeoutError) as exc:
+                log.debug("shard=%d: resolving txn %s failed: %s", shard_id, lock.txn_id.hex(), exc)
+        wait = min(BACKOFF_S, LOCK_BACKOFF_S * (1 << min(attempts, 5))) * random.uniform(0.5, 1.0)
+        await asyncio.sleep(min(wait, max(0.0, deadline - loop.time())))
 
     def _retried(self, reason: str) -> None:
         self.retries[reason] = self.retries.get(reason, 0) + 1

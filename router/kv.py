@@ -17,10 +17,10 @@
 - Put, and DeleteRange of one key: forwarded. A DeleteRange over many shards
   is one delete per shard, each atomic in its shard, but *not one revision*
   for the whole range (etcd's is); header.revision is the largest.
-- Txn: forwarded when every key it compares or touches is in one shard; else
-  refused with INVALID_ARGUMENT naming the shards and the `{hash tag}`
-  remedy (the request is valid etcd, but not one this cluster can run
-  atomically: the client must change it, so retrying is pointless).
+- Txn: forwarded when every key it compares or writes is in one shard (its
+  ranges completed from other shards by router/txnreads.py when they reach
+  further); else run by two-phase commit across its shards
+  (router/txn2pc.py), atomic at one revision.
 - Compact: sent to every shard.
 - Requests over 1.5 MiB get etcd's "request is too large".
 """
@@ -38,9 +38,9 @@ import grpc.aio
 from flotillapb import store_pb2 as spb
 from flotillapb.etcd.etcdserverpb import rpc_pb2 as epb
 from flotillapb.etcd.etcdserverpb import rpc_pb2_grpc
-from router import merge, slots, txnreads
+from router import merge, slots, txn2pc, txnreads
 from router.cache import RoutingCache, ShardRoute
-from router.etcd_errors import EtcdError, abort_with, cross_shard_txn
+from router.etcd_errors import EtcdError, abort_with
 from router.forward import Answer, Forwarder, ReadMode
 
 log = logging.getLogger(__name__)
@@ -82,6 +82,7 @@ class KvRouter:
         self.default_staleness_ms = default_staleness_ms
         self.leases = leases or LeaseChecker()
         self._scatter_attempts = scatter_attempts
+        self.cross = txn2pc.CrossShardTxns(self)
 
     def stamp(self, header: epb.ResponseHeader, revision: int | None = None) -> None:
         header.cluster_id = self.identity.cluster_id
@@ -264,8 +265,9 @@ class KvRouter:
             for lease in self._txn_leases(req):
                 await self.leases.exists(lease, deadline)
 
+        if self._spans_shards(req):
+            return await self.cross.run(req, deadline)
         home = self._txn_home(req)
-        home()  # refuse before sending anything
         reads = {s.shard_id for r in txnreads.range_ops(req) for s in self.cache.shards_for_range(r.key, r.range_end)}
         if reads - {home().shard_id}:
             # Its ranges reach other shards (etcd's Mutex reads a prefix):
@@ -273,20 +275,27 @@ class KvRouter:
             return await txnreads.TxnWithReads(self, self._send_txn).run(req, home, deadline)
         return await self._send_txn(req, home, deadline)
 
+    def _spans_shards(self, req: epb.TxnRequest) -> bool:
+        found: set[int] = set()
+        for key, end in txnreads.write_keys(req):
+            found.update(s.shard_id for s in self.cache.shards_for_range(key, end))
+            if len(found) > 1:
+                return True
+        return False
+
     def _txn_home(self, req: epb.TxnRequest) -> Callable[[], ShardRoute]:
         """The shard a txn's compares and writes name (asked again on every
-        attempt: the map may change); a txn that only reads: the shard of
-        its first range; of no keys: any shard."""
+        attempt: the map may change; a txn they no longer fit in one shard
+        is planned again); a txn that only reads: the shard of its first
+        range; of no keys: any shard."""
 
         def route() -> ShardRoute:
             found: dict[int, ShardRoute] = {}
-            keys: list[bytes] = []
             for key, end in txnreads.write_keys(req):
-                keys.append(key)
                 for s in self.cache.shards_for_range(key, end):
                     found[s.shard_id] = s
             if len(found) > 1:
-                raise cross_shard_txn(found, keys)
+                raise EtcdError("no_leader", "the txn's keys moved to several shards while it was routed; retry")
             if found:
                 return next(iter(found.values()))
             first = next(txnreads.range_ops(req), None)

@@ -23,6 +23,9 @@ Requests, by kind:
     9 PREPARE_MERGE  Q target_shard_id | Q target conf_version | Q target slot_version
    10 COMMIT_MERGE   Q source_shard_id | Q source_index | q source_revision
                      | Q source conf_version | Q source slot_version
+   11 TXN_PART B phase | bytes txn_id | Q primary | B commit | q revision
+               | Q slot_version | bytes path (one byte 0/1 per step)
+               | B has_txn | [txn body, as kind 3]
     7 RANGE    bytes key | bytes range_end | q limit | q revision | B sort_order
                | B sort_target | B flags (1 serializable, 2 keys_only, 4 count_only)
                | q min_mod | q max_mod | q min_create | q max_create   (in txn ops only)
@@ -34,12 +37,15 @@ Outcome (a response or an error)::
 
     B version=1 | B 0 | response      or      B version=1 | B 1 | B error code | bytes message
 
-    response   B kind | body; kinds: 1 put, 2 delete, 3 txn, 4 compaction, 5 ack, 7 range
+    response   B kind | body; kinds: 1 put, 2 delete, 3 txn, 4 compaction, 5 ack, 7 range,
+               8 txn part
     put        q revision | B has_prev | [kv]
     delete     q revision | q deleted | I n | n * kv
     txn        q revision | B succeeded | I n | n * response
     compaction, ack   q revision
     range      q revision | B more | q count | I n | n * kv
+    txn part   q revision | B state | I n | n * B compare | I n | n * I owned op
+               | I n | n * (I op | B error code) | bytes path | B has_txn | [response]
     kv         bytes key | q create | q mod | q version | q lease | bytes value
 
 A payload with an unknown version or kind, or that is cut short or too long,
@@ -77,8 +83,12 @@ from shard.types import (
     SortOrder,
     SortTarget,
     Split,
+    TxnPart,
+    TxnPartResponse,
+    TxnPhase,
     TxnRequest,
     TxnResponse,
+    TxnState,
 )
 
 FORMAT_VERSION = 1
@@ -86,6 +96,8 @@ FORMAT_VERSION = 1
 K_PUT, K_DELETE, K_TXN, K_COMPACT, K_CLOSED, K_SPLIT, K_ACK, K_RANGE = 1, 2, 3, 4, 5, 6, 5, 7
 K_DELETE_LEASE_KEYS = 8
 K_PREPARE_MERGE, K_COMMIT_MERGE = 9, 10
+K_TXN_PART = 11  # a request kind
+K_TXN_PART_RESPONSE = 8  # a response kind
 
 _HEAD = struct.Struct(">BBQQQQ")
 _HEAD_V2 = struct.Struct(">BBQQQQQ")
@@ -232,8 +244,30 @@ def _write_request(w: _Writer, r: Request | RequestOp) -> None:
         w.u32(len(r.keys))
         for k in r.keys:
             w.blob(k)
+    elif isinstance(r, TxnPart):
+        w.u8(r.phase)
+        w.blob(r.txn_id)
+        w.u64(r.primary)
+        w.u8(r.commit)
+        w.i64(r.revision)
+        w.u64(r.slot_version)
+        _write_path(w, r.path)
+        w.u8(r.txn is not None)
+        if r.txn is not None:
+            _write_request(w, r.txn)
     else:
         raise TypeError(f"not a shard request: {type(r).__name__}")
+
+
+def _write_path(w: _Writer, path: tuple[bool, ...]) -> None:
+    w.blob(bytes(path))
+
+
+def _read_path(r: _Reader) -> tuple[bool, ...]:
+    raw = r.blob()
+    if any(b > 1 for b in raw):
+        raise CodecError("bad txn path")
+    return tuple(bool(b) for b in raw)
 
 
 def _request_kind(r: Request | RequestOp) -> int:
@@ -253,6 +287,7 @@ _REQUEST_KINDS: tuple[tuple[type, int], ...] = (
     (DeleteLeaseKeys, K_DELETE_LEASE_KEYS),
     (PrepareMerge, K_PREPARE_MERGE),
     (CommitMerge, K_COMMIT_MERGE),
+    (TxnPart, K_TXN_PART),
     (RangeRequest, K_RANGE),
 )
 
@@ -327,7 +362,28 @@ def _read_request(r: _Reader, kind: int, depth: int = 0) -> Request | RequestOp:
     if kind == K_DELETE_LEASE_KEYS:
         lease_id = r.i64()
         return DeleteLeaseKeys(lease_id, tuple(r.blob() for _ in range(r.count())))
+    if kind == K_TXN_PART:
+        phase = _enum(TxnPhase, r.u8())
+        txn_id, primary, commit, revision, slot_version = r.blob(), r.u64(), bool(r.u8()), r.i64(), r.u64()
+        path = _read_path(r)
+        txn = _read_request(r, K_TXN, depth + 1) if r.u8() else None
+        return TxnPart(phase, txn_id, primary, txn, path, commit, revision, slot_version)  # type: ignore[arg-type]
     raise CodecError(f"bad request kind {kind}")
+
+
+def encode_txn(txn: TxnRequest) -> bytes:
+    """A TxnRequest alone (what a txn lock keeps; shard/txn2pc.py)."""
+    w = _Writer()
+    _write_request(w, txn)
+    return w.getvalue()
+
+
+def decode_txn(data: bytes) -> TxnRequest:
+    r = _Reader(data)
+    txn = _read_request(r, K_TXN)
+    r.done()
+    assert isinstance(txn, TxnRequest)
+    return txn
 
 
 def encode_command(cmd: Command) -> bytes:
@@ -414,6 +470,24 @@ def _write_response(w: _Writer, resp: Response | ResponseOp) -> None:
     elif isinstance(resp, AckResponse):
         w.u8(K_ACK)
         w.i64(resp.revision)
+    elif isinstance(resp, TxnPartResponse):
+        w.u8(K_TXN_PART_RESPONSE)
+        w.i64(resp.revision)
+        w.u8(resp.state)
+        w.u32(len(resp.compares))
+        for c in resp.compares:
+            w.u8(c)
+        w.u32(len(resp.owned))
+        for i in resp.owned:
+            w.u32(i)
+        w.u32(len(resp.failed))
+        for i, code in resp.failed:
+            w.u32(i)
+            w.u8(code)
+        _write_path(w, resp.path)
+        w.u8(resp.txn is not None)
+        if resp.txn is not None:
+            _write_response(w, resp.txn)
     elif isinstance(resp, RangeResponse):
         w.u8(K_RANGE)
         w.i64(resp.revision)
@@ -447,6 +521,19 @@ def _read_response(r: _Reader, depth: int = 0) -> Response:
     if kind == K_RANGE:
         more, count = bool(r.u8()), r.i64()
         return RangeResponse(rev, tuple(_read_kv(r) for _ in range(r.count())), more, count)
+    if kind == K_TXN_PART_RESPONSE:
+        state = _enum(TxnState, r.u8())
+        compares = tuple(r.u8() for _ in range(r.count()))
+        owned = tuple(r.u32() for _ in range(r.count()))
+        failed = tuple((r.u32(), r.u8()) for _ in range(r.count()))
+        path = _read_path(r)
+        txn = None
+        if r.u8():
+            sub = _read_response(r, depth + 1)
+            if not isinstance(sub, TxnResponse):
+                raise CodecError("a txn part's response is not a txn response")
+            txn = sub
+        return TxnPartResponse(state, rev, compares, owned, failed, path, txn)  # type: ignore[arg-type]
     raise CodecError(f"bad response kind {kind}")
 
 

@@ -39,6 +39,9 @@ from shard.types import (
     ShardInfo,
     SortOrder,
     SortTarget,
+    TxnPart,
+    TxnPartResponse,
+    TxnPhase,
     TxnRequest,
     TxnResponse,
 )
@@ -307,6 +310,35 @@ def compaction_response_to_pb(r: CompactionResponse) -> epb.CompactionResponse:
     return epb.CompactionResponse(header=_header(r.revision))
 
 
+def txn_part_from_pb(r: spb.ShardTxnPartRequest) -> TxnPart:
+    phase = _enum(TxnPhase, r.phase, "txn phase")
+    return TxnPart(
+        phase,  # type: ignore[arg-type]
+        bytes(r.txn_id),
+        r.primary_shard_id,
+        txn_from_pb(r.txn) if r.HasField("txn") else None,
+        tuple(r.path),
+        r.commit,
+        r.revision,
+        r.slot_version,
+    )
+
+
+def txn_part_response_to_pb(r: TxnPartResponse) -> spb.ShardTxnPartResponse:
+    out = spb.ShardTxnPartResponse(
+        state=int(r.state),
+        revision=r.revision,
+        compares=list(r.compares),
+        owned=list(r.owned),
+        failed=[spb.TxnFailedOp(op=i, code=c) for i, c in r.failed],
+        path=list(r.path),
+    )
+    if r.txn is not None:
+        out.txn.CopyFrom(txn_response_to_pb(r.txn))
+        out.has_txn = True
+    return out
+
+
 # --- errors ------------------------------------------------------------------------------------------
 
 _KV_CODES: dict[type[se.ShardError], int] = {
@@ -331,6 +363,12 @@ def store_error(exc: StoreError, *, compact_revision: int = 0) -> spb.StoreError
         return spb.StoreError(routing=_routing_error(exc))
     if isinstance(exc, se.SlotNotOwned):  # found at apply time: the slots changed meanwhile
         return spb.StoreError(routing=spb.RoutingError(wrong_shard=spb.WrongShard()))
+    if isinstance(exc, se.TxnLocked):
+        return spb.StoreError(
+            routing=spb.RoutingError(
+                txn_locked=spb.TxnLocked(txn_id=exc.txn_id, primary_shard_id=exc.primary, locked_at=exc.locked_at)
+            )
+        )
     assert isinstance(exc, se.ShardError), exc  # StoreError has these two branches only
     code = _KV_CODES.get(type(exc), spb.KvError.INVALID_REQUEST)
     kv = spb.KvError(code=code, detail=exc.message)

@@ -38,6 +38,10 @@
                                     active: shard/quota.py; refused before proposing, never logged)
           InvalidCommand            a log entry that does not decode (a bug upstream; it is
                                     answered, not applied, on every replica alike)
+          TxnLocked                 (txn_id, primary, locked_at): the shard is locked by a txn
+                                    across shards (shard/txn2pc.py) that is not decided yet;
+                                    nothing was done (routing: back off and retry, and resolve
+                                    the txn from its record once its lock is old)
 
     CodecError                      raft.core.errors' one class (a RaftError and a ValueError), re-exported:
                                     bytes from the log, the engine or a snapshot that this build
@@ -226,6 +230,18 @@ class NoSpace(ShardError):
     message = TEXTS["no_space"][1]
 
 
+class TxnLocked(ShardError):
+    code = 15
+    message = "the shard is locked by a txn across shards that is not decided yet"
+
+    def __init__(self, message: str | None = None, *, txn_id: bytes = b"", primary: int = 0, locked_at: int = 0) -> None:
+        super().__init__(message)
+        self.txn_id = txn_id
+        self.primary = primary
+        self.locked_at = locked_at
+        """The HLC stamp of the lock's PREPARE entry."""
+
+
 ERRORS_BY_CODE: dict[int, type[ShardError]] = {
     cls.code: cls
     for cls in (
@@ -243,5 +259,6 @@ ERRORS_BY_CODE: dict[int, type[ShardError]] = {
         InvalidCommand,
         LeaseNotFound,
         NoSpace,
+        TxnLocked,
     )
 }

@@ -42,6 +42,10 @@ Meta kinds (per shard, so two shards on one node never collide):
                  and whether the target applied its CommitMerge (absent: not
                  frozen)
     0x08 MERGED  per shard merged into this one (key suffix: its shard id)
+    0x11 TXN_LOCK  the lock of the txn across shards prepared here and not
+                 yet decided here (absent: unlocked; shard/txn2pc.py)
+    0x12 TXN_RECORD  per txn whose primary this shard is (key suffix: the
+                 txn id): its decided outcome (shard/txn2pc.py)
     0x10 DEDUP   per router id (key suffix: router_id u64): the window's floor;
                  per applied (router id, seq) in the window (key suffix:
                  router_id u64 | seq u64): its outcome
@@ -113,6 +117,8 @@ class MetaKind(enum.IntEnum):
     MERGE = 0x07
     MERGED = 0x08
     DEDUP = 0x10
+    TXN_LOCK = 0x11
+    TXN_RECORD = 0x12
 
 
 def escape(key: bytes) -> bytes:
@@ -288,6 +294,18 @@ def shard_of_meta_key(storage_key: bytes) -> tuple[int, int]:
         raise CodecError(f"not a meta key: {storage_key!r}")
     shard_id, kind = _META.unpack_from(storage_key, 1)
     return shard_id, kind
+
+
+def txn_lock_key(shard_id: int) -> bytes:
+    return META_PREFIX + _META.pack(shard_id, MetaKind.TXN_LOCK)
+
+
+def txn_record_prefix(shard_id: int) -> bytes:
+    return META_PREFIX + _META.pack(shard_id, MetaKind.TXN_RECORD)
+
+
+def txn_record_key(shard_id: int, txn_id: bytes) -> bytes:
+    return txn_record_prefix(shard_id) + txn_id
 
 
 def dedup_prefix(shard_id: int) -> bytes:

@@ -92,6 +92,17 @@ class StoreService(store_pb2_grpc.StoreServicer):
             out.response.CopyFrom(convert.txn_response_to_pb(resp))  # type: ignore[arg-type]
         return out
 
+    async def TxnPart(self, request: spb.ShardTxnPartRequest, context: grpc.aio.ServicerContext) -> spb.ShardTxnPartResponse:  # noqa: N802
+        sid = request.header.shard_id
+
+        async def call() -> object:
+            return await self._node.write(convert.context_from_pb(request.header), convert.txn_part_from_pb(request))
+
+        header, resp = await self._answer(sid, call)
+        out = convert.txn_part_response_to_pb(resp) if resp is not None else spb.ShardTxnPartResponse()  # type: ignore[arg-type]
+        out.header.CopyFrom(header)
+        return out
+
     async def Compact(self, request: spb.ShardCompactRequest, context: grpc.aio.ServicerContext) -> spb.ShardCompactResponse:  # noqa: N802
         sid = request.header.shard_id
         header, resp = await self._answer(
@@ -136,6 +147,7 @@ class StoreService(store_pb2_grpc.StoreServicer):
             "delete_range": self.DeleteRange,
             "txn": self.Txn,
             "compact": self.Compact,
+            "txn_part": self.TxnPart,
         }
 
         async def one(fr: spb.ForwardRequest) -> None:

@@ -39,12 +39,12 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from shard import hlc, keys, mvcc, slots
+from shard import hlc, keys, mvcc, slots, txn2pc
 from shard import snapshot as snap
 from shard.codec import decode_command
 from shard.dedup import DedupTable, Outcome
 from shard.engine import StagedView
-from shard.errors import CodecError, FutureRevision, InvalidCommand, RevisionCompacted, ShardError, SlotNotOwned
+from shard.errors import CodecError, FutureRevision, InvalidCommand, RevisionCompacted, ShardError, SlotNotOwned, TxnLocked
 from shard.meta import ShardMeta
 from shard.reader import ShardReader
 from shard.splitmerge import GroupConf, apply_commit_merge, apply_prepare_merge, apply_split
@@ -67,7 +67,12 @@ from shard.types import (
     RangeResponse,
     Response,
     Split,
+    TxnPart,
+    TxnPartResponse,
+    TxnPhase,
     TxnRequest,
+    TxnResponse,
+    TxnState,
 )
 
 if TYPE_CHECKING:
@@ -124,10 +129,12 @@ class ShardStateMachine:
         self._staged: StagedView | None = None
         self._meta = ShardMeta.open(engine, shard_id, slot_count, slot_ranges)
         self._dedup = DedupTable.load(engine, shard_id)
+        self._lock = txn2pc.load_lock(engine, shard_id)
 
     def _load_state(self, reader: KvReader) -> None:
         self._meta.load(reader)
         self._dedup = DedupTable.load(reader, self.shard_id)
+        self._lock = txn2pc.load_lock(reader, self.shard_id)
 
     # --- what the node reads ---------------------------------------------------------
 
@@ -198,6 +205,22 @@ class ShardStateMachine:
     @property
     def closed_ts(self) -> int:
         return self._meta.closed_ts
+
+    @property
+    def txn_lock(self) -> txn2pc.TxnLock | None:
+        """The lock of the txn across shards prepared here and not decided
+        yet (None: unlocked; shard/txn2pc.py)."""
+        return self._lock
+
+    def locked_error(self) -> TxnLocked:
+        lock = self._lock
+        assert lock is not None
+        return TxnLocked(
+            f"shard {self.shard_id} is locked by txn {lock.txn_id.hex()} (primary shard {lock.primary})",
+            txn_id=lock.txn_id,
+            primary=lock.primary,
+            locked_at=lock.stamp,
+        )
 
     @property
     def readable_revision(self) -> int:
@@ -280,14 +303,24 @@ class ShardStateMachine:
             return Applied(index, m.revision, InvalidCommand(f"log entry is not a valid shard command: {exc}"))
         if m.merge is not None:  # frozen: nothing after the PrepareMerge has any effect
             return Applied(index, m.revision, SlotNotOwned(f"shard {self.shard_id} is frozen for a merge into shard {m.merge.target}"))
+        lock = self._lock
+        if lock is not None and not txn2pc.is_part(cmd.request, lock):
+            # Locked by a txn across shards: nothing else applies, with no
+            # effect at all (not on the closed timestamp, not on dedup):
+            # its sender retries once the txn is decided here.
+            return Applied(index, m.revision, self.locked_error())
         m.index = index
-        m.closed_ts = max(m.closed_ts, cmd.closed_ts)
-        if isinstance(cmd.request, ClosedTs):
-            m.closed_ts = max(m.closed_ts, cmd.request.ts)
+        closed = max(cmd.closed_ts, cmd.request.ts if isinstance(cmd.request, ClosedTs) else 0)
+        if lock is None:
+            m.closed_ts = max(m.closed_ts, closed)
         window, answered = self._dedup.admit(cmd, view)
         if answered is not None:
             return Applied(index, m.revision, answered, (), True)
         outcome, events = self._execute(cmd, view)
+        if lock is not None and self._lock is None:
+            # The txn was decided here (its part applied at the commit
+            # revision): the closed timestamp moves again.
+            m.closed_ts = max(m.closed_ts, closed)
         m.count(events)
         ok = not isinstance(outcome, ShardError)
         split_to = cmd.request.new_shard_id if isinstance(cmd.request, Split) and ok else 0
@@ -311,9 +344,14 @@ class ShardStateMachine:
             if isinstance(req, DeleteLeaseKeys):
                 return self._delete_lease_keys(cmd, req, view)
             if isinstance(req, PrepareMerge):
+                if txn2pc.has_records(view, self.shard_id):
+                    # A secondary may still ask for an outcome recorded here.
+                    raise TxnLocked(f"shard {self.shard_id} keeps txn records not yet forgotten: no merge until they are")
                 return apply_prepare_merge(self._meta, req, view), ()
             if isinstance(req, CommitMerge):
                 return apply_commit_merge(self._meta, self._dedup, req, view), ()
+            if isinstance(req, TxnPart):
+                return self._txn_part(cmd, req, view)
         except ShardError as err:
             return err, ()
         return InvalidCommand(f"unexpected request {type(req).__name__}"), ()
@@ -342,6 +380,93 @@ class ShardStateMachine:
             resp = ex.txn(req)
         if ex.changes:
             self._meta.revision = ex.new_rev
+        return resp, tuple(ex.events)
+
+    # --- txns across shards (shard/txn2pc.py) ---------------------------------------------
+
+    def _set_lock(self, lock: txn2pc.TxnLock | None, view: StagedView) -> None:
+        self._lock = lock
+        if lock is None:
+            view.delete(keys.txn_lock_key(self.shard_id))
+        else:
+            view.put(keys.txn_lock_key(self.shard_id), txn2pc.encode_lock(lock))
+
+    def _record(self, txn_id: bytes, rec: txn2pc.TxnRecord, view: StagedView) -> None:
+        view.put(keys.txn_record_key(self.shard_id, txn_id), txn2pc.encode_record(rec))
+
+    def _txn_part(self, cmd: Command, req: TxnPart, view: StagedView) -> tuple[Outcome, tuple[Event, ...]]:
+        m = self._meta
+        lock = self._lock
+        mine = lock is not None and lock.txn_id == req.txn_id
+        if req.phase == TxnPhase.PREPARE:
+            if req.txn is None:
+                raise InvalidCommand("a PREPARE without its txn")
+            if req.primary == self.shard_id:
+                rec = txn2pc.load_record(view, self.shard_id, req.txn_id)
+                if rec is not None:  # resolved (aborted) before it prepared here
+                    return TxnPartResponse(rec.state, rec.revision, path=rec.path), ()
+            if not mine:
+                if req.slot_version and req.slot_version != m.epoch.slot_version:
+                    raise SlotNotOwned(f"shard {self.shard_id} changed its slots since the txn was planned")
+                validate_op(req.txn, self.max_txn_ops)
+                floor = max(m.revision, m.closed_ts)
+                self._set_lock(txn2pc.TxnLock(req.txn_id, req.primary, cmd.stamp, floor, req.txn), view)
+            lock = self._lock
+            assert lock is not None
+            return txn2pc.evaluate(view, m.ranges, m.slot_count, lock.floor, m.compact, lock.txn), ()
+        if req.phase == TxnPhase.DECIDE:
+            rec = txn2pc.load_record(view, self.shard_id, req.txn_id)
+            if rec is not None:
+                return TxnPartResponse(rec.state, rec.revision, path=rec.path), ()
+            if not mine or not req.commit:
+                self._record(req.txn_id, txn2pc.TxnRecord(TxnState.ABORTED, 0, cmd.stamp), view)
+                if mine:
+                    self._set_lock(None, view)
+                return TxnPartResponse(TxnState.ABORTED), ()
+            assert lock is not None
+            txn2pc.check_path(lock.txn, req.path)
+            rev = hlc.next_revision(m.revision, cmd.stamp, max(m.closed_ts, lock.floor, req.revision))
+            resp, events = self._commit_part(lock, req.path, rev, view)
+            self._record(req.txn_id, txn2pc.TxnRecord(TxnState.COMMITTED, rev, cmd.stamp, req.path), view)
+            self._set_lock(None, view)
+            return TxnPartResponse(TxnState.COMMITTED, rev, path=req.path, txn=resp), events
+        if req.phase == TxnPhase.COMMIT:
+            if not mine:
+                return TxnPartResponse(TxnState.COMMITTED, req.revision), ()  # applied before (or resolved)
+            assert lock is not None
+            txn2pc.check_path(lock.txn, req.path)
+            if req.revision <= max(m.revision, m.closed_ts, lock.floor):
+                raise InvalidCommand(f"commit revision {req.revision} is not above shard {self.shard_id}'s floor")
+            resp, events = self._commit_part(lock, req.path, req.revision, view)
+            self._set_lock(None, view)
+            return TxnPartResponse(TxnState.COMMITTED, req.revision, path=req.path, txn=resp), events
+        if req.phase == TxnPhase.ABORT:
+            if mine:
+                self._set_lock(None, view)
+            return TxnPartResponse(TxnState.ABORTED, m.revision), ()
+        if req.phase == TxnPhase.RESOLVE:
+            rec = txn2pc.load_record(view, self.shard_id, req.txn_id)
+            if rec is None:
+                rec = txn2pc.TxnRecord(TxnState.ABORTED, 0, cmd.stamp)
+                self._record(req.txn_id, rec, view)
+                if mine:
+                    self._set_lock(None, view)
+            return TxnPartResponse(rec.state, rec.revision, path=rec.path), ()
+        if req.phase == TxnPhase.FORGET:
+            view.delete(keys.txn_record_key(self.shard_id, req.txn_id))
+            return TxnPartResponse(TxnState.ABORTED, m.revision), ()
+        raise InvalidCommand(f"unknown txn phase {req.phase}")
+
+    def _commit_part(
+        self, lock: txn2pc.TxnLock, path: tuple[bool, ...], rev: int, view: StagedView
+    ) -> tuple[TxnResponse, tuple[Event, ...]]:
+        m = self._meta
+        if rev > hlc.MAX_REVISION:
+            raise InvalidCommand(f"revision {rev} overflows int64")
+        ex = txn2pc.PartExecutor(view, m.ranges, m.slot_count, m.revision, rev, max(rev, m.readable_revision), m.compact)
+        resp = txn2pc.run_part(ex, lock.txn, path)
+        if ex.changes:
+            m.revision = rev
         return resp, tuple(ex.events)
 
     def _delete_lease_keys(

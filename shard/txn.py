@@ -57,6 +57,7 @@ from shard.types import (
     RequestOp,
     ResponseOp,
     Split,
+    TxnPart,
     TxnRequest,
     TxnResponse,
 )
@@ -94,6 +95,9 @@ def validate(request: Request | RangeRequest, max_txn_ops: int = DEFAULT_MAX_TXN
     the RequestError etcd would answer."""
     if isinstance(request, (PutRequest, DeleteRangeRequest, TxnRequest, RangeRequest)):
         validate_op(request, max_txn_ops)
+    elif isinstance(request, TxnPart):
+        if request.txn is not None:
+            validate_op(request.txn, max_txn_ops)
     elif isinstance(request, (CompactionRequest, ClosedTs, Split, DeleteLeaseKeys, PrepareMerge, CommitMerge)):
         return
     else:

@@ -207,8 +207,68 @@ class CommitMerge:
     source_epoch: tuple[int, int] = (0, 0)
 
 
+class TxnPhase(enum.IntEnum):
+    """The steps of a txn across shards (DESIGN.md, "Transactions across
+    shards"; shard/txn2pc.py applies them)."""
+
+    PREPARE = 1
+    """On every participant: lock the shard for the txn, evaluate the
+    compares and checks of the keys it owns."""
+    DECIDE = 2
+    """On the primary: write the outcome into the txn record (a
+    compare-and-set: the first outcome stays) and, on commit, apply the
+    primary's part of the branch at the commit revision."""
+    COMMIT = 3
+    """On a secondary: apply its part of the branch at the decided revision."""
+    ABORT = 4
+    """On a secondary: drop its lock, applying nothing."""
+    RESOLVE = 5
+    """On the primary, by whoever met a lock of a txn whose coordinator went
+    quiet: the recorded outcome, ABORTED written first if none was."""
+    FORGET = 6
+    """On the primary, once every participant applied the outcome: drop the record."""
+
+
+class TxnState(enum.IntEnum):
+    PREPARED = 1
+    COMMITTED = 2
+    ABORTED = 3
+
+
+@dataclass(frozen=True, slots=True)
+class TxnPart:
+    """One step of a txn across shards, in one participant's log."""
+
+    phase: TxnPhase
+    txn_id: bytes
+    primary: int = 0
+    """PREPARE: the shard holding the txn record."""
+    txn: TxnRequest | None = None
+    """PREPARE: the whole txn (every participant keeps it with its lock)."""
+    path: tuple[bool, ...] = ()
+    """DECIDE (commit) and COMMIT: the branch of the txn and of every nested
+    txn on the way, depth first (etcd's compareToPath)."""
+    commit: bool = False
+    """DECIDE: commit (else abort)."""
+    revision: int = 0
+    """DECIDE: the commit revision must be above this (every participant's
+    prepared floor); COMMIT: the commit revision itself."""
+    slot_version: int = 0
+    """PREPARE: the shard's slot_version the coordinator planned with (a
+    split applied since: refused, the coordinator plans again)."""
+
+
 Request = Union[
-    PutRequest, DeleteRangeRequest, TxnRequest, CompactionRequest, ClosedTs, Split, DeleteLeaseKeys, PrepareMerge, CommitMerge
+    PutRequest,
+    DeleteRangeRequest,
+    TxnRequest,
+    CompactionRequest,
+    ClosedTs,
+    Split,
+    DeleteLeaseKeys,
+    PrepareMerge,
+    CommitMerge,
+    TxnPart,
 ]
 
 
@@ -275,7 +335,33 @@ class AckResponse:
     revision: int
 
 
-Response = Union[PutResponse, DeleteRangeResponse, TxnResponse, CompactionResponse, AckResponse, RangeResponse]
+@dataclass(frozen=True, slots=True)
+class TxnPartResponse:
+    """A participant's answer to a TxnPart.
+
+    PREPARE: `revision` is its floor (the commit revision must be above it),
+    `compares` one entry per compare of the txn (nested ones included, depth
+    first): 0 not this shard's, else COMPARE_TRUE/FALSE (with keys seen) or
+    COMPARE_TRUE_EMPTY/FALSE_EMPTY (no key of the compare here);
+    `owned` the ops (depth first over success then failure) whose single
+    key or one-slot range this shard owns; `failed` (op index, error code)
+    of ops this shard would refuse if their branch ran (etcd's checkTxn).
+    DECIDE / COMMIT / RESOLVE: `state`, the commit `revision`, the recorded
+    `path` (RESOLVE), and `txn`, this participant's responses of the branch."""
+
+    state: TxnState
+    revision: int = 0
+    compares: tuple[int, ...] = ()
+    owned: tuple[int, ...] = ()
+    failed: tuple[tuple[int, int], ...] = ()
+    path: tuple[bool, ...] = ()
+    txn: TxnResponse | None = None
+
+
+COMPARE_TRUE, COMPARE_FALSE, COMPARE_TRUE_EMPTY, COMPARE_FALSE_EMPTY = 1, 2, 3, 4
+
+
+Response = Union[PutResponse, DeleteRangeResponse, TxnResponse, CompactionResponse, AckResponse, RangeResponse, TxnPartResponse]
 
 
 @dataclass(frozen=True, slots=True)

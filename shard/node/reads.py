@@ -9,15 +9,23 @@
 - at a revision: this replica if it can read that revision (closed
   timestamp), else StaleReadNotReady (the leader: a ReadIndex, then
   FutureRevision if still ahead).
+
+While a txn across shards holds the shard's lock (shard/txn2pc.py), a read
+that must see the newest state of a key the txn may write (linearizable, or
+bounded staleness served by the leader) answers TxnLocked instead, and so
+does a read at a revision the shard cannot close until the txn is decided:
+the router retries once it is, so no read sees one participant's part of a
+txn without the others'.
 """
 
 from __future__ import annotations
 
 from raft.runtime.host import GroupNotFound
-from shard import hlc
+from shard import hlc, txn2pc
 from shard.errors import FutureRevision, StaleReadNotReady
 from shard.node.requests import Consistency, RequestContext
 from shard.node.routing import RoutingChecks, check_owned, refuse_frozen
+from shard.node.replica import ShardReplica
 from shard.node.state import NodeState
 from shard.txn import validate
 from shard.types import RangeRequest, RangeResponse
@@ -40,6 +48,7 @@ class Reads:
         sm = rep.sm
         s.request_counts.setdefault(sid, [0, 0])[0] += 1
         if consistency == Consistency.LINEARIZABLE:
+            self._refuse_locked(rep, request)
             await self._read_index(ctx)
             # The wait may have applied a split (or conf change): the read is
             # linearizable only if this replica still serves its keys at the
@@ -48,6 +57,7 @@ class Reads:
             if ctx.epoch != rep.epoch or s.replicas.get(sid) is not rep:
                 raise self._checks.epoch_not_match(rep, request)
             check_owned(rep, request)
+            self._refuse_locked(rep, request)
         elif consistency == Consistency.BOUNDED_STALENESS:
             now = s.stamp()
             needed = max(0, now - hlc.span(max_staleness_ms))
@@ -58,7 +68,10 @@ class Reads:
                 # it yet: a ReadIndex proves its state is current, which meets
                 # any staleness bound.
                 await self._read_index(ctx)
+                self._refuse_locked(rep, request)
         elif consistency == Consistency.AT_REVISION:
+            if request.revision > sm.readable_revision and sm.txn_lock is not None:
+                raise sm.locked_error()
             if request.revision > sm.readable_revision:
                 if not s.is_leader(sid):
                     raise StaleReadNotReady(sm.closed_ts, request.revision, s.host.leader_of(sid))
@@ -66,6 +79,12 @@ class Reads:
                 if request.revision > sm.readable_revision:
                     raise FutureRevision()
         return rep.sm.range(request)
+
+    @staticmethod
+    def _refuse_locked(rep: ShardReplica, request: RangeRequest) -> None:
+        lock = rep.sm.txn_lock
+        if lock is not None and txn2pc.overlaps(request.key, request.range_end, lock.writes()):
+            raise rep.sm.locked_error()
 
     async def _read_index(self, ctx: RequestContext) -> None:
         s = self._s

@@ -33,7 +33,7 @@ from shard.node.watch import WatchHub
 from shard.node.writes import Writes
 from shard.quota import SpaceQuota
 from shard.space import SpaceMeter
-from shard.types import CompactionRequest, DeleteRangeRequest, PutRequest, RangeRequest, RangeResponse, Response, ShardInfo, TxnRequest
+from shard.types import CompactionRequest, DeleteRangeRequest, PutRequest, RangeRequest, RangeResponse, Response, ShardInfo, TxnPart, TxnRequest
 
 
 class StoreNode:
@@ -179,7 +179,7 @@ class StoreNode:
         return await self._merges.commit_merge(target_id, source_id, timeout_s=timeout_s)
 
     # -- requests (writes.py, reads.py, watch.py, leases.py) -------------------------------
-    async def write(self, ctx: RequestContext, request: PutRequest | DeleteRangeRequest | TxnRequest | CompactionRequest) -> Response:
+    async def write(self, ctx: RequestContext, request: PutRequest | DeleteRangeRequest | TxnRequest | CompactionRequest | TxnPart) -> Response:
         return await self._writes.write(ctx, request)
 
     async def range(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from raft.core import ProposalDropped
 from raft.runtime.host import GroupNotFound
+from shard import slots, txn2pc
 from shard.codec import encode_command
 from shard.errors import ServerBusy, ShardError, SlotNotOwned
 from shard.node.alarms import SpaceAlarms
@@ -21,7 +22,23 @@ from shard.node.routing import RoutingChecks, check_owned, refuse_frozen
 from shard.node.state import NodeState
 from shard.statemachine import Applied
 from shard.txn import validate
-from shard.types import CompactionRequest, Command, DeleteRangeRequest, PutRequest, Response, TxnRequest
+from shard.node.replica import ShardReplica
+from shard.types import Request, CompactionRequest, Command, DeleteRangeRequest, PutRequest, Response, TxnPart, TxnPhase, TxnRequest
+
+WriteRequest = PutRequest | DeleteRangeRequest | TxnRequest | CompactionRequest | TxnPart
+
+
+def owned_puts(rep: ShardReplica, txn: TxnRequest) -> TxnRequest:
+    """The puts of txn (either branch, nested ones included) whose keys this
+    shard owns: a participant attaches (and settles) leases of its own keys
+    only."""
+    sm = rep.sm
+    puts = tuple(
+        op
+        for op in txn2pc.flat_ops(txn)
+        if isinstance(op, PutRequest) and slots.contains(sm.slot_ranges, slots.slot_of(op.key, sm.slot_count))
+    )
+    return TxnRequest(success=puts)
 
 
 class Writes:
@@ -34,7 +51,7 @@ class Writes:
         self._leases = leases
         self._closed = closed
 
-    async def write(self, ctx: RequestContext, request: PutRequest | DeleteRangeRequest | TxnRequest | CompactionRequest) -> Response:
+    async def write(self, ctx: RequestContext, request: WriteRequest) -> Response:
         """Propose a write as the shard's leader; return etcd's response once
         applied here. A retry with the same (router_id, seq) gets the first
         outcome and is not applied again."""
@@ -46,12 +63,26 @@ class Writes:
         sid = ctx.shard_id
         if not s.is_leader(sid):
             raise self._checks.not_leader(sid)
+        lock = rep.sm.txn_lock
+        if lock is not None and not txn2pc.is_part(request, lock):
+            raise rep.sm.locked_error()  # the apply would refuse it too: save the round
+        # Leases are attached (and settled) for the puts this shard applies:
+        # a txn part's are those of its txn on this shard's keys.
+        leased: Request | None = request
+        if isinstance(request, TxnPart):
+            if request.phase == TxnPhase.PREPARE and request.txn is not None:
+                leased = owned_puts(rep, request.txn)
+            elif lock is not None and lock.txn_id == request.txn_id:
+                leased = owned_puts(rep, lock.txn)
+            else:
+                leased = None
         # NoSpace while the NOSPACE alarm is active here or on a node with a
         # replica of this shard (etcd's capped applier)
-        self._alarms.quota.admit(request, lambda: s.group_nodes(sid))
+        self._alarms.quota.admit(leased if isinstance(request, TxnPart) and leased is not None else request, lambda: s.group_nodes(sid))
         s.request_counts.setdefault(sid, [0, 0])[1] += 1
         timeout_s = self._checks.timeout_s(ctx, s.cfg.propose_timeout_s)
-        await self._leases.check(request)
+        if leased is not None and not (isinstance(request, TxnPart) and request.phase != TxnPhase.PREPARE):
+            await self._leases.check(leased)
         stamp = s.stamp()
         cmd = Command(request, ctx.router_id, ctx.seq, stamp, stamp - 1, ctx.seq_floor)
         self._closed.proposed(sid)
@@ -71,7 +102,11 @@ class Writes:
             ) from None
         assert isinstance(applied, Applied), applied
         outcome = applied.outcome
-        if isinstance(request, TxnRequest) or isinstance(outcome, ShardError):
+        if isinstance(request, TxnPart):
+            # A txn part settles when its txn is decided here (or refused).
+            if leased is not None and (request.phase != TxnPhase.PREPARE or isinstance(outcome, ShardError)):
+                self._leases.settle(sid, leased)
+        elif isinstance(request, TxnRequest) or isinstance(outcome, ShardError):
             # Only a txn's branch that did not run, or a refused write, can
             # leave a lease attached that the apply did not give: a plain
             # put that applied carries exactly the lease it named.
