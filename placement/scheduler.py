@@ -180,6 +180,8 @@ class _Round:
         added to it since are busy: a balance move never picks them)."""
         self._skip: dict[int, int] = {}
         """node -> how many of _sorted_on[node] left it or are busy (skipped for good)."""
+        self._skip_fresh: dict[int, int] = {}
+        """node -> how many of _sorted_on[node] left it, are busy or have a replica on a receiver."""
         # replicas and leaders as they will be once running operators are done
         self.replicas: dict[int, tuple[Replica, ...]] = {sid: s.replicas for sid, s in st.shards.items()}
         self.leader: dict[int, int] = {sid: s.leader_node_id for sid, s in st.shards.items()}
@@ -365,33 +367,77 @@ class _Round:
                 seen[z] = r.node_id
 
     def balance_replicas(self) -> None:
+        """The most loaded movable node gives a replica to the least loaded
+        one, only from above the mean rounded up to below the mean: a node
+        that received a replica ends at most at the mean rounded up, so it
+        never gives one (back) in replica balancing, and a giver never drops
+        below the mean, so it never receives. Otherwise, with the overloaded
+        nodes at their operator limit, a node that had just received became
+        the busiest movable one and passed replicas on to another, moving a
+        shard a second time (old node -> new node -> newer node)."""
         if len(self.live) < 2:
             return
+        counts = self.counts()
+        total, n_live = sum(counts.values()), len(counts)
+        ceil = -(-total // n_live)
         while self.ops < self.cfg.max_ops:
-            counts = self.counts()
             movable = [n for n in self.live if self.node_ops[n] < self.cfg.max_ops_per_node]
             if len(movable) < 2:
                 return
             src = max(movable, key=lambda n: (counts[n], -n))
             dst = min(movable, key=lambda n: (counts[n], n))
-            if counts[src] - counts[dst] < self.cfg.balance_min_spread:
-                return
-            sid = self.movable_shard(src, dst)
+            if counts[src] - counts[dst] < self.cfg.balance_min_spread or counts[src] <= ceil or counts[dst] * n_live >= total:
+                return  # nor can a less loaded giver or a more loaded receiver
+            sid = self.movable_shard(src, dst, total, n_live)
             if sid is None:
                 return
             self.move(OperatorKind.BALANCE_REPLICA, sid, src, dst, f"balance replicas: node {src} has {counts[src]}, node {dst} {counts[dst]}")
 
-    def movable_shard(self, src: int, dst: int) -> int | None:
+    def movable_shard(self, src: int, dst: int, total: int = 0, n_live: int = 1) -> int | None:
         """The lowest free shard id with a replica on src and none on dst
-        whose move src -> dst puts no two replicas in one zone."""
+        whose move src -> dst puts no two replicas in one zone; preferably
+        one with no other replica on a node below the mean (total / n_live),
+        i.e. one that balancing has not moved to a receiver already: every
+        giver holding a replica of the same low-id shard gave that shard,
+        and one shard was moved three times in one event."""
         on = self.shards_on(src)
         lst = self._sorted_on.get(src)
         if lst is None:
             lst = self._sorted_on[src] = sorted(on)
         busy = self.busy_shards
+        zsrc, zdst = self.zone(src), self.zone(dst)
+        counts = self.counts()
+
+        def fits(sid: int) -> bool:
+            reps = self.replicas[sid]
+            if any(r.node_id == dst for r in reps):
+                return False
+            if zdst:
+                zones = self.zones_of(sid, without=src)
+                if zdst in zones and not (zsrc and zsrc in zones):
+                    return False  # would put two replicas in one zone
+            return True
+
+        if total:
+            # First pass: shards whose other replicas are on no receiver.
+            # Skipped for the rest of the round: gone, busy, or touching a
+            # receiver (a receiver stays one for the round).
+            skip = self._skip_fresh.get(src, 0)
+            prefix = True
+            for i in range(skip, len(lst)):
+                sid = lst[i]
+                moved = sid not in on or sid in busy or any(
+                    r.node_id != src and (c := counts.get(r.node_id)) is not None and c * n_live < total for r in self.replicas[sid]
+                )
+                if moved:
+                    if prefix:
+                        self._skip_fresh[src] = i + 1
+                    continue
+                prefix = False
+                if fits(sid):
+                    return sid
         skip = self._skip.get(src, 0)
         prefix = True
-        zsrc, zdst = self.zone(src), self.zone(dst)
         for i in range(skip, len(lst)):
             sid = lst[i]
             if sid not in on or sid in busy:
@@ -399,14 +445,8 @@ class _Round:
                     self._skip[src] = i + 1  # gone or busy for the rest of the round
                 continue
             prefix = False
-            reps = self.replicas[sid]
-            if any(r.node_id == dst for r in reps):
-                continue
-            if zdst:
-                zones = self.zones_of(sid, without=src)
-                if zdst in zones and not (zsrc and zsrc in zones):
-                    continue  # would put two replicas in one zone
-            return sid
+            if fits(sid):
+                return sid
         return None
 
     def balance_leaders(self) -> None:

@@ -5,9 +5,11 @@ Per event (initial cluster, nodes added, nodes lost, a node drained, a hot
 key range) the simulation must converge to replica and leader counts within
 5% of the mean per live node, zone-spread replicas, no replica left on a
 lost or drained node, no shard moved more than twice, and no operator
-undoing an earlier one of the event. The CPU time of the slowest
-scheduling round is printed (`-s`), not asserted: speed is measured, not
-asserted by a timed test.
+undoing an earlier one of the event. The rounds to converge, the operators
+by kind and the CPU time of the slowest scheduling round of each event are
+printed (`-s`). The default run does not assert the CPU time (speed is
+measured, not asserted by a timed test); the full-size run, run on purpose,
+checks the issue's bound of 1 s of CPU per round.
 
 The default run: 20 nodes, 5,000 shards. `pytest -m slow
 tests/sim/test_scheduler_scale.py -s`: 100 nodes in 5 zones, 100,000 shards.
@@ -45,13 +47,9 @@ def test_scheduler_converges_small() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    reason="issue #20 open: after +10 nodes at 100k shards, replica balance moves a few replicas twice "
-    "(old node -> new node -> another new node: with the overloaded nodes at their per-node operator limit, "
-    "a new node above the mean becomes the busiest); 14 undone operators, max 5 moves per shard",
-    strict=True,
-)
 def test_scheduler_converges_100_nodes_100k_shards() -> None:
     reports = run(SimConfig(), timer=time.process_time)
     check(reports)
-    print("slowest scheduling round:", max(r.max_round_cpu for r in reports), "s CPU")
+    slowest = max(r.max_round_cpu for r in reports)
+    print("slowest scheduling round:", slowest, "s CPU")
+    assert slowest <= 1.0  # the issue's bound; CPU time of one schedule() call, not wall time
