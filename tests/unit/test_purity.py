@@ -51,6 +51,7 @@ OPTIONAL_MODULES = (
     "shard/mvcc.py",
     "shard/mvcc_range.py",
     "shard/txn.py",
+    "shard/txn2pc.py",
     "shard/snapshot.py",
     "shard/leasekeys.py",
     "shard/quota.py",
