@@ -158,7 +158,7 @@ class Forwarder:
         self.lock_resolver: LockResolver | None = None
         """Set by the txn coordinator: called when a request meets a lock older
         than lock_recovery_s (router/txn2pc.py)."""
-        self.lock_recovery_s = 2 * attempt_timeout_s
+        self.lock_recovery_s = attempt_timeout_s
         """How old a txn's lock must be before a request that meets it resolves
         the txn from its record (its coordinator is presumed gone)."""
 
