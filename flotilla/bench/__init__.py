@@ -3,6 +3,7 @@ itself) and print throughput, latency percentiles and errors.
 
     flotilla bench --endpoints 127.0.0.1:2379 put --clients 256 --conns 8 --duration 10
     flotilla bench --endpoints 127.0.0.1:2379 range --clients 64 --consistency s --total 50000 -o json
+    flotilla bench --endpoints 127.0.0.1:2379 txn-cross --clients 16 --total 5000   # two keys on two shards; txn-pair: on one
     flotilla bench --compare-etcd            # the playground and a 3-member etcd, same workloads, alternating
     flotilla bench failover --rounds 3       # kill -9 the busiest leader under writes: Flotilla and etcd
 
@@ -100,7 +101,7 @@ def main(args: argparse.Namespace) -> int:
 
         return compare.main(args)
     if args.workload is None:
-        raise SystemExit("flotilla bench: name a workload (put, range, txn-put, watch) or give --compare-etcd")
+        raise SystemExit(f"flotilla bench: name a workload ({', '.join(WORKLOADS)}) or give --compare-etcd")
     cfg = config_from(args)
     progress = sys.stderr.isatty() if args.progress == "auto" else args.progress == "on"
     result = run(cfg, progress=progress)

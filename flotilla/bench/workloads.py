@@ -14,6 +14,21 @@ Workloads (the etcd `benchmark` tool's names):
   serializable (`s`); `--max-staleness-ms` adds Flotilla's bounded-staleness
   metadata (etcd ignores it)
 - `txn-put`: Txn(success=[Put]) on one random key
+- `txn-cross`: a Txn of two random keys on different shards, as an optimistic
+  client writes them: If(mod(a) = ra, mod(b) = rb) Then(put a, put b)
+  Else(get a, get b), where ra and rb are the revisions the client last saw
+  (0 at first); a failed compare is a completed txn (counted as
+  `compare_failed`) that tells the client the revisions to try next
+- `txn-pair`: the same on two keys of one shard (the single-shard baseline
+  for `txn-cross`)
+
+`txn-cross` and `txn-pair` take the shard of each key from the cluster's map
+(a router's Discovery.Placement, then placement's GetMap). Without a map (a
+router with a static map, or etcd) they pair keys by slot instead: one in the
+lowest quarter of the slots and one in the highest quarter, which no shard of
+an equal split into two or more spans (`txn-pair`: two keys of one slot
+quarter, which an equal split into 4 or fewer keeps in one shard); the
+result's `pairing` says which.
 - `watch`: each client watches its own key, then puts to it and waits for the
   event: latency is put-to-event
 
@@ -41,7 +56,9 @@ from flotilla.bench.stats import Histogram, Summary
 
 __all__ = ["WORKLOADS", "BenchConfig", "BenchResult", "run", "format_text"]
 
-WORKLOADS = ("put", "range", "txn-put", "watch")
+WORKLOADS = ("put", "range", "txn-put", "txn-cross", "txn-pair", "watch")
+PAIRED = ("txn-cross", "txn-pair")
+DEFAULT_SLOTS = 1024
 STALENESS_METADATA = "max-staleness-ms"
 
 
@@ -92,6 +109,10 @@ class BenchResult:
     elapsed_s: float
     latency: Summary
     first_errors: list[str] = field(default_factory=list)
+    compare_failed: int = 0
+    """txn-cross, txn-pair: completed txns whose compare failed (the failure branch ran)"""
+    pairing: str = ""
+    """txn-cross, txn-pair: how keys were paired by shard"""
 
     @property
     def error_count(self) -> int:
@@ -121,6 +142,7 @@ class BenchResult:
             "elapsed_s": round(self.elapsed_s, 4),
             "throughput": round(self.throughput, 1),
             "latency": {k: round(v, 3) if isinstance(v, float) else v for k, v in self.latency.to_dict().items()},
+            **({"compare_failed": self.compare_failed, "pairing": self.pairing} if c.workload in PAIRED else {}),
         }
 
 
@@ -137,7 +159,88 @@ def format_text(r: BenchResult) -> str:
         f"  errors      {r.error_count}" + (f"  {dict(sorted(r.errors.items()))}" if r.errors else ""),
     ]
     lines += [f"    e.g. {e}" for e in r.first_errors[:3]]
+    if c.workload in PAIRED:
+        lines.append(f"  txns        {r.ops - r.compare_failed} succeeded, {r.compare_failed} failed their compare  (keys paired by {r.pairing})")
     return "\n".join(lines)
+
+
+# -- keys by shard (txn-cross, txn-pair) ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KeyGroups:
+    """The key space's indices grouped by shard (or slot quarter): txn-cross
+    pairs keys of different groups, txn-pair keys of one group."""
+
+    groups: tuple[tuple[int, ...], ...]
+    pairing: str
+
+    def usable(self, workload: str) -> str | None:
+        """Why this grouping cannot run workload, or None."""
+        if workload == "txn-cross" and len([g for g in self.groups if g]) < 2:
+            return f"txn-cross needs keys on two shards; the key space's keys are all on one ({self.pairing})"
+        if workload == "txn-pair" and not any(len(g) >= 2 for g in self.groups):
+            return f"txn-pair needs two keys on one shard; give a larger --key-space ({self.pairing})"
+        return None
+
+
+def key_of(i: int, key_size: int) -> bytes:
+    return b"%0*d" % (key_size, i)
+
+
+def group_keys(cfg: BenchConfig, shard_map: Any | None, why_no_map: str = "") -> KeyGroups:
+    """Groups of key indices: by shard of shard_map (a flotillapb ClusterMap)
+    when there is one, else the lowest and highest quarters of the slots."""
+    from shard import slots  # the slot rule: a shared leaf
+
+    if shard_map is not None:
+        n = shard_map.slot_count or DEFAULT_SLOTS
+        owner = {}
+        for s in shard_map.shards:
+            for r in s.descriptor.slots:
+                for slot in range(r.start, r.end):
+                    owner[slot] = s.descriptor.shard_id
+        by_shard: dict[int, list[int]] = {}
+        for i in range(cfg.key_space):
+            by_shard.setdefault(owner.get(slots.slot_of(key_of(i, cfg.key_size), n), 0), []).append(i)
+        return KeyGroups(tuple(tuple(v) for _, v in sorted(by_shard.items())), f"shard (the map of {len(shard_map.shards)} shards)")
+    low: list[int] = []
+    high: list[int] = []
+    for i in range(cfg.key_space):
+        slot = slots.slot_of(key_of(i, cfg.key_size), DEFAULT_SLOTS)
+        if slot < DEFAULT_SLOTS // 4:
+            low.append(i)
+        elif slot >= DEFAULT_SLOTS - DEFAULT_SLOTS // 4:
+            high.append(i)
+    return KeyGroups((tuple(low), tuple(high)), f"slot quarters of {DEFAULT_SLOTS} slots (no shard map: {why_no_map})")
+
+
+def fetch_map(endpoints: tuple[str, ...], timeout_s: float = 5.0) -> tuple[Any | None, str]:
+    """(the cluster's map, "") through the endpoints' Discovery.Placement and
+    placement's GetMap, or (None, why not)."""
+    from flotilla.ctl import NoPlacement, placement_endpoints
+    from flotillapb import placement_pb2 as ppb
+    from rpc.placementclient import PlacementClient
+
+    async def get() -> Any:
+        client = PlacementClient(await placement_endpoints(list(endpoints), timeout_s), timeout_s=timeout_s, rounds=1)
+        try:
+            return (await client.call("GetMap", ppb.GetMapRequest(linearizable=False))).map
+        finally:
+            await client.close()
+
+    async def bounded() -> Any:
+        return await asyncio.wait_for(get(), timeout=2 * timeout_s + 1)
+
+    try:
+        m = asyncio.run(bounded())
+    except NoPlacement as exc:
+        return None, str(exc)
+    except Exception as exc:  # noqa: BLE001 - an etcd, or placement unreachable: pair by slot instead, saying why
+        return None, f"no placement map from {','.join(endpoints)} ({type(exc).__name__}: {exc})"
+    if not m.shards:
+        return None, "placement's map has no shards yet"
+    return m, ""
 
 
 # -- the parent ---------------------------------------------------------------------------------
@@ -160,11 +263,17 @@ def run(cfg: BenchConfig, *, progress: bool = False, out: Any = None, on_start: 
     clients = _split(cfg.clients, procs)
     conns = [max(1, c) for c in _split(cfg.conns, procs)]
     totals = _split(cfg.total, procs) if cfg.total > 0 else [0] * procs
+    groups: KeyGroups | None = None
+    if cfg.workload in PAIRED:
+        groups = group_keys(cfg, *fetch_map(cfg.endpoints))
+        why = groups.usable(cfg.workload)
+        if why is not None:
+            raise SystemExit(f"flotilla bench: {why}")
     first_conn = [sum(conns[:i]) for i in range(procs)]
     workers = [
         ctx.Process(
             target=_worker_main,
-            args=(cfg, i, procs, clients[i], conns[i], first_conn[i], totals[i], start, results, done_counts),
+            args=(cfg, i, procs, clients[i], conns[i], first_conn[i], totals[i], start, results, done_counts, groups),
             name=f"bench-client-{i}",
             daemon=True,
         )
@@ -214,6 +323,7 @@ def run(cfg: BenchConfig, *, progress: bool = False, out: Any = None, on_start: 
         hist.merge(Histogram.from_dict(m["hist"]))
         errors.update(m["errors"])
         first_errors += m["first_errors"]
+    compare_failed = sum(m["compare_failed"] for m in got)
     elapsed_ns = max(m["end_ns"] for m in got) - min(m["start_ns"] for m in got)
     return BenchResult(
         config=cfg,
@@ -223,6 +333,8 @@ def run(cfg: BenchConfig, *, progress: bool = False, out: Any = None, on_start: 
         elapsed_s=elapsed_ns / 1e9,
         latency=hist.summary(),
         first_errors=first_errors[:5],
+        compare_failed=compare_failed,
+        pairing=groups.pairing if groups is not None else "",
     )
 
 
@@ -266,9 +378,10 @@ def _worker_main(
     start: Any,
     results: Any,
     done_counts: Any,
+    groups: KeyGroups | None = None,
 ) -> None:
     try:
-        asyncio.run(_Worker(cfg, proc, procs, clients, conns, first_conn, total, start, results, done_counts).main())
+        asyncio.run(_Worker(cfg, proc, procs, clients, conns, first_conn, total, start, results, done_counts, groups).main())
     except BaseException as exc:  # report, then exit non-zero: the parent raises
         results.put({"kind": "failed", "proc": proc, "error": f"{type(exc).__name__}: {exc}"})
         raise
@@ -287,8 +400,13 @@ class _Worker:
         start: Any,
         results: Any,
         done_counts: Any,
+        groups: KeyGroups | None = None,
     ) -> None:
         self.cfg = cfg
+        self.groups = groups
+        self.compare_failed = 0
+        self.known_revisions: dict[bytes, int] = {}
+        """txn-cross, txn-pair: each key's mod revision as this process last saw it (0: absent)"""
         self.proc = proc
         self.procs = procs
         self.clients = clients
@@ -326,7 +444,7 @@ class _Worker:
         self.watch = [rpc_pb2_grpc.WatchStub(ch) for ch in self.channels]
 
     def key(self, i: int) -> bytes:
-        return b"%0*d" % (self.cfg.key_size, i)
+        return key_of(i, self.cfg.key_size)
 
     async def main(self) -> None:
         loop = asyncio.get_running_loop()
@@ -356,6 +474,7 @@ class _Worker:
                 "ops": self.ops,
                 "errors": dict(self.errors),
                 "first_errors": self.first_errors,
+                "compare_failed": self.compare_failed,
                 "hist": self.hist.to_dict(),
                 "start_ns": start_ns,
                 "end_ns": end_ns,
@@ -437,7 +556,53 @@ class _Worker:
                 await kv.Txn(pb.TxnRequest(success=[op]), timeout=timeout)
 
             return txn_put
+        if cfg.workload in PAIRED:
+            return self._make_paired_txn(kv, rng)
         return await self._make_watch(i, kv)
+
+    def _make_paired_txn(self, kv: Any, rng: random.Random) -> Callable[[], Awaitable[None]]:
+        """txn-cross / txn-pair: If(mod(a) = ra, mod(b) = rb) Then(put a, put b)
+        Else(get a, get b), with the revisions this process last saw; a
+        failed compare teaches it the current ones."""
+        assert self.groups is not None
+        pb, timeout, value, known = self.pb, self.cfg.timeout_s, self.value, self.known_revisions
+        cross = self.cfg.workload == "txn-cross"
+        groups = [g for g in self.groups.groups if len(g) >= (1 if cross else 2)]
+        weights = [len(g) for g in groups]
+        eq = pb.Compare.EQUAL
+        mod = pb.Compare.MOD
+
+        idx = range(len(groups))
+        others = [[j for j in idx if j != i] for i in idx]  # txn-cross: b's group given a's
+
+        def pick() -> tuple[bytes, bytes]:
+            ga = rng.choices(idx, weights=weights)[0]
+            if cross:
+                gb = rng.choices(others[ga], weights=[weights[j] for j in others[ga]])[0]
+                return self.key(rng.choice(groups[ga])), self.key(rng.choice(groups[gb]))
+            a, b = rng.sample(groups[ga], 2)
+            return self.key(a), self.key(b)
+
+        async def paired_txn() -> None:
+            a, b = pick()
+            req = pb.TxnRequest(
+                compare=[
+                    pb.Compare(key=a, target=mod, result=eq, mod_revision=known.get(a, 0)),
+                    pb.Compare(key=b, target=mod, result=eq, mod_revision=known.get(b, 0)),
+                ],
+                success=[pb.RequestOp(request_put=pb.PutRequest(key=k, value=value)) for k in (a, b)],
+                failure=[pb.RequestOp(request_range=pb.RangeRequest(key=k)) for k in (a, b)],
+            )
+            resp = await kv.Txn(req, timeout=timeout)
+            if resp.succeeded:
+                known[a] = known[b] = resp.header.revision
+                return
+            self.compare_failed += 1
+            for k, r in zip((a, b), resp.responses):
+                kvs = r.response_range.kvs
+                known[k] = kvs[0].mod_revision if kvs else 0
+
+        return paired_txn
 
     async def _make_watch(self, i: int, kv: Any) -> Callable[[], Awaitable[None]]:
         pb, timeout = self.pb, self.cfg.timeout_s
