@@ -188,3 +188,35 @@ def test_concurrent_read_modify_write_txns_lose_no_increment(env: Env) -> None:
     assert sum(committed) == 60
     total = sum(int(env.get(k).kvs[0].value) for k in keys)
     assert total == 2 * sum(committed)
+
+
+def test_a_watcher_sees_every_event_of_the_txn_in_one_response(env: Env) -> None:
+    """A watch over a prefix on every shard gets a txn's writes on three
+    shards together, at the txn's revision, never part of them first."""
+    keys = env.keys_on_shards("w/", 3)
+    start = env.put(b"w/start", b"").header.revision
+    requests: list[epb.WatchRequest] = [
+        epb.WatchRequest(create_request=epb.WatchCreateRequest(key=b"w/", range_end=b"w0", start_revision=start + 1))
+    ]
+    stream = env.watch.Watch(iter(requests), timeout=60)
+    first = next(stream)
+    assert first.created
+    revisions = []
+    for i in range(3):
+        resp = env.txn(epb.TxnRequest(success=[put_op(k, f"{i}".encode()) for k in keys]))
+        revisions.append(resp.header.revision)
+    responses: list[list[tuple[int, bytes]]] = []
+    seen = 0
+    for resp in stream:
+        if resp.events:
+            responses.append([(e.kv.mod_revision, e.kv.key) for e in resp.events])
+            seen += len(resp.events)
+        if seen >= 3 * len(keys):
+            break
+    stream.cancel()
+    for rev in revisions:
+        holding = [r for r in responses if any(er == rev for er, _ in r)]
+        # every event of the txn's revision, in one response (etcd never splits a revision)
+        assert len(holding) == 1, responses
+        assert sorted(k for er, k in holding[0] if er == rev) == sorted(keys)
+    assert [er for r in responses for er, _ in r] == sorted(er for r in responses for er, _ in r)
