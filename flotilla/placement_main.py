@@ -44,7 +44,8 @@ from flotilla.procs import (
     seeded_rng,
     serve_until_signalled,
 )
-from flotillapb import placement_pb2_grpc
+from flotillapb import placement_pb2_grpc, placementauth_pb2_grpc
+from placement.authservice import AuthService
 from placement.deleter import KeyDeleter, MemoryKeyDeleter, StoreKeyDeleter
 from placement.leases import min_lease_ttl_s
 from placement.machine import PlacementMachine
@@ -160,6 +161,7 @@ async def add_placement(
     )
     await host.create_group(PLACEMENT_GROUP_ID, machine, bootstrap=ConfState(voters=voters))
     placement_pb2_grpc.add_PlacementServicer_to_server(PlacementService(node), server)
+    placementauth_pb2_grpc.add_PlacementAuthServicer_to_server(AuthService(node), server)  # etcd's users and roles
     return node
 
 

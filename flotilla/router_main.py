@@ -72,6 +72,14 @@ def add_arguments(p: argparse.ArgumentParser, prefix: str = "") -> None:
     arg("key-file", default="", help="its key; with both, plaintext connections are refused")
     arg("trusted-ca-file", default="", help="CA that signs client certificates")
     arg("client-cert-auth", action="store_true", help="require a client certificate signed by --trusted-ca-file")
+    arg(
+        "auth-token",
+        default="simple",
+        help="etcd's flag: simple (tokens logged in placement, valid at every router) or "
+        "jwt,pub-key=FILE,priv-key=FILE,sign-method=RS256|ES256|...,ttl=5m",
+    )
+    arg("auth-token-ttl", type=int, default=300, help="etcd's flag: seconds a simple token is valid (default 300)")
+    arg("bcrypt-cost", type=int, default=10, help="etcd's flag: bcrypt cost of stored password hashes (4..31, default 10)")
     arg("ready-file", help='write {"port":..,"pid":..,"router_id":..} here once serving')
     arg("static-shards", type=int, default=0, help="static map: the stores' --shards N layout")
     arg("store-peers", default="", help="static map: id=host:port,... of the store nodes")
@@ -107,6 +115,12 @@ def add_arguments(p: argparse.ArgumentParser, prefix: str = "") -> None:
         add_peer_tls_arguments(p)
 
 
+def _bcrypt_cost(cost: int) -> int:
+    if not 4 <= cost <= 31:
+        raise SystemExit(f"flotilla router: --bcrypt-cost {cost}: bcrypt takes 4..31 (etcd's default: 10)")
+    return cost
+
+
 def config_from(args: argparse.Namespace, prefix: str = "") -> RouterConfig:
     pre = prefix.replace("-", "_")
 
@@ -126,6 +140,9 @@ def config_from(args: argparse.Namespace, prefix: str = "") -> RouterConfig:
     return RouterConfig(
         listen=get("listen"),
         client_tls=client_tls,
+        auth_token=get("auth_token"),
+        auth_token_ttl_s=get("auth_token_ttl"),
+        bcrypt_cost=_bcrypt_cost(get("bcrypt_cost")),
         static_shards=get("static_shards"),
         store_peers=parse_peers(get("store_peers")),
         placement=get("placement"),

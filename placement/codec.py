@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 
 from placement.commands import (
     AttachKeys,
+    AuthChange,
+    AuthOp,
     Bootstrap,
     Command,
     GrantLease,
@@ -59,6 +61,13 @@ def encode_command(cmd: Command) -> bytes:
         o = {"op": "attach_keys", "changes": [[c.lease_id, c.key.hex(), c.detach] for c in cmd.changes]}
     elif isinstance(cmd, LeaseKeysDeleted):
         o = {"op": "lease_keys_deleted", "lease_id": cmd.lease_id, "keys": [k.hex() for k in cmd.keys]}
+    elif isinstance(cmd, AuthChange):
+        o = {
+            "op": "auth", "auth_op": int(cmd.op), "actor": cmd.actor, "name": cmd.name, "role": cmd.role,
+            "password": cmd.password.hex(), "no_password": cmd.no_password, "perm_type": cmd.perm_type,
+            "key": cmd.key.hex(), "range_end": cmd.range_end.hex(), "token": cmd.token,
+            "expires_ms": cmd.expires_ms, "now_ms": cmd.now_ms, "checked_revision": cmd.checked_revision,
+        }
     else:
         raise TypeError(f"not a placement command: {cmd!r}")
     return _dump(o)
@@ -84,6 +93,12 @@ def decode_command(data: bytes) -> Command:
             return AttachKeys(tuple(KeyChange(int(lid), bytes.fromhex(k), bool(d)) for lid, k, d in o["changes"]))
         if op == "lease_keys_deleted":
             return LeaseKeysDeleted(int(o["lease_id"]), tuple(bytes.fromhex(k) for k in o["keys"]))
+        if op == "auth":
+            return AuthChange(
+                AuthOp(o["auth_op"]), str(o["actor"]), str(o["name"]), str(o["role"]), bytes.fromhex(o["password"]),
+                bool(o["no_password"]), int(o["perm_type"]), bytes.fromhex(o["key"]), bytes.fromhex(o["range_end"]),
+                str(o["token"]), int(o["expires_ms"]), int(o["now_ms"]), int(o["checked_revision"]),
+            )
     except (KeyError, TypeError, ValueError) as exc:
         raise CodecError(f"malformed placement command {op!r}: {exc}") from exc
     raise CodecError(f"unknown placement command {op!r}")
@@ -153,14 +168,22 @@ def decode_lease(data: bytes) -> LeaseRecord:
     return LeaseRecord(int(lo["id"]), int(lo["ttl"]), frozenset(bytes.fromhex(k) for k in lo["keys"]), bool(lo["ending"]))
 
 
-def encode_snapshot(map_record: bytes, lease_records: Iterable[bytes]) -> bytes:
-    return _dump({"map": map_record.hex(), "leases": [r.hex() for r in lease_records]})
+def encode_snapshot(map_record: bytes, lease_records: Iterable[bytes], auth_record: bytes = b"") -> bytes:
+    o: dict[str, object] = {"map": map_record.hex(), "leases": [r.hex() for r in lease_records]}
+    if auth_record:
+        o["auth"] = auth_record.hex()
+    return _dump(o)
 
 
 def decode_snapshot(data: bytes) -> tuple[bytes, list[bytes]]:
     """(the map record, the lease records) of a snapshot."""
     o = _load(data)
     return bytes.fromhex(o["map"]), [bytes.fromhex(r) for r in o["leases"]]
+
+
+def decode_snapshot_auth(data: bytes) -> bytes:
+    """The auth record of a snapshot (placement/authbook.py), empty if it has none."""
+    return bytes.fromhex(str(_load(data).get("auth", "")))
 
 
 # ----------------------------------------------------------------- helpers

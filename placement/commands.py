@@ -22,6 +22,24 @@ class RejectCode(enum.IntEnum):
     LEASE_NOT_FOUND = 6
     LEASE_EXISTS = 7
     LEASE_TTL_TOO_LARGE = 8
+    # etcd's auth outcomes (placement/authbook.py); each maps to the etcd row of the same name
+    # (placement/service.py), so a router relays it unchanged.
+    ROOT_USER_NOT_EXIST = 20
+    ROOT_ROLE_NOT_EXIST = 21
+    USER_ALREADY_EXIST = 22
+    USER_EMPTY = 23
+    USER_NOT_FOUND = 24
+    ROLE_ALREADY_EXIST = 25
+    ROLE_NOT_FOUND = 26
+    ROLE_EMPTY = 27
+    AUTH_FAILED = 28
+    PERMISSION_DENIED = 29
+    ROLE_NOT_GRANTED = 30
+    PERMISSION_NOT_GRANTED = 31
+    AUTH_NOT_ENABLED = 32
+    INVALID_AUTH_MGMT = 33
+    AUTH_OLD_REVISION = 34
+    PERMISSION_NOT_GIVEN = 35
 
 
 class ReportOutcome(enum.IntEnum):
@@ -93,7 +111,50 @@ class LeaseKeysDeleted:
     keys: tuple[bytes, ...]
 
 
-Command = Bootstrap | RegisterNode | SetNodeState | ReportShard | GrantLease | RevokeLease | AttachKeys | LeaseKeysDeleted
+class AuthOp(enum.IntEnum):
+    """etcd's auth store writes (etcdserverpb.Auth), and Authenticate's simple token."""
+
+    ENABLE = 1
+    DISABLE = 2
+    USER_ADD = 3
+    USER_DELETE = 4
+    USER_CHANGE_PASSWORD = 5
+    USER_GRANT_ROLE = 6
+    USER_REVOKE_ROLE = 7
+    ROLE_ADD = 8
+    ROLE_DELETE = 9
+    ROLE_GRANT_PERMISSION = 10
+    ROLE_REVOKE_PERMISSION = 11
+    ISSUE_TOKEN = 12
+
+
+@dataclass(frozen=True, slots=True)
+class AuthChange:
+    """One write to the auth store (placement/authbook.py), as etcd logs its
+    InternalRaftRequest: `actor` is the user the router authenticated for the
+    call ("" for none), checked for the root role when applied (etcd's
+    IsAdminPermitted at apply). Passwords arrive hashed (bcrypt, by the
+    router); ISSUE_TOKEN carries the token the router chose, its expiry and
+    the auth revision the router checked the password at (etcd's
+    checkedRevision), and `now_ms` prunes expired tokens."""
+
+    op: AuthOp
+    actor: str = ""
+    name: str = ""
+    """The user (user ops, ISSUE_TOKEN) or the role (role ops)."""
+    role: str = ""
+    password: bytes = b""
+    no_password: bool = False
+    perm_type: int = 0
+    key: bytes = b""
+    range_end: bytes = b""
+    token: str = ""
+    expires_ms: int = 0
+    now_ms: int = 0
+    checked_revision: int = 0
+
+
+Command = Bootstrap | RegisterNode | SetNodeState | ReportShard | GrantLease | RevokeLease | AttachKeys | LeaseKeysDeleted | AuthChange
 
 
 # ---------------------------------------------------------------- results
@@ -130,3 +191,5 @@ class Applied:
     change: MapChange | None = None
     leases_touched: tuple[int, ...] = ()
     """Leases whose record (live or ending) changed: the storage layer rewrites them."""
+    auth_changed: bool = False
+    """The auth store (users, roles, tokens) changed: the storage layer rewrites its record."""

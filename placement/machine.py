@@ -5,6 +5,7 @@ Persistence in the process's RocksDB, under PREFIX | group_id(8) | kind::
     0x00            applied index  (B version=1 | Q index)
     0x01            the map record (cluster, nodes, shards; placement/codec.py)
     0x02 | id(8)    one record per lease, live or ending (id as unsigned 64-bit)
+    0x03            the auth record (users, roles, simple tokens; placement/authbook.py)
 
 Each apply round writes the map record if the map changed, the records of
 the leases it touched, and the applied index, in the runtime's WriteBatch.
@@ -20,6 +21,7 @@ from typing import Any
 
 import rocksdict
 
+from placement.authbook import AuthBook
 from placement.codec import decode_command
 from placement.commands import Applied, MapChange
 from placement.state import PlacementState
@@ -32,6 +34,7 @@ _APPLIED = struct.Struct(">BQ")
 _KIND_APPLIED = b"\x00"
 _KIND_MAP = b"\x01"
 _KIND_LEASE = b"\x02"
+_KIND_AUTH = b"\x03"
 
 
 class PlacementMachine:
@@ -49,7 +52,11 @@ class PlacementMachine:
 
     def _read_state(self) -> PlacementState:
         map_rec = self._db.get(self._base + _KIND_MAP)
-        return PlacementState.load(None if map_rec is None else bytes(map_rec), [v for _, v in self._lease_items()])
+        st = PlacementState.load(None if map_rec is None else bytes(map_rec), [v for _, v in self._lease_items()])
+        auth_rec = self._db.get(self._base + _KIND_AUTH)
+        if auth_rec is not None:
+            st.auth = AuthBook.decode(bytes(auth_rec))
+        return st
 
     def _lease_items(self) -> list[tuple[bytes, bytes]]:
         start = self._base + _KIND_LEASE
@@ -77,6 +84,7 @@ class PlacementMachine:
     def apply(self, entries: Sequence[Entry], wb: Any) -> list[object]:
         results: list[object] = []
         map_changed = False
+        auth_changed = False
         touched: set[int] = set()
         for e in entries:
             out: Applied = self.state.apply(decode_command(e.data))
@@ -86,8 +94,11 @@ class PlacementMachine:
                 for fn in self._listeners:  # now, while the state is at exactly this map version
                     fn(out.change)
             touched.update(out.leases_touched)
+            auth_changed |= out.auth_changed
         if map_changed:
             wb.put(self._base + _KIND_MAP, self.state.encode_map())
+        if auth_changed:
+            wb.put(self._base + _KIND_AUTH, self.state.auth.encode())
         for lid in touched:
             rec = self.state.encode_lease(lid)
             if rec is None:
@@ -110,6 +121,7 @@ class PlacementMachine:
             wb.delete(k)
         self.state = PlacementState.from_snapshot(data)
         wb.put(self._base + _KIND_MAP, self.state.encode_map())
+        wb.put(self._base + _KIND_AUTH, self.state.auth.encode())
         for lid in {*self.state.leases, *self.state.ending}:
             rec = self.state.encode_lease(lid)
             assert rec is not None

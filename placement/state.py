@@ -30,9 +30,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from placement import codec, registry
+from placement.authbook import AuthBook
 from placement.commands import (
     Applied,
     AttachKeys,
+    AuthChange,
     Bootstrap,
     Command,
     GrantLease,
@@ -69,6 +71,8 @@ class PlacementState:
     map alone does not tell, since a split's new shard enters the map only
     once its parent reports the split."""
     lease_book: LeaseBook = field(default_factory=LeaseBook)
+    auth: AuthBook = field(default_factory=AuthBook)
+    """etcd's users, roles and simple tokens (placement/authbook.py): they do not bump the map version."""
 
     @property
     def bootstrapped(self) -> bool:
@@ -114,6 +118,8 @@ class PlacementState:
             return self.lease_book.attach(cmd.changes)
         if isinstance(cmd, LeaseKeysDeleted):
             return self.lease_book.keys_deleted(cmd)
+        if isinstance(cmd, AuthChange):
+            return self.auth.apply(cmd)
         raise TypeError(f"not a placement command: {cmd!r}")
 
     def _bump(self) -> int:
@@ -253,12 +259,16 @@ class PlacementState:
 
     def snapshot(self) -> bytes:
         leases = [r for lid in sorted({*self.leases, *self.ending}) if (r := self.encode_lease(lid)) is not None]
-        return codec.encode_snapshot(self.encode_map(), leases)
+        return codec.encode_snapshot(self.encode_map(), leases, self.auth.encode())
 
     @classmethod
     def from_snapshot(cls, data: bytes) -> PlacementState:
         map_record, lease_records = codec.decode_snapshot(data)
-        return cls.load(map_record, lease_records)
+        st = cls.load(map_record, lease_records)
+        auth = codec.decode_snapshot_auth(data)
+        if auth:
+            st.auth = AuthBook.decode(auth)
+        return st
 
 
 # -------------------------------------------------------- initial placement

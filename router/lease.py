@@ -44,12 +44,16 @@ class PlacementLink:
         self._renewing: dict[int, int] = {}  # lease id -> keep-alives received, not yet answered
         self._idle: dict[int, asyncio.Event] = {}  # lease id -> set when none is left
 
-    async def call(self, method: str, request: Any, *, timeout_s: float) -> Any:
-        """Placement.<method> on the leader. Raises EtcdError when no leader
+    async def call(self, method: str, request: Any, *, timeout_s: float, service: Any = None) -> Any:
+        """Placement.<method> (or <method> of `service`, a stub class of the
+        placement servers) on the leader. Raises EtcdError when no leader
         answered in time, grpc.aio.AioRpcError for placement's own answers."""
         try:
             async with asyncio.timeout(max(0.001, timeout_s)):
-                return await self.client.call(method, request, timeout_s=min(3.0, max(0.001, timeout_s)))
+                attempt_s = min(3.0, max(0.001, timeout_s))
+                if service is None:
+                    return await self.client.call(method, request, timeout_s=attempt_s)
+                return await self.client.call(method, request, timeout_s=attempt_s, service=service)
         except PlacementUnavailable as exc:
             raise EtcdError("no_leader", str(exc)) from None
         except TimeoutError:

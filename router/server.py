@@ -1,5 +1,5 @@
 """The router process, embeddable: ``RouterServer`` serves the etcd v3
-services (KV, Watch, Lease, Cluster, Maintenance, Lock, Election) on one
+services (KV, Watch, Lease, Cluster, Maintenance, Lock, Election, Auth) on one
 grpc.aio server, and with ``client_http_urls`` (etcd's
 --listen-client-http-urls) the same servicer objects over HTTP/JSON
 (router/gateway/, etcd's grpc-gateway paths and shapes) in the same loop.
@@ -15,7 +15,9 @@ Two map sources (router/cache.py): the static layout of `flotilla server
 with `placement` (one placement server or several, `host:port,host:port`).
 With placement the router also registers there as a ROUTER node and
 heartbeats (router/membership.py), MemberList lists every router up in the
-map, and Lease RPCs go to the placement leader (router/lease.py). flotilla/router_main.py is the command line around it; a
+map, Lease RPCs go to the placement leader (router/lease.py), and so do
+Auth RPCs: users and roles live in placement, every request is checked
+against them (router/auth.py, router/authstore.py). flotilla/router_main.py is the command line around it; a
 playground can start it in its own event loop.
 """
 
@@ -42,6 +44,10 @@ from router.coordination import ElectionServicer, LockServicer
 from router.discovery import DiscoveryServicer
 from router.forward import Channels, Forwarder
 from router.gateway import HttpGateway
+from router.auth import AuthServicer
+from router.auth import guard as guard_servicers
+from router.authstore import AuthCache, AuthGuard
+from router.authtoken import DEFAULT_SIMPLE_TTL_S, provider
 from router.grpc_handlers import add_servicer
 from router.kv import MAX_REQUEST_BYTES, Identity, KvRouter, KvServicer
 from router.lease import LeaseServicer, PlacementLeases, PlacementLink
@@ -81,6 +87,13 @@ class RouterConfig:
     client_tls: tls.TlsConfig = field(default_factory=tls.TlsConfig)
     """etcd's --cert-file, --key-file, --trusted-ca-file, --client-cert-auth: the
     client port (and an https:// gateway) serves TLS with it; no files: plaintext."""
+    auth_token: str = "simple"
+    """etcd's --auth-token: simple, or jwt,pub-key=...,priv-key=...,sign-method=...,ttl=... (router/authtoken.py)."""
+    auth_token_ttl_s: int = DEFAULT_SIMPLE_TTL_S  # etcd's --auth-token-ttl (simple tokens)
+    bcrypt_cost: int = 10  # etcd's --bcrypt-cost
+    auth_poll_interval_s: float = 0.5
+    auth_max_staleness_s: float = 2.0
+    """A request is checked against users and roles at most this old (router/authstore.py)."""
 
 
 class RouterServer:
@@ -135,6 +148,12 @@ class RouterServer:
         self.gateway: HttpGateway | None = None
         self.gateway_urls: list[str] = []
         self.client_tls = tls.Tls(cfg.client_tls)
+        self.tokens = provider(cfg.auth_token, cfg.auth_token_ttl_s)  # AuthTokenError (a ValueError) on a bad option
+        self.auth: AuthGuard | None = None
+        self._auth_task: asyncio.Task[None] | None = None
+        if self.link is not None:
+            cache = AuthCache(self.link.client, poll_interval_s=cfg.auth_poll_interval_s, max_staleness_s=cfg.auth_max_staleness_s)
+            self.auth = AuthGuard(cache, self.tokens, client_cert_auth=cfg.client_tls.client_cert_auth, default_timeout_s=cfg.request_timeout_s)
 
     @property
     def address(self) -> str:
@@ -204,6 +223,12 @@ class RouterServer:
             "v3lockpb.Lock": LockServicer(recipes),
             "v3electionpb.Election": ElectionServicer(recipes),
         }
+        if self.auth is not None:  # every call checked against placement's users and roles first
+            self.servicers = guard_servicers(self.servicers, self.auth, self.link.call if self.link is not None else None)
+        self.servicers["etcdserverpb.Auth"] = AuthServicer(
+            self.auth, self.link.call if self.link is not None else None, self._stamp,
+            bcrypt_cost=cfg.bcrypt_cost, timeout_s=cfg.request_timeout_s,
+        )
         # Through add_servicer: an undecodable request gets grpc-go's INTERNAL "grpc: error unmarshalling request".
         for add_to_server, name in (
             (rpc_pb2_grpc.add_KVServicer_to_server, "etcdserverpb.KV"),
@@ -213,6 +238,7 @@ class RouterServer:
             (rpc_pb2_grpc.add_MaintenanceServicer_to_server, "etcdserverpb.Maintenance"),
             (v3lock_pb2_grpc.add_LockServicer_to_server, "v3lockpb.Lock"),
             (v3election_pb2_grpc.add_ElectionServicer_to_server, "v3electionpb.Election"),
+            (rpc_pb2_grpc.add_AuthServicer_to_server, "etcdserverpb.Auth"),
         ):
             add_servicer(server, add_to_server, self.servicers[name])
         # Flotilla's own read-only Discovery (not an etcd service, not on the gateway): the placement
@@ -238,6 +264,8 @@ class RouterServer:
                 await server.stop(0)
                 raise
         self._source_task = asyncio.create_task(self.source.run(), name="router-map-source")
+        if self.auth is not None:
+            self._auth_task = asyncio.create_task(self.auth.cache.run(), name="router-auth-state")
         if self.link is not None:
             self.registration = Registration(self.link.client, self.member_id, self.address, cfg.name, interval_s=cfg.heartbeat_s)
             self._registration_task = asyncio.create_task(self.registration.run(), name="router-registration")
@@ -254,7 +282,7 @@ class RouterServer:
             await self.gateway.stop()
         if self._server is not None:
             await self._server.stop(grace_s)
-        tasks = [t for t in (self._source_task, self._registration_task) if t is not None]
+        tasks = [t for t in (self._source_task, self._registration_task, self._auth_task) if t is not None]
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

@@ -46,7 +46,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -152,6 +152,8 @@ class WatchSession:
         self.max_response_bytes = 0
         self.pauses = 0
         self.resumes = 0
+        self.permit: Callable[[epb.WatchCreateRequest], Awaitable[str]] | None = None
+        """With auth (router/auth.py): etcd's cancel reason for a create the caller may not make, "" if allowed."""
 
     def _header(self, revision: int) -> epb.ResponseHeader:
         h = epb.ResponseHeader()
@@ -218,6 +220,11 @@ class WatchSession:
             async for req in requests:
                 which = req.WhichOneof("request_union")
                 if which == "create_request":
+                    reason = "" if self.permit is None else await self.permit(req.create_request)
+                    if reason:  # etcd: created and canceled at once, watch id -1, the refusal as reason
+                        self._send(epb.WatchResponse(header=self._header(self._fwd.last_revision), watch_id=-1, created=True,
+                                                     canceled=True, cancel_reason=reason))
+                        continue
                     self._create(req.create_request)
                 elif which == "cancel_request":
                     self._cancel(req.cancel_request.watch_id)
@@ -475,11 +482,15 @@ class WatchServicer(rpc_pb2_grpc.WatchServicer):
         self._stamp = stamp
         self.sessions: set[WatchSession] = set()
         """The client streams being served (their queues are what tests measure)."""
+        self.permit: Callable[[grpc.aio.ServicerContext], Callable[[epb.WatchCreateRequest], Awaitable[str]]] | None = None
+        """With auth: per stream, the check of its create requests (router/auth.py watch_permit)."""
 
     async def Watch(  # noqa: N802
         self, request_iterator: AsyncIterator[epb.WatchRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[epb.WatchResponse]:
         session = WatchSession(self._fwd, self._cache, self._cfg, self._stamp)
+        if self.permit is not None:
+            session.permit = self.permit(context)
         self.sessions.add(session)
         try:
             async for resp in session.run(request_iterator):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import grpc
@@ -60,19 +60,26 @@ class PlacementClient:
     def endpoints(self) -> list[str]:
         return list(self._endpoints)
 
-    def stub(self, address: str) -> placement_pb2_grpc.PlacementStub:
+    def channel(self, address: str) -> grpc.aio.Channel:
         ch = self._channels.get(address)
         if ch is None:
             ch = self._channels[address] = tls.peer_aio_channel(address, RECONNECT_OPTIONS)
-        return placement_pb2_grpc.PlacementStub(ch)
+        return ch
+
+    def stub(self, address: str) -> placement_pb2_grpc.PlacementStub:
+        return placement_pb2_grpc.PlacementStub(self.channel(address))
 
     def _prefer(self, address: str) -> None:
         if address in self._endpoints:
             self._endpoints.remove(address)
         self._endpoints.insert(0, address)
 
-    async def call(self, method: str, request: Any, *, timeout_s: float | None = None) -> Any:
-        """Call Placement.<method> on the leader; the response."""
+    async def call(
+        self, method: str, request: Any, *, timeout_s: float | None = None, service: Callable[[grpc.aio.Channel], Any] | None = None
+    ) -> Any:
+        """Call Placement.<method> (or <method> of another service of the
+        placement servers: `service` makes its stub from a channel) on the
+        leader; the response."""
         last: BaseException | None = None
         for rnd in range(self._rounds):
             tried: set[str] = set()
@@ -82,7 +89,8 @@ class PlacementClient:
                     break
                 tried.add(address)
                 try:
-                    resp = await getattr(self.stub(address), method)(request, timeout=timeout_s or self._timeout_s)
+                    stub = self.stub(address) if service is None else service(self.channel(address))
+                    resp = await getattr(stub, method)(request, timeout=timeout_s or self._timeout_s)
                 except grpc.aio.AioRpcError as exc:
                     if exc.code() not in RETRYABLE:
                         raise

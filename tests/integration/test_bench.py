@@ -187,7 +187,6 @@ def test_txn_cross_reports_what_each_txn_got(placement_cluster: tuple[str, Clust
     assert "keys paired by shard" in text.stdout and "Traceback" not in text.stderr, text
 
 
-@pytest.mark.xfail(reason="cross-shard txns (#15) not landed yet", strict=True)
 def test_txn_cross_commits_txns_over_two_shards(placement_cluster: tuple[str, Cluster]) -> None:
     address, _ = placement_cluster
     out = bench("txn-cross", "--endpoints", address, "--total", "60", "--clients", "4", "--key-space", "40")

@@ -190,12 +190,13 @@ def test_a_txn_whose_ranges_reach_other_shards_reads_them_at_its_revision(env: E
     assert again.header.revision >= newest
 
 
-def test_a_txn_whose_writes_span_shards_is_still_refused(env: Env) -> None:
+def test_a_txn_whose_writes_span_shards_applies_them_at_one_revision(env: Env) -> None:
     keys = [b"span/%d" % i for i in range(16)]
     txn = epb.TxnRequest(success=[epb.RequestOp(request_put=epb.PutRequest(key=k, value=b"v")) for k in keys])
-    with pytest.raises(grpc.RpcError) as info:
-        env.kv.Txn(txn, timeout=10)
-    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "txn keys span shards" in info.value.details()  # type: ignore[attr-defined]
+    resp = env.kv.Txn(txn, timeout=10)
+    assert resp.succeeded
+    revs = {env.kv.Range(epb.RangeRequest(key=k), timeout=10).kvs[0].mod_revision for k in keys}
+    assert revs == {resp.header.revision}
 
 
 async def test_a_keep_alive_sent_before_a_revoke_is_answered_first(env: Env) -> None:

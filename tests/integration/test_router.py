@@ -202,7 +202,7 @@ def test_delete_prefix_across_shards(env: Env) -> None:
     assert one.deleted == 0
 
 
-def test_txn_in_one_shard_and_cross_shard_refusal(env: Env) -> None:
+def test_txn_in_one_shard_and_across_shards(env: Env) -> None:
     a, b = b"{acct7}/balance", b"{acct7}/log"
     env.put(a, b"10")
     txn = epb.TxnRequest(
@@ -219,16 +219,14 @@ def test_txn_in_one_shard_and_cross_shard_refusal(env: Env) -> None:
     assert not again.succeeded
 
     x, y = next((k, m) for k in (b"tx/a", b"tx/b", b"tx/c") for m in (b"tx/d", b"tx/e", b"tx/f") if env.shard_of(k) != env.shard_of(m))
-    err = _error(
-        lambda: env.kv.Txn(
-            epb.TxnRequest(success=[epb.RequestOp(request_put=epb.PutRequest(key=x, value=b"1")), epb.RequestOp(request_put=epb.PutRequest(key=y, value=b"2"))]),
-            timeout=10,
-        )
+    r = env.kv.Txn(
+        epb.TxnRequest(success=[epb.RequestOp(request_put=epb.PutRequest(key=x, value=b"1")), epb.RequestOp(request_put=epb.PutRequest(key=y, value=b"2"))]),
+        timeout=10,
     )
-    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
-    text = err.details()
-    assert "shards" in text and str(env.shard_of(x)) in text and str(env.shard_of(y)) in text and "hash tag" in text and "{user1}" in text
-    assert env.kv.Range(epb.RangeRequest(key=x), timeout=10).count == 0  # nothing was applied
+    assert r.succeeded  # two-phase commit (router/txn2pc.py), at one revision
+    got = [env.kv.Range(epb.RangeRequest(key=k), timeout=10).kvs[0] for k in (x, y)]
+    assert [kv.value for kv in got] == [b"1", b"2"]
+    assert {kv.mod_revision for kv in got} == {r.header.revision}
 
 
 # --- watch --------------------------------------------------------------------------------

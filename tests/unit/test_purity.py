@@ -70,6 +70,7 @@ OPTIONAL_MODULES = (
     "placement/state.py",
     "placement/registry.py",
     "placement/leasebook.py",
+    "placement/authbook.py",
     "placement/leases.py",
     "placement/operators.py",
     "placement/scheduler.py",
@@ -79,6 +80,7 @@ OPTIONAL_MODULES = (
     "router/gateway/codec.py",
     "router/merge.py",
     "router/hlc.py",
+    "router/authperm.py",
     "router/bbolt.py",
     "router/etcdsnapshot.py",
 )
