@@ -111,7 +111,6 @@ def test_etcd3_election_campaign_observe_resign_hand_over(endpoint: str) -> None
     assert steps[1]["seen"] == ["alpha", "alpha-2", "beta"]
 
 
-@pytest.mark.xfail(reason="cross-shard txns (#15) not landed yet", strict=True)
 def test_etcd3_stm_swaps_keys_on_different_shards(env: Env) -> None:
     """`client.stm({isolation: Serializable}).transact(tx => ...)` reading
     two keys on different shards and writing each the other's value: its
@@ -124,7 +123,6 @@ def test_etcd3_stm_swaps_keys_on_different_shards(env: Env) -> None:
     assert int(swap["revision"]) > 0
 
 
-@pytest.mark.xfail(reason="cross-shard txns (#15) not landed yet", strict=True)
 def test_etcd3_stm_concurrent_increments_over_shards(env: Env) -> None:
     """Four STM clients, five transactions each, over four keys (one per
     shard): each transaction reads two keys on different shards and

@@ -216,6 +216,7 @@ async function stmIncrementsCommand(clients, perClient, keys) {
   const counted = Object.fromEntries(keys.map((k) => [k, 0]));
   let committed = 0;
   let conflicts = 0;
+  let attempts = 0; // runs of a transaction's body: each retry after a conflict runs it again
   try {
     const puts = await Promise.all(keys.map((k) => cs[0].put(k).value('0')));
     const last = puts.map((r) => BigInt(r.header.revision)).reduce((a, b) => (a > b ? a : b));
@@ -228,6 +229,7 @@ async function stmIncrementsCommand(clients, perClient, keys) {
             const y = keys[(who + i + 1 + (i % (keys.length - 1))) % keys.length];
             try {
               await c.stm({ retries: 20, isolation: SERIALIZABLE }).transact(async (tx) => {
+                attempts += 1;
                 const [vx, vy] = (await Promise.all([present(tx, x), present(tx, y)])).map(Number);
                 await tx.put(x).value(String(vx + 1));
                 await tx.put(y).value(String(vy + 1));
@@ -249,7 +251,7 @@ async function stmIncrementsCommand(clients, perClient, keys) {
     const final = {};
     for (const k of keys) final[k] = await cs[0].get(k).number();
     const sum = Object.values(final).reduce((s, v) => s + v, 0);
-    step('increments', { committed, conflicts, final, counted });
+    step('increments', { committed, conflicts, attempts, final, counted });
     check(committed > 0, 'some transactions committed');
     check(sum === 2 * committed, `the sum ${sum} is twice the ${committed} committed transactions`);
     for (const k of keys) check(final[k] === counted[k], `${k} = ${final[k]}, incremented by ${counted[k]} committed transactions`);
