@@ -11,7 +11,6 @@ the background and its stdout is read line by line against a deadline.
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import os
 import pathlib
@@ -28,7 +27,6 @@ from flotilla.cluster import Cluster
 from flotilla.router_main import RouterProcess
 from flotilla.storecluster import StoreCluster, wait_until
 from router import slots
-from router.maintenance import read_backup
 
 pytestmark = pytest.mark.integration
 
@@ -375,31 +373,6 @@ def test_expired_lease_deletes_its_key(pctl: Ctl) -> None:
 def test_member_list_through_placement_lists_the_registered_router(pctl: Ctl) -> None:
     members = pctl.out("member", "list")
     assert len(members) == 1 and members[0].startswith("3e9, started, router-a, ") and f"http://{pctl.endpoint}" in members[0]
-
-
-def test_snapshot_save_writes_a_flotilla_backup(ctl: Ctl, tmp_path: pathlib.Path) -> None:
-    """`etcdctl snapshot save` copies the stream as it would etcd's: the file
-    is Flotilla's backup format (not a bbolt db), its last 32 bytes the
-    SHA-256 of the rest, holding the whole key space at one revision."""
-    keys = {f"snap/{i:02d}": f"value-{i}" for i in range(12)}
-    assert len({_shard(k) for k in keys}) >= 3
-    for k, v in keys.items():
-        assert ctl.out("put", k, v) == ["OK"]
-    path = tmp_path / "snap.db"
-    p = ctl.run("snapshot", "save", str(path))
-    assert f"Snapshot saved at {path}" in p.stdout
-    data = path.read_bytes()
-    assert len(data) % 512 == 32  # what etcdctl checks
-    assert data[-32:] == hashlib.sha256(data[:-32]).digest()
-    revision, kvs = read_backup(path)
-    got = {kv.key.decode(): kv.value.decode() for kv in kvs if kv.key.startswith(b"snap/")}
-    assert got == keys
-    assert revision >= max(kv.mod_revision for kv in kvs)
-    # Every key of the key space at that revision, and nothing else.
-    everything = ctl.json("get", "", "--from-key", "--rev", str(revision)).get("kvs", [])
-    assert [(kv.key, kv.value, kv.mod_revision) for kv in kvs] == [
-        (base64.b64decode(j["key"]), base64.b64decode(j.get("value", "")), j["mod_revision"]) for j in everything
-    ]
 
 
 def test_alarm_list_and_disarm(ctl: Ctl) -> None:
