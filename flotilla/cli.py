@@ -160,6 +160,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "campaign": ("flotilla.campaign.__main__", "fault campaigns: real cluster, clients, nemeses, checkers; prints a summary"),
     "raftnode": ("flotilla.raftnode", "a process hosting many Raft groups of registers (runtime tests and benchmarks)"),
     "bench-raft": ("flotilla.benchraft", "figures of the multi-group Raft runtime on 3 local processes"),
+    "snapshot": ("flotilla.snapshot", "backup files: status; restore into a new cluster's data directory (Flotilla's or etcd's)"),
 }
 
 

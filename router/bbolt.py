@@ -443,6 +443,8 @@ class BoltReader:
             except BoltError as exc:
                 errors.append(str(exc))
         self._check_bucket(self.root(), reachable, free, errors, b"(root)", 0)
+        if self.meta.freelist == NO_FREELIST:
+            return errors  # an unsynced freelist (NoFreelistSync, as etcd opens bbolt): the free pages are the unreachable ones
         for pgid in range(self.meta.pgid):
             if pgid not in reachable and pgid not in free:
                 errors.append(f"page {pgid}: unreachable unfreed")
