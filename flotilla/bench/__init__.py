@@ -17,7 +17,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import time
+from pathlib import Path
 
 from flotilla.bench.workloads import WORKLOADS, BenchConfig, format_text, run
 
@@ -43,6 +46,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prefill", action="store_true", help="put every key of the key space once before measuring")
     p.add_argument("--timeout", type=float, default=None, help="deadline of each request, seconds (default 10; failover 7)")
     p.add_argument("--seed", type=int, default=1)
+    sec = p.add_argument_group("a secure cluster (etcdctl's flags)")
+    sec.add_argument("--cacert", default="", help="TLS to the endpoints, trusting this CA")
+    sec.add_argument("--cert", default="", help="client certificate (for a router with --client-cert-auth)")
+    sec.add_argument("--key", default="", help="its key")
+    sec.add_argument("--user", default="", help="name:password: Authenticate, then send the token with every request")
+    sec.add_argument(
+        "--server-pids", default="",
+        help="comma-separated pids of the cluster's processes: report their CPU per request over the run (from /proc)",
+    )
     p.add_argument("--progress", choices=("auto", "on", "off"), default="auto", help="progress bar on stderr (auto: if a tty)")
     p.add_argument("-o", "--output", choices=("text", "json"), default="text")
     cmp = p.add_argument_group("comparison with etcd (flotilla/bench/compare.py)")
@@ -81,9 +93,22 @@ def config_from(args: argparse.Namespace) -> BenchConfig:
             prefill=args.prefill,
             timeout_s=args.timeout,
             seed=args.seed,
+            cacert=args.cacert,
+            cert=args.cert,
+            key=args.key,
+            user=args.user,
         )
     except ValueError as exc:
         raise SystemExit(f"flotilla bench: {exc}") from None
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (0 if it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -104,9 +129,33 @@ def main(args: argparse.Namespace) -> int:
         raise SystemExit(f"flotilla bench: name a workload ({', '.join(WORKLOADS)}) or give --compare-etcd")
     cfg = config_from(args)
     progress = sys.stderr.isatty() if args.progress == "auto" else args.progress == "on"
-    result = run(cfg, progress=progress)
+    pids = [int(p) for p in args.server_pids.split(",") if p.strip()]
+    cpu_before: dict[int, float] = {}
+    idle_per_s = 0.0
+    if pids:  # what the processes burn with no load (Raft ticks, heartbeats): reported apart
+        idle0, t0 = sum(cpu_seconds(pid) for pid in pids), time.monotonic()
+        time.sleep(3.0)  # sleep-ok: the measuring window itself
+        idle_per_s = (sum(cpu_seconds(pid) for pid in pids) - idle0) / (time.monotonic() - t0)
+
+    def on_start() -> None:
+        cpu_before.update({pid: cpu_seconds(pid) for pid in pids})
+
+    result = run(cfg, progress=progress, on_start=on_start if pids else None)
+    server_cpu_s = sum(cpu_seconds(pid) - cpu_before.get(pid, 0.0) for pid in pids)
+    net_ms = 1000 * max(0.0, server_cpu_s - idle_per_s * result.elapsed_s) / max(1, result.ops)
     if args.output == "json":
-        print(json.dumps(result.to_dict(), indent=2))
+        out = result.to_dict()
+        if pids:
+            out["server_cpu_s"] = round(server_cpu_s, 3)
+            out["server_cpu_ms_per_op"] = round(1000 * server_cpu_s / max(1, result.ops), 4)
+            out["server_cpu_net_ms_per_op"] = round(net_ms, 4)
+            out["server_idle_cpu_s_per_s"] = round(idle_per_s, 3)
+        print(json.dumps(out, indent=2))
     else:
         print(format_text(result))
+        if pids:
+            print(
+                f"  server cpu  {1000 * server_cpu_s / max(1, result.ops):.3f} ms per request, {net_ms:.3f} net of idle "
+                f"({server_cpu_s:.2f} cpu-s in {len(pids)} processes; idle {idle_per_s:.2f} cpu-s/s)"
+            )
     return 1 if result.ops == 0 else 0

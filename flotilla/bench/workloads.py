@@ -82,6 +82,13 @@ class BenchConfig:
     """put every key of the key space once before measuring (for range)"""
     timeout_s: float = 10.0
     seed: int = 1
+    cacert: str = ""
+    """etcdctl's --cacert: TLS to the endpoints, trusting this CA (https:// endpoints need it)"""
+    cert: str = ""
+    key: str = ""
+    """etcdctl's --cert/--key: the client certificate (a server with --client-cert-auth asks for it)"""
+    user: str = ""
+    """etcdctl's --user name:password: Authenticate once per client process, then send the token on every call"""
 
     def __post_init__(self) -> None:
         if self.workload not in WORKLOADS:
@@ -94,6 +101,10 @@ class BenchConfig:
             raise ValueError("give --total N or --duration S")
         if self.consistency not in ("l", "s"):
             raise ValueError("--consistency is l or s")
+        if self.user and ":" not in self.user:
+            raise ValueError("--user wants name:password")
+        if bool(self.cert) != bool(self.key):
+            raise ValueError("--cert and --key go together")
 
     def process_count(self) -> int:
         n = self.procs or min(os.cpu_count() or 1, -(-self.clients // 64))
@@ -387,6 +398,25 @@ def _worker_main(
         raise
 
 
+class _Token(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.StreamStreamClientInterceptor):  # type: ignore[misc]
+    """Adds the `token` metadata etcd clients send (once Authenticate gave one) to every call."""
+
+    def __init__(self) -> None:
+        self.value = ""
+
+    def _with_token(self, details: Any) -> Any:
+        if not self.value:
+            return details
+        md = [*(details.metadata or ()), ("token", self.value)]
+        return details._replace(metadata=md)
+
+    async def intercept_unary_unary(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
+        return await continuation(self._with_token(client_call_details), request)
+
+    async def intercept_stream_stream(self, continuation: Any, client_call_details: Any, request_iterator: Any) -> Any:
+        return await continuation(self._with_token(client_call_details), request_iterator)
+
+
 class _Worker:
     def __init__(
         self,
@@ -436,10 +466,21 @@ class _Worker:
         # A local subchannel pool per channel: otherwise grpc shares one
         # connection among channels to the same target, and --conns means nothing.
         options = [("grpc.use_local_subchannel_pool", 1), ("grpc.enable_http_proxy", 0)]
-        eps = self.cfg.endpoints
-        self.channels = [
-            grpc.aio.insecure_channel(eps[(self.first_conn + j) % len(eps)], options=options) for j in range(self.conns)
-        ]
+        eps = [e.split("://", 1)[-1] for e in self.cfg.endpoints]
+        self.token = _Token()
+        interceptors = [self.token] if self.cfg.user else None
+        creds = None
+        if self.cfg.cacert:
+            read = lambda path: open(path, "rb").read() if path else None  # noqa: E731
+            creds = grpc.ssl_channel_credentials(read(self.cfg.cacert), read(self.cfg.key), read(self.cfg.cert))
+
+        def channel(target: str) -> grpc.aio.Channel:
+            if creds is not None:
+                return grpc.aio.secure_channel(target, creds, options=options, interceptors=interceptors)
+            return grpc.aio.insecure_channel(target, options=options, interceptors=interceptors)
+
+        self.channels = [channel(eps[(self.first_conn + j) % len(eps)]) for j in range(self.conns)]
+        self._auth_stub = rpc_pb2_grpc.AuthStub(self.channels[0])
         self.kv = [rpc_pb2_grpc.KVStub(ch) for ch in self.channels]
         self.watch = [rpc_pb2_grpc.WatchStub(ch) for ch in self.channels]
 
@@ -452,6 +493,10 @@ class _Worker:
         try:
             for ch in self.channels:
                 await asyncio.wait_for(ch.channel_ready(), timeout=30)
+            if self.cfg.user:  # as clientv3: one Authenticate, then the token in every call's metadata
+                name, _, password = self.cfg.user.partition(":")
+                resp = await self._auth_stub.Authenticate(self.pb.AuthenticateRequest(name=name, password=password), timeout=30)
+                self.token.value = resp.token
             if self.cfg.prefill:
                 await self._prefill()
             ops = [await self._make_op(i) for i in range(self.clients)]
