@@ -186,6 +186,12 @@ def _lease_keys(endpoint: str, lease_hex: str) -> str:
     return etcdctl(endpoint, "lease", "timetolive", lease_hex, "--keys").stdout.strip()
 
 
+def _replicas_agree(endpoint: str) -> None:
+    """Every shard's replicas hold the same MVCC state (flotilla ctl hashkv)."""
+    p = flotilla("ctl", "--endpoints", endpoint, "hashkv", timeout=120)
+    assert p.returncode == 0 and "every shard's replicas agree" in p.stdout, p.stdout + p.stderr
+
+
 @pytest.fixture(scope="module")
 def source(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Playground]:
     pg = Playground(tmp_path_factory.mktemp("source") / "data")
@@ -296,6 +302,7 @@ def test_restore_round_trip_under_write_load(source: Playground, tmp_path: Path)
         assert _fields(kvs) == _fields(at_r)
         assert revision >= state.revision
         assert _lease_keys(pg.endpoint, lease).endswith("attached keys([b/leased])")
+        _replicas_agree(pg.endpoint)
         with grpc.insecure_channel(pg.endpoint) as ch:
             put = rpc_pb2_grpc.KVStub(ch).Put(epb.PutRequest(key=b"after", value=b"restore"), timeout=30)
         assert put.header.revision > max(kv.mod_revision for kv in at_r)
@@ -349,6 +356,7 @@ def test_migration_from_etcd(tmp_path: Path) -> None:
         assert by_key[b"m/02"].create_revision > by_key[b"m/03"].create_revision
         assert len({by_key[b"m/t%d" % i].mod_revision for i in range(3)}) == 1
         assert _lease_keys(pg.endpoint, lease).endswith("attached keys([m/leased])")
+        _replicas_agree(pg.endpoint)
         with grpc.insecure_channel(pg.endpoint) as ch:
             put = rpc_pb2_grpc.KVStub(ch).Put(epb.PutRequest(key=b"m/new", value=b"x"), timeout=30)
         assert put.header.revision > revision
