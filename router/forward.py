@@ -217,16 +217,18 @@ class Forwarder:
         deadline: float,
         mode: ReadMode = ReadMode(),
         lock_patience_s: float | None = None,
+        yield_to: Callable[[bytes], bool] | None = None,
     ) -> Answer:
         """Carry one etcd request to its shard and return the shard's answer.
         `route` names the shard again on every attempt (the map may change);
-        `deadline` is a loop.time() reading. lock_patience_s: raise
-        LockedTooLong once the shard stayed locked by a txn that long."""
+        `deadline` is a loop.time() reading. A shard locked by a txn across
+        shards is waited for, unless yield_to(the txn's id) says to give up
+        at once, or it stays locked for lock_patience_s: then LockedTooLong."""
         if kind not in WRITES:
-            return await self._attempts(kind, request, route, deadline, mode, 0, 0, lock_patience_s)
+            return await self._attempts(kind, request, route, deadline, mode, 0, 0, lock_patience_s, yield_to)
         seq = await self.write_seqs.acquire()
         try:
-            return await self._attempts(kind, request, route, deadline, mode, self.router_id, seq, lock_patience_s)
+            return await self._attempts(kind, request, route, deadline, mode, self.router_id, seq, lock_patience_s, yield_to)
         finally:
             self.write_seqs.release(seq)
 
@@ -240,6 +242,7 @@ class Forwarder:
         router_id: int,
         seq: int,
         lock_patience_s: float | None = None,
+        yield_to: Callable[[bytes], bool] | None = None,
     ) -> Answer:
         loop = asyncio.get_running_loop()
         cls = KINDS[kind][0]
@@ -330,10 +333,13 @@ class Forwarder:
                 raise from_kv_error(err.kv)
             which = err.routing.WhichOneof("error")
             if which == "txn_locked":
+                holder = err.routing.txn_locked.txn_id
+                if yield_to is not None and yield_to(holder):
+                    raise LockedTooLong(f"shard {route.shard_id} is locked by txn {holder.hex()}, which goes first")
                 if not locked:
                     locked_since = loop.time()
                 elif lock_patience_s is not None and loop.time() - locked_since >= lock_patience_s:
-                    raise LockedTooLong(f"shard {route.shard_id} stayed locked by txn {err.routing.txn_locked.txn_id.hex()}")
+                    raise LockedTooLong(f"shard {route.shard_id} stayed locked by txn {holder.hex()}")
                 locked += 1
                 last, no_leader = f"shard {route.shard_id} is locked by a txn across shards", False
                 self._retried("txn_locked")

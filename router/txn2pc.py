@@ -37,7 +37,7 @@ import itertools
 import logging
 import random
 import struct
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -51,10 +51,11 @@ from router.forward import Forwarder, LockedTooLong, ReadMode
 
 log = logging.getLogger(__name__)
 
-LOCK_PATIENCE_S = 0.05
-"""How long a PREPARE waits for another txn's lock before this txn gives up and starts again."""
-ATTEMPTS = 50
-"""Starts of one txn at most (conflicts, a map that changed, a txn resolved by someone else)."""
+LOCK_PATIENCE_S = 1.0
+"""The longest a PREPARE waits for an older txn's lock before this txn gives
+up and starts again (a younger one's lock is never waited for)."""
+ATTEMPTS = 1000
+"""Starts of one txn at most (conflicts, a map that changed, a txn resolved by someone else); its deadline ends it first."""
 
 # shard/errors.py codes a PREPARE reports for ops it would refuse -> KvError codes
 _FAILED_CODES = {2: spb.KvError.KEY_NOT_FOUND, 7: spb.KvError.COMPACTED, 8: spb.KvError.FUTURE_REVISION}
@@ -195,8 +196,10 @@ class CrossShardTxns:
         if self.crash_hook is not None:
             self.crash_hook(point)
 
-    def _new_id(self) -> bytes:
-        return struct.pack(">QQ", self._kv.fwd.router_id, next(self._ids))
+    def _new_id(self, started: int) -> bytes:
+        """(HLC of the txn's first start, router id): its age, the same over
+        restarts; then a counter, unique per attempt."""
+        return struct.pack(">QQQ", started, self._kv.fwd.router_id, next(self._ids))
 
     # -- planning ---------------------------------------------------------------------
     def _plan(self, req: epb.TxnRequest) -> _Plan:
@@ -233,9 +236,18 @@ class CrossShardTxns:
         return route
 
     async def _part(
-        self, shard_id: int, msg: spb.ShardTxnPartRequest, deadline: float, *, epoch: tuple[int, int] | None = None, patience: float | None = None
+        self,
+        shard_id: int,
+        msg: spb.ShardTxnPartRequest,
+        deadline: float,
+        *,
+        epoch: tuple[int, int] | None = None,
+        patience: float | None = None,
+        yield_to: Callable[[bytes], bool] | None = None,
     ) -> spb.ShardTxnPartResponse:
-        a = await self._kv.fwd.call("txn_part", msg, route=self._route(shard_id, epoch), deadline=deadline, lock_patience_s=patience)
+        a = await self._kv.fwd.call(
+            "txn_part", msg, route=self._route(shard_id, epoch), deadline=deadline, lock_patience_s=patience, yield_to=yield_to
+        )
         resp: spb.ShardTxnPartResponse = a.response
         return resp
 
@@ -250,11 +262,11 @@ class CrossShardTxns:
         last = ""
         for attempt in range(ATTEMPTS):
             try:
-                return await self._attempt(req, deadline)
+                return await self._attempt(req, deadline, now)
             except _Again as again:
                 last = str(again)
                 self._count("restarted")
-                wait = min(0.2, 0.005 * (1 << min(attempt, 6))) * random.uniform(0.3, 1.0)
+                wait = min(0.05, 0.002 * (1 << min(attempt, 5))) * random.uniform(0.5, 1.0)
                 if loop.time() + wait >= deadline:
                     break
                 await asyncio.sleep(wait)
@@ -263,10 +275,15 @@ class CrossShardTxns:
                 await kv.cache.refresh()
         raise EtcdError("timeout", f"the txn across shards could not complete: {last}")
 
-    async def _attempt(self, req: epb.TxnRequest, deadline: float) -> epb.TxnResponse:
+    async def _attempt(self, req: epb.TxnRequest, deadline: float, started: int) -> epb.TxnResponse:
         kv = self._kv
         plan = self._plan(req)
-        txn_id = self._new_id()
+        txn_id = self._new_id(started)
+        age = txn_id[:16]
+
+        def older(holder: bytes) -> bool:
+            """Whether the lock's txn goes first (wait-die: this one gives up)."""
+            return holder[:16] < age
         sids = sorted(plan.participants)
         prepares = [
             self._part(
@@ -281,6 +298,7 @@ class CrossShardTxns:
                 deadline,
                 epoch=plan.participants[sid].epoch,
                 patience=LOCK_PATIENCE_S,
+                yield_to=older,
             )
             for sid in sids
         ]
@@ -315,6 +333,15 @@ class CrossShardTxns:
                     raise _error_of(f.code)
         floor = max(a.revision for a in answers)
         kv.fwd.hlc.observe(floor)
+        ops = list(flat_ops(req))
+        needs = self._needs(ops, executed, plan)
+        if not any(_kind(ops[i]) in ("request_put", "request_delete_range") for i in executed) and not needs:
+            # The branch writes nothing and reads nothing on a participant:
+            # the answer is the prepared state (every participant held it at
+            # once), at the highest floor; the locks go in the background.
+            self._background(self._abort(txn_id, plan, deadline))
+            self._count("read_only")
+            return await self._response(req, path, floor, {}, owner, deadline)
         decided = await self._part(
             plan.primary,
             spb.ShardTxnPartRequest(phase=spb.TXN_DECIDE, txn_id=txn_id, commit=True, path=path, revision=floor),
@@ -326,9 +353,46 @@ class CrossShardTxns:
         revision = decided.revision
         kv.fwd.hlc.observe(revision)
         self._crash("txn_after_decide")
-        parts: dict[int, spb.ShardTxnPartResponse] = {plan.primary: decided}
+        commits = self._commit(txn_id, plan, path, revision, deadline)
+        if not needs:
+            # Decided, and the answer needs nothing from the other
+            # participants: answer now, their commits follow (a read of a
+            # key they write waits for it: reads of locked keys wait).
+            self._background(commits)
+            return await self._response(req, path, revision, {plan.primary: decided}, owner, deadline)
+        parts = await commits
+        parts[plan.primary] = decided
+        for sid, p in parts.items():
+            if not p.has_txn:
+                # committed by a resolver before this router's COMMIT arrived: its answers are gone
+                raise EtcdError("outcome_unknown", f"the txn committed, but shard {sid}'s answer was lost")
+        return await self._response(req, path, revision, parts, owner, deadline)
+
+    def _needs(self, ops: list[epb.RequestOp], executed: set[int], plan: _Plan) -> bool:
+        """Whether an op of the branch needs an answer from a participant
+        other than the primary: a range reaching one, a delete on one (its
+        count), a put returning its previous value there."""
+        cache = self._kv.cache
+        for i in executed:
+            op = ops[i]
+            k = _kind(op)
+            if k == "request_txn":
+                continue
+            if k == "request_put" and not op.request_put.prev_kv:
+                continue
+            key, end = op_range(op)
+            for s in cache.shards_for_range(key, end):
+                if s.shard_id in plan.participants and s.shard_id != plan.primary:
+                    return True
+        return False
+
+    async def _commit(
+        self, txn_id: bytes, plan: _Plan, path: list[bool], revision: int, deadline: float
+    ) -> dict[int, spb.ShardTxnPartResponse]:
+        """COMMIT on every participant but the primary; FORGET once all did."""
+        parts: dict[int, spb.ShardTxnPartResponse] = {}
         commit = spb.ShardTxnPartRequest(phase=spb.TXN_COMMIT, txn_id=txn_id, path=path, revision=revision)
-        tasks = {asyncio.ensure_future(self._part(sid, commit, deadline)): sid for sid in sids if sid != plan.primary}
+        tasks = {asyncio.ensure_future(self._part(sid, commit, deadline)): sid for sid in plan.participants if sid != plan.primary}
         pending = set(tasks)
         crashed_once = False
         while pending:
@@ -340,11 +404,19 @@ class CrossShardTxns:
                 self._crash("txn_during_commit")
         self._count("committed")
         self._forget(txn_id, plan.primary, deadline)
-        for sid, p in parts.items():
-            if not p.has_txn:
-                # committed by a resolver before this router's COMMIT arrived: its answers are gone
-                raise EtcdError("outcome_unknown", f"the txn committed, but shard {sid}'s answer was lost")
-        return await self._response(req, path, revision, parts, owner, deadline)
+        return parts
+
+    def _background(self, work: Awaitable[object]) -> None:
+        async def run() -> None:
+            try:
+                await work
+            except (EtcdError, _Again, LockedTooLong) as exc:
+                # A lock left behind is resolved by the next request that meets it.
+                log.info("a txn's background step failed: %s", exc)
+
+        t = asyncio.ensure_future(run())
+        self._forgets.add(t)
+        t.add_done_callback(self._forgets.discard)
 
     async def _abort(self, txn_id: bytes, plan: _Plan, deadline: float, *, primary_too: bool = True) -> None:
         """Record ABORTED on the primary (so a PREPARE still in flight there
@@ -362,15 +434,8 @@ class CrossShardTxns:
         self._forget(txn_id, plan.primary, deadline)
 
     def _forget(self, txn_id: bytes, primary: int, deadline: float) -> None:
-        async def forget() -> None:
-            try:
-                await self._part(primary, spb.ShardTxnPartRequest(phase=spb.TXN_FORGET, txn_id=txn_id), deadline)
-            except (EtcdError, _Again):
-                pass  # the record stays: harmless but for merges of that shard
-
-        t = asyncio.ensure_future(forget())
-        self._forgets.add(t)
-        t.add_done_callback(self._forgets.discard)
+        # A record left behind (this failed) is harmless but for merges of that shard.
+        self._background(self._part(primary, spb.ShardTxnPartRequest(phase=spb.TXN_FORGET, txn_id=txn_id), deadline))
 
     # -- the answer -----------------------------------------------------------------------
     async def _response(
@@ -400,7 +465,9 @@ class CrossShardTxns:
                 k = _kind(op)
                 subs = {sid: p.responses[j] for sid, p in pieces.items()}
                 if k == "request_put":
-                    r.response_put.CopyFrom(subs[owner[i]].response_put)
+                    r.response_put.SetInParent()
+                    if owner.get(i) in subs:
+                        r.response_put.CopyFrom(subs[owner[i]].response_put)
                 elif k == "request_delete_range":
                     d = r.response_delete_range
                     d.deleted = sum(s.response_delete_range.deleted for s in subs.values())
