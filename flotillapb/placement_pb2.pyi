@@ -249,22 +249,26 @@ class GetMapResponse(_message.Message):
     def __init__(self, map: _Optional[_Union[ClusterMap, _Mapping]] = ..., shard_stats: _Optional[_Iterable[_Union[ShardStats, _Mapping]]] = ..., suspect_node_ids: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class WatchMapRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("since_map_version",)
+    SINCE_MAP_VERSION_FIELD_NUMBER: _ClassVar[int]
+    since_map_version: int
+    def __init__(self, since_map_version: _Optional[int] = ...) -> None: ...
 
 class WatchMapResponse(_message.Message):
-    __slots__ = ("map_version", "full", "nodes", "shards", "removed_shards")
+    __slots__ = ("map_version", "full", "nodes", "shards", "removed_shards", "more")
     MAP_VERSION_FIELD_NUMBER: _ClassVar[int]
     FULL_FIELD_NUMBER: _ClassVar[int]
     NODES_FIELD_NUMBER: _ClassVar[int]
     SHARDS_FIELD_NUMBER: _ClassVar[int]
     REMOVED_SHARDS_FIELD_NUMBER: _ClassVar[int]
+    MORE_FIELD_NUMBER: _ClassVar[int]
     map_version: int
     full: ClusterMap
     nodes: _containers.RepeatedCompositeFieldContainer[NodeInfo]
     shards: _containers.RepeatedCompositeFieldContainer[ShardInfo]
     removed_shards: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, map_version: _Optional[int] = ..., full: _Optional[_Union[ClusterMap, _Mapping]] = ..., nodes: _Optional[_Iterable[_Union[NodeInfo, _Mapping]]] = ..., shards: _Optional[_Iterable[_Union[ShardInfo, _Mapping]]] = ..., removed_shards: _Optional[_Iterable[int]] = ...) -> None: ...
+    more: bool
+    def __init__(self, map_version: _Optional[int] = ..., full: _Optional[_Union[ClusterMap, _Mapping]] = ..., nodes: _Optional[_Iterable[_Union[NodeInfo, _Mapping]]] = ..., shards: _Optional[_Iterable[_Union[ShardInfo, _Mapping]]] = ..., removed_shards: _Optional[_Iterable[int]] = ..., more: _Optional[bool] = ...) -> None: ...
 
 class LeaseKeyChange(_message.Message):
     __slots__ = ("lease_id", "key", "detach")

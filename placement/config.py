@@ -20,6 +20,9 @@ class PlacementConfig:
     """LeaseRevoke waits this long for the keys' deletion, then answers anyway (deletion goes on)."""
     delete_retry_s: float = 1.0
     watch_queue: int = 1024
+    watch_history: int = 10_000
+    """Map changes kept for watchers that come back (WatchMap since_map_version):
+    one that missed fewer gets only what it missed, not the whole map."""
     bootstrap_stores: int = 0
     """Once this many store nodes are registered and up, the leader
     bootstraps the cluster (Bootstrap is idempotent: a cluster that exists

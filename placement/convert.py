@@ -7,6 +7,8 @@ The servicer and the harness use it; the pure state never sees protobuf.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from flotillapb import placement_pb2 as ppb
 from flotillapb import store_pb2 as spb
 from placement.commands import MapChange
@@ -71,7 +73,53 @@ def map_to_pb(st: PlacementState) -> ppb.ClusterMap:
     )
 
 
+SHARDS_PER_PART = 8192
+"""Shards per WatchMap response of a whole map: about 700 KB at three
+replicas each, well below gRPC's default 4 MiB message limit (a 100,000-shard
+map is 8.5 MB whole)."""
+
+
+def map_parts_to_pb(st: PlacementState, shards_per_part: int = SHARDS_PER_PART) -> list[ppb.WatchMapResponse]:
+    """The whole map as WatchMap responses (see WatchMapResponse.more): the
+    first carries the map's fields, nodes and first shards, every part some
+    shards, all but the last more = true."""
+    return list(iter_map_parts(st, shards_per_part))
+
+
+def iter_map_parts(st: PlacementState, shards_per_part: int = SHARDS_PER_PART) -> Iterator[ppb.WatchMapResponse]:
+    """map_parts_to_pb one part at a time. Every part is built from the
+    state as it is when the part is taken: a caller that sends each before
+    building the next (letting changes apply in between) sends a map whose
+    parts may be of different versions; the changes after the first part's
+    version, sent after the last part, bring it up to date (each shard's
+    newest descriptor wins by its epoch, removals come as changes)."""
+    version = st.map_version
+    sids = sorted(st.shards)
+    first = True
+    for i in range(0, max(1, len(sids)), shards_per_part):
+        more = i + shards_per_part < len(sids)
+        ids = sids[i : i + shards_per_part]
+        if not more:
+            known = set(sids)
+            ids += sorted(sid for sid in st.shards if sid not in known)  # created since the first part
+        shards = [shard_to_pb(s, st.nodes) for sid in ids if (s := st.shards.get(sid)) is not None]
+        if first:
+            m = ppb.ClusterMap(
+                cluster_id=st.cluster_id,
+                slot_count=st.slot_count,
+                map_version=version,
+                nodes=[node_to_pb(n) for _, n in sorted(st.nodes.items())],
+                shards=shards,
+                retired_shards=sorted(st.retired),
+            )
+            first = False
+        else:
+            m = ppb.ClusterMap(shards=shards)
+        yield ppb.WatchMapResponse(map_version=version, full=m, more=more)
+
+
 def change_to_pb(ch: MapChange, st: PlacementState) -> ppb.WatchMapResponse:
+    """A change as one response (a whole-map change: see map_parts_to_pb)."""
     if ch.full:
         return ppb.WatchMapResponse(map_version=ch.map_version, full=map_to_pb(st))
     return ppb.WatchMapResponse(

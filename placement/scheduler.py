@@ -19,7 +19,9 @@ proposes operators (placement/operators.py), in priority order:
 4. replica balance: the most loaded live node gives a replica to the least
    loaded one, only while their counts differ by at least
    `balance_min_spread` (hysteresis: a move lowers the spread, so it can
-   never be undone by the next round);
+   never be undone by the next round), and only from above the mean
+   rounded up to below the mean (a receiver never gives, a giver never
+   receives); a shard with no replica on a receiver yet goes first;
 5. leader balance: the same for leader counts, by leader transfer, only
    from a node above the mean to one below it (when the most loaded node
    shares no shard with a node far enough below, the next one gives), and

@@ -25,7 +25,6 @@ import random
 from collections.abc import Mapping
 
 from flotillapb import placement_pb2 as ppb
-from placement import convert
 from placement.bootstrap import ClusterBootstrap
 from placement.commands import Command, MapChange
 from placement.config import PlacementConfig
@@ -58,7 +57,7 @@ class PlacementServer:
         self.cfg = config or PlacementConfig()
         self.group = PlacementGroup(node_id, host, machine, clock)
         self.deleter = deleter
-        self.hub = MapWatchHub(self.cfg.watch_queue)
+        self.hub = MapWatchHub(self.cfg.watch_queue, self.cfg.watch_history)
         self.nodes = NodeTracker(self.group, self.cfg)
         self.leases = LeaseKeeper(self.group, self.cfg, rng, deleter)
         self.bootstrapper = ClusterBootstrap(self.group, self.cfg, rng)
@@ -67,7 +66,7 @@ class PlacementServer:
         machine.add_listener(self._on_change)
 
     def _on_change(self, ch: MapChange) -> None:
-        self.hub.publish(convert.change_to_pb(ch, self.state))
+        self.hub.publish_change(ch, self.state)
 
     async def run(self) -> None:
         """The leader's duties, on every server (a follower's rounds only keep it ready to lead)."""

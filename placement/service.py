@@ -153,10 +153,20 @@ class PlacementService(placement_pb2_grpc.PlacementServicer):
         )
 
     async def WatchMap(self, request: ppb.WatchMapRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[ppb.WatchMapResponse]:  # type: ignore[override, type-arg]  # noqa: N802
-        sub = self.s.hub.subscribe()  # no await between this and the full map: no change is missed
-        first = ppb.WatchMapResponse(map_version=self.s.state.map_version, full=convert.map_to_pb(self.s.state))
+        # No await between subscribing and taking the changes since the
+        # watcher's version (or the first part of the whole map): no change
+        # is missed. Parts of a large map are built one at a time, each sent
+        # before the next is built; changes applied meanwhile queue in the
+        # subscriber and follow the last part (convert.iter_map_parts).
+        sub = self.s.hub.subscribe()
+        missed = self.s.hub.since(request.since_map_version, self.s.state.map_version)
         try:
-            yield first
+            if missed is not None:
+                for item in missed:
+                    yield item
+            else:
+                for part in convert.iter_map_parts(self.s.state):
+                    yield part
             while True:
                 item = await sub.get()
                 if item is None:

@@ -117,21 +117,42 @@ class RoutingCache:
 
     def update(self, route: ShardRoute) -> bool:
         """Take a descriptor unless the cache has a newer epoch. True if taken."""
+        taken, old = self._put(route)
+        if not taken:
+            return False
+        new = self._shards[route.shard_id]
+        if old is None or old.slot_ranges != new.slot_ranges:
+            self._reown(new.shard_id, () if old is None else old.slot_ranges, new.slot_ranges)
+        return True
+
+    def load(self, routes: Iterable[ShardRoute]) -> None:
+        """A whole map: its descriptors (each taken unless the cache has a
+        newer epoch) and nothing else (cached shards it lacks are dropped);
+        slot owners are worked out once, not per shard."""
+        routes = list(routes)
+        known = {r.shard_id for r in routes}
+        for sid in [s for s in self._shards if s not in known]:
+            del self._shards[sid]
+        for route in routes:
+            self._put(route)
+        self._rebuild_owners()
+
+    def _put(self, route: ShardRoute) -> tuple[bool, ShardRoute | None]:
+        """Store route unless older: (taken, the route it replaced or None)."""
         old = self._shards.get(route.shard_id)
         if old is not None:
             if epoch_order(route.epoch) < epoch_order(old.epoch):
-                return False
+                return False, old
             if not route.leader or (old.leader and route.leader_term < old.leader_term):
                 if old.leader in route.replicas:
                     route = replace(route, leader=old.leader, leader_term=max(old.leader_term, route.leader_term))
         self._shards[route.shard_id] = route
-        if old is None or old.slot_ranges != route.slot_ranges:
-            self._rebuild_owners()
-        return True
+        return True, old
 
     def remove(self, shard_id: int) -> None:
-        if self._shards.pop(shard_id, None) is not None:
-            self._rebuild_owners()
+        old = self._shards.pop(shard_id, None)
+        if old is not None:
+            self._reown(shard_id, old.slot_ranges, ())
 
     def set_leader(self, shard_id: int, node_id: int, address: str = "", term: int = 0) -> None:
         self.set_address(node_id, address)
@@ -148,16 +169,55 @@ class RoutingCache:
             self._closed_ts[(shard_id, node_id)] = ts
 
     def _rebuild_owners(self) -> None:
+        """Every slot to the shard of the newest epoch claiming it (after a
+        split, the newer epoch owns the slot; equal epochs: the higher id)."""
         owner = [0] * self.slot_count
-        best: list[tuple[int, int]] = [(-1, -1)] * self.slot_count
-        for route in self._shards.values():
-            rank = epoch_order(route.epoch)
+        for route in sorted(self._shards.values(), key=lambda r: (epoch_order(r.epoch), r.shard_id)):
             for lo, hi in route.slot_ranges:
-                for slot in range(lo, min(hi, self.slot_count)):
-                    if rank >= best[slot]:  # after a split, the newer epoch owns the slot
-                        best[slot] = rank
-                        owner[slot] = route.shard_id
+                hi = min(hi, self.slot_count)
+                if lo < hi:
+                    owner[lo:hi] = [route.shard_id] * (hi - lo)
         self._owner = owner
+
+    def _rank(self, shard_id: int) -> tuple[tuple[int, int], int]:
+        route = self._shards.get(shard_id)
+        return ((-1, -1), -1) if route is None else (epoch_order(route.epoch), shard_id)
+
+    def _reown(self, shard_id: int, before: tuple[slots.SlotRange, ...], after: tuple[slots.SlotRange, ...]) -> None:
+        """Slot owners after one shard's ranges went from `before` to
+        `after` (the rule of _rebuild_owners, for those slots only: a delta
+        costs its shard's slots, not the whole slot table)."""
+        owner, n = self._owner, self.slot_count
+        rank = self._rank(shard_id)
+        for lo, hi in after:
+            hi = min(hi, n)
+            if lo >= hi:
+                continue
+            holders = set(owner[lo:hi])
+            if all(h == shard_id or self._rank(h) <= rank for h in holders):
+                owner[lo:hi] = [shard_id] * (hi - lo)
+            else:
+                for slot in range(lo, hi):
+                    if self._rank(owner[slot]) <= rank:
+                        owner[slot] = shard_id
+        if not before:
+            return
+        kept: set[int] = set()
+        for lo, hi in after:
+            kept.update(range(lo, min(hi, n)))
+        freed = [slot for lo, hi in before for slot in range(lo, min(hi, n)) if owner[slot] == shard_id and slot not in kept]
+        if not freed:
+            return
+        for slot in freed:
+            owner[slot] = 0
+        lo_f, hi_f = min(freed), max(freed) + 1
+        freed_set = set(freed)
+        for route in self._shards.values():  # who else claims the freed slots (rare: a shrink or a removal)
+            r = (epoch_order(route.epoch), route.shard_id)
+            for lo, hi in route.slot_ranges:
+                for slot in range(max(lo, lo_f), min(hi, hi_f)):
+                    if slot in freed_set and self._rank(owner[slot]) < r:
+                        owner[slot] = route.shard_id
 
     async def refresh(self) -> None:
         if self.source is not None:
@@ -248,7 +308,12 @@ class PlacementSource:
     """Follows placement's WatchMap stream: the whole map first, then changes.
 
     `address` is one placement server or several (`host:port,host:port`):
-    any of them serves the map, so a broken stream moves on to the next one.
+    any of them serves the map, so a broken stream moves on to the next one,
+    asking for the changes since the map version it holds (it missed those
+    while its stream was down or behind): the server answers with just those
+    while it still keeps them (placement/watchhub.py), else with the whole
+    map. A large whole map comes in parts (WatchMapResponse.more), taken
+    together once the last arrived.
     The map's ROUTER nodes are kept apart (``routers``): MemberList lists them."""
 
     def __init__(self, cache: RoutingCache, address: str | list[str], *, channel_for: object) -> None:
@@ -262,6 +327,11 @@ class PlacementSource:
         self._once = _Coalesced()
         self.ready = asyncio.Event()
         self.routers: dict[int, ppb.NodeInfo] = {}
+        self._parts: ppb.ClusterMap | None = None
+        self.fulls = 0
+        """Whole maps taken (the first watch, a bootstrap, a watch again that the server could not answer with changes)."""
+        self.deltas = 0
+        """Changes taken."""
 
     @property
     def addresses(self) -> list[str]:
@@ -273,8 +343,12 @@ class PlacementSource:
 
     async def run(self) -> None:
         while True:
+            # Back with a map: ask for the changes since it (the server sends
+            # the whole map when it no longer has them all).
+            since = self._cache.map_version if self.ready.is_set() else 0
+            self._parts = None
             try:
-                async for resp in self._stub().WatchMap(ppb.WatchMapRequest()):
+                async for resp in self._stub().WatchMap(ppb.WatchMapRequest(since_map_version=since)):
                     self._take(resp)
             except grpc.aio.AioRpcError as exc:
                 log.debug("placement WatchMap broke: %s", exc.code())
@@ -297,8 +371,18 @@ class PlacementSource:
 
     def _take(self, resp: ppb.WatchMapResponse) -> None:
         if resp.HasField("full"):
+            if resp.more or self._parts is not None:  # a whole map in parts: join them, take it at the last
+                if self._parts is None:
+                    self._parts = ppb.ClusterMap()
+                self._parts.MergeFrom(resp.full)
+                if resp.more:
+                    return
+                resp.full.CopyFrom(self._parts)
+                self._parts = None
+            self.fulls += 1
             self._take_full(resp.full)
             return
+        self.deltas += 1
         cache = self._cache
         self._take_nodes(resp.nodes)
         self._take_shards(resp.shards)
@@ -310,13 +394,14 @@ class PlacementSource:
         cache = self._cache
         if m.slot_count and m.slot_count != cache.slot_count:
             log.warning("placement map has %d slots, the router was started with %d", m.slot_count, cache.slot_count)
-        known = {s.descriptor.shard_id for s in m.shards}
-        for route in cache.shards():
-            if route.shard_id not in known:
-                cache.remove(route.shard_id)
         self.routers = {}
         self._take_nodes(m.nodes)
-        self._take_shards(m.shards)
+        routes = []
+        for s in m.shards:
+            for rep in s.descriptor.replicas:
+                cache.set_address(rep.node_id, rep.address)
+            routes.append(route_from_pb(s.descriptor, s.leader_term))
+        cache.load(routes)
         cache.map_version = max(cache.map_version, m.map_version)
         if m.shards:
             self.ready.set()
