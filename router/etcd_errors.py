@@ -87,16 +87,6 @@ def from_kv_error(kv: spb.KvError) -> EtcdError:
     return EtcdError(name, kv.detail if name == "invalid_request" else "")
 
 
-def cross_shard_txn(shard_ids: Iterable[int], keys: Iterable[bytes]) -> EtcdError:
-    shards = ", ".join(str(s) for s in sorted(set(shard_ids)))
-    sample = ", ".join(repr(k.decode("utf-8", "backslashreplace")) for k in list(keys)[:4])
-    return EtcdError(
-        "cross_shard_txn",
-        f"the keys ({sample}) live in shards {shards}, and a txn must stay in one shard; "
-        "put a common hash tag in the keys, e.g. '{user1}/a' and '{user1}/b', so they share a slot",
-    )
-
-
 async def abort_with(context: grpc.aio.ServicerContext, err: EtcdError) -> NoReturn:
     await context.abort(err.code, err.message)
     raise AssertionError("unreachable: abort raises")

@@ -70,7 +70,6 @@ TEXTS: dict[str, tuple[str, str]] = {
         "flotilla: the write's outcome is unknown (it may or may not have been applied); "
         "read the key before retrying",
     ),
-    "cross_shard_txn": ("INVALID_ARGUMENT", "flotilla: txn keys span shards"),
     "lease_unavailable": (
         "UNAVAILABLE",
         "flotilla: leases need the placement service, and this router has none (start it with --placement host:port)",

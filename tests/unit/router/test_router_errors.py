@@ -8,7 +8,7 @@ import pytest
 
 from flotillapb import store_pb2 as spb
 from router import etcd_errors
-from router.etcd_errors import ROWS, EtcdError, cross_shard_txn, from_kv_error
+from router.etcd_errors import ROWS, EtcdError, from_kv_error
 
 C = grpc.StatusCode
 
@@ -67,7 +67,6 @@ ETCD = {
 
 OURS = {
     "outcome_unknown": C.UNAVAILABLE,
-    "cross_shard_txn": C.INVALID_ARGUMENT,
     "lease_unavailable": C.UNAVAILABLE,
     "auth_unavailable": C.UNAVAILABLE,
     "invalid_request": C.INVALID_ARGUMENT,
@@ -126,12 +125,6 @@ def test_store_kv_codes_map_to_rows(code: int, name: str) -> None:
 def test_every_store_code_is_mapped() -> None:
     codes = {v.number for v in K.Code.DESCRIPTOR.values if v.number != K.KV_ERROR_UNSPECIFIED}
     assert codes == set(etcd_errors.KV_CODES)
-
-
-def test_cross_shard_txn_names_shards_and_remedy() -> None:
-    err = cross_shard_txn([3, 1], [b"a", b"b"])
-    assert err.code == C.INVALID_ARGUMENT
-    assert "shards 1, 3" in err.message and "hash tag" in err.message and "'a'" in err.message
 
 
 def test_store_lease_not_found_is_etcds_lease_not_found() -> None:
