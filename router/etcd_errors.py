@@ -16,7 +16,6 @@ arrive typed (store.proto KvError.Code) and map through ``KV_CODES``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
 from typing import NoReturn
 
 import grpc
