@@ -42,6 +42,7 @@ from prometheus_client.registry import Collector
 
 from raft.core import StateRole
 from raft.runtime.group import DURATION_BUCKETS_S, Durations
+from raft.transport.grpc_transport import RTT_BUCKETS_S
 from router.gateway import codec, parse_listen_url
 from router.maintenance import ETCD_VERSION
 from shard import hlc
@@ -155,6 +156,27 @@ class HostCollector(Collector):
                 ("flotilla_transport_snapshots_received", "Snapshots received", ts.snapshots_received),
             ):
                 yield CounterMetricFamily(name, doc, value=v)
+            peer_rtt = getattr(self.transport, "peer_rtt", None)  # the gRPC transport probes its peers
+            if peer_rtt is not None:
+                yield _rtt_histogram(peer_rtt())
+
+
+def _rtt_histogram(by_peer: dict[int, Any]) -> HistogramMetricFamily:
+    """etcd's etcd_network_peer_round_trip_time_seconds, label To (the peer's id), from the transport's probes."""
+    fam = HistogramMetricFamily(
+        "etcd_network_peer_round_trip_time_seconds",
+        "Round trip time of the probes of each peer's Raft connection (To: the peer's node id in hex, as etcd prints member ids)",
+        labels=["To"],
+    )
+    for peer, h in sorted(by_peer.items()):
+        buckets: list[tuple[str, float]] = []
+        running = 0
+        for bound, n in zip(RTT_BUCKETS_S, h.counts):
+            running += n
+            buckets.append((repr(bound), running))
+        buckets.append(("+Inf", h.count))
+        fam.add_metric([f"{peer:x}"], buckets, h.sum_s)
+    return fam
 
 
 class StoreCollector(Collector):
@@ -292,6 +314,13 @@ class RouterCollector(Collector):
         for (sid, nid), v in sorted(fw.replica_counts.items()):
             reads.add_metric([str(sid), str(nid)], v)
         yield reads
+        handled = CounterMetricFamily(
+            "grpc_server_handled", "RPCs completed on the client port, by status code (go-grpc-prometheus's names)",
+            labels=["grpc_type", "grpc_service", "grpc_method", "grpc_code"],
+        )
+        for key, v in sorted(r.grpc_handled.handled.items()):
+            handled.add_metric(list(key), v)
+        yield handled
 
 
 # -- health -----------------------------------------------------------------------------------

@@ -186,3 +186,15 @@ class SnapshotAck(_message.Message):
     node_id: int
     received_bytes: int
     def __init__(self, node_id: _Optional[int] = ..., received_bytes: _Optional[int] = ...) -> None: ...
+
+class ProbeRequest(_message.Message):
+    __slots__ = ("from_node",)
+    FROM_NODE_FIELD_NUMBER: _ClassVar[int]
+    from_node: int
+    def __init__(self, from_node: _Optional[int] = ...) -> None: ...
+
+class ProbeResponse(_message.Message):
+    __slots__ = ("node_id",)
+    NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    node_id: int
+    def __init__(self, node_id: _Optional[int] = ...) -> None: ...

@@ -44,6 +44,11 @@ class RaftTransportStub:
                 request_serializer=flotillapb_dot_raft__pb2.SnapshotChunk.SerializeToString,
                 response_deserializer=flotillapb_dot_raft__pb2.SnapshotAck.FromString,
                 _registered_method=True)
+        self.Probe = channel.unary_unary(
+                '/flotillapb.raft.RaftTransport/Probe',
+                request_serializer=flotillapb_dot_raft__pb2.ProbeRequest.SerializeToString,
+                response_deserializer=flotillapb_dot_raft__pb2.ProbeResponse.FromString,
+                _registered_method=True)
 
 
 class RaftTransportServicer:
@@ -64,6 +69,13 @@ class RaftTransportServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Probe(self, request, context):
+        """Answered at once, on the stream's connection: its round trip time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RaftTransportServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -76,6 +88,11 @@ def add_RaftTransportServicer_to_server(servicer, server):
                     servicer.SendSnapshot,
                     request_deserializer=flotillapb_dot_raft__pb2.SnapshotChunk.FromString,
                     response_serializer=flotillapb_dot_raft__pb2.SnapshotAck.SerializeToString,
+            ),
+            'Probe': grpc.unary_unary_rpc_method_handler(
+                    servicer.Probe,
+                    request_deserializer=flotillapb_dot_raft__pb2.ProbeRequest.FromString,
+                    response_serializer=flotillapb_dot_raft__pb2.ProbeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -132,6 +149,33 @@ class RaftTransport:
             '/flotillapb.raft.RaftTransport/SendSnapshot',
             flotillapb_dot_raft__pb2.SnapshotChunk.SerializeToString,
             flotillapb_dot_raft__pb2.SnapshotAck.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Probe(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/flotillapb.raft.RaftTransport/Probe',
+            flotillapb_dot_raft__pb2.ProbeRequest.SerializeToString,
+            flotillapb_dot_raft__pb2.ProbeResponse.FromString,
             options,
             channel_credentials,
             insecure,

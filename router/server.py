@@ -49,6 +49,7 @@ from router.auth import guard as guard_servicers
 from router.authstore import AuthCache, AuthGuard
 from router.authtoken import DEFAULT_SIMPLE_TTL_S, provider
 from router.grpc_handlers import add_servicer
+from router.grpcstats import HandledCounter
 from router.kv import MAX_REQUEST_BYTES, Identity, KvRouter, KvServicer
 from router.lease import LeaseServicer, PlacementLeases, PlacementLink
 from router.membership import Registration
@@ -105,6 +106,7 @@ class RouterServer:
         self.cfg = cfg
         self.router_id = cfg.router_id or random.SystemRandom().getrandbits(40) | 1
         self.cache = RoutingCache(cfg.slot_count)
+        self.grpc_handled = HandledCounter()
         self.channels = Channels()
         self.forwarder = Forwarder(
             self.cache,
@@ -208,7 +210,8 @@ class RouterServer:
             options=[
                 ("grpc.max_receive_message_length", MAX_REQUEST_BYTES + GRPC_OVERHEAD_BYTES),
                 ("grpc.max_send_message_length", 64 << 20),
-            ]
+            ],
+            interceptors=[self.grpc_handled],  # grpc_server_handled_total (flotilla/metrics.py)
         )
         self.watch_servicer = WatchServicer(self.forwarder, self.cache, cfg.watch, self._stamp)
         recipes = Recipes(self.kv, self._watch, self._grant if self.link is not None else None, timeout_s=cfg.request_timeout_s)

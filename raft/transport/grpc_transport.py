@@ -27,12 +27,18 @@ its own (its own TCP connection), streams the data in chunks
 snapshot_spool_dir set, it writes the data to a file there as it comes and
 hands on a message whose data is base.spool_token(path) (bounded memory).
 
+Probing: while a stream to a peer is up, the sender calls RaftTransport.Probe
+on the stream's channel (its connection) at once and then every
+`probe_interval_s` (etcd's prober: 4 s), and records the round trip in
+that peer's `RttHistogram` (`peer_rtt()`: etcd_network_peer_round_trip_time_seconds).
+
 Every grpc.aio object is created and used on the one event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 import random
 from collections.abc import AsyncIterator
@@ -56,12 +62,33 @@ from raft.transport.queueing import QueueingTransport
 from raft.transport.sender import Backoff, iter_snapshot_pieces
 from rpc import tls
 
-__all__ = ["DEFAULT_MAX_MESSAGE_BYTES", "GrpcTransport", "RaftTransportServicer"]
+__all__ = ["DEFAULT_MAX_MESSAGE_BYTES", "RTT_BUCKETS_S", "GrpcTransport", "RaftTransportServicer", "RttHistogram"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_MESSAGE_BYTES = 64 << 20
 """Largest MessageBatch or SnapshotChunk, both directions (gRPC's default is 4 MiB)."""
+
+
+RTT_BUCKETS_S = tuple(0.0001 * 2**i for i in range(16))
+"""etcd's buckets for the peer round trip time: 0.1 ms doubling up to 3.3 s."""
+
+
+class RttHistogram:
+    """Probe round trips to one peer: counts per bucket of RTT_BUCKETS_S
+    (the last count: above them all), their sum and number."""
+
+    __slots__ = ("counts", "sum_s", "count")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(RTT_BUCKETS_S) + 1)
+        self.sum_s = 0.0
+        self.count = 0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect.bisect_left(RTT_BUCKETS_S, seconds)] += 1
+        self.sum_s += seconds
+        self.count += 1
 
 
 def _channel_options(max_message_bytes: int) -> list[tuple[str, int]]:
@@ -117,6 +144,7 @@ class GrpcTransport(QueueingTransport):
         backoff_max_s: float = 2.0,
         stop_grace_s: float | None = None,
         snapshot_spool_dir: str | None = None,
+        probe_interval_s: float = 4.0,
     ) -> None:
         if max_batch_bytes >= max_message_bytes:
             raise ValueError("max_batch_bytes must be below max_message_bytes")
@@ -144,6 +172,12 @@ class GrpcTransport(QueueingTransport):
         """Where received snapshots are spooled (None: reassembled in memory)."""
         self._server: grpc.aio.Server | None = None
         self._address = ""
+        self._probe_interval_s = probe_interval_s
+        self._rtt: dict[int, RttHistogram] = {}
+
+    def peer_rtt(self) -> dict[int, RttHistogram]:
+        """Probe round trips by peer id (peers probed at least once)."""
+        return dict(self._rtt)
 
     @property
     def address(self) -> str:
@@ -238,6 +272,7 @@ class GrpcTransport(QueueingTransport):
             log.info("node=%d stream to peer=%d address=%s up", self._node_id, peer.node_id, address)
             ended = asyncio.ensure_future(self._until_ended(call))
             ended.add_done_callback(lambda _: peer.wakeup.set())
+            probe = asyncio.ensure_future(self._probe(peer.node_id, channel))
             try:
                 while True:
                     await self._wait_queued(peer)
@@ -255,6 +290,7 @@ class GrpcTransport(QueueingTransport):
                     in_hand = []
             finally:
                 ended.cancel()
+                probe.cancel()
         finally:
             if peer.connected:
                 log.info("node=%d stream to peer=%d address=%s down", self._node_id, peer.node_id, address)
@@ -263,6 +299,24 @@ class GrpcTransport(QueueingTransport):
             if call is not None:
                 call.cancel()
             await channel.close()
+
+    async def _probe(self, peer_id: int, channel: grpc.aio.Channel) -> None:
+        """Time a Probe on the stream's connection now and every probe
+        interval, until cancelled (the connection ended)."""
+        stub = raft_pb2_grpc.RaftTransportStub(channel)
+        loop = asyncio.get_running_loop()
+        while True:
+            t0 = loop.time()
+            try:
+                resp = await stub.Probe(pb.ProbeRequest(from_node=self._node_id), timeout=self._connect_timeout_s)
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
+                    return  # a peer of an older version
+                log.debug("node=%d peer=%d probe failed: %s", self._node_id, peer_id, exc.code().name)
+            else:
+                if resp.node_id == peer_id:
+                    self._rtt.setdefault(peer_id, RttHistogram()).observe(loop.time() - t0)
+            await asyncio.sleep(self._probe_interval_s)
 
     @staticmethod
     async def _until_ended(call: grpc.aio.StreamStreamCall[pb.MessageBatch, pb.StreamAck]) -> None:
@@ -337,6 +391,11 @@ class RaftTransportServicer(raft_pb2_grpc.RaftTransportServicer):
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"malformed batch: {exc}")
             if not t._deliver(batch.from_node, items):
                 await context.abort(grpc.StatusCode.UNAVAILABLE, f"node {t.node_id} is not accepting messages")
+
+    async def Probe(  # noqa: N802 (gRPC method name)
+        self, request: pb.ProbeRequest, context: grpc.aio.ServicerContext[pb.ProbeRequest, pb.ProbeResponse]
+    ) -> pb.ProbeResponse:
+        return pb.ProbeResponse(node_id=self._t.node_id)
 
     async def SendSnapshot(  # noqa: N802 (gRPC method name)
         self,

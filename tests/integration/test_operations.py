@@ -225,3 +225,58 @@ def test_health_and_version_on_every_metrics_listener(env: Env) -> None:
             assert json.loads(resp.read()) == {"health": "true", "reason": ""}
         with urllib.request.urlopen(f"{url}/version", timeout=10) as resp:
             assert json.loads(resp.read())["etcdserver"].startswith("3.")
+
+
+def test_peer_round_trip_time(env: Env) -> None:
+    """etcd_network_peer_round_trip_time_seconds{To=<peer id in hex>}: a
+    transport probes each peer it has a Raft connection to, at connect and
+    every 4 s. Connections exist between each group's leader and its
+    followers (both ways: appends one way, answers the other), so those
+    pairs are checked: the placement group's, and each shard's."""
+    pairs: set[tuple[int, int]] = set()
+    lead = env.c.placement.wait_leader()
+    pairs.update(p for f in env.c.placement_ids if f != lead for p in ((lead, f), (f, lead)))
+    for s in env.c.get_map().shards:
+        leader = s.descriptor.leader_node_id
+        pairs.update(p for r in s.descriptor.replicas if r.node_id != leader for p in ((leader, r.node_id), (r.node_id, leader)))
+    assert len(pairs) >= 8, pairs
+    procs = {**env.c.placement.nodes, **env.c.stores.nodes}
+    name = "etcd_network_peer_round_trip_time_seconds_count"
+
+    def probed() -> dict[int, dict[str, list[tuple[dict[str, str], float]]]] | None:
+        """Every process's scrape once each pair has a probe (a connection
+        that came up a moment ago has its first probe in flight)."""
+        got = {nid: scrape(env.metrics_url(procs[nid])) for nid in {a for a, _ in pairs}}
+        have = {(nid, int(lb["To"], 16)) for nid, m in got.items() for lb, _ in m.get(name, [])}
+        return got if pairs <= have else None
+
+    scraped = wait_until(probed, timeout=30, what="a probe of every leader-follower connection")
+    for nid, peer in sorted(pairs):
+        got, to = scraped[nid], f"{peer:x}"
+        count = value(got, "etcd_network_peer_round_trip_time_seconds_count", To=to)
+        total = value(got, "etcd_network_peer_round_trip_time_seconds_sum", To=to)
+        assert count >= 1, (nid, peer)
+        assert 0 < total / count < 1.0, (nid, peer, total, count)  # loopback: well under a second
+        buckets = sorted((float(lb["le"]), v) for lb, v in got["etcd_network_peer_round_trip_time_seconds_bucket"] if lb.get("To") == to)
+        assert [v for _, v in buckets] == sorted(v for _, v in buckets) and buckets[-1] == (float("inf"), count)
+
+
+def test_grpc_server_handled_total(env: Env) -> None:
+    """grpc_server_handled_total on the router's client port, with
+    go-grpc-prometheus's labels and grpc-go's code names."""
+    url = env.metrics_url(env.router)
+    put = {"grpc_type": "unary", "grpc_service": "etcdserverpb.KV", "grpc_method": "Put", "grpc_code": "OK"}
+    bad = {**put, "grpc_method": "Range", "grpc_code": "InvalidArgument"}
+
+    def count(m: dict[str, list[tuple[dict[str, str], float]]], labels: dict[str, str]) -> float:
+        return sum(v for lb, v in m.get("grpc_server_handled_total", []) if lb == labels)
+
+    before = scrape(url)
+    for i in range(7):
+        env.put(f"handled-{i}".encode(), b"v")
+    with pytest.raises(grpc.RpcError) as err:
+        env.kv.Range(epb.RangeRequest(key=b""), timeout=30)  # etcd: "key is not provided"
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
+    after = scrape(url)
+    assert count(after, put) - count(before, put) == 7
+    assert count(after, bad) - count(before, bad) == 1
