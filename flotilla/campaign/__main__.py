@@ -1,5 +1,6 @@
 """`python -m flotilla.campaign [--seed N] [--ops N] [--duration S]
-[--nemesis kill,pause,crashpoint,partition,clock,ops,placement,router,all,...] [--runs N] [--keep] [-o json]`:
+[--nemesis kill,pause,crashpoint,partition,clock,ops,placement,router,all,...] [--workload register|bank]
+[--runs N] [--keep] [-o json]`:
 run fault campaigns and print the summary. Exit status 1 if any run found a
 violation (its directory is kept and named in the summary)."""
 
@@ -27,6 +28,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--total-duration", type=float, default=0.0, help="keep starting runs until this many seconds passed")
     p.add_argument("--clients", type=int, default=4)
     p.add_argument("--keys", type=int, default=6)
+    p.add_argument(
+        "--workload", choices=("register", "bank"), default="register",
+        help="register: single-key ops on --keys keys; bank: transfers by Txn between --accounts accounts on every shard",
+    )
+    p.add_argument("--accounts", type=int, default=8, help="bank accounts (--workload bank)")
     p.add_argument(
         "--stores", type=int, default=3,
         help="store nodes (each shard has 3 replicas: with 4 or more, replica moves under faults can succeed)",
@@ -74,6 +80,7 @@ def main(argv: argparse.Namespace | list[str] | None = None) -> int:
         cfg = CampaignConfig(
             seed=seed + i, ops=args.ops, duration_s=args.duration, nemeses=nemeses, clients=args.clients,
             keys=args.keys, stores=args.stores, keep=args.keep, base_dir=args.dir, log=log,
+            workload=args.workload, accounts=args.accounts,
         )
         r = run_campaign(cfg)
         results.append(r)

@@ -21,6 +21,8 @@ Each returns a list of Violation; an empty list means the property held.
   d on every node the promise is B + 2d (the runner passes S = 2 * the
   largest |offset| it applied; 0 without clock faults).
 - convergence: every replica's state equals every other's.
+- the bank workload's accounts (atomicity, every acknowledged transfer
+  there, snapshots at one revision, linearizability): bankcheck.py.
 """
 
 from __future__ import annotations
@@ -280,8 +282,11 @@ def check_all(
     lin_max_steps: int = 2_000_000,
     clock_skew_ms: int = 0,
 ) -> list[Violation]:
+    from flotilla.campaign.bankcheck import check_bank  # it imports Violation from here
+
     register_keys = {o.key for o in history.ops if o.kind in (OpKind.PUT, OpKind.CAS, OpKind.DELETE, OpKind.GET)}
     return [
+        *check_bank(history, lin_max_steps=lin_max_steps, clock_skew_ms=clock_skew_ms),
         *check_linearizable(history, max_steps=lin_max_steps),
         *check_acked_writes(history),
         *check_double_apply(history),

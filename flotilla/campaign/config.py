@@ -24,4 +24,9 @@ class CampaignConfig:
     keep: bool = False
     base_dir: Path | None = None
     lin_max_steps: int = 2_000_000
+    workload: str = "register"
+    """"register": single-key puts, gets, CAS, deletes, leases (workload.py);
+    "bank": transfers between accounts on every shard by Txn (bank.py)."""
+    accounts: int = 8
+    """Bank accounts (the bank workload), spread over every shard."""
     log: Callable[[str], None] = print

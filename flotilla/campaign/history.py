@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Any
 
-__all__ = ["Op", "OpKind", "Outcome", "History", "FaultEvent", "WatchEvent", "WatchStream", "INF"]
+__all__ = ["BankOp", "Op", "OpKind", "Outcome", "History", "FaultEvent", "WatchEvent", "WatchStream", "INF"]
 
 INF = float("inf")
 
@@ -85,6 +85,71 @@ class Op:
 
 
 @dataclass
+class BankOp:
+    """One operation of the bank workload (flotilla/campaign/bank.py) over
+    account keys whose values are ``b"<balance>:<tag>"``, the tag naming
+    the write ("init", or "t<id>" for the transfer with that id).
+
+    ``kind``:
+
+    - ``"read"``: one account by a Get, or two by one read-only Txn
+      (``snapshot``: the values claim to be one state);
+    - ``"read_all"``: every account by one Range over the accounts' prefix
+      (a scattered read at one revision; ``snapshot``);
+    - ``"transfer"``: a Txn comparing both accounts' mod_revisions with
+      ``expect`` (the (value, mod_revision) a read returned) and putting
+      ``writes`` (success), else ranging both (failure: ``observed``).
+
+    ``observed``: per key of ``keys``, the (value or None, mod_revision) the
+    op returned. ``succeeded``: a transfer's Txn answer (None: unknown).
+    ``revision``: the response header's revision (a transfer's commit revision)."""
+
+    id: int
+    client: int
+    kind: str
+    keys: tuple[bytes, ...]
+    invoke: float
+    wall_ms: int
+    complete: float = INF
+    outcome: Outcome = Outcome.UNKNOWN
+    snapshot: bool = False
+    amount: int = 0
+    expect: tuple[tuple[bytes, int], ...] = ()
+    writes: tuple[bytes, ...] = ()
+    observed: tuple[tuple[bytes | None, int], ...] = ()
+    succeeded: bool | None = None
+    revision: int = 0
+    error: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        def s(v: bytes | None) -> str | None:
+            return None if v is None else v.decode("utf-8", "backslashreplace")
+
+        return {
+            "id": self.id, "client": self.client, "kind": self.kind, "keys": [s(k) for k in self.keys],
+            "invoke": self.invoke, "wall_ms": self.wall_ms, "complete": None if self.complete == INF else self.complete,
+            "outcome": self.outcome.value, "snapshot": self.snapshot, "amount": self.amount,
+            "expect": [[s(v), r] for v, r in self.expect], "writes": [s(v) for v in self.writes],
+            "observed": [[s(v), r] for v, r in self.observed], "succeeded": self.succeeded,
+            "revision": self.revision, "error": self.error,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "BankOp":
+        def b(x: str | None) -> bytes | None:
+            return None if x is None else x.encode()
+
+        return cls(
+            id=d["id"], client=d["client"], kind=d["kind"], keys=tuple(k.encode() for k in d["keys"]),
+            invoke=d["invoke"], wall_ms=d["wall_ms"], complete=INF if d["complete"] is None else d["complete"],
+            outcome=Outcome(d["outcome"]), snapshot=d["snapshot"], amount=d["amount"],
+            expect=tuple((v.encode(), r) for v, r in d["expect"]), writes=tuple(v.encode() for v in d["writes"]),
+            observed=tuple((b(v), r) for v, r in d["observed"]), succeeded=d["succeeded"],
+            revision=d["revision"], error=d["error"],
+        )
+
+
+@dataclass
 class FaultEvent:
     kind: str
     start: float
@@ -128,6 +193,15 @@ class History:
     watch_streams: list[WatchStream] = field(default_factory=list)
     final_reads: dict[bytes, tuple[bytes | None, int]] = field(default_factory=dict)
     """key -> (value, mod_revision) read linearizably after every fault healed."""
+    bank: list[BankOp] = field(default_factory=list)
+    """The bank workload's operations (empty for the register workload)."""
+    bank_initial: dict[bytes, bytes] = field(default_factory=dict)
+    """account key -> the value it held when the bank workload began."""
+
+    def bank_invoke(self, client: int, kind: str, keys: tuple[bytes, ...], now: float, wall_ms: int, **kw: Any) -> BankOp:
+        op = BankOp(id=len(self.bank), client=client, kind=kind, keys=keys, invoke=now, wall_ms=wall_ms, **kw)
+        self.bank.append(op)
+        return op
 
     def invoke(self, client: int, kind: OpKind, key: bytes, now: float, wall_ms: int, **kw: Any) -> Op:
         op = Op(id=len(self.ops), client=client, kind=kind, key=key, invoke=now, wall_ms=wall_ms, **kw)
@@ -177,6 +251,8 @@ class History:
             for e in d["watch_events"]
         ]
         h.final_reads = {k.encode(): (b(v), r) for k, (v, r) in d["final_reads"].items()}
+        h.bank = [BankOp.from_json(o) for o in d.get("bank", ())]
+        h.bank_initial = {k.encode(): v.encode() for k, v in d.get("bank_initial", {}).items()}
         return h
 
     def dump(self) -> str:
@@ -193,6 +269,10 @@ class History:
                 "final_reads": {
                     k.decode("utf-8", "replace"): [None if v is None else v.decode("utf-8", "replace"), r]
                     for k, (v, r) in self.final_reads.items()
+                },
+                "bank": [o.to_json() for o in self.bank],
+                "bank_initial": {
+                    k.decode("utf-8", "replace"): v.decode("utf-8", "replace") for k, v in self.bank_initial.items()
                 },
             },
             indent=1,

@@ -23,6 +23,8 @@ from typing import Any, Callable
 import grpc
 import grpc.aio
 
+from flotilla.campaign.bank import BankWorkload
+from flotilla.campaign.bankcheck import bank_figures
 from flotilla.campaign.checkers import Violation, check_all, check_convergence
 from flotilla.campaign.config import CampaignConfig
 from flotilla.campaign.history import Outcome
@@ -67,12 +69,13 @@ _RECONNECT_OPTIONS = (
 
 
 async def _drive(cfg: CampaignConfig, cluster: Cluster, router: RouterProcess, prefix: bytes) -> tuple[Workload, Nemesis]:
-    run = Workload(cfg, cluster, router, prefix)
+    run = (BankWorkload if cfg.workload == "bank" else Workload)(cfg, cluster, router, prefix)
     nem = Nemesis(cluster, random.Random(run.rng.getrandbits(64)), log=cfg.log, router=router)
     run.router_down = nem.router_down
     # Reconnect quickly to a router restarted on its port (gRPC's default backoff starts at 1 s, grows to 120 s).
     channel = grpc.aio.insecure_channel(router.address, options=_RECONNECT_OPTIONS)
     kv, watch, lease = eg.KVStub(channel), eg.WatchStub(channel), eg.LeaseStub(channel)
+    await run.setup(kv)
     start = await kv.Range(epb.RangeRequest(key=prefix, range_end=prefix + b"\xff"), timeout=10)
     t_end = run.now() + cfg.duration_s
     # Every run begins with one of each configured nemesis, then picks at random.
@@ -80,15 +83,16 @@ async def _drive(cfg: CampaignConfig, cluster: Cluster, router: RouterProcess, p
     run.rng.shuffle(schedule)
     watchers = [asyncio.create_task(run.watcher(w, watch, start.header.revision + 1)) for w in range(2)]
     clients = [asyncio.create_task(run.client(c, kv, lease)) for c in range(cfg.clients)]
+    clients += [asyncio.create_task(t) for t in run.extra_tasks(kv)]
     nem_task = asyncio.create_task(run.nemesis(nem, schedule, t_end))
 
     async def clock() -> None:
-        while run.now() < t_end and len(run.history.ops) < cfg.ops:
+        while run.now() < t_end and run.op_count() < cfg.ops:
             await asyncio.sleep(0.2)  # sleep-ok: the campaign's own duration bound
         run.stop.set()
 
     await clock()
-    cfg.log(f"workload done after {run.now() - t_end + cfg.duration_s:.1f}s: {len(run.history.ops)} ops")
+    cfg.log(f"workload done after {run.now() - t_end + cfg.duration_s:.1f}s: {run.op_count()} ops")
     await nem_task  # a fault in progress heals first
     await asyncio.gather(*clients)
     run.watch_deadline = run.now() + 30
@@ -171,9 +175,11 @@ def run_campaign(cfg: CampaignConfig) -> RunResult:
         for nid, n in cluster.placement.nodes.items():
             if n.proc is not None and n.proc.poll() is not None:
                 violations.append(Violation("process_died", b"", f"placement {nid} exited with {n.proc.returncode}"))
-        result.ops = len(h.ops)
-        result.ops_ok = sum(o.outcome is Outcome.OK for o in h.ops)
-        result.ops_unknown = sum(o.outcome is Outcome.UNKNOWN for o in h.ops)
+        result.ops = len(h.ops) + len(h.bank)
+        result.ops_ok = sum(o.outcome is Outcome.OK for o in (*h.ops, *h.bank))
+        result.ops_unknown = sum(o.outcome is Outcome.UNKNOWN for o in (*h.ops, *h.bank))
+        if isinstance(run, BankWorkload):
+            result.bank = bank_figures(h, set(run.probes))
         result.faults = Counter(f.kind for f in h.faults)
         result.recovery_s, result.recovery_all_s, late_kill = recovery(h, cluster.stores.shard_of)
         result.recovery_partition_s, result.recovery_partition_all_s, late_part = recovery(h, cluster.stores.shard_of, kind="partition_leader")

@@ -33,6 +33,20 @@ VIOLATION_KINDS = (
     "process_died",
     "nemesis_error",
     "harness_error",
+    # the bank workload (bankcheck.py)
+    "bank_chain",
+    "bank_atomicity",
+    "bank_aborted_applied",
+    "bank_aborted_visible",
+    "bank_lost_transfer",
+    "bank_lost_version",
+    "bank_revision_split",
+    "bank_balance",
+    "bank_sum",
+    "bank_torn_read",
+    "bank_not_at_revision",
+    "bank_revision_order",
+    "bank_watch_torn",
 )
 
 
@@ -59,6 +73,8 @@ class RunResult:
     """Writes to a shard whose leader was killed or isolated, invoked LATE_S after it, that failed."""
     kept_dir: str = ""
     elapsed_s: float = 0.0
+    bank: dict[str, Any] = field(default_factory=dict)
+    """The bank workload's figures (bankcheck.bank_figures); empty for the register workload."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -79,6 +95,7 @@ class RunResult:
             "late_write_failures": self.late_write_failures,
             "kept_dir": self.kept_dir,
             "elapsed_s": round(self.elapsed_s, 1),
+            "bank": self.bank,
         }
 
 
@@ -170,7 +187,21 @@ def summarize(results: list[RunResult]) -> dict[str, Any]:
         "late_write_failures": sum(r.late_write_failures for r in results),
         "seeds": [r.seed for r in results],
         "kept": [r.kept_dir for r in results if r.kept_dir],
+        "bank": _bank_totals([r.bank for r in results if r.bank]),
     }
+
+
+def _bank_totals(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    if not runs:
+        return {}
+    counts = ("transfers", "committed", "compare_failed", "unknown", "unknown_applied", "reads_one", "reads_pair_txn",
+              "reads_all", "reads_failed", "probe_puts")
+    out: dict[str, Any] = {k: sum(r[k] for r in runs) for k in counts}
+    out["probe_put_max_s"] = max((r["probe_put_max_s"] for r in runs if r["probe_put_max_s"] is not None), default=None)
+    after = [a for r in runs for a in r["after_router_faults"]]
+    out["router_faults"] = len(after)
+    out["max_put_latency_after_router_fault_s"] = max((a["max_put_latency_after_s"] for a in after), default=None)
+    return out
 
 
 def format_summary(s: dict[str, Any]) -> str:
@@ -193,6 +224,17 @@ def format_summary(s: dict[str, Any]) -> str:
         ),
         f"writes failed {LATE_S:g} s or more after their shard's leader was killed or isolated: {s['late_write_failures']}",
     ]
+    b = s.get("bank")
+    if b:
+        lines.append(
+            f"bank: {b['transfers']} transfers: committed {b['committed']}, compare failed {b['compare_failed']}, "
+            f"unknown {b['unknown']} (of which applied {b['unknown_applied']}); reads: one account {b['reads_one']}, "
+            f"two by one txn {b['reads_pair_txn']}, all accounts {b['reads_all']} (failed {b['reads_failed']})"
+        )
+        lines.append(
+            f"bank probe puts: {b['probe_puts']}, slowest {b['probe_put_max_s']} s; slowest after a router kill or "
+            f"router crash point ({b['router_faults']}): {b['max_put_latency_after_router_fault_s']} s"
+        )
     if s["kept"]:
         lines.append("kept: " + ", ".join(s["kept"]))
     return "\n".join(lines)

@@ -9,6 +9,7 @@ import asyncio
 import random
 import threading
 import time
+from typing import Any
 
 import grpc
 import grpc.aio
@@ -41,6 +42,8 @@ class Workload:
         self.lease_key = prefix + b"lease/{l}"
         self.extra: list[Violation] = []
         self.stop = asyncio.Event()
+        self.nemesis_over = asyncio.Event()
+        """Set once the nemesis healed its last fault."""
         self.ops_started = 0
         self.seq = 0
         self.last_seen: dict[tuple[int, bytes], bytes | None] = {}
@@ -62,6 +65,17 @@ class Workload:
 
     def now(self) -> float:
         return time.monotonic()
+
+    def op_count(self) -> int:
+        """Operations recorded so far (the run ends at cfg.ops)."""
+        return len(self.history.ops)
+
+    async def setup(self, kv: eg.KVStub) -> None:
+        """Before the clients and the nemesis start (bank.py: the accounts)."""
+
+    def extra_tasks(self, kv: eg.KVStub) -> list[Any]:
+        """Coroutines to run beside the clients until the run stops (bank.py: the prober)."""
+        return []
 
     def value(self, client: int) -> bytes:
         self.seq += 1
@@ -247,6 +261,12 @@ class Workload:
 
     # -- nemesis -----------------------------------------------------------------------------
     async def nemesis(self, nem: Nemesis, schedule: list[str], t_end: float) -> None:
+        try:
+            await self._nemesis(nem, schedule, t_end)
+        finally:
+            self.nemesis_over.set()
+
+    async def _nemesis(self, nem: Nemesis, schedule: list[str], t_end: float) -> None:
         rng = random.Random(self.rng.getrandbits(64))
         i = 0
         while not self.stop.is_set() and self.now() < t_end:

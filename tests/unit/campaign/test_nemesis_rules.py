@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from flotilla.campaign.kinds import ALIASES, CRASH_POINTS, KINDS
+from flotilla.campaign.kinds import ALIASES, CRASH_POINTS, KINDS, ROUTER_CRASH_POINTS
 from flotilla.campaign.nemesis import Nemesis
 
 REPO = Path(__file__).resolve().parents[3]
@@ -32,3 +32,9 @@ def test_groups_name_only_known_kinds_and_every_crash_point_is_listed() -> None:
     assert in_code == set(CRASH_POINTS)
     assert {"before_persist", "after_persist", "before_apply", "after_apply", "snapshot_save",
             "before_snapshot_apply", "after_snapshot_apply", "split_apply", "merge_apply"} <= in_code
+    # The router's (a txn across shards, router/txn2pc.py), armed by the crashpoint_router nemesis.
+    in_router: set[str] = set()
+    for path in (REPO / "router").rglob("*.py"):
+        in_router.update(re.findall(r'_crash\("([a-z_]+)"\)', path.read_text()))
+    assert in_router == set(ROUTER_CRASH_POINTS) == {"txn_after_prepare", "txn_after_decide", "txn_during_commit"}
+    assert "crashpoint_router" in ALIASES["router"]
