@@ -276,10 +276,23 @@ class KvRouter:
         return await self._send_txn(req, home, deadline)
 
     def _spans_shards(self, req: epb.TxnRequest) -> bool:
+        """Whether the txn needs two-phase commit: its compares and writes
+        name several shards, or a range of one key (or one slot) lies
+        outside the one shard they name (the home shard would refuse it:
+        only ranges over many slots are completed from other shards)."""
         found: set[int] = set()
         for key, end in txnreads.write_keys(req):
             found.update(s.shard_id for s in self.cache.shards_for_range(key, end))
             if len(found) > 1:
+                return True
+        ranges = list(txnreads.range_ops(req))
+        if not found and ranges:
+            # a txn that only reads: its home is its first range's first shard (_txn_home)
+            found.add(self.cache.shards_for_range(ranges[0].key, ranges[0].range_end)[0].shard_id)
+        for r in ranges:
+            if r.range_end and not self._one_slot(r.key, r.range_end):
+                continue
+            if self.cache.shards_for_range(r.key, r.range_end)[0].shard_id not in found:
                 return True
         return False
 

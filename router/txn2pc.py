@@ -220,17 +220,26 @@ class CrossShardTxns:
                 for s in cache.shards_for_range(key, end):
                     found[s.shard_id] = s
         if not found:
-            s = cache.shard_of_slot(0)
+            # only ranges: the shard of the first one holds the (empty) lock
+            first = next((op for op in flat_ops(req) if _kind(op) == "request_range"), None)
+            s = cache.shards_for_range(*op_range(first))[0] if first is not None else cache.shard_of_slot(0)
             found[s.shard_id] = s
         return _Plan(found, min(found), single)
 
     def _route(self, shard_id: int, epoch: tuple[int, int] | None = None) -> Callable[[], ShardRoute]:
+        """The route of one step. With the epoch the PREPARE was planned at, a
+        change starts the txn again (nothing was decided); without (every
+        later step), a shard gone from the map ends the call with "outcome
+        unknown", never a restart: the txn may be decided already, and a
+        restart would apply it twice."""
         cache = self._kv.cache
 
         def route() -> ShardRoute:
             r = cache.shard(shard_id)
-            if r is None or (epoch is not None and r.epoch[1] != epoch[1]):
+            if epoch is not None and (r is None or r.epoch[1] != epoch[1]):
                 raise _Again(f"shard {shard_id} changed while the txn was prepared")
+            if r is None:
+                raise EtcdError("outcome_unknown", f"shard {shard_id} of a txn being decided left the map")
             return r
 
         return route

@@ -26,6 +26,7 @@ from shard.errors import FutureRevision, StaleReadNotReady
 from shard.node.requests import Consistency, RequestContext
 from shard.node.routing import RoutingChecks, check_owned, refuse_frozen
 from shard.node.replica import ShardReplica
+from shard.node.writes import LOCK_WAIT_S
 from shard.node.state import NodeState
 from shard.txn import validate
 from shard.types import RangeRequest, RangeResponse
@@ -48,7 +49,7 @@ class Reads:
         sm = rep.sm
         s.request_counts.setdefault(sid, [0, 0])[0] += 1
         if consistency == Consistency.LINEARIZABLE:
-            self._refuse_locked(rep, request)
+            await self._refuse_locked(ctx, rep, request)
             await self._read_index(ctx)
             # The wait may have applied a split (or conf change): the read is
             # linearizable only if this replica still serves its keys at the
@@ -57,7 +58,7 @@ class Reads:
             if ctx.epoch != rep.epoch or s.replicas.get(sid) is not rep:
                 raise self._checks.epoch_not_match(rep, request)
             check_owned(rep, request)
-            self._refuse_locked(rep, request)
+            await self._refuse_locked(ctx, rep, request)
         elif consistency == Consistency.BOUNDED_STALENESS:
             now = s.stamp()
             needed = max(0, now - hlc.span(max_staleness_ms))
@@ -68,10 +69,12 @@ class Reads:
                 # it yet: a ReadIndex proves its state is current, which meets
                 # any staleness bound.
                 await self._read_index(ctx)
-                self._refuse_locked(rep, request)
+                await self._refuse_locked(ctx, rep, request)
         elif consistency == Consistency.AT_REVISION:
             if request.revision > sm.readable_revision and sm.txn_lock is not None:
-                raise sm.locked_error()
+                await rep.lock_change(self._checks.timeout_s(ctx, LOCK_WAIT_S))
+                if request.revision > sm.readable_revision and sm.txn_lock is not None:
+                    raise sm.locked_error()
             if request.revision > sm.readable_revision:
                 if not s.is_leader(sid):
                     raise StaleReadNotReady(sm.closed_ts, request.revision, s.host.leader_of(sid))
@@ -80,8 +83,13 @@ class Reads:
                     raise FutureRevision()
         return rep.sm.range(request)
 
-    @staticmethod
-    def _refuse_locked(rep: ShardReplica, request: RangeRequest) -> None:
+    async def _refuse_locked(self, ctx: RequestContext, rep: ShardReplica, request: RangeRequest) -> None:
+        """TxnLocked if a txn's lock covers a key of the read, after waiting
+        for it a little (LOCK_WAIT_S)."""
+        lock = rep.sm.txn_lock
+        if lock is None or not txn2pc.overlaps(request.key, request.range_end, lock.writes()):
+            return
+        await rep.lock_change(self._checks.timeout_s(ctx, LOCK_WAIT_S))
         lock = rep.sm.txn_lock
         if lock is not None and txn2pc.overlaps(request.key, request.range_end, lock.writes()):
             raise rep.sm.locked_error()

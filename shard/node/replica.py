@@ -10,6 +10,7 @@ reports (shard/node/leases.py), a split's new shard to the split loop
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Protocol
@@ -54,6 +55,16 @@ class ShardReplica:
         """(target shard, index, source shard) of each CommitMerge applied here."""
         self.retired = False
         """This frozen replica's merge target applied the CommitMerge here: it is being destroyed."""
+        self._lock_changed: asyncio.Event | None = None
+
+    async def lock_change(self, timeout_s: float) -> None:
+        """Wait until the shard's txn lock (shard/txn2pc.py) changes, at most timeout_s."""
+        if self._lock_changed is None:
+            self._lock_changed = asyncio.Event()
+        try:
+            await asyncio.wait_for(self._lock_changed.wait(), max(0.0, timeout_s))
+        except TimeoutError:
+            pass
 
     @property
     def epoch(self) -> Epoch:
@@ -67,7 +78,11 @@ class ShardReplica:
         return self.sm.applied_index()
 
     def apply(self, entries: Sequence[Entry], wb: Any) -> list[object]:
+        lock = self.sm.txn_lock
         out = self.sm.apply(entries, wb)
+        if self._lock_changed is not None and self.sm.txn_lock is not lock:
+            self._lock_changed.set()  # requests waiting for it look again
+            self._lock_changed = None
         for a in out:
             if not isinstance(a, Applied):
                 continue
@@ -117,6 +132,9 @@ class ShardReplica:
 
     def _restored(self) -> None:
         self._clock_update(self.sm.readable_revision)
+        if self._lock_changed is not None:
+            self._lock_changed.set()
+            self._lock_changed = None
         for w in list(self.watchers):
             w.cancel("the replica installed a snapshot; resume from the revision after the last event received")
         if self.on_merge is not None:

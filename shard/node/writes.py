@@ -27,6 +27,23 @@ from shard.types import Request, CompactionRequest, Command, DeleteRangeRequest,
 
 WriteRequest = PutRequest | DeleteRangeRequest | TxnRequest | CompactionRequest | TxnPart
 
+LOCK_WAIT_S = 0.5
+"""How long a request that meets a txn's lock waits here for it to go before
+answering TxnLocked (the router then retries, and resolves a lock that stays)."""
+
+
+async def wait_unlocked(rep: ShardReplica, request: object, max_wait_s: float) -> txn2pc.TxnLock | None:
+    """The shard's txn lock once it no longer stands in request's way, or as
+    it is after max_wait_s. A PREPARE of a txn younger than the lock's does
+    not wait: it gives up at once (wait-die: router/txn2pc.py)."""
+    lock = rep.sm.txn_lock
+    if lock is None or txn2pc.is_part(request, lock):
+        return lock
+    if isinstance(request, TxnPart) and request.phase == TxnPhase.PREPARE and lock.txn_id[:16] < request.txn_id[:16]:
+        return lock
+    await rep.lock_change(max_wait_s)
+    return rep.sm.txn_lock
+
 
 def owned_puts(rep: ShardReplica, txn: TxnRequest) -> TxnRequest:
     """The puts of txn (either branch, nested ones included) whose keys this
@@ -63,9 +80,11 @@ class Writes:
         sid = ctx.shard_id
         if not s.is_leader(sid):
             raise self._checks.not_leader(sid)
-        lock = rep.sm.txn_lock
+        lock = await wait_unlocked(rep, request, self._checks.timeout_s(ctx, LOCK_WAIT_S))
         if lock is not None and not txn2pc.is_part(request, lock):
             raise rep.sm.locked_error()  # the apply would refuse it too: save the round
+        if not s.is_leader(sid):
+            raise self._checks.not_leader(sid)
         # Leases are attached (and settled) for the puts this shard applies:
         # a txn part's are those of its txn on this shard's keys.
         leased: Request | None = request

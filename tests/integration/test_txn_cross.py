@@ -220,3 +220,18 @@ def test_a_watcher_sees_every_event_of_the_txn_in_one_response(env: Env) -> None
         assert len(holding) == 1, responses
         assert sorted(k for er, k in holding[0] if er == rev) == sorted(keys)
     assert [er for r in responses for er, _ in r] == sorted(er for r in responses for er, _ in r)
+
+
+def test_a_txn_reading_single_keys_on_several_shards(env: Env) -> None:
+    """Only ranges, of one key each, on different shards (the campaign found
+    it looping on WrongShard): every key is read, at one revision."""
+    a, b, c = env.keys_on_shards("ro/", 3)
+    for k in (a, b, c):
+        env.put(k, k)
+    resp = env.txn(epb.TxnRequest(success=[get_op(a), get_op(b), epb.RequestOp(request_range=epb.RangeRequest(key=b"ro/", range_end=b"ro0"))]))
+    assert resp.succeeded
+    assert [r.response_range.kvs[0].value for r in resp.responses[:2]] == [a, b]
+    assert sorted(kv.key for kv in resp.responses[2].response_range.kvs) == sorted([a, b, c])
+    # with a compare on one shard and a read on another
+    resp = env.txn(epb.TxnRequest(compare=[value_is(a, a)], success=[get_op(c)], failure=[get_op(b)]))
+    assert resp.succeeded and resp.responses[0].response_range.kvs[0].value == c
