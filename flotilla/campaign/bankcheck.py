@@ -56,7 +56,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from flotilla.campaign.checkers import Violation
+from flotilla.campaign.violation import Violation
 from flotilla.campaign.history import BankOp, History, OpKind, Outcome
 from flotilla.campaign.linearizability import INF, RegOp, Result, check
 

@@ -28,11 +28,11 @@ Each returns a list of Violation; an empty list means the property held.
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
 from typing import Mapping
 
 from flotilla.campaign.history import History, Op, OpKind, Outcome
 from flotilla.campaign.linearizability import INF, RegOp, Result, check
+from flotilla.campaign.violation import Violation
 
 __all__ = [
     "Violation",
@@ -44,16 +44,6 @@ __all__ = [
     "check_staleness",
     "check_convergence",
 ]
-
-
-@dataclass(frozen=True)
-class Violation:
-    kind: str
-    key: bytes
-    detail: str
-
-    def __str__(self) -> str:
-        return f"{self.kind} key={self.key.decode('utf-8', 'backslashreplace')}: {self.detail}"
 
 
 def _reg_op(op: Op) -> RegOp | None:
@@ -282,7 +272,7 @@ def check_all(
     lin_max_steps: int = 2_000_000,
     clock_skew_ms: int = 0,
 ) -> list[Violation]:
-    from flotilla.campaign.bankcheck import check_bank  # it imports Violation from here
+    from flotilla.campaign.bankcheck import check_bank  # the bank checker, only for the bank workload
 
     register_keys = {o.key for o in history.ops if o.kind in (OpKind.PUT, OpKind.CAS, OpKind.DELETE, OpKind.GET)}
     return [
