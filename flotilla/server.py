@@ -54,6 +54,7 @@ import os
 import random
 
 from flotilla import metrics, placement_main, procs, router_main
+from flotilla.lockresolver import StoreLockResolver
 from flotilla.procs import MAX_MESSAGE_BYTES as MAX_MESSAGE_BYTES  # noqa: F401 - kept importable from here
 from flotillapb import store_pb2_grpc
 from rpc import tls
@@ -266,6 +267,7 @@ async def serve(args: argparse.Namespace) -> None:
         node.address = address
         if joining:
             endpoints = parse_endpoints(args.join) or [address, *(a for nid, a in sorted(peers.items()) if nid != args.node_id)]
+            node.lock_resolver = StoreLockResolver(endpoints, args.slots)
             agent = StoreAgent(
                 node,
                 host,

@@ -21,3 +21,6 @@ class NodeConfig:
     """The space quota (shard/quota.py); -1: none."""
     space_check_interval_s: float = 1.0
     """How often the space used is measured (with a SpaceMeter)."""
+    txn_recovery_s: float = 3.0
+    """A txn lock this old on a shard led here is resolved by the node itself
+    (its coordinator is presumed gone; shard/node/closedts.py)."""

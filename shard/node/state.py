@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from raft.runtime.clock import Clock
 from raft.runtime.host import GroupHost
@@ -18,6 +20,11 @@ from shard import hlc
 from shard.engine import KvEngine
 from shard.node.config import NodeConfig
 from shard.node.replica import ShardReplica
+
+if TYPE_CHECKING:
+    from shard.txn2pc import TxnLock
+
+LockResolver = Callable[[int, "TxnLock"], Awaitable[None]]
 
 
 class NodeState:
@@ -37,6 +44,10 @@ class NodeState:
         self.request_counts: dict[int, list[int]] = {}
         self.created: dict[int, asyncio.Event] = collections.defaultdict(asyncio.Event)
         """Set once a shard's replica is hosted here (a split waits for its new shard's)."""
+        self.lock_resolver: LockResolver | None = None
+        """(shard id, its lock): decide a txn across shards whose coordinator
+        left its lock here, and apply that here (flotilla/lockresolver.py: the
+        store's process wires it; None: only requests that meet a lock resolve it)."""
 
     def is_leader(self, shard_id: int) -> bool:
         # Not host.status(): that builds the whole Status (progress, conf

@@ -28,7 +28,7 @@ from shard.node.replicas import ReplicaSet
 from shard.node.requests import Consistency, RequestContext, WatchBatch, WatchSpec
 from shard.node.routing import RoutingChecks
 from shard.node.split import Splits
-from shard.node.state import NodeState
+from shard.node.state import LockResolver, NodeState
 from shard.node.watch import WatchHub
 from shard.node.writes import Writes
 from shard.quota import SpaceQuota
@@ -120,6 +120,15 @@ class StoreNode:
     @leases.setter
     def leases(self, registry: LeaseRegistry | None) -> None:
         self._leases.registry = registry
+
+    @property
+    def lock_resolver(self) -> LockResolver | None:
+        """Resolves txn locks left on shards led here (NodeState.lock_resolver)."""
+        return self._state.lock_resolver
+
+    @lock_resolver.setter
+    def lock_resolver(self, resolver: LockResolver | None) -> None:
+        self._state.lock_resolver = resolver
 
     def set_peer(self, node_id: int, address: str) -> None:
         self._state.set_peer(node_id, address)
