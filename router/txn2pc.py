@@ -344,13 +344,16 @@ class CrossShardTxns:
         kv.fwd.hlc.observe(floor)
         ops = list(flat_ops(req))
         needs = self._needs(ops, executed, plan)
-        if not any(_kind(ops[i]) in ("request_put", "request_delete_range") for i in executed) and not needs:
-            # The branch writes nothing and reads nothing on a participant:
-            # the answer is the prepared state (every participant held it at
-            # once), at the highest floor; the locks go in the background.
+        if not any(_kind(ops[i]) in ("request_put", "request_delete_range") for i in executed):
+            # The branch writes nothing: the answer is the prepared state
+            # (every participant held it at once) at the highest floor. A
+            # participant's state at its own floor is that state (nothing is
+            # written there until its lock goes), readable at once; other
+            # shards are read at the highest floor. The locks go in the background.
             self._background(self._abort(txn_id, plan, deadline))
             self._count("read_only")
-            return await self._response(req, path, floor, {}, owner, deadline)
+            floors = {sid: a.revision for sid, a in by_sid.items()}
+            return await self._response(req, path, floor, {}, owner, deadline, read_at=floors)
         decided = await self._part(
             plan.primary,
             spb.ShardTxnPartRequest(phase=spb.TXN_DECIDE, txn_id=txn_id, commit=True, path=path, revision=floor),
@@ -455,8 +458,13 @@ class CrossShardTxns:
         parts: dict[int, spb.ShardTxnPartResponse],
         owner: dict[int, int],
         deadline: float,
+        read_at: dict[int, int] | None = None,
     ) -> epb.TxnResponse:
+        """The etcd answer: `parts` are the participants' answers of the
+        branch; ranges are completed from the other shards, read at
+        `revision` (or at read_at[shard])."""
         kv = self._kv
+        read_at = read_at or {}
         flat = list(flat_ops(req))
         index = {id(op): i for i, op in enumerate(flat)}
         shards = sorted(parts)
@@ -494,19 +502,19 @@ class CrossShardTxns:
         async def complete(rr: epb.RangeRequest, into: epb.RangeResponse, got: list[merge.ShardRange]) -> None:
             others = [s.shard_id for s in kv.cache.shards_for_range(rr.key, rr.range_end) if s.shard_id not in parts]
             if others:
-                at = epb.RangeRequest()
-                at.CopyFrom(rr)
-                at.serializable = False
-                at.revision = rr.revision or revision
-                if at.keys_only and _by_value(at):
-                    at.keys_only = False
-                read = await asyncio.gather(
-                    *(
-                        kv.fwd.call("range", at, route=self._route(sid), deadline=deadline, mode=ReadMode(spb.READ_AT_REVISION, revision=at.revision))
-                        for sid in others
-                    )
-                )
-                got = got + [merge.ShardRange(a.response.kvs, a.response.more, a.response.count) for a in read]
+
+                async def read(sid: int) -> merge.ShardRange:
+                    at = epb.RangeRequest()
+                    at.CopyFrom(rr)
+                    at.serializable = False
+                    at.revision = rr.revision or read_at.get(sid, revision)
+                    if at.keys_only and _by_value(at):
+                        at.keys_only = False
+                    mode = ReadMode(spb.READ_AT_REVISION, revision=at.revision)
+                    a = await kv.fwd.call("range", at, route=self._route(sid), deadline=deadline, mode=mode)
+                    return merge.ShardRange(a.response.kvs, a.response.more, a.response.count)
+
+                got = got + list(await asyncio.gather(*(read(sid) for sid in others)))
             merged = merge.merge_ranges(got, limit=rr.limit, sort_order=rr.sort_order, sort_target=rr.sort_target)
             into.kvs.extend(merged.kvs)
             into.more = merged.more
