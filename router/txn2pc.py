@@ -57,6 +57,10 @@ up and starts again (a younger one's lock is never waited for)."""
 ATTEMPTS = 1000
 """Starts of one txn at most (conflicts, a map that changed, a txn resolved by someone else); its deadline ends it first."""
 
+RETRIED = frozenset({"timeout", "no_leader", "outcome_unknown"})
+"""The forwarder's own answers (a shard that did not answer in time): a txn
+whose PREPARE got one starts again within its deadline."""
+
 # shard/errors.py codes a PREPARE reports for ops it would refuse -> KvError codes
 _FAILED_CODES = {2: spb.KvError.KEY_NOT_FOUND, 7: spb.KvError.COMPACTED, 8: spb.KvError.FUTURE_REVISION}
 
@@ -321,6 +325,10 @@ class CrossShardTxns:
             if isinstance(failure, LockedTooLong):
                 self._count("conflicts")
                 raise Conflict(str(failure))
+            if isinstance(failure, EtcdError) and failure.name in RETRIED:
+                # Nothing was decided (no DECIDE was sent): nothing applied,
+                # whatever happened to the PREPAREs; start again.
+                raise _Again(failure.detail or failure.message)
             raise failure
         self._crash("txn_after_prepare")
         by_sid = dict(zip(sids, answers, strict=True))
