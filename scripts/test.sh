@@ -40,6 +40,14 @@ install_system_packages() {
                  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends etcd-server >/dev/null 2>&1; } \
             || echo "scripts/test.sh: could not install etcd-server; the make-mirror compat test will skip" >&2
     fi
+    # iproute2 (`ip netns`, `tc`) for tests/integration/test_netns_cluster.py (a cluster across network
+    # namespaces, -m slow): same guard (without `ip` those tests skip, saying why).
+    if ! command -v ip >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [[ "$(id -u)" == 0 ]]; then
+        DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends iproute2 >/dev/null 2>&1 \
+            || { apt-get update >/dev/null 2>&1 \
+                 && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends iproute2 >/dev/null 2>&1; } \
+            || echo "scripts/test.sh: could not install iproute2; the network-namespace tests will skip" >&2
+    fi
 }
 install_system_packages
 
