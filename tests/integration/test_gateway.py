@@ -210,11 +210,14 @@ def test_errors_have_grpc_gateways_shape_and_the_grpc_servers_codes(env: Env) ->
     status, ctype, text = c.call("POST", "/v3/kv/put", {"value": b64("no key")})
     assert (status, ctype) == (400, "application/json")
     assert json.loads(text) == {"error": "etcdserver: key is not provided", "message": "etcdserver: key is not provided", "code": 3}
-    # Auth is not served: the gateway answers what the gRPC server answers
-    with pytest.raises(grpc.RpcError) as err:
-        eg.AuthStub(env.channel).AuthStatus(epb.AuthStatusRequest(), timeout=10)
+    # Auth is served by both, alike; and an auth call that etcd refuses is refused alike
+    got = eg.AuthStub(env.channel).AuthStatus(epb.AuthStatusRequest(), timeout=10)
     status, body = c.post("/v3/auth/status", {})
-    assert status == 501
+    assert status == 200 and body.get("enabled", False) is False and not got.enabled
+    with pytest.raises(grpc.RpcError) as err:
+        eg.AuthStub(env.channel).Authenticate(epb.AuthenticateRequest(name="nobody", password="x"), timeout=10)
+    status, body = c.post("/v3/auth/authenticate", {"name": "nobody", "password": "x"})
+    assert status == 400
     assert body == {"error": err.value.details(), "message": err.value.details(), "code": err.value.code().value[0]}  # type: ignore[attr-defined]
     assert c.call("GET", "/v3/kv/range")[:2] == (405, "text/plain; charset=utf-8")
 
