@@ -99,6 +99,13 @@ def add_placement_arguments(p: argparse.ArgumentParser, *, bootstrap_stores: int
     p.add_argument("--replicas", type=int, default=3, help="replicas of each initial shard (fewer if fewer store nodes)")
     p.add_argument("--split-keys", type=int, default=0, help="the scheduler splits a shard holding at least this many live keys (0: off)")
     p.add_argument("--split-size-bytes", type=int, default=0, help="the scheduler splits a shard holding at least this many live bytes (0: off)")
+    p.add_argument(
+        "--split-write-rate",
+        type=float,
+        default=0.0,
+        help="the scheduler splits a shard whose leader reports at least this many writes per second, and hands one half's "
+        "leadership to another store (0: off)",
+    )
     p.add_argument("--merge-keys", type=int, default=0, help="the scheduler merges two adjacent shards on the same nodes each holding fewer live keys than this (0: off)")
     p.add_argument("--merge-size-bytes", type=int, default=0, help="the scheduler merges two adjacent shards on the same nodes each holding fewer live bytes than this (0: off)")
     p.add_argument(
@@ -155,6 +162,7 @@ async def add_placement(
             replicas=args.replicas,
             split_keys=args.split_keys,
             split_size_bytes=args.split_size_bytes,
+            split_write_rate=args.split_write_rate,
             merge_keys=args.merge_keys,
             merge_size_bytes=args.merge_size_bytes,
         ),

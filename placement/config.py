@@ -35,10 +35,16 @@ class PlacementConfig:
     """The scheduler splits a shard with at least this many live keys (0: never on key count)."""
     split_size_bytes: int = 0
     """The scheduler splits a shard with at least this many live bytes (0: never on size)."""
+    split_write_rate: float = 0.0
+    """The scheduler splits a shard whose leader reports at least this many writes per second (0: never on load)."""
     merge_keys: int = 0
     """The scheduler merges two small shards each with fewer live keys than this (0: never on key count)."""
     merge_size_bytes: int = 0
     """The scheduler merges two small shards each with fewer live bytes than this (0: never on size)."""
+    heat_interval_s: float = 1.0
+    """The leader takes a sample of the dashboard's heat map this often (placement/dashboard.py)."""
+    heat_samples: int = 600
+    """Heat map samples the leader keeps (the newest; 10 minutes at the default interval)."""
 
     def scheduler(self) -> SchedulerConfig:
         """The scheduler's settings from these."""
@@ -48,6 +54,7 @@ class PlacementConfig:
             suspect_after_s=self.suspect_after_s,
             split_keys=self.split_keys,
             split_size_bytes=self.split_size_bytes,
+            split_write_rate=self.split_write_rate,
             merge_keys=self.merge_keys,
             merge_size_bytes=self.merge_size_bytes,
         )

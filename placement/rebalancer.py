@@ -145,7 +145,7 @@ class Rebalancer:
         )
 
     def stats(self, now: float) -> Stats:
-        return Stats(last_heard=self.heard(now), shards=loads_of(self.s.node_stats), running=tuple(self.table.running.values()), frozen=self.frozen())
+        return Stats(last_heard=self.heard(now), shards=loads_of(self.s.node_stats, self.s.state.shards), running=tuple(self.table.running.values()), frozen=self.frozen())
 
     def frozen(self) -> Frozen:
         """Which replicas reported a freeze for a merge, from the latest heartbeats."""
@@ -345,5 +345,17 @@ def op_to_pb(op: Operator, now: float) -> ppb.OperatorInfo:
     )
 
 
-def loads_of(stats: Mapping[int, ppb.StoreHeartbeatRequest]) -> dict[int, ShardLoad]:
-    return {st.shard_id: ShardLoad(st.size_bytes, st.key_count, st.write_rate) for hb in stats.values() for st in hb.shards if st.is_leader}
+def loads_of(stats: Mapping[int, ppb.StoreHeartbeatRequest], shards: Mapping[int, Shard] | None = None) -> dict[int, ShardLoad]:
+    """Each shard's figures from its leader's latest heartbeat; none for a
+    shard whose slots the map shows changed since (a split or merge after
+    the heartbeat: figures of the whole shard would split a half again)."""
+    out: dict[int, ShardLoad] = {}
+    for hb in stats.values():
+        for st in hb.shards:
+            if not st.is_leader:
+                continue
+            s = shards.get(st.shard_id) if shards is not None else None
+            if s is not None and st.epoch.slot_version < s.epoch.slot_version:
+                continue
+            out[st.shard_id] = ShardLoad(st.size_bytes, st.key_count, st.write_rate)
+    return out

@@ -34,9 +34,17 @@ proposes operators (placement/operators.py), in priority order:
    0/2/2, 2/0/2, ... for ever. A shard with no known leader on a live voter
    whose voters mostly live (it is electing, or its report lags) and that
    no operator works on makes leader balance wait for the next round;
-6. split: a shard over a size / key count / write rate threshold (0: off)
+6. hot leaders (with a write rate threshold set): a node leading two or
+   more warm shards (write rate at least half the split threshold: the
+   halves of a hot shard split) hands one to a live voter leading no warm
+   shard and fewer shards than it, so the halves of a hot shard do not
+   stay on one store (a split's new group elects its leader anew). After
+   such a transfer the two nodes' leader counts differ by at most one, so
+   leader balance never gives it back; each transfer lowers the sum of
+   squares of warm leaderships and never raises that of leader counts;
+7. split: a shard over a size / key count / write rate threshold (0: off)
    splits at its middle slot;
-7. merge (off unless `merge_size_bytes` or `merge_keys` is set): two shards
+8. merge (off unless `merge_size_bytes` or `merge_keys` is set): two shards
    with the same replicas whose slots are adjacent, each below the merge
    thresholds and together below half of every split threshold (hysteresis:
    the merged shard is far from splitting again, and a shard just split is
@@ -285,6 +293,7 @@ class _Round:
             self.spread_zones()
             self.balance_replicas()
             self.balance_leaders()
+            self.spread_hot_leaders()
         self.split()
         self.merge()
         return self.out
@@ -540,6 +549,44 @@ class _Round:
             if i < len(lst):
                 return lst[i], n
         return None
+
+    def spread_hot_leaders(self) -> None:
+        """A node leading two or more warm shards (write rate >= half the
+        split threshold) gives one (the lowest id) to its live voter that
+        leads no warm shard and the fewest shards, if fewer than the giver
+        (ties: the lowest id); running operators counted as done."""
+        rate = self.cfg.split_write_rate
+        if not rate or len(self.live) < 2:
+            return
+        warm = sorted(sid for sid, load in self.stats.shards.items() if load.write_rate >= rate / 2 and sid in self.replicas)
+        if len(warm) < 2:
+            return
+        led = collections.Counter(self.leader.values())
+        warm_led: dict[int, list[int]] = collections.defaultdict(list)
+        for sid in warm:
+            warm_led[self.leader[sid]].append(sid)
+        for src in sorted(warm_led):
+            sids = warm_led[src]
+            if not src or len(sids) < 2:
+                continue
+            for sid in sids:
+                if self.ops >= self.cfg.max_ops or len(warm_led[src]) < 2:
+                    break
+                if not self.free(sid) or self.node_ops[src] >= self.cfg.max_ops_per_node:
+                    continue
+                cands = [
+                    r.node_id for r in self.replicas[sid]
+                    if not r.learner and r.node_id != src and r.node_id in self.live_set and not warm_led.get(r.node_id)
+                    and led[r.node_id] < led[src] and self.node_ops[r.node_id] < self.cfg.max_ops_per_node
+                ]
+                if not cands:
+                    continue
+                to = min(cands, key=lambda n: (led[n], n))
+                self.emit(OperatorKind.BALANCE_LEADER, sid, (TransferLeader(to),), f"hot leaders: node {src} leads {len(warm_led[src])} shards over half the split write rate: shard {sid} to node {to}")
+                warm_led[src].remove(sid)
+                warm_led[to].append(sid)
+                led[src] -= 1
+                led[to] += 1
 
     def can_elect(self, sid: int) -> bool:
         """Do most of the shard's voters live (so it has, or will soon
