@@ -199,7 +199,9 @@ async def serve(args: argparse.Namespace) -> None:
         config=HostConfig(
             tick_interval_s=args.tick_ms / 1000,
             election_ticks=args.election_ticks,
-            quiesce_ticks=0,  # closed-timestamp entries keep every shard busy anyway
+            # Idle shards go quiet: their closed timestamps travel on the side
+            # channel (shard/node/closedts.py), not as Raft entries.
+            quiesce_ticks=HostConfig().quiesce_ticks,
             snapshot_entries=args.snapshot_entries,
             compaction_margin=args.compaction_margin,
         ),

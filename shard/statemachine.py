@@ -241,7 +241,7 @@ class ShardStateMachine:
         id; (0, ()) for one never seen."""
         return self._dedup.window(router_id)
 
-    def reader(self, frozen: bool = False) -> ShardReader:
+    def reader(self, frozen: bool = False, readable: int = 0) -> ShardReader:
         """The applied state for reads. frozen: later applies do not change
         what it reads in memory (for reading off the applying thread; the
         engine underneath stays live, which reads at a fixed revision do not
@@ -251,11 +251,13 @@ class ShardStateMachine:
         if self._staged is not None:
             view = self._staged.freeze() if frozen else self._staged
         m = self._meta
-        return ShardReader(view, m.ranges, m.slot_count, m.revision, m.compact, m.readable_revision, self.max_txn_ops)
+        return ShardReader(view, m.ranges, m.slot_count, m.revision, m.compact, max(m.readable_revision, readable), self.max_txn_ops)
 
-    def range(self, r: RangeRequest) -> RangeResponse:
-        """etcd's Range over this shard's slots, at r.revision (0: now)."""
-        return self.reader().range(r)
+    def range(self, r: RangeRequest, readable: int = 0) -> RangeResponse:
+        """etcd's Range over this shard's slots, at r.revision (0: now).
+        readable: a higher readable revision the node vouches for (a closed
+        timestamp of the side channel, shard/sidets.py; never applied here)."""
+        return self.reader(readable=readable).range(r)
 
     def events_since(
         self, key: bytes, range_end: bytes, start_rev: int, limit: int = 0, prev_kv: bool = False

@@ -131,6 +131,7 @@ class HostState:
     _last_heard: dict[int, float]
     _peers: set[int]
     crash_hook: Callable[[str], None] | None
+    on_activity: Callable[[int], None] | None
 
     if TYPE_CHECKING:
         # Implemented by one of the parts; declared for the type checker.

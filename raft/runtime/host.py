@@ -28,13 +28,13 @@ import asyncio
 import dataclasses
 import logging
 import random
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 from raft.core import ConfChange, ConfState, Message, MessageType, ProposalDropped, StateRole, StepPeerNotFound
 from raft.runtime import envelope
 from raft.runtime.clock import Clock
 from raft.runtime.group import Group, GroupNotFound, HostConfig, HostStats
-from raft.runtime.quiescence import LIVENESS_GROUP, QUIESCE_CTX, WAKE_CTX, Quiescence
+from raft.runtime.quiescence import LIVENESS_GROUP, NODE_MESSAGE_GROUP, QUIESCE_CTX, WAKE_CTX, Quiescence
 from raft.runtime.readindex import ReadIndex
 from raft.runtime.readyloop import ReadyLoop
 from raft.runtime.registry import GroupRegistry
@@ -88,12 +88,45 @@ class GroupHost(GroupRegistry, ReadyLoop, Ticker, Quiescence, ReadIndex, Snapsho
         """Called with (group_id, from_node) when a message arrives for a group
         not hosted here (the message is dropped; Raft resends): the owner
         may create the replica (TiKV's "create a peer on a message")."""
+        self.on_node_message: Callable[[int, Message], None] | None = None
+        """Called with (from_node, message) for each node-to-node message of
+        the owner's (``send_node_message``): a side channel per node pair
+        riding the transport's per-destination batches (the store's closed
+        timestamps, shard/node/closedts.py)."""
+        self.on_activity: Callable[[int], None] | None = None
+        """Called with a group id, synchronously, whenever something may end
+        the group's idleness: a proposal, conf change, leader transfer or
+        campaign here, or a change of its role, leader or term."""
+        self.conf_change_barrier: Callable[[int], Awaitable[None]] | None = None
+        """Awaited with the group id before a conf change is proposed here
+        (the store logs its closed timestamp first: shard/node/closedts.py)."""
         transport.set_handler(self)
 
     # -- inputs ---------------------------------------------------------------------
     def _mark(self, group_id: int) -> None:
         self._dirty.add(group_id)
         self._has_work.set()
+
+    def _active(self, group_id: int) -> None:
+        if self.on_activity is not None:
+            self.on_activity(group_id)
+
+    def send_node_message(self, node_id: int, m: Message) -> None:
+        """Send m to node_id's ``on_node_message`` (batched with the Raft
+        messages to that node; may be lost, never reordered on one connection)."""
+        self._transport.send(node_id, NODE_MESSAGE_GROUP, m)
+
+    def is_idle_leader(self, group_id: int) -> bool:
+        """This node leads the group and nothing is in flight: no proposal
+        waiting for the next round, every entry committed, applied and matched
+        by every peer (RawNode.is_idle_leader)."""
+        g = self._groups.get(group_id)
+        return g is not None and not g.proposals and g.node.is_idle_leader()
+
+    def term_and_leader(self, group_id: int) -> tuple[int, int]:
+        """(term, leader id) of the group as this node knows them ((0, 0): not hosted)."""
+        g = self._groups.get(group_id)
+        return (g.node.term, g.node.leader_id) if g is not None else (0, 0)
 
     def _next_seq(self) -> int:
         self._seq += 1
@@ -112,6 +145,7 @@ class GroupHost(GroupRegistry, ReadyLoop, Ticker, Quiescence, ReadIndex, Snapsho
                 raise ProposalDropped(f"group {group_id}: no leader")
             self._wake(g)
             g.idle_ticks = 0
+            self._active(group_id)
             # Batched: every proposal of a round goes to Raft as one message,
             # so followers get one append per round, not one per proposal.
             g.proposals.append(envelope.wrap(self.node_id, seq, data))
@@ -136,11 +170,14 @@ class GroupHost(GroupRegistry, ReadyLoop, Ticker, Quiescence, ReadIndex, Snapsho
 
     async def propose_conf_change(self, group_id: int, cc: ConfChange, *, timeout_s: float = 5.0) -> ConfState:
         g = self._group(group_id)
+        if self.conf_change_barrier is not None:
+            await self.conf_change_barrier(group_id)
         seq = self._next_seq()
         fut: asyncio.Future[object] = asyncio.get_running_loop().create_future()
         self._pending[seq] = fut
         try:
             self._wake(g)
+            self._active(group_id)
             g.node.propose_conf_change(dataclasses.replace(cc, context=envelope.wrap(self.node_id, seq, b"")))
             self._mark(group_id)
             async with asyncio.timeout(timeout_s):
@@ -153,12 +190,14 @@ class GroupHost(GroupRegistry, ReadyLoop, Ticker, Quiescence, ReadIndex, Snapsho
     def transfer_leader(self, group_id: int, target: int) -> None:
         g = self._group(group_id)
         self._wake(g)
+        self._active(group_id)
         g.node.transfer_leader(target)
         self._mark(group_id)
 
     def campaign(self, group_id: int) -> None:
         g = self._group(group_id)
         self._wake(g)
+        self._active(group_id)
         g.node.campaign()
         self._mark(group_id)
 
@@ -169,6 +208,10 @@ class GroupHost(GroupRegistry, ReadyLoop, Ticker, Quiescence, ReadIndex, Snapsho
             if group_id == LIVENESS_GROUP:
                 if m.type == MessageType.HEARTBEAT:
                     self._transport.send(from_node, LIVENESS_GROUP, Message(type=MessageType.HEARTBEAT_RESP, to=from_node, from_=self.node_id))
+                continue
+            if group_id == NODE_MESSAGE_GROUP:
+                if self.on_node_message is not None:
+                    self.on_node_message(from_node, m)
                 continue
             g = self._groups.get(group_id)
             if g is None:

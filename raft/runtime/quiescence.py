@@ -9,12 +9,14 @@ from __future__ import annotations
 from raft.core import Message, MessageType
 from raft.runtime.group import Group, HostState
 
-__all__ = ["LIVENESS_GROUP", "QUIESCE_CTX", "WAKE_CTX", "Quiescence"]
+__all__ = ["LIVENESS_GROUP", "NODE_MESSAGE_GROUP", "QUIESCE_CTX", "WAKE_CTX", "Quiescence"]
 
 QUIESCE_CTX = b"\xffquiesce"
 WAKE_CTX = b"\xffwake"
 LIVENESS_GROUP = (1 << 64) - 1
 """Reserved group id of node-to-node liveness pings (no Raft group uses it)."""
+NODE_MESSAGE_GROUP = (1 << 64) - 2
+"""Reserved group id of the host owner's node-to-node messages (GroupHost.send_node_message)."""
 
 
 class Quiescence(HostState):

@@ -200,6 +200,8 @@ class ReadyLoop(HostState):
         ss = rd.soft_state
         assert ss is not None
         log.info("group=%d node=%d role=%s leader=%d term=%d", g.group_id, self.node_id, ss.role.name, ss.leader_id, node.term)
+        if self.on_activity is not None:
+            self.on_activity(g.group_id)
         if ss.leader_id and ss.leader_id != g.last_leader:
             g.last_leader = ss.leader_id
             self.stats.leader_changes += 1

@@ -1,29 +1,44 @@
 """Closed timestamps: the leader's promise that no later write in its shard
 gets a revision at or below a timestamp.
 
-A write carries ``closed_ts = stamp - 1`` (piggybacked), and the leader of a
-shard that proposed nothing for ``closed_ts_interval_s`` proposes a
-``ClosedTs(now)`` entry. The apply rule (shard/hlc.py) makes any later
-write's revision greater than a closed timestamp applied before it, so a
-replica serves reads at any revision <= max(revision, closed_ts). A shard
-frozen for a merge proposes none (it applies nothing more).
+A write carries ``closed_ts = stamp - 1`` (piggybacked): the apply rule
+(shard/hlc.py) makes any later write's revision greater than a closed
+timestamp applied before it, so a replica serves reads at any revision <=
+max(revision, closed_ts).
 
-The same sweep looks for txn locks (shard/txn2pc.py) older than
+Idle shards cost no Raft entries (issue #20): one loop per node runs
+*rounds* of the side channel (shard/sidets.py: one message per peer node
+for all the idle shards led here, the per-node-pair "closed up to T as of
+index I" of CockroachDB's side transport; DESIGN.md, "Revisions and time",
+has why a new leader never writes at or below a T a replica used). A
+replica's closed timestamp for reads and watch progress is ``closed_ts()``:
+the replicated one, or the side channel's once this replica applied the
+index it was published at, unless it holds a txn lock or is frozen. Only a
+shard led here that is not idle (a member lags or is down, a lock) or whose
+members stopped acknowledging still gets a ``ClosedTs`` entry after
+``closed_ts_interval_s`` without a proposal (the old way). Before a conf
+change the leader logs one too (a new member's stamps then stay above
+everything closed before it joined). Work per round is per node pair and per
+shard that changed (``on_activity``), not per shard hosted.
+
+The same loop looks for txn locks (shard/txn2pc.py) older than
 ``txn_recovery_s`` on shards led here, and hands each to the node's lock
 resolver: a lock left by a coordinator that died is resolved even if no
 request ever meets it (its shard's closed timestamp, and so watch progress,
-would stay behind until one did).
+would stay behind until one did). The shards it looks at are those led here
+with a lock applied (``locked``, followed through the applies), not every
+shard.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+import os
 
-from raft.core import ProposalDropped
+from raft.core import Message, MessageType, ProposalDropped
 from raft.runtime.host import GroupNotFound
-from shard import hlc
+from shard import hlc, sidets
 from shard.codec import encode_command
 from shard.node.state import NodeState
 from shard.txn2pc import TxnLock
@@ -31,56 +46,214 @@ from shard.types import ClosedTs, Command
 
 log = logging.getLogger(__name__)
 
+HLC_FLOOR_KEY = b"\x07hlc-floor"
+"""A node-level record (0x07: beside space.py's alarms): a timestamp the
+node's HLC is at or above after a restart. Side-channel timestamps are
+acknowledged only below it."""
+FLOOR_AHEAD_MS = 1000
+"""How far above an acknowledged timestamp the stored floor is put, so that
+it is written about once a second, not every round."""
+LAGGING_ROUNDS = 5
+"""A peer that acknowledged no round for this many rounds is lagging: the
+shards it is a member of get ClosedTs entries again."""
 
-@dataclass(slots=True)
-class _ShardTimers:
-    last_closed: float = 0.0
-    closing: bool = False
+
+def _persist(engine: object, value: int) -> None:
+    raw = value.to_bytes(8, "big")
+    db = getattr(engine, "db", None)
+    if db is not None:  # RocksEngine: one synced put
+        import rocksdict
+
+        opts = rocksdict.WriteOptions()
+        opts.sync = True
+        db.put(HLC_FLOOR_KEY, raw, opts)
+        return
+    batch = engine.new_batch()  # type: ignore[attr-defined]
+    batch.put(HLC_FLOOR_KEY, raw)
+    engine.write(batch)  # type: ignore[attr-defined]
 
 
 class ClosedTimestamps:
     def __init__(self, state: NodeState) -> None:
         self._s = state
-        self._timers: dict[int, _ShardTimers] = {}
         self._resolving: set[bytes] = set()
+        self.publisher = sidets.Publisher(state.node_id, int.from_bytes(os.urandom(6), "big") or 1)
+        self.receiver = sidets.Receiver(state.node_id)
+        self._dirty: set[int] = set()
+        """Shards to look at next round (something happened to them)."""
+        self._unpublished: set[int] = set()
+        """Shards led here that are not idle: they get ClosedTs entries (the old way)."""
+        self._last_closed: dict[int, float] = {}
+        """When a shard of _unpublished last proposed (its writes carry closed timestamps)."""
+        self._closing: set[int] = set()
+        self.locked: set[int] = set()
+        """Shards hosted here with a txn lock applied (for the lock sweep)."""
+        raw = state.engine.get(HLC_FLOOR_KEY)
+        self._floor = int.from_bytes(raw, "big") if raw is not None else 0
+        state.hlc.update(self._floor)
+        self.rounds = 0
+        state.host.on_node_message = self._on_message
+        state.host.on_activity = self.activity
+        state.host.conf_change_barrier = self._barrier
+        state.closed_ts_of = self.closed_ts
+        state.readable_of = self.readable_revision
 
+    # -- what the node's jobs tell it ---------------------------------------------------
     def track(self, shard_id: int) -> None:
         """A replica is hosted here from now on."""
-        self._timers[shard_id] = _ShardTimers()
+        self._dirty.add(shard_id)
+        rep = self._s.replicas.get(shard_id)
+        if rep is not None:
+            rep.on_applied = self.applied
+            self.applied(shard_id)
 
     def forget(self, shard_id: int) -> None:
-        self._timers.pop(shard_id, None)
+        self.publisher.set_entry(shard_id, None)
+        self.receiver.refuse(shard_id, lambda _sid: (0, 0))
+        self.receiver.forget(shard_id)
+        self._unpublished.discard(shard_id)
+        self._last_closed.pop(shard_id, None)
+        self.locked.discard(shard_id)
 
     def proposed(self, shard_id: int) -> None:
         """The leader proposed a write now (it carries a closed timestamp)."""
-        self._timers[shard_id].last_closed = self._s.clock.monotonic()
+        self._last_closed[shard_id] = self._s.clock.monotonic()
 
+    def activity(self, shard_id: int) -> None:
+        """GroupHost.on_activity: a proposal, conf change, transfer, or a
+        change of role, leader or term. Synchronous, before any stamp of the
+        new state: a member that moved on stops vouching for the old leader."""
+        self._dirty.add(shard_id)
+        self.receiver.refuse(shard_id, self._s.host.term_and_leader)
+
+    def applied(self, shard_id: int) -> None:
+        """The replica applied entries (or a snapshot)."""
+        self._dirty.add(shard_id)
+        rep = self._s.replicas.get(shard_id)
+        if rep is None:
+            return
+        sm = rep.sm
+        if sm.txn_lock is not None:
+            self.locked.add(shard_id)
+        else:
+            self.locked.discard(shard_id)
+        self.receiver.forget(shard_id, below=sm.closed_ts)
+
+    # -- what reads and watches use ----------------------------------------------------------
+    def closed_ts(self, shard_id: int) -> int:
+        """This replica's closed timestamp: the replicated one, or the side
+        channel's where this replica may use it (0: not hosted)."""
+        rep = self._s.replicas.get(shard_id)
+        if rep is None:
+            return 0
+        sm = rep.sm
+        c = sm.closed_ts
+        if sm.txn_lock is not None or sm.frozen:
+            return c  # a locked shard's floor holds: no side channel past it
+        side = max(self.publisher.stable(shard_id), self.receiver.closed(shard_id, sm.applied_index()))
+        return max(c, side)
+
+    def readable_revision(self, shard_id: int) -> int:
+        rep = self._s.replicas.get(shard_id)
+        if rep is None:
+            return 0
+        return max(rep.sm.readable_revision, self.closed_ts(shard_id))
+
+    # -- the loop -------------------------------------------------------------------------
     async def run(self, tg: asyncio.TaskGroup) -> None:
-        """Until cancelled: propose a ClosedTs for every shard led here that
-        proposed nothing for closed_ts_interval_s, as a task of tg."""
+        """Until cancelled: a side-channel round every closed_ts_interval_s,
+        ClosedTs entries for the shards it does not cover, the lock sweep."""
         s = self._s
         interval = s.cfg.closed_ts_interval_s
         while True:
-            await s.clock.sleep(interval / 2)
-            now = s.clock.monotonic()
+            await s.clock.sleep(interval)
+            self.round()
             self._sweep_locks(tg)
-            for sid in list(s.replicas):
-                t = self._timers[sid]
-                if t.closing or now - t.last_closed < interval or not s.is_leader(sid):
-                    continue
-                if s.replicas[sid].sm.frozen:
-                    continue  # a frozen shard applies nothing more: no closed timestamps either
-                t.closing = True
-                t.last_closed = now
-                tg.create_task(self._close(sid, t))
+            self._fallback(tg, interval)
+
+    def round(self) -> None:
+        """One side-channel round (public for tests)."""
+        s = self._s
+        host = s.host
+        for sid in list(self._dirty | self._unpublished):
+            rep = s.replicas.get(sid)
+            if rep is None or not s.is_leader(sid):
+                self.publisher.set_entry(sid, None)
+                self._unpublished.discard(sid)
+                self._last_closed.pop(sid, None)
+                continue
+            sm = rep.sm
+            if sm.txn_lock is None and not sm.frozen and host.is_idle_leader(sid):
+                st = host.status(sid)
+                cs = st.conf_state
+                members = tuple(sorted({*cs.voters, *cs.learners, *getattr(cs, "voters_outgoing", ())}))
+                self.publisher.set_entry(sid, sidets.Entry(st.hard_state.term, st.applied, members))
+                self._unpublished.discard(sid)
+                self._last_closed.pop(sid, None)
+            else:
+                self.publisher.set_entry(sid, None)
+                if sid not in self._unpublished:
+                    self._unpublished.add(sid)
+                    self._last_closed.setdefault(sid, s.clock.monotonic())
+        self._dirty.clear()
+        # The same step as the idleness checks above: every proposal stamped
+        # before ts is in its shard's log at or below the index published.
+        ts = s.stamp()
+        self._ensure_floor(ts)
+        self.rounds += 1
+        for node, msg in self.publisher.next_round(ts).items():
+            host.send_node_message(node, Message(type=MessageType.HEARTBEAT, to=node, from_=s.node_id, context=sidets.encode(msg)))
+
+    def _ensure_floor(self, ts: int) -> None:
+        """The HLC is at or above ts after a restart too (before ts is vouched for)."""
+        if ts > self._floor:
+            self._floor = ts + hlc.span(FLOOR_AHEAD_MS)
+            _persist(self._s.engine, self._floor)
+
+    def _on_message(self, from_node: int, m: Message) -> None:
+        s = self._s
+        try:
+            msg = sidets.decode(m.context)
+            if msg.get("k") == "pub":
+                ts = int(msg["ts"])
+                s.hlc.update(ts)
+                self._ensure_floor(ts)
+                ack = self.receiver.on_publication(from_node, msg, s.host.term_and_leader)
+                s.host.send_node_message(from_node, Message(type=MessageType.HEARTBEAT_RESP, to=from_node, from_=s.node_id, context=sidets.encode(ack)))
+            elif msg.get("k") == "ack":
+                self.publisher.on_ack(from_node, msg)
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("node=%d: a bad side-channel message from node %d: %s", s.node_id, from_node, exc)
+
+    def _fallback(self, tg: asyncio.TaskGroup, interval: float) -> None:
+        """ClosedTs entries for the shards led here the side channel does not
+        cover: not idle, or published with a member that stopped acknowledging."""
+        s = self._s
+        now = s.clock.monotonic()
+        pub = self.publisher
+        lagging = {n for n, (r, _) in pub.acked.items() if pub.round - r > LAGGING_ROUNDS}
+        stale = set(self._unpublished)
+        if lagging or len(pub.acked) < len(pub._dests):
+            silent = lagging | {n for n in pub._dests if n not in pub.acked}
+            stale |= {sid for sid, e in pub.entries.items() if silent.intersection(e.members) and pub.round - e.since > LAGGING_ROUNDS}
+        for sid in stale:
+            if sid in self._closing or now - self._last_closed.get(sid, 0.0) < interval:
+                continue
+            rep = s.replicas.get(sid)
+            if rep is None or rep.sm.frozen or not s.is_leader(sid):
+                continue  # a frozen shard applies nothing more: no closed timestamps either
+            self._closing.add(sid)
+            self._last_closed[sid] = now
+            tg.create_task(self._close(sid))
 
     def _sweep_locks(self, tg: asyncio.TaskGroup) -> None:
         s = self._s
         if s.lock_resolver is None:
             return
         now_ms = s.clock.wall_ms()
-        for sid, rep in list(s.replicas.items()):
-            lock = rep.sm.txn_lock
+        for sid in list(self.locked):
+            rep = s.replicas.get(sid)
+            lock = rep.sm.txn_lock if rep is not None else None
             if lock is None or lock.txn_id in self._resolving or not s.is_leader(sid):
                 continue
             if now_ms - hlc.wall_ms_of(lock.stamp) < s.cfg.txn_recovery_s * 1000:
@@ -97,7 +270,7 @@ class ClosedTimestamps:
         finally:
             self._resolving.discard(lock.txn_id)
 
-    async def _close(self, shard_id: int, t: _ShardTimers) -> None:
+    async def _close(self, shard_id: int) -> None:
         s = self._s
         ts = s.stamp()
         data = encode_command(Command(ClosedTs(ts), stamp=ts, closed_ts=ts))
@@ -106,4 +279,13 @@ class ClosedTimestamps:
         except (ProposalDropped, TimeoutError, GroupNotFound):
             pass  # leadership moved, the group is stuck or was destroyed: the next round tries again
         finally:
-            t.closing = False
+            self._closing.discard(shard_id)
+
+    async def _barrier(self, shard_id: int) -> None:
+        """Before a conf change proposed here: log the closed timestamp (the
+        HLC now is above every side-channel timestamp this node published,
+        and the new member applies this entry before it can lead)."""
+        s = self._s
+        ts = s.stamp()
+        data = encode_command(Command(ClosedTs(ts), stamp=ts, closed_ts=ts))
+        await s.host.propose(shard_id, data, timeout_s=s.cfg.propose_timeout_s)

@@ -62,26 +62,29 @@ class Reads:
         elif consistency == Consistency.BOUNDED_STALENESS:
             now = s.stamp()
             needed = max(0, now - hlc.span(max_staleness_ms))
-            if sm.closed_ts < needed:
+            closed = s.closed_ts_of(sid)
+            if closed < needed:
                 if not s.is_leader(sid):
-                    raise StaleReadNotReady(sm.closed_ts, needed, s.host.leader_of(sid))
+                    raise StaleReadNotReady(closed, needed, s.host.leader_of(sid))
                 # The leader is the fallback, but a deposed leader may not know
                 # it yet: a ReadIndex proves its state is current, which meets
                 # any staleness bound.
                 await self._read_index(ctx)
                 await self._refuse_locked(ctx, rep, request)
         elif consistency == Consistency.AT_REVISION:
-            if request.revision > sm.readable_revision and sm.txn_lock is not None:
+            # readable_of: the side channel's closed timestamp counts too, but
+            # never while the shard holds a txn lock (shard/node/closedts.py).
+            if request.revision > s.readable_of(sid) and sm.txn_lock is not None:
                 await rep.lock_change(self._checks.timeout_s(ctx, LOCK_WAIT_S))
-                if request.revision > sm.readable_revision and sm.txn_lock is not None:
+                if request.revision > s.readable_of(sid) and sm.txn_lock is not None:
                     raise sm.locked_error()
-            if request.revision > sm.readable_revision:
+            if request.revision > s.readable_of(sid):
                 if not s.is_leader(sid):
-                    raise StaleReadNotReady(sm.closed_ts, request.revision, s.host.leader_of(sid))
+                    raise StaleReadNotReady(s.closed_ts_of(sid), request.revision, s.host.leader_of(sid))
                 await self._read_index(ctx)  # a new leader may not have applied all it committed
-                if request.revision > sm.readable_revision:
+                if request.revision > s.readable_of(sid):
                     raise FutureRevision()
-        return rep.sm.range(request)
+        return rep.sm.range(request, readable=s.readable_of(sid))
 
     async def _refuse_locked(self, ctx: RequestContext, rep: ShardReplica, request: RangeRequest) -> None:
         """TxnLocked if a txn's lock covers a key of the read, after waiting

@@ -56,6 +56,8 @@ class ShardReplica:
         self.retired = False
         """This frozen replica's merge target applied the CommitMerge here: it is being destroyed."""
         self._lock_changed: asyncio.Event | None = None
+        self.on_applied: Callable[[int], None] | None = None
+        """Called with the shard id after each apply or restore (the closed timestamps' bookkeeping)."""
 
     async def lock_change(self, timeout_s: float) -> None:
         """Wait until the shard's txn lock (shard/txn2pc.py) changes, at most timeout_s."""
@@ -108,6 +110,8 @@ class ShardReplica:
                 if self.on_merge is not None:
                     self.on_merge(self.shard_id, a.index, a.merged_from)
         self._clock_update(self.sm.readable_revision)
+        if self.on_applied is not None:
+            self.on_applied(self.shard_id)
         return out
 
     def on_applied_index(self, index: int, wb: Any) -> None:
@@ -132,6 +136,8 @@ class ShardReplica:
 
     def _restored(self) -> None:
         self._clock_update(self.sm.readable_revision)
+        if self.on_applied is not None:
+            self.on_applied(self.shard_id)
         if self._lock_changed is not None:
             self._lock_changed.set()
             self._lock_changed = None

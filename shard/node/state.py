@@ -44,10 +44,23 @@ class NodeState:
         self.request_counts: dict[int, list[int]] = {}
         self.created: dict[int, asyncio.Event] = collections.defaultdict(asyncio.Event)
         """Set once a shard's replica is hosted here (a split waits for its new shard's)."""
+        self.closed_ts_of: Callable[[int], int] = self._replicated_closed_ts
+        """A hosted shard's closed timestamp for reads and watch progress:
+        the replicated one or the side channel's (shard/node/closedts.py sets it)."""
+        self.readable_of: Callable[[int], int] = self._replicated_readable
+        """A hosted shard's readable revision: max(revision, closed_ts_of)."""
         self.lock_resolver: LockResolver | None = None
         """(shard id, its lock): decide a txn across shards whose coordinator
         left its lock here, and apply that here (flotilla/lockresolver.py: the
         store's process wires it; None: only requests that meet a lock resolve it)."""
+
+    def _replicated_closed_ts(self, shard_id: int) -> int:
+        rep = self.replicas.get(shard_id)
+        return rep.sm.closed_ts if rep is not None else 0
+
+    def _replicated_readable(self, shard_id: int) -> int:
+        rep = self.replicas.get(shard_id)
+        return rep.sm.readable_revision if rep is not None else 0
 
     def is_leader(self, shard_id: int) -> bool:
         # Not host.status(): that builds the whole Status (progress, conf

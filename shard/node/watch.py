@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 
 from shard.errors import EmptyKey, RoutingError, ServerBusy
 from shard.mvcc import in_range
@@ -119,9 +119,12 @@ class WatchHub:
         # so a watch from now is never refused as compacted on a shard that
         # had no write above a cluster-wide compaction (etcd starts it at its
         # current revision and waits).
-        start = spec.start_revision if spec.start_revision > 0 else sm.readable_revision + 1
+        sid = rep.shard_id
+        readable = self._s.readable_of
+        closed = self._s.closed_ts_of
+        start = spec.start_revision if spec.start_revision > 0 else readable(sid) + 1
         if start < sm.compact_revision:
-            yield WatchBatch(compact_revision=sm.compact_revision, closed_ts=sm.closed_ts)
+            yield WatchBatch(compact_revision=sm.compact_revision, closed_ts=closed(sid))
             return
         w = Watcher(spec, start, cfg.watch_queue_events)
         # Registration and the history read happen with no await between them,
@@ -136,17 +139,17 @@ class WatchHub:
                 j = min(len(history), i + step)
                 while j < len(history) and history[j].kv.mod_revision == history[j - 1].kv.mod_revision:
                     j += 1  # never split a revision
-                yield WatchBatch(events=history[i:j], closed_ts=sm.closed_ts)
+                yield WatchBatch(events=history[i:j], closed_ts=closed(sid))
                 i = j
-            yield _progress(rep, w)
+            yield _progress(rep, w, readable, closed)
             interval = spec.progress_interval_s or cfg.watch_progress_interval_s
             while True:
                 if w.canceled is not None and not w.queue:
-                    yield WatchBatch(error=w.routing_error or ServerBusy(w.canceled), closed_ts=sm.closed_ts)
+                    yield WatchBatch(error=w.routing_error or ServerBusy(w.canceled), closed_ts=closed(sid))
                     return
                 if w.queue:
                     events = w.take(step)
-                    yield WatchBatch(events=events, progress_revision=_progress_claim(rep, w), closed_ts=sm.closed_ts)
+                    yield WatchBatch(events=events, progress_revision=_progress_claim(rep, w, readable), closed_ts=closed(sid))
                     continue
                 w.wakeup.clear()
                 try:
@@ -154,16 +157,16 @@ class WatchHub:
                         await w.wakeup.wait()
                 except TimeoutError:
                     if not w.queue and w.canceled is None:
-                        yield _progress(rep, w)
+                        yield _progress(rep, w, readable, closed)
         finally:
             rep.watchers.discard(w)
 
 
-def _progress(rep: ShardReplica, w: Watcher) -> WatchBatch:
-    return WatchBatch(progress_revision=_progress_claim(rep, w), closed_ts=rep.sm.closed_ts)
+def _progress(rep: ShardReplica, w: Watcher, readable: Callable[[int], int], closed: Callable[[int], int]) -> WatchBatch:
+    return WatchBatch(progress_revision=_progress_claim(rep, w, readable), closed_ts=closed(rep.shard_id))
 
 
-def _progress_claim(rep: ShardReplica, w: Watcher) -> int:
+def _progress_claim(rep: ShardReplica, w: Watcher, readable: Callable[[int], int]) -> int:
     """The revision up to which this stream has sent every event of the
     watched range (0: no claim): the replica's readable revision once
     nothing is queued. A watcher cut off by a split, a merge or the
@@ -174,4 +177,4 @@ def _progress_claim(rep: ShardReplica, w: Watcher) -> int:
     right after a split)."""
     if w.queue or w.canceled is not None:
         return 0
-    return rep.sm.readable_revision
+    return readable(rep.shard_id)
