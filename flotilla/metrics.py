@@ -23,6 +23,9 @@ with the reason): a router runs the gateway's check (router/gateway: the
 alarms, then a Range through its own servicers); a store or placement
 server is unhealthy while an alarm is active or a group it hosts has no
 leader (etcd's "RAFT NO LEADER"). /version is etcd's.
+
+A placement server serves its web dashboard on the same listener, under
+/dashboard/ (flotilla/dashboard.py).
 """
 
 from __future__ import annotations
@@ -349,10 +352,19 @@ def raft_health(host: GroupHost, alarms: Callable[[], Iterable[int]] = tuple) ->
 
 
 class MetricsServer:
-    def __init__(self, registry: CollectorRegistry, *, health: Health | None = None, server_version: str = ETCD_VERSION) -> None:
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        *,
+        health: Health | None = None,
+        server_version: str = ETCD_VERSION,
+        routes: Iterable[Callable[[web.Application], None]] = (),
+    ) -> None:
         self.registry = registry
         self._health = health
         self._version = server_version
+        self._routes = list(routes)
+        """More pages on this listener (a placement server's /dashboard/: flotilla/dashboard.py)."""
         self._runner: web.AppRunner | None = None
         self.urls: list[str] = []
 
@@ -361,6 +373,8 @@ class MetricsServer:
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/health", self._health_handler)
         app.router.add_get("/version", self._version_handler)
+        for add in self._routes:
+            add(app)
         return app
 
     async def _metrics(self, request: web.Request) -> web.StreamResponse:
@@ -442,7 +456,12 @@ async def serve(
         health = router_health
     elif host is not None:
         health = raft_health(host, (lambda: node.quota.active()) if node is not None else tuple)  # type: ignore[union-attr]
-    server = MetricsServer(registry, health=health)
+    routes = []
+    if pnode is not None:
+        from flotilla.dashboard import Dashboard
+
+        routes.append(Dashboard(pnode).add_routes)
+    server = MetricsServer(registry, health=health, routes=routes)
     await server.start(urls)
     return server
 

@@ -10,7 +10,9 @@ and --routers etcd routers (`server --router --join <placement>`, member ids
 1001..). The first router listens on --client-port (0: any free port); the
 others on any free port. Each router also serves etcd's HTTP/JSON gateway
 (router/gateway/) on a free port, printed and recorded in playground.json
-under `gateway_urls`. The endpoints are printed, then a line `ready` once
+under `gateway_urls`. Every process serves Prometheus metrics on a free
+port (`metrics_urls`), and the placement servers the web dashboard there
+(`dashboard_url`: p1's, printed as `dashboard: URL`). The endpoints are printed, then a line `ready` once
 an etcd Range over the whole key space succeeds through every router (every
 shard has a leader). SIGINT or SIGTERM stops the routers, the stores, then
 placement (SIGTERM to each pid, waited for) and exits 0.
@@ -152,16 +154,23 @@ def load_shape(data_dir: Path, args: argparse.Namespace) -> dict[str, object]:
 
 
 def record_gateway_urls(
-    data_dir: Path, urls: list[str], tls_dir: Path | None = None, metrics_urls: dict[str, str] | None = None
+    data_dir: Path,
+    urls: list[str],
+    tls_dir: Path | None = None,
+    metrics_urls: dict[str, str] | None = None,
+    dashboard_url: str | None = None,
 ) -> None:
     """playground.json's `gateway_urls`: each router's HTTP/JSON gateway, this run's (ports chosen free at each start);
     `tls`: the certificates' directory with --tls, else null; `metrics_urls`: each process's
-    Prometheus /metrics (and /health, /version) URL by name (p1, s1, r1, ...), this run's."""
+    Prometheus /metrics (and /health, /version) URL by name (p1, s1, r1, ...), this run's;
+    `dashboard_url`: the web dashboard on p1's metrics listener (any placement server serves it)."""
     path = data_dir / STATE_FILE
     shape = json.loads(path.read_text())
     shape["gateway_urls"] = urls
     if metrics_urls is not None:
         shape["metrics_urls"] = metrics_urls
+    if dashboard_url is not None:
+        shape["dashboard_url"] = dashboard_url
     shape["tls"] = str(tls_dir) if tls_dir is not None else None
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(shape, indent=2) + "\n")
@@ -354,8 +363,12 @@ class Playground:
             endpoints = [f"127.0.0.1:{ready[c.name]['port']}" for c in routers]
             for c, ep, gw in zip(routers, endpoints, gateway_urls, strict=True):
                 print(f"{c.name}: etcd endpoint {ep}, HTTP/JSON gateway {gw}", flush=True)
-            record_gateway_urls(self.data_dir, gateway_urls, self.tls_dir, metrics_urls)
+            # The web dashboard: on every placement server's metrics listener (a follower shows the leader's).
+            dashboard_url = f"{metrics_urls['p1']}/dashboard/" if "p1" in metrics_urls else None
+            record_gateway_urls(self.data_dir, gateway_urls, self.tls_dir, metrics_urls, dashboard_url)
             print(f"metrics: {', '.join(f'{n} {u}/metrics' for n, u in metrics_urls.items())}", flush=True)
+            if dashboard_url is not None:
+                print(f"dashboard: {dashboard_url}", flush=True)
             self._wait_serving(endpoints, deadline)
             print(f"endpoints: {','.join(endpoints)}", flush=True)
             print(f"gateway: {','.join(gateway_urls)}", flush=True)

@@ -302,6 +302,18 @@ class SetPeersResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class DashboardRequest(_message.Message):
+    __slots__ = ("since_sample",)
+    SINCE_SAMPLE_FIELD_NUMBER: _ClassVar[int]
+    since_sample: int
+    def __init__(self, since_sample: _Optional[int] = ...) -> None: ...
+
+class DashboardResponse(_message.Message):
+    __slots__ = ("json",)
+    JSON_FIELD_NUMBER: _ClassVar[int]
+    json: bytes
+    def __init__(self, json: _Optional[bytes] = ...) -> None: ...
+
 class StatusRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

@@ -110,6 +110,11 @@ class PlacementStub:
                 request_serializer=flotillapb_dot_placement__pb2.StatusRequest.SerializeToString,
                 response_deserializer=flotillapb_dot_placement__pb2.StatusResponse.FromString,
                 _registered_method=True)
+        self.Dashboard = channel.unary_unary(
+                '/flotillapb.placement.Placement/Dashboard',
+                request_serializer=flotillapb_dot_placement__pb2.DashboardRequest.SerializeToString,
+                response_deserializer=flotillapb_dot_placement__pb2.DashboardResponse.FromString,
+                _registered_method=True)
         self.ListOperators = channel.unary_unary(
                 '/flotillapb.placement.Placement/ListOperators',
                 request_serializer=flotillapb_dot_placement__pb2.ListOperatorsRequest.SerializeToString,
@@ -258,6 +263,18 @@ class PlacementServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Dashboard(self, request, context):
+        """The web dashboard's document (placement/dashboard.py; served by
+        flotilla/dashboard.py under /dashboard/ on a placement server's metrics
+        listener), as the placement leader builds it: only the leader holds the
+        heartbeat figures, the operators and the heat map's samples. A
+        follower's dashboard fetches it from the leader with this call; a
+        follower asked answers UNAVAILABLE with the leader hint.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListOperators(self, request, context):
         """Rebalancing (DESIGN.md, "Rebalancing"): the placement leader's running
         operators (memory only) and the commands that start or stop one. Each
@@ -384,6 +401,11 @@ def add_PlacementServicer_to_server(servicer, server):
                     servicer.Status,
                     request_deserializer=flotillapb_dot_placement__pb2.StatusRequest.FromString,
                     response_serializer=flotillapb_dot_placement__pb2.StatusResponse.SerializeToString,
+            ),
+            'Dashboard': grpc.unary_unary_rpc_method_handler(
+                    servicer.Dashboard,
+                    request_deserializer=flotillapb_dot_placement__pb2.DashboardRequest.FromString,
+                    response_serializer=flotillapb_dot_placement__pb2.DashboardResponse.SerializeToString,
             ),
             'ListOperators': grpc.unary_unary_rpc_method_handler(
                     servicer.ListOperators,
@@ -826,6 +848,33 @@ class Placement:
             '/flotillapb.placement.Placement/Status',
             flotillapb_dot_placement__pb2.StatusRequest.SerializeToString,
             flotillapb_dot_placement__pb2.StatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Dashboard(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/flotillapb.placement.Placement/Dashboard',
+            flotillapb_dot_placement__pb2.DashboardRequest.SerializeToString,
+            flotillapb_dot_placement__pb2.DashboardResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -41,6 +41,10 @@ class PlacementConfig:
     """The scheduler merges two small shards each with fewer live keys than this (0: never on key count)."""
     merge_size_bytes: int = 0
     """The scheduler merges two small shards each with fewer live bytes than this (0: never on size)."""
+    heat_interval_s: float = 1.0
+    """The leader takes a sample of the dashboard's heat map this often (placement/dashboard.py)."""
+    heat_samples: int = 600
+    """Heat map samples the leader keeps (the newest; 10 minutes at the default interval)."""
 
     def scheduler(self) -> SchedulerConfig:
         """The scheduler's settings from these."""

@@ -7,7 +7,8 @@ committed before its term), then counts every node as heard now and renews
 every lease to its full TTL, and only then is ready (PlacementGroup.
 require_leader). A ready leader then marks down unheard nodes, bootstraps
 the cluster when configured to, revokes expired leases, deletes the keys
-of ended leases, and runs a rebalancing round.
+of ended leases, and runs a rebalancing round; every heat_interval_s it
+takes a sample of the dashboard's heat map (placement/dashboard.py).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import logging
 
 from placement.bootstrap import ClusterBootstrap
 from placement.config import PlacementConfig
+from placement.dashboard import HeatSampler
 from placement.errors import NotLeaderError
 from placement.group import PlacementGroup
 from placement.leasekeeper import LeaseKeeper
@@ -36,6 +38,7 @@ class DutyLoop:
         leases: LeaseKeeper,
         bootstrap: ClusterBootstrap,
         rebalancer: Rebalancer,
+        heat: HeatSampler,
     ) -> None:
         self.g = group
         self.cfg = cfg
@@ -43,6 +46,7 @@ class DutyLoop:
         self.leases = leases
         self.bootstrap = bootstrap
         self.rebalancer = rebalancer
+        self.heat = heat
 
     async def run(self) -> None:
         while True:
@@ -68,6 +72,7 @@ class DutyLoop:
             self.leases.expiry.clear()
             self.nodes.forget()
             self.rebalancer.reset()
+            self.heat.reset()
             return
         if term != g.leader_term or g.ready_at is None:
             g.ready_at = None
@@ -80,11 +85,13 @@ class DutyLoop:
             g.ready_at = now
             self.nodes.heard.clear()
             self.rebalancer.reset()
+            self.heat.reset(f"{g.node_id}.{term}")
             self.leases.renew_all(now)
             log.info(
                 "placement node=%d leads term=%d: map_version=%d nodes=%d leases=%d renewed to full TTL",
                 g.node_id, term, g.state.map_version, len(g.state.nodes), len(self.leases.expiry),
             )
+        self.heat.maybe_sample(g.clock.monotonic(), g.clock.wall_ms(), g.state, self.nodes.stats, self.nodes.heard)
         await self.nodes.mark_down()
         await self.bootstrap.maybe_bootstrap()
         await self.leases.expire()

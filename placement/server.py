@@ -11,6 +11,8 @@ placement state machine (placement/machine.py):
 - `rebalancer` (placement/rebalancer.py): operators, the scheduler, admin
   commands;
 - `duties` (placement/duties.py): the leader's duty loop that drives them;
+- `heat` (placement/dashboard.py): the dashboard's heat map samples, and
+  `dashboard()` the document the dashboard page shows;
 - `hub` (placement/watchhub.py): each applied MapChange to the WatchMap
   streams.
 
@@ -28,6 +30,7 @@ from flotillapb import placement_pb2 as ppb
 from placement.bootstrap import ClusterBootstrap
 from placement.commands import Command, MapChange
 from placement.config import PlacementConfig
+from placement.dashboard import HeatSampler, document
 from placement.deleter import KeyDeleter
 from placement.duties import DutyLoop
 from placement.group import PLACEMENT_GROUP_ID, PlacementGroup
@@ -62,7 +65,8 @@ class PlacementServer:
         self.leases = LeaseKeeper(self.group, self.cfg, rng, deleter)
         self.bootstrapper = ClusterBootstrap(self.group, self.cfg, rng)
         self.rebalancer = Rebalancer(self, self.cfg.scheduler())
-        self.duties = DutyLoop(self.group, self.cfg, self.nodes, self.leases, self.bootstrapper, self.rebalancer)
+        self.heat = HeatSampler(interval_s=self.cfg.heat_interval_s, max_samples=self.cfg.heat_samples, fresh_s=self.cfg.suspect_after_s)
+        self.duties = DutyLoop(self.group, self.cfg, self.nodes, self.leases, self.bootstrapper, self.rebalancer, self.heat)
         machine.add_listener(self._on_change)
 
     def _on_change(self, ch: MapChange) -> None:
@@ -141,4 +145,26 @@ class PlacementServer:
             keys_deleted=int(keys_deleted),
             heartbeats=self.nodes.heartbeats,
             voters=st.conf_state.voters,
+        )
+
+    def dashboard(self, since: int = 0) -> dict[str, object]:
+        """The dashboard's document (placement/dashboard.py) as this server
+        knows it: the leader's has the heartbeat figures, the operators and
+        the heat map samples numbered `since` and later; a follower's, its map."""
+        now = self.clock.monotonic()
+        leader = self.group.is_leader() and self.ready_at is not None
+        return document(
+            served_by=self.node_id,
+            leader_id=self.group.leader_id(),
+            is_leader=leader,
+            placement_servers={**self.peers, self.node_id: self.address},
+            state=self.state,
+            stats=self.nodes.stats,
+            heard=self.nodes.heard,
+            suspects=self.rebalancer.suspects(now) if leader else [],
+            operators=self.rebalancer.table.all() if leader else [],
+            sampler=self.heat,
+            now=now,
+            wall_ms=self.clock.wall_ms(),
+            since=since,
         )

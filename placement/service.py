@@ -10,6 +10,7 @@ leader's address in the `placement-leader` trailing metadata
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Callable
 
 import grpc
@@ -231,6 +232,15 @@ class PlacementService(placement_pb2_grpc.PlacementServicer):
 
     async def Status(self, request: ppb.StatusRequest, context: grpc.aio.ServicerContext) -> ppb.StatusResponse:  # type: ignore[type-arg]  # noqa: N802
         return self.s.status()
+
+    async def Dashboard(self, request: ppb.DashboardRequest, context: grpc.aio.ServicerContext) -> ppb.DashboardResponse:  # type: ignore[type-arg]  # noqa: N802
+        # The leader's document only: a follower's dashboard asks here for what only the leader holds.
+        try:
+            self.s.require_leader()
+        except _EXPECTED as exc:
+            await abort_with(context, exc)
+        doc = self.s.dashboard(request.since_sample)
+        return ppb.DashboardResponse(json=json.dumps(doc, separators=(",", ":")).encode())
 
     # -- rebalancing (placement/rebalancer.py) ------------------------------------------------
     async def ListOperators(self, request: ppb.ListOperatorsRequest, context: grpc.aio.ServicerContext) -> ppb.ListOperatorsResponse:  # type: ignore[type-arg]  # noqa: N802

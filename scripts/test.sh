@@ -48,6 +48,14 @@ install_system_packages() {
                  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends iproute2 >/dev/null 2>&1; } \
             || echo "scripts/test.sh: could not install iproute2; the network-namespace tests will skip" >&2
     fi
+    # chromium (headless) for tests/integration/test_dashboard.py, which looks at the placement servers'
+    # web dashboard as a person would: same guard (without it that test skips, saying why).
+    if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [[ "$(id -u)" == 0 ]]; then
+        DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium >/dev/null 2>&1 \
+            || { apt-get update >/dev/null 2>&1 \
+                 && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium >/dev/null 2>&1; } \
+            || echo "scripts/test.sh: could not install chromium; the dashboard browser test will skip" >&2
+    fi
 }
 install_system_packages
 

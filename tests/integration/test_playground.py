@@ -143,6 +143,11 @@ def test_playground_serves_etcdctl_stops_on_sigint_and_restarts_with_its_data(tm
             with urllib.request.urlopen(f"{url}/metrics", timeout=10) as resp:
                 body = resp.read()
             assert (b"flotilla_router_shards" if name.startswith("r") else b"etcd_server_has_leader 1.0") in body, name
+        # the web dashboard (p1's metrics listener), printed and in playground.json: its document lists the shards
+        dashboard_url = json.loads((data_dir / "playground.json").read_text())["dashboard_url"]
+        assert dashboard_url == f"{metrics_urls['p1']}/dashboard/" and f"dashboard: {dashboard_url}" in pg.out.seen
+        with urllib.request.urlopen(f"{dashboard_url}api/state", timeout=10) as resp:
+            assert len(json.loads(resp.read())["shards"]) == 2
         for k, v in (("app/a", "1"), ("app/b", "2"), ("app/c", "3")):
             ctl.run("put", k, v)
         assert ctl.out("get", "--prefix", "app/", "--keys-only") == ["app/a", "", "app/b", "", "app/c", ""]
