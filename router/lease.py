@@ -33,6 +33,9 @@ from router.kv import LeaseChecker
 log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT_S = 10.0
+FIRST_READ_WAIT_S = 0.05
+"""How long a LeaseRevoke waits for keep-alive streams opened before it to
+read their first request (PlacementLink.after_keep_alives)."""
 
 
 class PlacementLink:
@@ -43,6 +46,8 @@ class PlacementLink:
         self._leader = ""  # the last server that answered a keep-alive, or a hint
         self._renewing: dict[int, int] = {}  # lease id -> keep-alives received, not yet answered
         self._idle: dict[int, asyncio.Event] = {}  # lease id -> set when none is left
+        self._unread = 0  # keep-alive streams open here whose first request is not read yet
+        self._read_one = asyncio.Event()  # set whenever one of those reads it (or ends)
 
     async def call(self, method: str, request: Any, *, timeout_s: float, service: Any = None) -> Any:
         """Placement.<method> (or <method> of `service`, a stub class of the
@@ -83,6 +88,18 @@ class PlacementLink:
         now has been answered by placement: a LeaseRevoke sent after a
         keep-alive must not overtake it (etcd's leader answers them in the
         order it received them)."""
+        if self._unread:
+            # A keep-alive stream opened before this call may carry a
+            # keep-alive of this lease not read yet (the client wrote it,
+            # then sent the revoke on another stream of its connection):
+            # give those streams a moment to read their first request.
+            try:
+                async with asyncio.timeout(min(FIRST_READ_WAIT_S, max(0.0, timeout_s))):
+                    while self._unread:
+                        self._read_one.clear()
+                        await self._read_one.wait()
+            except TimeoutError:
+                pass
         if not self._renewing.get(lease_id):
             return
         idle = self._idle.setdefault(lease_id, asyncio.Event())
@@ -100,12 +117,24 @@ class PlacementLink:
         call_address = ""
         received: asyncio.Queue[epb.LeaseKeepAliveRequest | None] = asyncio.Queue()
 
+        self._unread += 1
+        first = True
+
+        def first_read() -> None:
+            nonlocal first
+            if first:
+                first = False
+                self._unread -= 1
+                self._read_one.set()
+
         async def read() -> None:
             try:
                 async for r in requests:
                     self._received(r.ID)
+                    first_read()
                     received.put_nowait(r)
             finally:
+                first_read()
                 received.put_nowait(None)
 
         reader = asyncio.create_task(read(), name="lease-keepalive-reader")
@@ -153,6 +182,7 @@ class PlacementLink:
                 yield resp
         finally:
             reader.cancel()
+            first_read()
             if req is not None:
                 self._answered(req.ID)
             while not received.empty():
