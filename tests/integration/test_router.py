@@ -4,10 +4,8 @@ would (grpcio). One cluster serves the module."""
 
 from __future__ import annotations
 
-import hashlib
-import struct
-
 import asyncio
+import hashlib
 import queue
 import struct
 import threading
