@@ -31,6 +31,7 @@ import sys
 import grpc.aio
 from rocksdict import Rdict
 
+from flotilla import metrics
 from flotilla.procs import MAX_MESSAGE_BYTES as MAX_MESSAGE_BYTES  # noqa: F401 - kept importable from here
 from flotilla.procs import (
     add_node_arguments,
@@ -72,6 +73,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_peer_tls_arguments(p)
     p.add_argument("--slots", type=int, default=1024, help="slots of the cluster, fixed at its bootstrap")
     add_placement_arguments(p)
+    metrics.add_arguments(p)
 
 
 def add_placement_arguments(p: argparse.ArgumentParser, *, bootstrap_stores: int = 0, key_deleter: str = "memory") -> None:
@@ -175,6 +177,7 @@ async def add_placement(
 
 async def serve(args: argparse.Namespace) -> None:
     configure_peer_tls(args, what="flotilla placement")
+    metrics_urls = metrics.parse_urls(args.listen_metrics_urls, what="flotilla placement")
     peers = parse_peers(args.peers)
     voters = placement_voters(args, peers)
     _, db, store = open_raft_storage(args.data_dir)
@@ -204,8 +207,12 @@ async def serve(args: argparse.Namespace) -> None:
         if nid != args.node_id:
             node.peers[nid] = address
             host.set_peer(nid, address)
-    info = {"port": port, "pid": os.getpid(), "node_id": args.node_id}
-    announce_ready(args.ready_file, info, f"ready port={port} pid={os.getpid()} node={args.node_id}")
+    mserver = await metrics.serve(metrics_urls, host=host, transport=transport, pnode=node)
+    info: dict[str, object] = {"port": port, "pid": os.getpid(), "node_id": args.node_id}
+    if mserver is not None:
+        info["metrics_urls"] = mserver.urls
+    shown = f" metrics={','.join(mserver.urls)}" if mserver is not None else ""
+    announce_ready(args.ready_file, info, f"ready port={port} pid={os.getpid()} node={args.node_id}{shown}")
     log.info("node=%d placement serving on port %d voters=%s (seed %d)", args.node_id, port, voters, seed)
 
     async def run_all() -> None:
@@ -213,8 +220,13 @@ async def serve(args: argparse.Namespace) -> None:
             tg.create_task(host.run(), name="raft-host")
             tg.create_task(node.run(), name="placement-duties")
 
+    async def stop() -> None:
+        if mserver is not None:
+            await mserver.stop()
+        await server.stop(0.5)
+
     try:
-        await serve_until_signalled(run_all(), before_cancel=lambda: server.stop(0.5))
+        await serve_until_signalled(run_all(), before_cancel=stop)
     finally:
         store.close()
         db.close()

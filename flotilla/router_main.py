@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from flotilla import metrics
 from flotilla.procs import (
     ManagedProcess,
     add_peer_tls_arguments,
@@ -164,9 +165,10 @@ def config_from(args: argparse.Namespace, prefix: str = "") -> RouterConfig:
     )
 
 
-async def start(args: argparse.Namespace, prefix: str = "", **overrides: Any) -> RouterServer:
+async def start(args: argparse.Namespace, prefix: str = "", *, ready: bool = True, **overrides: Any) -> RouterServer:
     """Build and start the router of these options (overrides: RouterConfig
-    fields, e.g. a placement list the caller knows); its ready file written."""
+    fields, e.g. a placement list the caller knows); its ready file written
+    unless ready=False (then the caller calls write_ready)."""
     cfg = config_from(args, prefix)
     for k, v in overrides.items():
         setattr(cfg, k, v)
@@ -175,25 +177,41 @@ async def start(args: argparse.Namespace, prefix: str = "", **overrides: Any) ->
     except ValueError as exc:
         raise SystemExit(f"flotilla router: {exc}") from None
     router.kv.cross.crash_hook = crash_hook_from_env()  # txn_after_prepare, txn_after_decide, txn_during_commit
-    port = await router.start()
+    await router.start()
+    if ready:
+        write_ready(args, prefix, router)
+    return router
+
+
+def write_ready(args: argparse.Namespace, prefix: str, router: RouterServer, **extra: Any) -> None:
     info = {
-        "port": port,
+        "port": router.port,
         "pid": os.getpid(),
         "router_id": router.router_id,
         "member_id": router.member_id,
         "gateway_urls": router.gateway_urls,
+        **extra,
     }
     write_ready_file(getattr(args, prefix.replace("-", "_") + "ready_file"), info)
-    return router
 
 
 async def serve(args: argparse.Namespace, prefix: str = "") -> None:
     if not prefix:
         configure_peer_tls(args, what="flotilla router")
-    router = await start(args, prefix)
+    urls = metrics.parse_urls(getattr(args, "listen_metrics_urls", ""), what="flotilla router")
+    router = await start(args, prefix, ready=False)
+    mserver = await metrics.serve(urls, router=router)
+    write_ready(args, prefix, router, **({"metrics_urls": mserver.urls} if mserver is not None else {}))
     gateway = f" gateway={','.join(router.gateway_urls)}" if router.gateway_urls else ""
-    print(f"ready port={router.port} pid={os.getpid()} router={router.router_id}{gateway}", flush=True)
-    await serve_until_signalled(before_cancel=router.stop)
+    shown = f" metrics={','.join(mserver.urls)}" if mserver is not None else ""
+    print(f"ready port={router.port} pid={os.getpid()} router={router.router_id}{gateway}{shown}", flush=True)
+
+    async def stop() -> None:
+        if mserver is not None:
+            await mserver.stop()
+        await router.stop()
+
+    await serve_until_signalled(before_cancel=stop)
 
 
 def main(args: argparse.Namespace, prefix: str = "") -> int:
@@ -223,6 +241,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="flotilla-router", description="Flotilla's etcd v3 router")
     parser.add_argument("-v", "--verbose", action="store_true")
     add_arguments(parser)
+    metrics.add_arguments(parser)
     ns = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     if ns.verbose:
