@@ -358,7 +358,7 @@ class CrossShardTxns:
             # participant's state at its own floor is that state (nothing is
             # written there until its lock goes), readable at once; other
             # shards are read at the highest floor. The locks go in the background.
-            self._background(self._abort(txn_id, plan, deadline))
+            self._background(self._release(txn_id, plan, deadline))
             self._count("read_only")
             floors = {sid: a.revision for sid, a in by_sid.items()}
             return await self._response(req, path, floor, {}, owner, deadline, read_at=floors)
@@ -452,6 +452,15 @@ class CrossShardTxns:
                 raise r
         self._count("aborted")
         self._forget(txn_id, plan.primary, deadline)
+
+    async def _release(self, txn_id: bytes, plan: _Plan, deadline: float) -> None:
+        """Drop every participant's lock, the primary's too, with no record: for
+        a txn whose every PREPARE was answered (none is still in flight to
+        apply later) and that writes nothing."""
+        abort = spb.ShardTxnPartRequest(phase=spb.TXN_ABORT, txn_id=txn_id)
+        for r in await asyncio.gather(*(self._part(sid, abort, deadline) for sid in plan.participants), return_exceptions=True):
+            if isinstance(r, BaseException) and not isinstance(r, (EtcdError, _Again)):
+                raise r
 
     def _forget(self, txn_id: bytes, primary: int, deadline: float) -> None:
         # A record left behind (this failed) is harmless but for merges of that shard.

@@ -56,6 +56,10 @@ class ShardReplica:
         self.retired = False
         """This frozen replica's merge target applied the CommitMerge here: it is being destroyed."""
         self._lock_changed: asyncio.Event | None = None
+        self.releasing: bytes | None = None
+        """The id of the locked txn whose deciding step (DECIDE, COMMIT, ABORT,
+        RESOLVE) this leader proposed: requests after it need not wait
+        (shard/node/writes.py)."""
         self.on_applied: Callable[[int], None] | None = None
         """Called with the shard id after each apply or restore (the closed timestamps' bookkeeping)."""
 
@@ -82,9 +86,11 @@ class ShardReplica:
     def apply(self, entries: Sequence[Entry], wb: Any) -> list[object]:
         lock = self.sm.txn_lock
         out = self.sm.apply(entries, wb)
-        if self._lock_changed is not None and self.sm.txn_lock is not lock:
-            self._lock_changed.set()  # requests waiting for it look again
-            self._lock_changed = None
+        if self.sm.txn_lock is not lock:
+            self.releasing = None
+            if self._lock_changed is not None:
+                self._lock_changed.set()  # requests waiting for it look again
+                self._lock_changed = None
         for a in out:
             if not isinstance(a, Applied):
                 continue

@@ -32,13 +32,30 @@ LOCK_WAIT_S = 0.5
 answering TxnLocked (the router then retries, and resolves a lock that stays)."""
 
 
+def releases_lock(rep: ShardReplica, request: object) -> bool:
+    """Whether request, applied, takes the shard's txn lock away (a step that
+    decides the locked txn here)."""
+    lock = rep.sm.txn_lock
+    return (
+        lock is not None
+        and isinstance(request, TxnPart)
+        and request.txn_id == lock.txn_id
+        and request.phase in (TxnPhase.DECIDE, TxnPhase.COMMIT, TxnPhase.ABORT, TxnPhase.RESOLVE)
+    )
+
+
 async def wait_unlocked(rep: ShardReplica, request: object, max_wait_s: float) -> txn2pc.TxnLock | None:
     """The shard's txn lock once it no longer stands in request's way, or as
     it is after max_wait_s. A PREPARE of a txn younger than the lock's does
-    not wait: it gives up at once (wait-die: router/txn2pc.py)."""
+    not wait: it gives up at once (wait-die: router/txn2pc.py). A request
+    arriving once the step that releases the lock is proposed does not wait
+    either: proposed after it, it applies after it (were that step dropped,
+    the apply answers TxnLocked with no effect, and the router retries)."""
     lock = rep.sm.txn_lock
     if lock is None or txn2pc.is_part(request, lock):
         return lock
+    if rep.releasing == lock.txn_id:
+        return None
     if isinstance(request, TxnPart) and request.phase == TxnPhase.PREPARE and lock.txn_id[:16] < request.txn_id[:16]:
         return lock
     await rep.lock_change(max_wait_s)
@@ -105,8 +122,16 @@ class Writes:
         stamp = s.stamp()
         cmd = Command(request, ctx.router_id, ctx.seq, stamp, stamp - 1, ctx.seq_floor)
         self._closed.proposed(sid)
+        releasing = rep.sm.txn_lock.txn_id if rep.sm.txn_lock is not None and releases_lock(rep, request) else None
+        if releasing is not None:
+            rep.releasing = releasing
         try:
-            applied = await s.host.propose(sid, encode_command(cmd), timeout_s=timeout_s)
+            try:
+                applied = await s.host.propose(sid, encode_command(cmd), timeout_s=timeout_s)
+            except BaseException:
+                if releasing is not None and rep.releasing == releasing:
+                    rep.releasing = None  # not applied (or not known to be): requests wait for the lock again
+                raise
         except (ProposalDropped, GroupNotFound):
             raise self._checks.not_leader(sid) from None
         except TimeoutError:
