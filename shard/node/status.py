@@ -68,11 +68,13 @@ async def hash_kv(state: NodeState, shard_id: int, revision: int = 0) -> tuple[i
     if rep is None:
         raise ShardNotFound(shard_id)
     sm = rep.sm
-    rev = revision or sm.readable_revision
-    if rev > sm.readable_revision:
+    # the replicated closed timestamp, or the side channel's (shard/node/closedts.py), as reads use
+    readable = state.readable_of(shard_id)
+    rev = revision or readable
+    if rev > readable:
         if state.is_leader(shard_id):
             raise FutureRevision()
-        raise StaleReadNotReady(sm.closed_ts, rev, state.host.leader_of(shard_id))
+        raise StaleReadNotReady(state.closed_ts_of(shard_id), rev, state.host.leader_of(shard_id))
     if rev < sm.compact_revision:
         raise RevisionCompacted()
     h = KvHash(rev, sm.compact_revision)
