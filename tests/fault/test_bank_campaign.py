@@ -120,7 +120,13 @@ def test_a_dead_coordinators_lock_is_resolved_with_no_request_after_it(
         port = router.port
         ch = grpc.insecure_channel(router.address)
         kv = eg.KVStub(ch)
-        rev0 = max(kv.Put(epb.PutRequest(key=k, value=b"0"), timeout=30).header.revision for k in (a, b))
+        def put_both() -> int | None:
+            try:
+                return max(kv.Put(epb.PutRequest(key=k, value=b"0"), timeout=10).header.revision for k in (a, b))
+            except grpc.RpcError:
+                return None  # a shard of a new cluster without a leader yet
+
+        rev0 = wait_until(put_both, timeout=60, what="both shards taking writes")
         with pytest.raises(grpc.RpcError) as err:
             kv.Txn(epb.TxnRequest(success=[epb.RequestOp(request_put=epb.PutRequest(key=k, value=b"1")) for k in (a, b)]), timeout=30)
         assert err.value.code() == grpc.StatusCode.UNAVAILABLE
