@@ -362,6 +362,21 @@ def encode_mvcc(record: MvccRecord) -> bytes:
     )
 
 
+def encode_live(create_revision: int, version: int, lease: int, value: bytes) -> bytes:
+    """``encode_mvcc`` of a live version from its fields, with no MvccRecord
+    built and thrown away (the put path)."""
+    return _MVCC_HEAD.pack(FORMAT_VERSION, 0, create_revision, version, lease) + value
+
+
+def decode_live(raw: bytes) -> tuple[int, int, int, bytes]:
+    """(create_revision, version, lease, value) of an encoded live version,
+    with no MvccRecord built (the put path reads the version it replaces)."""
+    if len(raw) < _MVCC_HEAD.size or raw[0] != FORMAT_VERSION or raw[1] & TOMBSTONE:
+        raise CodecError(f"not a live MVCC record ({len(raw)} bytes, version {raw[:1]!r})")
+    _, _, create, version, lease = _MVCC_HEAD.unpack_from(raw)
+    return create, version, lease, raw[_MVCC_HEAD.size :]
+
+
 def is_tombstone(raw: bytes) -> bool:
     """Whether an encoded MVCC record is a tombstone, without decoding it."""
     return bool(raw[1] & TOMBSTONE)
@@ -370,6 +385,10 @@ def is_tombstone(raw: bytes) -> bool:
 def value_size(raw: bytes) -> int:
     """The length of the value of an encoded MVCC record, without decoding it."""
     return len(raw) - _MVCC_HEAD.size
+
+
+TOMBSTONE_RECORD = _MVCC_HEAD.pack(FORMAT_VERSION, TOMBSTONE, 0, 0, 0)
+"""``encode_mvcc(MvccRecord(tombstone=True))``: every tombstone is these bytes."""
 
 
 def decode_mvcc(raw: bytes) -> MvccRecord:

@@ -44,6 +44,12 @@ def to_kv(key: bytes, mod_revision: int, rec: keys.MvccRecord, keys_only: bool =
     return KeyValue(key, rec.create_revision, mod_revision, rec.version, b"" if keys_only else rec.value, rec.lease)
 
 
+def kv_of(key: bytes, mod_revision: int, raw: bytes) -> KeyValue:
+    """The KeyValue of an encoded live version (no MvccRecord in between)."""
+    create, version, lease, value = keys.decode_live(raw)
+    return KeyValue(key, create, mod_revision, version, value, lease)
+
+
 def latest(view: KvReader, slot: int, key: bytes, at_rev: int | None = None) -> tuple[int, keys.MvccRecord] | None:
     """(revision, record) of key's newest version at or below at_rev (None:
     the newest of all), tombstones included; None if there is none."""

@@ -25,6 +25,12 @@ Each committed entry is one ``Command`` (shard/codec.py). Applying it:
    windows, so its final state is the same on every replica that applied
    the freeze.
 
+Writes find each key's live version through the shard's KeyIndex
+(shard/keyindex.py): its revision from memory, for the slots written since
+the process started, loaded from the state when first asked; then one
+point read. The index is derived state only: a snapshot restore clears it,
+a split forgets the moved slots and a CommitMerge the slots it takes over.
+
 Reads (``range``, ``events_since``; shard/reader.py) serve the applied state. Everything is
 read through the engine plus the writes staged in the current apply batch
 (``StagedView``), because the runtime writes the batch only after the round.
@@ -45,6 +51,7 @@ from shard.codec import decode_command
 from shard.dedup import DedupTable, Outcome
 from shard.engine import StagedView
 from shard.errors import CodecError, FutureRevision, InvalidCommand, RevisionCompacted, ShardError, SlotNotOwned, TxnLocked
+from shard.keyindex import KeyIndex
 from shard.meta import ShardMeta
 from shard.reader import ShardReader
 from shard.splitmerge import GroupConf, apply_commit_merge, apply_prepare_merge, apply_split
@@ -130,6 +137,9 @@ class ShardStateMachine:
         self._meta = ShardMeta.open(engine, shard_id, slot_count, slot_ranges)
         self._dedup = DedupTable.load(engine, shard_id)
         self._lock = txn2pc.load_lock(engine, shard_id)
+        self._index = KeyIndex()
+        """Each key's live revision, for the slots the apply step touched
+        (shard/keyindex.py). Derived: empty at start, loaded from the state."""
 
     def _load_state(self, reader: KvReader) -> None:
         self._meta.load(reader)
@@ -342,7 +352,9 @@ class ShardStateMachine:
             if isinstance(req, ClosedTs):
                 return AckResponse(self._meta.revision), ()
             if isinstance(req, Split):
-                return apply_split(self._meta, self._dedup, req, view, self.group_conf), ()
+                ack = apply_split(self._meta, self._dedup, req, view, self.group_conf)
+                self._index.forget(slots.normalize(req.moved))  # another shard writes them now
+                return ack, ()
             if isinstance(req, DeleteLeaseKeys):
                 return self._delete_lease_keys(cmd, req, view)
             if isinstance(req, PrepareMerge):
@@ -351,7 +363,11 @@ class ShardStateMachine:
                     raise TxnLocked(f"shard {self.shard_id} keeps txn records not yet forgotten: no merge until they are")
                 return apply_prepare_merge(self._meta, req, view), ()
             if isinstance(req, CommitMerge):
-                return apply_commit_merge(self._meta, self._dedup, req, view), ()
+                before = self._meta.ranges
+                ack = apply_commit_merge(self._meta, self._dedup, req, view)
+                # The source's slots: its data, unknown to the index until loaded.
+                self._index.forget(slots.subtract(self._meta.ranges, before))
+                return ack, ()
             if isinstance(req, TxnPart):
                 return self._txn_part(cmd, req, view)
         except ShardError as err:
@@ -364,7 +380,7 @@ class ShardStateMachine:
         new_rev = hlc.next_revision(m.revision, cmd.stamp, m.closed_ts)
         if new_rev > hlc.MAX_REVISION:
             raise InvalidCommand(f"revision {new_rev} overflows int64")
-        return Executor(view, m.ranges, m.slot_count, m.revision, new_rev, m.readable_revision, m.compact)
+        return Executor(view, m.ranges, m.slot_count, m.revision, new_rev, m.readable_revision, m.compact, self._index)
 
     def _write(
         self, cmd: Command, req: PutRequest | DeleteRangeRequest | TxnRequest, view: StagedView
@@ -465,7 +481,7 @@ class ShardStateMachine:
         m = self._meta
         if rev > hlc.MAX_REVISION:
             raise InvalidCommand(f"revision {rev} overflows int64")
-        ex = txn2pc.PartExecutor(view, m.ranges, m.slot_count, m.revision, rev, max(rev, m.readable_revision), m.compact)
+        ex = txn2pc.PartExecutor(view, m.ranges, m.slot_count, m.revision, rev, max(rev, m.readable_revision), m.compact, self._index)
         resp = txn2pc.run_part(ex, lock.txn, path)
         if ex.changes:
             m.revision = rev
@@ -481,7 +497,7 @@ class ShardStateMachine:
         for key in dict.fromkeys(req.keys):
             if not key or not self.owns(key):
                 continue
-            kv = mvcc.live_kv(view, slots.slot_of(key, self._meta.slot_count), key)
+            kv = ex.live(key)
             if kv is not None and kv.lease == req.lease_id:
                 deleted += ex.delete_range(DeleteRangeRequest(key)).deleted
         if ex.changes:
@@ -528,6 +544,7 @@ class ShardStateMachine:
         says what is applied, last, into wb. A crash in between leaves the
         shard with no state record (applied 0), so the runtime restores
         again from the log store's snapshot."""
+        self._index.clear()  # the slots' data is replaced; reloaded when next asked
         dec = snap.StreamDecoder()
         state_key = keys.state_key(self.shard_id)
         state_raw: bytes | None = None
@@ -588,6 +605,7 @@ class ShardStateMachine:
             raise CodecError(f"snapshot of shard {header.shard_id} given to shard {self.shard_id}")
         if header.applied != index:
             raise CodecError(f"snapshot data at {header.applied} does not match metadata index {index}")
+        self._index.clear()  # the slots' data is replaced; reloaded when next asked
         view = self._stage(wb)
         snap.clear(view, self.shard_id, self._slots_to_clear(header.ranges))
         snap.ingest(data, view, offset)

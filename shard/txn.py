@@ -12,7 +12,10 @@ literally, so a from-key delete (range_end ``"\\0"``) overlaps nothing.
 
 Execution (``Executor``), at apply: every write of one command gets the
 same revision and a growing sub-revision; reads inside a txn see the txn's
-earlier writes (etcd up to 3.6 updates its index per op). A txn evaluates
+earlier writes (etcd up to 3.6 updates its index per op). A key's live
+version is found through the shard's KeyIndex (shard/keyindex.py: its
+revision from memory, then one point read), which the Executor keeps in
+step with every version it stages. A txn evaluates
 all its compares, nested ones included, before any op runs, and checks the
 chosen path (range revisions, keys that ignore_value/ignore_lease need)
 before writing anything, so a failing txn writes nothing.
@@ -23,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
+from raft.core.errors import RaftInvariantError
 from shard import keys, mvcc, mvcc_range, slots
 from shard.errors import (
     DuplicateKey,
@@ -64,6 +68,7 @@ from shard.types import (
 
 if TYPE_CHECKING:
     from shard.engine import StagedView
+    from shard.keyindex import KeyIndex
 
 DEFAULT_MAX_TXN_OPS = 128
 
@@ -170,6 +175,11 @@ def check_owned(op: RequestOp, owned: slots.SlotRanges, slot_count: int) -> None
     """Raise SlotNotOwned if op names a key (or a range confined to one
     slot) that this shard does not own. Ranges over many slots are served
     for the owned part."""
+    if isinstance(op, PutRequest):  # the common case, without the generator
+        slot = slots.slot_of(op.key, slot_count)
+        if not slots.contains(owned, slot):
+            raise SlotNotOwned(f"key {op.key!r} is in slot {slot}, not owned by this shard")
+        return
     for key, range_end in _all_keys(op):
         one = slots.single_slot(key, range_end, slot_count)
         if one is not None and not slots.contains(owned, one):
@@ -209,7 +219,9 @@ class Executor:
 
     `base_rev` is the shard's revision before the command, `new_rev` the one
     its writes get, `horizon` the highest revision a read may name (the
-    revision or the closed timestamp, whichever is higher)."""
+    revision or the closed timestamp, whichever is higher). `index` is the
+    shard's KeyIndex: read for the keys of owned slots, and told of every
+    version written."""
 
     def __init__(
         self,
@@ -220,8 +232,10 @@ class Executor:
         new_rev: int,
         horizon: int,
         compact_rev: int,
+        index: KeyIndex,
     ) -> None:
         self.view = view
+        self.index = index
         self.owned = owned
         self.slot_count = slot_count
         self.base_rev = base_rev
@@ -237,14 +251,30 @@ class Executor:
         return self.new_rev if self.changes else self.base_rev
 
     # reads
-    def _live(self, key: bytes) -> KeyValue | None:
-        return mvcc.live_kv(self.view, slots.slot_of(key, self.slot_count), key)
+    def live(self, key: bytes) -> KeyValue | None:
+        """The key's live version now (this command's writes included), or
+        None if it is absent."""
+        slot = slots.slot_of(key, self.slot_count)
+        if not slots.contains(self.owned, slot):
+            return mvcc.live_kv(self.view, slot, key)  # not this shard's slot: not indexed
+        return self._indexed(slot, key)
+
+    def _indexed(self, slot: int, key: bytes) -> KeyValue | None:
+        """live() of a key of an owned slot: its revision from the index,
+        then one point read (none if absent)."""
+        rev = self.index.revision(self.view, slot, key)
+        if not rev:
+            return None
+        raw = self.view.get(keys.mvcc_key(slot, key, rev))
+        if raw is None:
+            raise RaftInvariantError(f"key index names revision {rev} of {key!r} in slot {slot}, which is not stored")
+        return mvcc.kv_of(key, rev, raw)
 
     def compare(self, c: Compare) -> bool:
         if c.range_end:
             kvs = list(mvcc.visible(self.view, self.owned, self.slot_count, c.key, c.range_end))
         else:
-            kv = self._live(c.key)
+            kv = self.live(c.key)
             kvs = [kv] if kv is not None else []
         if not kvs:
             if c.target == CompareTarget.VALUE:
@@ -282,7 +312,7 @@ class Executor:
         if isinstance(op, RangeRequest):
             self.check_range(op)
         elif isinstance(op, PutRequest):
-            if (op.ignore_value or op.ignore_lease) and self._live(op.key) is None:
+            if (op.ignore_value or op.ignore_lease) and self.live(op.key) is None:
                 raise KeyNotFound()
         elif isinstance(op, TxnRequest):
             assert path is not None
@@ -296,7 +326,9 @@ class Executor:
         return 0
 
     # writes
-    def _write(self, slot: int, key: bytes, record: keys.MvccRecord) -> None:
+    def _write(self, slot: int, key: bytes, record: bytes) -> None:
+        """Stage an encoded version of key at new_rev (the caller tells the
+        index)."""
         sub = self.changes
         self.changes += 1
         old_sub = self._written.get((slot, key))
@@ -305,28 +337,45 @@ class Executor:
             # only through a from-key delete): it replaces the first.
             self.view.delete(keys.rev_key(slot, self.new_rev, old_sub))
         self._written[(slot, key)] = sub
-        self.view.put(keys.mvcc_key(slot, key, self.new_rev), keys.encode_mvcc(record))
+        self.view.put(keys.mvcc_key(slot, key, self.new_rev), record)
         self.view.put(keys.rev_key(slot, self.new_rev, sub), key)
 
     def put(self, p: PutRequest) -> PutResponse:
-        slot = slots.slot_of(p.key, self.slot_count)
-        prev = mvcc.live_kv(self.view, slot, p.key)
+        """Callers own p.key's slot (check_owned; PartExecutor.put skips the
+        keys of other slots)."""
+        key = p.key
+        rev = self.new_rev
+        slot = slots.slot_of(key, self.slot_count)
+        prev = self._indexed(slot, key)
         value, lease = p.value, p.lease
-        if p.ignore_value:
-            value = prev.value if prev is not None else b""
-        if p.ignore_lease:
-            lease = prev.lease if prev is not None else 0
-        create = prev.create_revision if prev is not None else self.new_rev
-        version = prev.version + 1 if prev is not None else 1
-        self._write(slot, p.key, keys.MvccRecord(create, version, lease, value))
-        kv = KeyValue(p.key, create, self.new_rev, version, value, lease)
-        self.events.append(Event(EventType.PUT, kv, prev))
-        return PutResponse(self.new_rev, prev if p.prev_kv else None)
+        if prev is None:
+            create, version = rev, 1
+            if p.ignore_value:
+                value = b""
+            if p.ignore_lease:
+                lease = 0
+        else:
+            create, version = prev.create_revision, prev.version + 1
+            if p.ignore_value:
+                value = prev.value
+            if p.ignore_lease:
+                lease = prev.lease
+        self._write(slot, key, keys.encode_live(create, version, lease, value))
+        self.index.put(slot, key, rev)
+        self.events.append(Event(EventType.PUT, KeyValue(key, create, rev, version, value, lease), prev))
+        return PutResponse(rev, prev if p.prev_kv else None)
 
     def delete_range(self, d: DeleteRangeRequest) -> DeleteRangeResponse:
-        doomed = list(mvcc.visible(self.view, self.owned, self.slot_count, d.key, d.range_end))
+        if d.range_end:
+            doomed = list(mvcc.visible(self.view, self.owned, self.slot_count, d.key, d.range_end))
+        else:  # one key: what visible() finds, from the index (nothing in a slot not owned)
+            slot = slots.slot_of(d.key, self.slot_count)
+            kv = self._indexed(slot, d.key) if slots.contains(self.owned, slot) else None
+            doomed = [kv] if kv is not None else []
         for kv in doomed:
-            self._write(slots.slot_of(kv.key, self.slot_count), kv.key, keys.MvccRecord(tombstone=True))
+            slot = slots.slot_of(kv.key, self.slot_count)
+            self._write(slot, kv.key, keys.TOMBSTONE_RECORD)
+            self.index.remove(slot, kv.key)
             self.events.append(Event(EventType.DELETE, KeyValue(kv.key, mod_revision=self.new_rev), kv))
         return DeleteRangeResponse(self.revision, len(doomed), tuple(doomed) if d.prev_kv else ())
 

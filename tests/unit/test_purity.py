@@ -51,6 +51,7 @@ OPTIONAL_MODULES = (
     "shard/codec.py",
     "shard/mvcc.py",
     "shard/mvcc_range.py",
+    "shard/keyindex.py",
     "shard/txn.py",
     "shard/txn2pc.py",
     "shard/snapshot.py",
