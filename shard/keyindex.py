@@ -35,9 +35,10 @@ Why it stays right:
 
 Memory: one dict per loaded slot, and per live key one dict entry, the key's
 bytes object (shared with the request that put it, or made by the load) and
-an int; about 100-150 bytes plus the key's length per live key in CPython
-3.11 (``scripts/bench_apply.py`` docstring: measured figure). Only the slots
-written to since the process started are loaded.
+an int: about 110 bytes plus the key's length per live key on CPython 3.11
+(tracemalloc: 131 bytes per 16-byte key, 179 per 64-byte key, for 100,000
+keys over 1024 slots). Only the slots asked about since the process started
+are loaded, and loading a slot costs one seek per key in it.
 
 Pure: reads go through a KvReader; no I/O, clocks or threads of its own.
 """
