@@ -304,6 +304,11 @@ class RouterCollector(Collector):
         for reason, v in sorted(fw.retries.items()):
             retries.add_metric([reason], v)
         yield retries
+        yield CounterMetricFamily(
+            "flotilla_router_local_calls",
+            "Attempts served by the store node of the router's own process, with no hop (flotilla server --store --router)",
+            value=fw.local_calls,
+        )
         yield GaugeMetricFamily("flotilla_router_suspect_nodes", "Store nodes the router skips until a probe answers", value=len(fw.health.suspects()))
         yield GaugeMetricFamily("flotilla_router_map_version", "Version of the shard map the router follows", value=r.cache.map_version)
         routes = r.cache.shards()

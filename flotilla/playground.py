@@ -1,16 +1,20 @@
 """`flotilla playground`: a whole local cluster with one command.
 
-    flotilla playground [--placement 3] [--stores 3] [--routers 1] [--shards 4]
+    flotilla playground [--placement 3] [--stores 3] [--routers 0] [--shards 4]
                         [--data-dir ./flotilla-data] [--client-port 2379] [--tls]
 
 Starts, as real OS processes (`python -m flotilla server ...`) on 127.0.0.1:
---placement placement servers (`server --placement`, node ids 1..P),
---stores store nodes (`server --store --join <placement>`, node ids 101..),
-and --routers etcd routers (`server --router --join <placement>`, member ids
-1001..). The first router listens on --client-port (0: any free port); the
-others on any free port. Each router also serves etcd's HTTP/JSON gateway
-(router/gateway/) on a free port, printed and recorded in playground.json
-under `gateway_urls`. Every process serves Prometheus metrics on a free
+--placement placement servers (`server --placement`, node ids 1..P) and
+--stores store nodes (`server --store --router --join <placement>`, node ids
+101..). Every store serves etcd v3 clients itself (member ids 1001..): a
+request for a shard it leads is a direct call into that shard, the rest are
+forwarded to the leader's node. --routers adds standalone etcd routers
+(`server --router --join <placement>`) after them. The first store listens
+for clients on --client-port (0: any free port); every other client port is
+any free one. The `endpoints:` line names them all (etcd clients balance
+over the endpoints they are given). Each also serves etcd's HTTP/JSON
+gateway (router/gateway/) on a free port, printed and recorded in
+playground.json under `gateway_urls`. Every process serves Prometheus metrics on a free
 port (`metrics_urls`), and the placement servers the web dashboard there
 (`dashboard_url`: p1's, printed as `dashboard: URL`). The endpoints are printed, then a line `ready` once
 an etcd Range over the whole key space succeeds through every router (every
@@ -64,10 +68,13 @@ DEFAULTS = {"placement": 3, "stores": 3, "shards": 4}
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--placement", type=int, default=None, help=f"placement servers (default {DEFAULTS['placement']})")
     p.add_argument("--stores", type=int, default=None, help=f"store nodes (default {DEFAULTS['stores']})")
-    p.add_argument("--routers", type=int, default=1, help="etcd routers (default 1)")
+    p.add_argument(
+        "--routers", type=int, default=0,
+        help="standalone etcd routers besides the stores, which serve etcd clients themselves (default 0)",
+    )
     p.add_argument("--shards", type=int, default=None, help=f"initial shards (default {DEFAULTS['shards']})")
     p.add_argument("--data-dir", default="./flotilla-data", help="the cluster's data and logs (default ./flotilla-data)")
-    p.add_argument("--client-port", type=int, default=2379, help="the first router's etcd port (default 2379; 0: any free port)")
+    p.add_argument("--client-port", type=int, default=2379, help="the first store's etcd port (default 2379; 0: any free port)")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the cluster to serve before giving up")
     p.add_argument(
         "--tls", action="store_true",
@@ -290,8 +297,8 @@ class Playground:
     # -- the command -------------------------------------------------------------------------
     def run(self) -> int:
         args = self.args
-        if args.routers < 1:
-            raise PlaygroundError("--routers must be at least 1")
+        if args.routers < 0:
+            raise PlaygroundError("--routers must not be negative")
         if args.client_port and not _port_free(args.client_port):
             raise PlaygroundError(f"port {args.client_port} is in use (an etcd running?); choose another with --client-port (0: any)")
         shape = load_shape(self.data_dir, args)
@@ -308,7 +315,7 @@ class Playground:
         peers = ",".join(f"{i + 1}=127.0.0.1:{p}" for i, p in enumerate(pports))
         verb = "restarting" if shape["restarted"] else "starting"
         print(
-            f"flotilla playground: {verb} {n_p} placement, {n_s} stores, {args.routers} router(s), {shards} shards; "
+            f"flotilla playground: {verb} {n_p} placement, {n_s} stores, {args.routers} standalone router(s), {shards} shards; "
             f"data in {self.data_dir}, logs in {self.data_dir / 'logs'}",
             flush=True,
         )
@@ -326,6 +333,8 @@ class Playground:
             )
             for i, port in enumerate(pports)
         ]
+        # Every process that serves etcd clients: the stores, then the standalone routers.
+        gateway_urls = [f"{self.client_tls.scheme}://127.0.0.1:{p}" for p in _free_ports(n_s + args.routers)]
         stores = [
             self._child(
                 f"s{i + 1}",
@@ -333,20 +342,22 @@ class Playground:
                     "--store", "--node-id", str(STORE_ID_BASE + i + 1), "--data-dir", str(self.data_dir / f"s{i + 1}"),
                     "--listen", f"127.0.0.1:{port}", "--join", join, "--slots", str(slots),
                     "--quota-backend-bytes", str(getattr(args, "quota_backend_bytes", 0)),
-                    *peer_tls,
+                    "--router", "--router-node-id", str(ROUTER_ID_BASE + i + 1), "--router-name", f"store{i + 1}",
+                    "--router-listen", f"127.0.0.1:{args.client_port if i == 0 else 0}",
+                    "--router-listen-client-http-urls", gateway_urls[i],
+                    *peer_tls, *client_tls,
                 ],
             )
             for i, port in enumerate(sports)
         ]
-        gateway_urls = [f"{self.client_tls.scheme}://127.0.0.1:{p}" for p in _free_ports(args.routers)]
         routers = [
             self._child(
                 f"r{i + 1}",
                 [
-                    "--router", "--node-id", str(ROUTER_ID_BASE + i + 1), "--join", join, "--slots", str(slots),
-                    "--router-listen", f"127.0.0.1:{args.client_port if i == 0 else 0}",
+                    "--router", "--node-id", str(ROUTER_ID_BASE + n_s + i + 1), "--join", join, "--slots", str(slots),
+                    "--router-listen", "127.0.0.1:0",
                     "--router-name", f"router{i + 1}",
-                    "--router-listen-client-http-urls", gateway_urls[i],
+                    "--router-listen-client-http-urls", gateway_urls[n_s + i],
                     *peer_tls, *client_tls,
                 ],
             )
@@ -360,8 +371,9 @@ class Playground:
                 self._spawn(c)
             ready.update(self._wait_ready(stores + routers, deadline))
             metrics_urls = {c.name: str(ready[c.name]["metrics_urls"][0]) for c in self.children if ready[c.name].get("metrics_urls")}  # type: ignore[index]
-            endpoints = [f"127.0.0.1:{ready[c.name]['port']}" for c in routers]
-            for c, ep, gw in zip(routers, endpoints, gateway_urls, strict=True):
+            serving = stores + routers
+            endpoints = [f"127.0.0.1:{ready[c.name].get('router_port', ready[c.name]['port'])}" for c in serving]
+            for c, ep, gw in zip(serving, endpoints, gateway_urls, strict=True):
                 print(f"{c.name}: etcd endpoint {ep}, HTTP/JSON gateway {gw}", flush=True)
             # The web dashboard: on every placement server's metrics listener (a follower shows the leader's).
             dashboard_url = f"{metrics_urls['p1']}/dashboard/" if "p1" in metrics_urls else None
@@ -386,7 +398,7 @@ class Playground:
                     flush=True,
                 )
             else:
-                print(f"try: etcdctl --endpoints {endpoints[0]} put hello world", flush=True)
+                print(f"try: etcdctl --endpoints {','.join(endpoints)} put hello world", flush=True)
                 print(f"  or: curl -X POST {gateway_urls[0]}/v3/kv/range -d '{{\"key\": \"aGVsbG8=\"}}'", flush=True)
             print("ready", flush=True)
             while not self.stop_requested.wait(0.5):

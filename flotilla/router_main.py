@@ -29,6 +29,7 @@ from flotilla.procs import (
     serve_until_signalled,
     write_ready_file,
 )
+from router.forward import LocalStore
 from router.gateway import parse_listen_url
 from router.server import RouterConfig, RouterServer
 from router.watch import WatchConfig
@@ -165,10 +166,13 @@ def config_from(args: argparse.Namespace, prefix: str = "") -> RouterConfig:
     )
 
 
-async def start(args: argparse.Namespace, prefix: str = "", *, ready: bool = True, **overrides: Any) -> RouterServer:
+async def start(
+    args: argparse.Namespace, prefix: str = "", *, ready: bool = True, local: LocalStore | None = None, **overrides: Any
+) -> RouterServer:
     """Build and start the router of these options (overrides: RouterConfig
     fields, e.g. a placement list the caller knows); its ready file written
-    unless ready=False (then the caller calls write_ready)."""
+    unless ready=False (then the caller calls write_ready). `local`: the
+    store node of this process (router/forward.py, Forwarder.local)."""
     cfg = config_from(args, prefix)
     for k, v in overrides.items():
         setattr(cfg, k, v)
@@ -176,6 +180,7 @@ async def start(args: argparse.Namespace, prefix: str = "", *, ready: bool = Tru
         router = RouterServer(cfg)
     except ValueError as exc:
         raise SystemExit(f"flotilla router: {exc}") from None
+    router.forwarder.local = local
     router.kv.cross.crash_hook = crash_hook_from_env()  # txn_after_prepare, txn_after_decide, txn_during_commit
     await router.start()
     if ready:

@@ -66,6 +66,7 @@ from raft.runtime.host import GroupHost, HostConfig
 from raft.transport.faults import wrap_from_env
 from raft.transport.grpc_transport import GrpcTransport
 from shard.agent import AgentConfig, StoreAgent
+from shard.local import LocalStore
 from shard.node import NodeConfig, StoreNode
 from shard.quota import quota_bytes
 from shard.rocks import RocksEngine
@@ -136,9 +137,13 @@ def _router_placement(args: argparse.Namespace, address: str, peers: dict[int, s
     raise SystemExit("flotilla server: --router needs placement endpoints: --join host:port,... (or --router-placement)")
 
 
-async def _start_router(args: argparse.Namespace, placement: str, node_id: int) -> router_main.RouterServer:
+async def _start_router(
+    args: argparse.Namespace, placement: str, node_id: int, *, local: LocalStore | None = None
+) -> router_main.RouterServer:
+    """With `local` (--store --router): requests for this node's replicas are
+    direct calls into it (shard/local.py), the rest go over Forward streams."""
     return await router_main.start(
-        args, "router-", placement=placement, slot_count=args.slots, node_id=args.router_node_id or node_id
+        args, "router-", placement=placement, slot_count=args.slots, node_id=args.router_node_id or node_id, local=local
     )
 
 
@@ -217,6 +222,7 @@ async def serve(args: argparse.Namespace) -> None:
             host, db, server, node_id=args.node_id, clock=clock, rng=random.Random(rng.getrandbits(64)), voters=voters, args=args
         )
     node = None
+    store_service: StoreService | None = None
     space: RocksSpace | None = None
     if args.store:
         try:
@@ -247,7 +253,8 @@ async def serve(args: argparse.Namespace) -> None:
         split = await node.open_split_shards()  # shards created by splits before a restart
         if split:
             log.info("node=%d reopened split shards %s", args.node_id, split)
-        store_pb2_grpc.add_StoreServicer_to_server(StoreService(node), server)
+        store_service = StoreService(node)
+        store_pb2_grpc.add_StoreServicer_to_server(store_service, server)
         store_pb2_grpc.add_StoreAdminServicer_to_server(StoreAdminService(node), server)
         space = node.space = RocksSpace(db)
     # Every group restored what it needed from its spooled snapshot (create_group):
@@ -282,7 +289,8 @@ async def serve(args: argparse.Namespace) -> None:
                 node.set_peer(nid, peer_address)
     router = None
     if args.router:
-        router = await _start_router(args, _router_placement(args, address, peers), 0)
+        local = LocalStore(store_service, node.node_id) if node is not None and store_service is not None else None
+        router = await _start_router(args, _router_placement(args, address, peers), 0, local=local)
     mserver = await metrics.serve(metrics_urls, host=host, transport=transport, node=node, pnode=pnode, router=router)
     info = {"port": port, "pid": os.getpid(), "node_id": args.node_id}
     if router is not None:

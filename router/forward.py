@@ -49,7 +49,7 @@ import time
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 import grpc.aio
@@ -103,6 +103,15 @@ holds it for a few Raft rounds); it doubles up to BACKOFF_S."""
 LockResolver = Callable[[int, spb.TxnLocked, float], Awaitable[None]]
 """(shard id, the lock met, deadline): resolve a lock whose coordinator went
 quiet (router/txn2pc.py)."""
+
+
+class LocalStore(Protocol):
+    """The store node of the router's own process (shard/local.py): its
+    Store servicer, called in-process."""
+
+    node_id: int
+
+    async def call(self, kind: str, request: Any) -> Any: ...
 
 
 class LockedTooLong(Exception):
@@ -161,6 +170,11 @@ class Forwarder:
         self.lock_recovery_s = attempt_timeout_s
         """How old a txn's lock must be before a request that meets it resolves
         the txn from its record (its coordinator is presumed gone)."""
+        self.local: LocalStore | None = None
+        """Set when this router runs inside a store process (flotilla/server.py):
+        a request for a replica on that node is a direct call into it, with no
+        gRPC hop and no serialization; the rest go over the Forward streams."""
+        self.local_calls = 0
 
     def now_ms(self) -> int:
         return self._wall_ms()
@@ -171,7 +185,18 @@ class Forwarder:
         self._streams.clear()
 
     # -- one attempt -------------------------------------------------------------------
-    async def _send(self, address: str, kind: str, request: Any, timeout_s: float) -> Any:
+    async def _send(self, node: int, address: str, kind: str, request: Any, timeout_s: float) -> Any:
+        local = self.local
+        if local is not None and node == local.node_id:
+            self.local_calls += 1
+            try:
+                async with asyncio.timeout(timeout_s):
+                    return await local.call(kind, request)
+            except TimeoutError:
+                raise
+            except Exception as exc:  # a bug in the store: the remote path would see gRPC's UNKNOWN
+                log.exception("the local store failed on a %s", kind)
+                raise StreamBroken(f"the local store failed: {type(exc).__name__}") from exc
         if self._use_stream:
             stream = self._streams.get(address)
             if stream is None:
@@ -192,6 +217,7 @@ class Forwarder:
             probe = next((n for n in untried if health.usable(n, now)), 0)
             candidates = [probe] if probe else untried
         leader = route.leader if route.leader and route.leader not in avoid else 0
+        local = self.local.node_id if self.local is not None else 0
         if kind in WRITES or mode.consistency == spb.READ_LINEARIZABLE:
             if leader and (leader in candidates or health.usable(leader, now)):
                 return leader
@@ -203,9 +229,12 @@ class Forwarder:
             needed = hlcmod.from_ms(self.now_ms() - mode.max_staleness_ms)
         elif mode.consistency == spb.READ_AT_REVISION:
             needed = mode.revision
+        closed = self.cache.closed_ts(route.shard_id)
+        if local in candidates and closed.get(local, needed) >= needed:
+            return local  # a replica in this process that can serve it: no hop at all
         turn = self._read_turns.get(route.shard_id, 0)
         self._read_turns[route.shard_id] = turn + 1
-        return slots.choose_replica(candidates, self.cache.closed_ts(route.shard_id), needed, leader, turn)
+        return slots.choose_replica(candidates, closed, needed, leader, turn)
 
     # -- the retry loop ----------------------------------------------------------------
     async def call(
@@ -283,13 +312,13 @@ class Forwarder:
             if kind == "range":
                 msg.consistency = consistency
                 msg.max_staleness_ms = mode.max_staleness_ms
-            if not address:
+            if not address and (self.local is None or node != self.local.node_id):
                 last, no_leader = f"no address known for node {node} of shard {route.shard_id}", False
                 self._retried("no_address")
                 await self._backoff(deadline, refresh=True)
                 continue
             try:
-                resp = await self._send(address, kind, msg, min(left, attempt_s + ANSWER_MARGIN_S))
+                resp = await self._send(node, address, kind, msg, min(left, attempt_s + ANSWER_MARGIN_S))
             except (grpc.aio.AioRpcError, StreamBroken, TimeoutError) as exc:
                 code = exc.code().name if isinstance(exc, grpc.aio.AioRpcError) else type(exc).__name__
                 last, no_leader = f"node {node} ({address}) did not answer: {code}", False

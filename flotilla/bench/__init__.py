@@ -64,7 +64,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     cmp.add_argument("--workdir", default="", help="data and logs of the compared clusters (default: a temporary directory, removed)")
     cmp.add_argument("--profile-dir", default="", help="py-spy the Flotilla processes during the first put run; collapsed stacks here")
     cmp.add_argument("--shards", type=int, default=0, help="the playground's initial shards (default: the playground's)")
-    cmp.add_argument("--routers", type=int, default=1, help="the playground's router processes (clients use them all)")
+    cmp.add_argument(
+        "--routers", type=int, default=0,
+        help="the playground's standalone routers besides its stores, which serve clients too (clients use them all; default 0)",
+    )
     cmp.add_argument("--only", default="", help="comma-separated subset of the comparison's workloads (put256,put1,range-l,range-s,range-bs)")
     fo = p.add_argument_group("failover (flotilla/bench/failover.py; also --rounds, --timeout, --shards, --etcd-bin, --workdir, --val-size)")
     fo.add_argument("--systems", default="flotilla,etcd", help="comma-separated: flotilla, etcd (default both)")

@@ -3,14 +3,15 @@
 
 Flotilla is `python -m flotilla playground --client-port 0 --data-dir <tmp>`
 (with `--shards N` and `--routers N` if given; its endpoints parsed from its
-output, `ready` awaited; clients use every router). etcd is
+output, `ready` awaited; clients use every endpoint: each store serves etcd
+clients itself, and so does each standalone router). etcd is
 flotilla/bench/etcd.py's cluster of /usr/bin/etcd.
 
 The workloads are the issue's (#9): put with 256 in flight, put from a single
 client, and linearizable and serializable single-key ranges with 64 in
 flight; 256-byte values, 8-byte keys from a space of 10,000 (the first range
 run on each system fills the key space). Clients use every endpoint of a
-system: the playground's router(s), all three etcd members.
+system: the playground's stores (and standalone routers), all three etcd members.
 
 With --profile-dir, py-spy records the Flotilla router and store processes
 during the first Flotilla put run (collapsed stacks of the samples holding
@@ -119,7 +120,7 @@ def _children(ppid: int) -> list[tuple[int, str]]:
     return out
 
 
-def start_playground(workdir: Path, shards: int = 0, routers: int = 1, timeout_s: float = 90) -> Target:
+def start_playground(workdir: Path, shards: int = 0, routers: int = 0, timeout_s: float = 90) -> Target:
     data = workdir / "playground"
     log_path = workdir / "playground.log"
     env = dict(os.environ)
@@ -127,7 +128,7 @@ def start_playground(workdir: Path, shards: int = 0, routers: int = 1, timeout_s
     proc = subprocess.Popen(
         [sys.executable, "-m", "flotilla", "playground", "--client-port", "0", "--data-dir", str(data)]
         + (["--shards", str(shards)] if shards else [])
-        + (["--routers", str(routers)] if routers != 1 else []),
+        + (["--routers", str(routers)] if routers else []),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         env=env,
@@ -179,7 +180,7 @@ def start_playground(workdir: Path, shards: int = 0, routers: int = 1, timeout_s
         raise RuntimeError(f"playground printed no `endpoints:` line; see {log_path}")
     pids, stores = {}, {}
     for pid, cmd in _children(proc.pid):
-        role = "router" if "--router" in cmd else "store" if "--store" in cmd else "placement" if "--placement" in cmd else "other"
+        role = "store" if "--store" in cmd else "router" if "--router" in cmd else "placement" if "--placement" in cmd else "other"
         m = re.search(r"--node-id (\d+)", cmd)
         pids[f"{role}-{m.group(1) if m else pid}"] = pid
         listen = re.search(r"--listen (\S+)", cmd)

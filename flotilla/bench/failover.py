@@ -3,7 +3,7 @@ under steady writes, N rounds, and report how soon writes succeed again,
 for Flotilla and for a 3-member etcd from one run (issue #13).
 
 Flotilla is the playground (compare.start_playground: 3 placement, 3 stores,
-1 router, 4 shards) in a temporary directory; etcd is flotilla/bench/etcd.py's
+4 shards; every store serves clients) in a temporary directory; etcd is flotilla/bench/etcd.py's
 3 members of /usr/bin/etcd. The systems run one after the other, each alone
 on the machine.
 

@@ -157,7 +157,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         # The playground prints the dashboard's URL and records it in playground.json.
         assert f"dashboard: {shape['dashboard_url']}" in seen, seen
         assert shape["dashboard_url"] == f"{shape['metrics_urls']['p1']}/dashboard/"
-        endpoint = next(line.split()[1] for line in seen if line.startswith("endpoints:"))
+        endpoint = next(line.split()[1] for line in seen if line.startswith("endpoints:")).split(",")[0]
         browser = Browser(shape["dashboard_url"], tmp / "chromium")
         yield Env(tmp, proc, lines, shape, browser, endpoint)
     finally:

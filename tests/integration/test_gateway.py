@@ -249,12 +249,13 @@ def test_the_playground_serves_the_gateway_prints_it_and_records_it(tmp_path: Pa
             seen.append(line)
         printed = next(line.split()[1] for line in seen if line.startswith("gateway:"))
         recorded = json.loads((tmp_path / "playground.json").read_text())["gateway_urls"]
-        assert recorded == printed.split(",") and len(recorded) == 1
-        assert any(line.startswith("r1: ") and recorded[0] in line for line in seen)
-        curl = Curl(recorded[0])
-        assert curl.call("GET", "/health")[0] == 200
-        curl.ok("/v3/kv/put", {"key": b64("pg"), "value": b64("1")})
-        assert unb64(curl.ok("/v3/kv/range", {"key": b64("pg")})["kvs"][0]["value"]) == "1"
+        assert recorded == printed.split(",") and len(recorded) == 3  # one per store: each serves etcd clients
+        for i, url in enumerate(recorded):
+            assert any(line.startswith(f"s{i + 1}: ") and url in line for line in seen)
+            curl = Curl(url)
+            assert curl.call("GET", "/health")[0] == 200
+            curl.ok("/v3/kv/put", {"key": b64("pg"), "value": b64(str(i))})
+            assert unb64(curl.ok("/v3/kv/range", {"key": b64("pg")})["kvs"][0]["value"]) == str(i)
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)

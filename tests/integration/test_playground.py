@@ -13,6 +13,7 @@ import json
 import urllib.request
 import os
 import queue
+import re
 import shutil
 import signal
 import subprocess
@@ -23,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from flotilla.raftcluster import REPO
+from shard.slots import slot_of
 
 pytestmark = pytest.mark.integration
 
@@ -90,6 +92,7 @@ class Playground:
         self.out = Lines(self.proc)
         lines = self.out.until("ready", READY_TIMEOUT_S)
         self.endpoint = next(line.split()[1] for line in lines if line.startswith("endpoints:"))
+        self.endpoints = self.endpoint.split(",")
 
     def stop(self) -> int:
         if self.proc.poll() is None:
@@ -104,6 +107,31 @@ class Playground:
             self.proc.kill()
             self.proc.wait(timeout=15)
             raise AssertionError(f"the playground did not stop on SIGINT: {self.out.seen}") from None
+
+
+def _shard_leaders(dashboard_url: str) -> tuple[int, dict[int, tuple[list[list[int]], int]]]:
+    """(slot count, {shard: (its slot ranges, its leader node)}) from the dashboard's state."""
+    with urllib.request.urlopen(f"{dashboard_url}api/state", timeout=10) as resp:
+        st = json.loads(resp.read())
+    return int(st["slot_count"]), {int(sh["id"]): (sh["slots"], int(sh["leader"])) for sh in st["shards"]}
+
+
+def _key_in(ranges: list[list[int]], slot_count: int) -> str:
+    """A key whose slot one of the ranges holds."""
+    for i in range(100_000):
+        key = f"local/{i}"
+        slot = slot_of(key.encode(), slot_count)
+        if any(lo <= slot < hi for lo, hi in ranges):
+            return key
+    raise AssertionError(f"no key in slots {ranges}")
+
+
+def _local_calls(metrics_url: str) -> float:
+    with urllib.request.urlopen(f"{metrics_url}/metrics", timeout=10) as resp:
+        body = resp.read().decode()
+    m = re.search(r"^flotilla_router_local_calls_total (\S+)$", body, re.M)
+    assert m is not None, body[:500]
+    return float(m.group(1))
 
 
 class Ctl:
@@ -129,7 +157,8 @@ def test_playground_serves_etcdctl_stops_on_sigint_and_restarts_with_its_data(tm
     data_dir = tmp_path / "data"
     pg = Playground(data_dir)
     try:
-        assert pg.out.seen[0].startswith("flotilla playground: starting 3 placement, 3 stores, 1 router(s), 2 shards")
+        assert pg.out.seen[0].startswith("flotilla playground: starting 3 placement, 3 stores, 0 standalone router(s), 2 shards")
+        assert len(pg.endpoints) == 3  # every store serves etcd clients
         ctl = Ctl(pg.endpoint)
 
         # put / get / prefix / del
@@ -138,11 +167,13 @@ def test_playground_serves_etcdctl_stops_on_sigint_and_restarts_with_its_data(tm
 
         # every process's metrics URL in playground.json, each answering /metrics
         metrics_urls = json.loads((data_dir / "playground.json").read_text())["metrics_urls"]
-        assert sorted(metrics_urls) == ["p1", "p2", "p3", "r1", "s1", "s2", "s3"]
+        assert sorted(metrics_urls) == ["p1", "p2", "p3", "s1", "s2", "s3"]
         for name, url in metrics_urls.items():
             with urllib.request.urlopen(f"{url}/metrics", timeout=10) as resp:
                 body = resp.read()
-            assert (b"flotilla_router_shards" if name.startswith("r") else b"etcd_server_has_leader 1.0") in body, name
+            assert b"etcd_server_has_leader 1.0" in body, name
+            if name.startswith("s"):  # a store serves etcd clients too
+                assert b"flotilla_router_shards 2.0" in body, name
         # the web dashboard (p1's metrics listener), printed and in playground.json: its document lists the shards
         dashboard_url = json.loads((data_dir / "playground.json").read_text())["dashboard_url"]
         assert dashboard_url == f"{metrics_urls['p1']}/dashboard/" and f"dashboard: {dashboard_url}" in pg.out.seen
@@ -191,11 +222,37 @@ def test_playground_serves_etcdctl_stops_on_sigint_and_restarts_with_its_data(tm
         txn = ctl.out("txn", stdin='value("greeting") = "hello"\n\nput greeting hi\n\nput greeting nope\n\n')
         assert txn == ["SUCCESS", "", "OK"]
 
-        # member list and endpoint status: the routers
-        members = ctl.out("member", "list")
-        assert len(members) == 1 and "router1" in members[0] and f"http://{pg.endpoint}" in members[0] and "started" in members[0]
+        # every store serves etcd clients: a put or a linearizable get for a shard the store
+        # leads is a direct call into that shard (its router's local calls count it), any
+        # other is forwarded to the leader's node
+        for _ in range(3):
+            slot_count, before_map = _shard_leaders(dashboard_url)
+            keys = {sid: _key_in(slots, slot_count) for sid, (slots, _) in before_map.items()}
+            before = {name: _local_calls(metrics_urls[name]) for name in ("s1", "s2", "s3")}
+            expected = dict.fromkeys(before, 0)
+            for i, ep in enumerate(pg.endpoints):
+                name, node = f"s{i + 1}", 101 + i
+                for sid, (_, leader) in before_map.items():
+                    assert Ctl(ep).out("put", keys[sid], name) == ["OK"]
+                    assert Ctl(ep).out("get", keys[sid], "--print-value-only") == [name]
+                    expected[name] += 2 * (leader == node)
+            if _shard_leaders(dashboard_url)[1] != before_map:
+                continue  # placement moved a leader meanwhile: count again
+            assert {n: _local_calls(metrics_urls[n]) - v for n, v in before.items()} == expected
+            assert sum(expected.values()) == 4  # each shard's leader is one of the stores
+            break
+        else:
+            raise AssertionError("the shards' leaders kept moving")
+
+        # member list and endpoint status: the stores, each serving etcd clients
+        members = sorted(ctl.out("member", "list"))
+        assert len(members) == 3, members
+        for i, (member, ep) in enumerate(zip(members, pg.endpoints, strict=True)):
+            assert f"store{i + 1}" in member and f"http://{ep}" in member and "started" in member, members
         status = ctl.out("endpoint", "status")
-        assert pg.endpoint in status[0] and "3.5.13" in status[0]
+        assert len(status) == 3 and all("3.5.13" in line for line in status), status
+        for ep in pg.endpoints:
+            assert any(ep in line for line in status), status
     finally:
         code = pg.stop()
     assert code == 0, pg.out.seen
