@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -34,8 +35,18 @@ class HostConfig:
     tick_interval_s: float = 0.1
     election_ticks: int = 10
     heartbeat_ticks: int = 1
-    quiesce_ticks: int = 30
-    """Idle ticks before a leader quiesces its group (0 disables quiescence)."""
+    quiesce_ticks: int = 3
+    """Idle ticks before a leader quiesces its group (0 disables quiescence).
+    Short, as CockroachDB quiesces at the first tick with nothing pending: a
+    group that wakes again pays one heartbeat per follower, while 1,000 new
+    leaders heartbeating every tick until they go quiet are an election storm
+    on a small host."""
+    liveness_ticks: int = 3
+    """Node liveness while groups are quiet: a node pings each member of a
+    quiet group it leads at least this often (when nothing else was sent to
+    it meanwhile), and the member answers; a peer silent for election_ticks
+    wakes the quiet groups that depend on it. With no group awake the ticker
+    wakes only for this."""
     snapshot_entries: int = 10_000
     """Take a snapshot and compact once this many entries are applied past the first index."""
     compaction_margin: int = 1_000
@@ -80,6 +91,11 @@ class HostStats:
     snapshots_created: int = 0
     snapshots_restored: int = 0
     ticks: int = 0
+    """Rounds of the ticker (every tick_interval_s while a group is awake, else every liveness_ticks)."""
+    group_ticks: int = 0
+    """Ticks given to groups (a quiet group gets none)."""
+    pings_sent: int = 0
+    """Node liveness pings sent (quiet groups only; ticker.py)."""
     leader_changes: int = 0
     """Times a hosted group learnt of a new leader (etcd's leader_changes_seen, summed over groups)."""
     sync_durations: Durations = field(default_factory=Durations)
@@ -96,6 +112,10 @@ class Group:
     sm: StateMachine
     quiet: bool = False
     idle_ticks: int = 0
+    quiet_leader: bool = False
+    """Quiet as the leader (it pings quiet_peers) rather than as a follower."""
+    quiet_peers: tuple[int, ...] = ()
+    """While quiet: the nodes whose silence wakes it (its members if it leads, else its leader)."""
     # read index batching: readers waiting for the next request, and the one in flight
     read_waiters: list[asyncio.Future[int]] = field(default_factory=list)
     read_inflight: dict[bytes, list[asyncio.Future[int]]] = field(default_factory=dict)
@@ -129,6 +149,14 @@ class HostState:
     _pending: dict[int, asyncio.Future[object]]
     """Proposals of this node waiting for their result, by sequence number."""
     _last_heard: dict[int, float]
+    _last_sent: dict[int, float]
+    """When this node last sent a node message or ping to a peer (liveness pings are skipped after one)."""
+    _ping_to: Counter[int]
+    """Peer -> quiet groups led here that it is a member of (they are pinged)."""
+    _watched: Counter[int]
+    """Peer -> quiet groups here whose waking depends on hearing from it."""
+    _ticker_wakeup: asyncio.Event
+    """Set when a group wakes: the ticker, asleep while every group is quiet, ticks again."""
     _peers: set[int]
     crash_hook: Callable[[str], None] | None
     on_activity: Callable[[int], None] | None
@@ -139,6 +167,8 @@ class HostState:
         def _next_seq(self) -> int: ...
         def _wake(self, g: Group) -> None: ...
         def _quiet(self, g: Group) -> None: ...
+        def _unwatch(self, g: Group) -> None: ...
+        def _active(self, group_id: int) -> None: ...
         def _maybe_quiesce(self, g: Group) -> None: ...
         def _issue_read_index(self, g: Group) -> None: ...
         def _retry_reads(self, g: Group) -> None: ...

@@ -14,9 +14,11 @@ Raft peer ids are node ids: a node holds at most one replica of a group.
 Quiescence: a leader whose group has been idle for `quiesce_ticks` ticks and
 whose followers all match its log sends each follower a heartbeat carrying
 QUIESCE_CTX and stops ticking; followers that get it stop ticking too. Any
-other message, a proposal, or silence from the leader's node for an election
-timeout wakes the group. Node liveness costs one ping per peer node per tick,
-whatever the number of groups.
+other message, a proposal, or silence from the leader's node (or, at the
+leader, a member's) for an election timeout wakes the group. Node liveness
+costs a ping per peer node every few ticks while they share a quiet group,
+whatever the number of groups; with every group quiet the ticker does not
+tick (``ticker.py``).
 
 Fail-stop: a RaftInvariantError or a storage failure ends `run()` with the
 exception; the process exits and recovers from disk on restart.
@@ -28,6 +30,7 @@ import asyncio
 import dataclasses
 import logging
 import random
+from collections import Counter
 from typing import Any, Awaitable, Callable
 
 from raft.core import ConfChange, ConfState, Message, MessageType, ProposalDropped, StateRole, StepPeerNotFound
@@ -79,6 +82,10 @@ class GroupHost(GroupRegistry, ReadyLoop, Ticker, Quiescence, ReadIndex, Snapsho
         self._seq = 0
         self._pending: dict[int, asyncio.Future[object]] = {}
         self._last_heard: dict[int, float] = {}
+        self._last_sent: dict[int, float] = {}
+        self._ping_to: Counter[int] = Counter()
+        self._watched: Counter[int] = Counter()
+        self._ticker_wakeup = asyncio.Event()
         self._peers: set[int] = set()
         self.stats = HostStats()
         self.crash_hook: Callable[[str], None] | None = None
@@ -114,6 +121,7 @@ class GroupHost(GroupRegistry, ReadyLoop, Ticker, Quiescence, ReadIndex, Snapsho
     def send_node_message(self, node_id: int, m: Message) -> None:
         """Send m to node_id's ``on_node_message`` (batched with the Raft
         messages to that node; may be lost, never reordered on one connection)."""
+        self._last_sent[node_id] = self._clock.monotonic()  # counts as a liveness ping (ticker.py)
         self._transport.send(node_id, NODE_MESSAGE_GROUP, m)
 
     def is_idle_leader(self, group_id: int) -> bool:

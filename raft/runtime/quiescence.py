@@ -1,8 +1,15 @@
 """Quiescence (dragonboat's quiesce.go): a leader whose group has been idle
 for ``quiesce_ticks`` ticks and whose followers all match its log sends each
 follower a heartbeat carrying QUIESCE_CTX and stops ticking; followers that
-get it stop ticking too. Any other message, a proposal, or silence from the
-leader's node for an election timeout (``ticker.py``) wakes the group."""
+get it stop ticking too. Any other message, a proposal, or silence for an
+election timeout (``ticker.py``) from the leader's node (at a follower) or
+from a member's node (at the leader: check-quorum then steps a cut-off
+leader down) wakes the group.
+
+Each quiet group counts, per peer node, in ``_watched`` (the nodes whose
+silence wakes it) and, if it leads, in ``_ping_to`` (the nodes the ticker
+pings so that they hear from it): the ticker's work while all is quiet is
+per peer node, not per group."""
 
 from __future__ import annotations
 
@@ -25,10 +32,38 @@ class Quiescence(HostState):
             g.quiet = False
             g.idle_ticks = 0
             self._awake.add(g.group_id)
+            self._unwatch(g)
+            self._ticker_wakeup.set()
 
     def _quiet(self, g: Group) -> None:
         g.quiet = True
         self._awake.discard(g.group_id)
+        node = g.node
+        if node.leader_id == self.node_id:
+            cs = node.conf_state()
+            g.quiet_leader = True
+            g.quiet_peers = tuple(sorted({*cs.voters, *cs.learners} - {self.node_id}))
+            self._ping_to.update(g.quiet_peers)
+        else:
+            g.quiet_leader = False
+            g.quiet_peers = (node.leader_id,) if node.leader_id else ()
+        now = self._clock.monotonic()
+        for p in g.quiet_peers:
+            self._last_heard.setdefault(p, now)
+        self._watched.update(g.quiet_peers)
+
+    def _unwatch(self, g: Group) -> None:
+        """g stops being quiet (woken, or removed): uncount it."""
+        if g.quiet_leader:
+            self._ping_to.subtract(g.quiet_peers)
+            for p in g.quiet_peers:
+                if self._ping_to[p] <= 0:
+                    del self._ping_to[p]
+        self._watched.subtract(g.quiet_peers)
+        for p in g.quiet_peers:
+            if self._watched[p] <= 0:
+                del self._watched[p]
+        g.quiet_leader, g.quiet_peers = False, ()
 
     def _maybe_quiesce(self, g: Group) -> None:
         node = g.node

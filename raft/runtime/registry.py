@@ -24,18 +24,21 @@ log = logging.getLogger(__name__)
 
 class GroupRegistry(HostState):
     # -- groups -----------------------------------------------------------------
-    async def create_group(self, group_id: int, sm: StateMachine, *, bootstrap: ConfState | None = None) -> None:
+    async def create_group(self, group_id: int, sm: StateMachine, *, bootstrap: ConfState | None = None, campaign: bool = False) -> None:
         """Host a replica of group_id. `bootstrap` is the initial configuration
         of a new group (ignored if the group already has state on disk); a
         replica joining an existing group passes none and learns it from the
-        leader."""
+        leader. `campaign`: if this call bootstrapped the group, campaign
+        at once (give it to one replica of the group: its first voter)."""
         if group_id in self._groups or group_id == LIVENESS_GROUP:
             raise ValueError(f"group {group_id} already hosted or reserved")
         if self._store.tombstone(group_id) is not None:
             raise ValueError(f"group {group_id} was removed here (tombstone {self._store.tombstone(group_id)}): clear_tombstone first")
         storage = self._store.group(group_id)
         hs, cs = storage.initial_state()
+        bootstrapped = False
         if bootstrap is not None and hs.is_empty and not cs.voters and not cs.learners and storage.last_index() == 0:
+            bootstrapped = True
             # A snapshot at index 1 carrying the configuration (not index-0
             # metadata): a member added later is then sent a snapshot and
             # learns every voter (RocksLogStore.bootstrap).
@@ -75,6 +78,14 @@ class GroupRegistry(HostState):
         self._replay_conf_changes(node, storage, snap.metadata.index, sm.applied_index())
         self._groups[group_id] = Group(group_id, node, storage, sm)
         self._awake.add(group_id)
+        self._ticker_wakeup.set()
+        if campaign and bootstrapped:
+            # The first voter of a new group campaigns at once, instead of
+            # every replica waiting out a random election timeout: 1,000
+            # groups created together then elect without a storm of
+            # competing candidates.
+            self._active(group_id)
+            node.campaign()
         self._mark(group_id)
 
     @staticmethod
@@ -124,6 +135,8 @@ class GroupRegistry(HostState):
         self._awake.discard(group_id)
         self._dirty.discard(group_id)
         if g is not None:
+            if g.quiet:
+                self._unwatch(g)
             self._fail_waiters(g)
         async with self._round_lock:
             lb = self._store.batch()

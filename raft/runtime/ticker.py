@@ -1,9 +1,22 @@
 """GroupHost's ticker: one timer ticks every awake group (quiet ones are
-skipped, ``quiescence.py``), pings every peer node once per tick whatever the
-number of groups (node liveness), wakes the quiet groups of a peer node gone
-silent, and re-issues ReadIndex requests left unanswered too long."""
+skipped, ``quiescence.py``), keeps node liveness for the quiet groups, and
+re-issues ReadIndex requests left unanswered too long.
+
+Node liveness costs work per peer node, never per group, and nothing at all
+between nodes with no quiet group in common: a node pings each member of a
+quiet group it leads every ``liveness_ticks`` unless it sent that node
+something else meanwhile (the store's side channel, ``send_node_message``),
+and the member answers. A peer silent for an election timeout wakes the
+quiet groups that depend on it (``_watched``): at a follower, the groups it
+leads; at a leader, the groups it is a member of.
+
+While every group is quiet the ticker does not tick: it sleeps until a group
+wakes or the next liveness round is due (a few wakeups a second, whatever
+the number of groups)."""
 
 from __future__ import annotations
+
+import asyncio
 
 from raft.core import Message, MessageType
 from raft.runtime.group import HostState
@@ -17,21 +30,36 @@ class Ticker(HostState):
         interval = self.cfg.tick_interval_s
         next_at = self._clock.monotonic()
         while True:
-            next_at += interval
-            delay = next_at - self._clock.monotonic()
-            if delay < -interval * 5:
-                next_at = self._clock.monotonic()  # fell far behind: do not burst
-                delay = 0.0
-            await self._clock.sleep(max(0.0, delay))
+            if not self._awake:
+                await self._sleep_quiet(interval * max(1, self.cfg.liveness_ticks))
+                next_at = self._clock.monotonic()
+            else:
+                next_at += interval
+                delay = next_at - self._clock.monotonic()
+                if delay < -interval * 5:
+                    next_at = self._clock.monotonic()  # fell far behind: do not burst
+                    delay = 0.0
+                await self._clock.sleep(max(0.0, delay))
             self.tick()
+
+    async def _sleep_quiet(self, seconds: float) -> None:
+        """Sleep while no group is awake: until one wakes, or seconds passed."""
+        self._ticker_wakeup.clear()
+        if self._awake:
+            return
+        sleep = asyncio.ensure_future(self._clock.sleep(seconds))
+        woken = asyncio.ensure_future(self._ticker_wakeup.wait())
+        try:
+            await asyncio.wait((sleep, woken), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleep.cancel()
+            woken.cancel()
 
     def tick(self) -> None:
         """One tick of every awake group, plus node liveness (public for tests)."""
         self.stats.ticks += 1
         now = self._clock.monotonic()
-        for nid in self._peers:
-            self._transport.send(nid, LIVENESS_GROUP, Message(type=MessageType.HEARTBEAT, to=nid, from_=self.node_id))
-        self._wake_groups_of_silent_peers(now)
+        self._liveness(now)
         qt = self.cfg.quiesce_ticks
         for gid in list(self._awake):
             g = self._groups[gid]
@@ -42,16 +70,26 @@ class Ticker(HostState):
                     if g.quiet:
                         continue
             g.node.tick()
+            self.stats.group_ticks += 1
             self._dirty.add(gid)
             if g.read_inflight and self.stats.ticks - g.read_issued_tick > self.cfg.election_ticks:
                 self._retry_reads(g)
-        self._has_work.set()
+        if self._dirty:
+            self._has_work.set()
 
-    def _wake_groups_of_silent_peers(self, now: float) -> None:
-        timeout = self.cfg.election_ticks * self.cfg.tick_interval_s
-        silent = {p for p in self._peers if now - self._last_heard.setdefault(p, now) > timeout}
-        if not silent or len(self._awake) == len(self._groups):
+    def _liveness(self, now: float) -> None:
+        if not self._watched:
             return
-        for g in self._groups.values():
-            if g.quiet and g.node.leader_id in silent:
+        period = self.cfg.tick_interval_s * max(1, self.cfg.liveness_ticks)
+        for nid in self._ping_to:
+            if now - self._last_sent.get(nid, -period) >= period * 0.9:
+                self._last_sent[nid] = now
+                self.stats.pings_sent += 1
+                self._transport.send(nid, LIVENESS_GROUP, Message(type=MessageType.HEARTBEAT, to=nid, from_=self.node_id))
+        timeout = self.cfg.election_ticks * self.cfg.tick_interval_s
+        silent = {p for p in self._watched if now - self._last_heard.setdefault(p, now) > timeout}
+        if not silent:
+            return
+        for g in list(self._groups.values()):
+            if g.quiet and silent.intersection(g.quiet_peers):
                 self._wake(g)

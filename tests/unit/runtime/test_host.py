@@ -129,9 +129,18 @@ async def test_idle_groups_quiesce_and_wake_on_proposal(tmp_path: Path) -> None:
         await ticks(5)  # answers to heartbeats that were in flight when the groups went quiet
         sent = {n: h.stats.messages_sent for n, h in c.hosts.items()}
         ticked = {n: h.stats.ticks for n, h in c.hosts.items()}
-        await ticks(50)
-        assert all(c.hosts[n].stats.ticks > ticked[n] for n in c.node_ids)
+        group_ticks = {n: h.stats.group_ticks for n, h in c.hosts.items()}
+        pings = {n: h.stats.pings_sent for n, h in c.hosts.items()}
+        await ticks(60)
         assert {n: h.stats.messages_sent for n, h in c.hosts.items()} == sent, "quiet groups sent Raft messages"
+        assert {n: h.stats.group_ticks for n, h in c.hosts.items()} == group_ticks, "quiet groups were ticked"
+        # The ticker wakes only for liveness (every liveness_ticks), and a
+        # node pings each peer once a round at most, whatever the groups.
+        rounds = 60 // c.cfg.liveness_ticks
+        for n, h in c.hosts.items():
+            assert h.stats.ticks - ticked[n] <= rounds + 1, f"node {n}: {h.stats.ticks - ticked[n]} ticker rounds in 60 ticks"
+            assert h.stats.pings_sent - pings[n] <= 2 * (rounds + 1), f"node {n}: {h.stats.pings_sent - pings[n]} pings"
+        assert sum(h.stats.pings_sent - pings[n] for n, h in c.hosts.items()) > 0, "no liveness pings for quiet groups"
         lead = c.leader(3)
         assert lead is not None
         index = await c.hosts[lead].propose(3, b"x=1")
@@ -160,6 +169,26 @@ async def test_quiet_followers_wake_and_elect_when_leader_node_dies(tmp_path: Pa
             what="new leaders for the dead node's groups",
         )
     finally:
+        await c.stop()
+
+
+async def test_a_quiet_leader_cut_off_from_its_members_steps_down(tmp_path: Path) -> None:
+    """Silence from a member wakes a quiet group at its leader too: check-quorum
+    then steps a leader cut off from the others down (a quiet leader that
+    never ticked would keep believing it leads)."""
+    c = Cluster(tmp_path, groups=3, quiesce_ticks=5)
+    await c.start()
+    try:
+        await c.until(c.all_led, what="leaders")
+        await c.until(lambda: all(h.is_quiet(g) for h in c.hosts.values() for g in range(1, 4)), what="all quiet")
+        victim = c.leader(1)
+        assert victim is not None
+        c.net.isolate(victim)
+        h = c.hosts[victim]
+        await c.until(lambda: h._groups[1].node.role != StateRole.LEADER, what="the cut-off leader to step down")  # noqa: SLF001
+        await c.until(lambda: any(c.hosts[n]._groups[1].node.role == StateRole.LEADER for n in c.node_ids if n != victim), what="a new leader")  # noqa: SLF001
+    finally:
+        c.net.heal()
         await c.stop()
 
 
