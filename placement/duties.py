@@ -1,7 +1,7 @@
 """The placement leader's duty loop.
 
-Every `duty_interval_s` (or at once when kicked), on every placement
-server: a follower drops the leader's memory if it had any; a server that
+Every `duty_interval_s` on the leader (every second on a follower), or at
+once when kicked, on every placement server: a follower drops the leader's memory if it had any; a server that
 just became leader waits for a ReadIndex (so its state has every entry
 committed before its term), then counts every node as heard now and renews
 every lease to its full TTL, and only then is ready (PlacementGroup.
@@ -28,6 +28,9 @@ from raft.core import ProposalDropped
 
 log = logging.getLogger(__name__)
 
+FOLLOWER_INTERVAL_S = 1.0
+"""A follower's duty round (nothing to do but notice leadership, which also kicks it)."""
+
 
 class DutyLoop:
     def __init__(
@@ -50,8 +53,12 @@ class DutyLoop:
 
     async def run(self) -> None:
         while True:
+            # A follower has no duty but to notice it leads: the apply of its
+            # first entry as leader kicks it (PlacementGroup._on_apply), so it
+            # waits longer and costs nothing while idle.
+            interval = self.cfg.duty_interval_s if self.g.ready_at is not None or self.g.is_leader() else FOLLOWER_INTERVAL_S
             try:
-                async with asyncio.timeout(self.cfg.duty_interval_s):
+                async with asyncio.timeout(interval):
                     await self.g.kick.wait()
             except TimeoutError:
                 pass

@@ -51,8 +51,8 @@ class PlacementGroup:
         fut, self._applied_fut = self._applied_fut, None
         if fut is not None and not fut.done():
             fut.set_result(None)
-        if self.state.ending:
-            self.kick.set()
+        if self.state.ending or (self.ready_at is None and self.is_leader()):
+            self.kick.set()  # ending leases; or a new leader (its first entry applied) to get ready
 
     async def wait_state(self, predicate: Callable[[PlacementState], bool], timeout_s: float) -> bool:
         """Wait until predicate(state) holds after some apply; False at the deadline."""

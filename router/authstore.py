@@ -72,6 +72,9 @@ class AuthCache:
         self.token_seq = 0
         self.fresh_as_of = -math.inf
         """Monotonic time the latest applied poll started: the view is the state as of then (or later)."""
+        self._asked = False
+        """A request asked for the view since the last poll (else the poll loop waits for one)."""
+        self._wanted = asyncio.Event()
         self._inflight: asyncio.Task[bool] | None = None
         self._inflight_started = -math.inf
         self.polls = 0
@@ -81,6 +84,13 @@ class AuthCache:
         while True:
             await self.refresh()
             await asyncio.sleep(self.poll_interval_s)  # sleep-ok: the poll interval
+            if not self._asked:
+                # Nobody asked for the view since the last poll: poll again
+                # only once someone does (an idle router costs placement no
+                # ReadIndex; the first request after idling waits for a poll).
+                self._wanted.clear()
+                await self._wanted.wait()
+            self._asked = False
 
     async def refresh(self, since: float | None = None) -> bool:
         """Until the view is at least as new as `since` (monotonic; None: a
@@ -130,6 +140,8 @@ class AuthCache:
 
     async def current(self, deadline: float) -> AuthView:
         """The view, no older than max_staleness_s; waits for a poll if it is (until deadline, a loop time)."""
+        self._asked = True
+        self._wanted.set()
         if self.fresh():
             return self.view
         loop = asyncio.get_running_loop()
