@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 import grpc.aio
 
@@ -31,6 +32,9 @@ from shard.agent.link import PlacementClient, PlacementUnavailable
 from shard.node import StoreNode
 
 log = logging.getLogger(__name__)
+
+DESTROY_SWEEP_S = 10.0
+"""A destroy pass runs at least this often even if neither the map nor the replicas changed."""
 
 
 class DestroyPass:
@@ -52,7 +56,7 @@ class DestroyPass:
         the replica's applied configuration, which it has (a snapshot or the
         bootstrap gave it one), does not have it either."""
         s = self.view.shards.get(shard_id)
-        if s is None or self.view.assigned(s) or shard_id not in self.node.shard_ids():
+        if s is None or self.view.assigned(s) or not self.node.hosts(shard_id):
             return False
         cs = self.host.status(shard_id).conf_state
         members = (*cs.voters, *cs.learners)
@@ -68,7 +72,7 @@ class DestroyPass:
         without this node at a newer conf_version than the replica's. From
         the watched map only a hint: see _fresh_map."""
         s = self.view.shards.get(shard_id) if info is None else info
-        if s is None or self.view.assigned(s) or shard_id not in self.node.shard_ids():
+        if s is None or self.view.assigned(s) or not self.node.hosts(shard_id):
             return False
         return s.descriptor.epoch.conf_version > self.node.shard_info(shard_id).epoch.conf_version
 
@@ -83,7 +87,7 @@ class DestroyPass:
         map, any of its slots. From the watched map only a hint: see
         _fresh_map."""
         retired = self.view.retired if m is None else set(m.retired_shards)
-        if shard_id not in retired or shard_id not in self.node.shard_ids():
+        if shard_id not in retired or not self.node.hosts(shard_id):
             return False
         shards = self.view.shards if m is None else {x.descriptor.shard_id: x for x in m.shards}
         mine = self.node.shard_info(shard_id).slot_ranges
@@ -110,8 +114,19 @@ class DestroyPass:
         return resp.map
 
     async def run(self) -> None:
+        seen: tuple[int, int] = (-1, -1)
+        swept = time.monotonic()
         while True:
             await asyncio.sleep(self.cfg.destroy_check_interval_s)
+            # The checks read the watched map and the replicas hosted here:
+            # with neither changed they find what they found last time, so an
+            # idle node does no work per shard (a full pass every
+            # DESTROY_SWEEP_S all the same: a conf change may land first).
+            now = time.monotonic()
+            state = (self.view.map_version, self.node.replica_changes())
+            if state == seen and now - swept < DESTROY_SWEEP_S:
+                continue
+            seen, swept = state, now
             if not any(self.unwanted(sid) or self.left_behind(sid) or self.stray_merged(sid) for sid in self.node.shard_ids()):
                 continue
             async with self._hosting:

@@ -88,6 +88,12 @@ class ClosedTimestamps:
         self._closing: set[int] = set()
         self.locked: set[int] = set()
         """Shards hosted here with a txn lock applied (for the lock sweep)."""
+        self.changed: set[int] = set()
+        """Shards whose role, term, leader or applied state changed since the
+        owner last took them (``StoreNode.take_changed``: the agent reports
+        those to placement instead of looking at every shard)."""
+        self.generation = 0
+        """Counts replicas hosted, forgotten, applying or changing role (``StoreNode.replica_changes``)."""
         raw = state.engine.get(HLC_FLOOR_KEY)
         self._floor = int.from_bytes(raw, "big") if raw is not None else 0
         state.hlc.update(self._floor)
@@ -102,12 +108,15 @@ class ClosedTimestamps:
     def track(self, shard_id: int) -> None:
         """A replica is hosted here from now on."""
         self._dirty.add(shard_id)
+        self.changed.add(shard_id)
+        self.generation += 1
         rep = self._s.replicas.get(shard_id)
         if rep is not None:
             rep.on_applied = self.applied
             self.applied(shard_id)
 
     def forget(self, shard_id: int) -> None:
+        self.generation += 1
         self.publisher.set_entry(shard_id, None)
         self.receiver.refuse(shard_id, lambda _sid: (0, 0))
         self.receiver.forget(shard_id)
@@ -124,11 +133,15 @@ class ClosedTimestamps:
         change of role, leader or term. Synchronous, before any stamp of the
         new state: a member that moved on stops vouching for the old leader."""
         self._dirty.add(shard_id)
+        self.changed.add(shard_id)
+        self.generation += 1
         self.receiver.refuse(shard_id, self._s.host.term_and_leader)
 
     def applied(self, shard_id: int) -> None:
         """The replica applied entries (or a snapshot)."""
         self._dirty.add(shard_id)
+        self.changed.add(shard_id)
+        self.generation += 1
         rep = self._s.replicas.get(shard_id)
         if rep is None:
             return

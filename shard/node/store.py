@@ -213,6 +213,18 @@ class StoreNode:
         return await self._alarms.defragment()
 
     # -- status (status.py) ------------------------------------------------------------------
+    def hosts(self, shard_id: int) -> bool:
+        return shard_id in self._state.replicas
+
+    def replica_changes(self) -> int:
+        """A count that moves whenever a replica is hosted, forgotten, applies or changes role."""
+        return self._closed.generation
+
+    def take_changed(self) -> set[int]:
+        """The shards whose role, term, leader or applied state changed since the last call."""
+        out, self._closed.changed = self._closed.changed, set()
+        return out
+
     def shard_info(self, shard_id: int) -> ShardInfo:
         return status.shard_info(self._state, shard_id)
 
