@@ -27,6 +27,8 @@ import grpc
 import grpc.aio
 from google.protobuf.message import DecodeError
 
+from router.grpcstats import HandledCounter
+
 UNMARSHAL_PREFIX = "grpc: error unmarshalling request"
 
 
@@ -215,9 +217,13 @@ def method_table(add_to_server: Callable[[Any, Any], None], servicer: Any) -> li
     return [(service, dict(handlers)) for service, handlers in capture.tables]
 
 
-def add_servicer(server: Any, add_to_server: Callable[[Any, Any], None], servicer: Any) -> None:
-    """Register `servicer` on `server` as `add_to_server` would, every method checked."""
+def add_servicer(server: Any, add_to_server: Callable[[Any, Any], None], servicer: Any, *, handled: HandledCounter | None = None) -> None:
+    """Register `servicer` on `server` as `add_to_server` would, every method
+    checked, and with `handled` every call counted (grpc_server_handled_total)
+    without a server interceptor."""
     for service, handlers in method_table(add_to_server, servicer):
         checked = {name: checked_handler(h) for name, h in handlers.items()}
+        if handled is not None:
+            checked = handled.counted(service, checked)
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, checked),))
         server.add_registered_method_handlers(service, checked)
