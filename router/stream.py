@@ -52,13 +52,29 @@ class StreamBroken(Exception):
     """The Forward stream ended before answering: the outcome is unknown."""
 
 
+MAX_BATCH = 256
+"""Requests in one ForwardRequestBatch at most."""
+
+
+def _expire(fut: asyncio.Future[Any]) -> None:
+    if not fut.done():
+        fut.set_exception(TimeoutError())
+
+
 class ForwardStream:
     """The batched path to one node: requests queued by many callers go out
-    in batches on one stream; answers are matched by id."""
+    in batches on one stream; answers are matched by id.
+
+    Per request: one future (its answer), one timer handle (its timeout) and
+    one copy of the request, made straight into the batch that goes out; no
+    queue and no task. The stream's writer sleeps on one future that the
+    first request queued after a write wakes."""
 
     def __init__(self, stub: store_pb2_grpc.StoreStub) -> None:
         self._stub = stub
-        self._queue: asyncio.Queue[spb.ForwardRequest] = asyncio.Queue()
+        self._batches: collections.deque[spb.ForwardRequestBatch] = collections.deque()
+        """Batches not sent yet, oldest first; each fills up to MAX_BATCH requests."""
+        self._wake: asyncio.Future[None] | None = None
         self._pending: dict[int, asyncio.Future[Any]] = {}
         self._ids = itertools.count(1)
         self._task: asyncio.Task[None] | None = None
@@ -67,36 +83,49 @@ class ForwardStream:
     async def call(self, kind: str, request: Any, timeout_s: float) -> Any:
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run(), name="forward-stream")
+        loop = asyncio.get_running_loop()
         rid = next(self._ids)
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[Any] = loop.create_future()
         self._pending[rid] = fut
-        self._queue.put_nowait(spb.ForwardRequest(id=rid, **{kind: request}))
+        batches = self._batches
+        if not batches or len(batches[-1].requests) >= MAX_BATCH:
+            batches.append(spb.ForwardRequestBatch())
+        getattr(batches[-1].requests.add(id=rid), kind).CopyFrom(request)
+        wake = self._wake
+        if wake is not None and not wake.done():
+            wake.set_result(None)
+        timer = loop.call_at(loop.time() + timeout_s, _expire, fut)
         try:
-            async with asyncio.timeout(timeout_s):
-                return await fut
+            return await fut
         finally:
+            timer.cancel()
             self._pending.pop(rid, None)
 
     async def _requests(self) -> AsyncIterator[spb.ForwardRequestBatch]:
+        loop = asyncio.get_running_loop()
+        batches = self._batches
         while True:
-            first = await self._queue.get()
-            # One turn of the loop first: the client calls that arrived with
-            # this one join its batch (measured: ~6% more puts/s at 256 in
-            # flight, one write to the stream fewer per few requests).
-            await asyncio.sleep(0)
-            batch = [first]
-            while not self._queue.empty() and len(batch) < 256:
-                batch.append(self._queue.get_nowait())
-            yield spb.ForwardRequestBatch(requests=batch)
+            if not batches:
+                self._wake = loop.create_future()
+                try:
+                    await self._wake
+                finally:
+                    self._wake = None
+                # One turn of the loop first: the client calls that arrived with
+                # this one join its batch (measured: ~6% more puts/s at 256 in
+                # flight, one write to the stream fewer per few requests).
+                await asyncio.sleep(0)
+            yield batches.popleft()
 
     async def _run(self) -> None:
         error: BaseException = StreamBroken("the Forward stream ended")
+        pending = self._pending
         try:
             async for batch in self._stub.Forward(self._requests()):
                 for r in batch.responses:
-                    fut = self._pending.get(r.id)
-                    which = r.WhichOneof("response")
+                    fut = pending.get(r.id)
                     if fut is not None and not fut.done():
+                        which = r.WhichOneof("response")
                         if which is None:
                             fut.set_exception(StreamBroken("empty Forward answer"))
                         else:
@@ -107,9 +136,8 @@ class ForwardStream:
             error = StreamBroken(f"the Forward stream broke: {exc.code().name}")
         finally:
             # Requests still queued were never sent; those sent have unknown outcomes.
-            while not self._queue.empty():
-                self._queue.get_nowait()
-            for fut in list(self._pending.values()):
+            self._batches.clear()
+            for fut in list(pending.values()):
                 if not fut.done():
                     fut.set_exception(error)
             self._task = None
