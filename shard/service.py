@@ -139,8 +139,14 @@ class StoreService(store_pb2_grpc.StoreServicer):
         self, request_iterator: AsyncIterator[spb.ForwardRequestBatch], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[spb.ForwardResponseBatch]:
         """Each request of each batch runs concurrently; answers are sent in
-        batches of whatever finished since the last one."""
-        done: asyncio.Queue[spb.ForwardResponse | None] = asyncio.Queue()
+        batches of whatever finished since the last one.
+
+        Per request: one task (the request awaits its Raft round) whose end
+        a callback notes, and one copy of its answer, made into the batch
+        that goes out; no queue and no task group. The writer sleeps on one
+        future that the first answer after a write wakes. A handler that
+        fails other than with a StoreError (a bug) ends the stream with it."""
+        loop = asyncio.get_running_loop()
         handlers = {
             "range": self.Range,
             "put": self.Put,
@@ -149,40 +155,73 @@ class StoreService(store_pb2_grpc.StoreServicer):
             "compact": self.Compact,
             "txn_part": self.TxnPart,
         }
+        answers: list[tuple[int, str | None, object]] = []  # (id, kind, answer) finished, not sent yet
+        running: set[asyncio.Task[tuple[int, str | None, object]]] = set()
+        failed: list[BaseException] = []
+        reading = True
+        wake: asyncio.Future[None] | None = None
 
-        async def one(fr: spb.ForwardRequest) -> None:
-            which = fr.WhichOneof("request")
-            if which is None:
-                await done.put(spb.ForwardResponse(id=fr.id))
+        def notify() -> None:
+            if wake is not None and not wake.done():
+                wake.set_result(None)
+
+        async def one(rid: int, which: str, request: object) -> tuple[int, str | None, object]:
+            return rid, which, await handlers[which](request, context)  # type: ignore[operator]
+
+        def finished(task: asyncio.Task[tuple[int, str | None, object]]) -> None:
+            running.discard(task)
+            if task.cancelled():
                 return
-            resp = await handlers[which](getattr(fr, which), context)  # type: ignore[operator]
-            await done.put(spb.ForwardResponse(id=fr.id, **{which: resp}))
+            exc = task.exception()
+            if exc is not None:
+                failed.append(exc)
+            else:
+                answers.append(task.result())
+            notify()
 
         async def read_all() -> None:
-            async with asyncio.TaskGroup() as tg:
+            nonlocal reading
+            try:
                 async for batch in request_iterator:
                     for fr in batch.requests:
-                        tg.create_task(one(fr))
-            await done.put(None)
+                        which = fr.WhichOneof("request")
+                        if which is None:
+                            answers.append((fr.id, None, None))
+                            notify()
+                            continue
+                        task = loop.create_task(one(fr.id, which, getattr(fr, which)))
+                        running.add(task)
+                        task.add_done_callback(finished)
+            finally:
+                reading = False
+                notify()
 
-        reader = asyncio.create_task(read_all())
+        reader = loop.create_task(read_all())
         try:
-            finished = False
-            while not finished:
-                first = await done.get()
-                batch = [] if first is None else [first]
-                finished = first is None
-                while not done.empty():
-                    nxt = done.get_nowait()
-                    if nxt is None:
-                        finished = True
-                    else:
-                        batch.append(nxt)
-                if batch:
-                    yield spb.ForwardResponseBatch(responses=batch)
-            await reader
+            while True:
+                if failed:
+                    raise failed[0]
+                if answers:
+                    out = spb.ForwardResponseBatch()
+                    for rid, which, answer in answers:
+                        r = out.responses.add(id=rid)
+                        if which is not None:
+                            getattr(r, which).CopyFrom(answer)
+                    answers.clear()
+                    yield out
+                    continue
+                if not reading and not running:
+                    break
+                wake = loop.create_future()
+                try:
+                    await wake
+                finally:
+                    wake = None
+            await reader  # its error, if the request stream broke
         finally:
             reader.cancel()
+            for task in list(running):
+                task.cancel()
 
 
 class StoreAdminService(store_pb2_grpc.StoreAdminServicer):
