@@ -11,7 +11,6 @@ advances every group:
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from typing import Any
 
@@ -170,7 +169,7 @@ class ReadyLoop(HostState):
                         results.append((seq, cs))
             elif e.data:
                 node_id, seq, payload = envelope.unwrap(e.data)
-                run.append(dataclasses.replace(e, data=payload))
+                run.append(Entry(e.term, e.index, e.kind, payload))  # not dataclasses.replace: 5x the cost, per applied entry
                 run_seqs.append(seq if node_id == self.node_id else 0)
         flush()
         g.sm.on_applied_index(entries[-1].index, wb)
