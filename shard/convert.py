@@ -278,10 +278,20 @@ def range_response_to_pb(r: RangeResponse) -> epb.RangeResponse:
 
 
 def put_response_to_pb(r: PutResponse) -> epb.PutResponse:
-    out = epb.PutResponse(header=_header(r.revision))
-    if r.prev_kv is not None:
-        out.prev_kv.CopyFrom(kv_to_pb(r.prev_kv))
+    out = epb.PutResponse()
+    put_response_into(out, r)
     return out
+
+
+def put_response_into(out: epb.PutResponse, r: PutResponse) -> None:
+    """put_response_to_pb written into a message that exists (a field of the answer), copying nothing."""
+    out.header.revision = r.revision
+    if r.prev_kv is not None:
+        kv, p = r.prev_kv, out.prev_kv
+        p.SetInParent()
+        p.key, p.create_revision, p.mod_revision, p.version, p.value, p.lease = (
+            kv.key, kv.create_revision, kv.mod_revision, kv.version, kv.value, kv.lease,
+        )
 
 
 def delete_range_response_to_pb(r: DeleteRangeResponse) -> epb.DeleteRangeResponse:

@@ -30,11 +30,15 @@ class StoreService(store_pb2_grpc.StoreServicer):
         self._node = node
 
     def _header(self, shard_id: int, exc: StoreError | None = None) -> spb.ShardResponseHeader:
+        h = spb.ShardResponseHeader()
+        self._fill_header(h, shard_id, exc)
+        return h
+
+    def _fill_header(self, h: spb.ShardResponseHeader, shard_id: int, exc: StoreError | None = None) -> None:
         node = self._node
-        h = spb.ShardResponseHeader(node_id=node.node_id, hlc=node.hlc.last, closed_ts=node.closed_ts(shard_id))
+        h.node_id, h.hlc, h.closed_ts = node.node_id, node.hlc.last, node.closed_ts(shard_id)
         if exc is not None:
             h.error.CopyFrom(convert.store_error(exc, compact_revision=node.compact_revision(shard_id)))
-        return h
 
     async def _answer(self, shard_id: int, call: Callable[[], Awaitable[T]]) -> tuple[spb.ShardResponseHeader, T | None]:
         try:
@@ -60,13 +64,16 @@ class StoreService(store_pb2_grpc.StoreServicer):
         return out
 
     async def Put(self, request: spb.ShardPutRequest, context: grpc.aio.ServicerContext) -> spb.ShardPutResponse:  # noqa: N802
+        # The hot path: the answer is written in place (no header or response message copied into it).
         sid = request.header.shard_id
-        header, resp = await self._answer(
-            sid, lambda: self._node.write(convert.context_from_pb(request.header), convert.put_from_pb(request.request))
-        )
-        out = spb.ShardPutResponse(header=header)
-        if resp is not None:
-            out.response.CopyFrom(convert.put_response_to_pb(resp))  # type: ignore[arg-type]
+        out = spb.ShardPutResponse()
+        try:
+            resp = await self._node.write(convert.context_from_pb(request.header), convert.put_from_pb(request.request))
+        except StoreError as exc:
+            self._fill_header(out.header, sid, exc)
+            return out
+        self._fill_header(out.header, sid)
+        convert.put_response_into(out.response, resp)  # type: ignore[arg-type]
         return out
 
     async def DeleteRange(  # noqa: N802

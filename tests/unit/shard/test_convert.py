@@ -117,6 +117,18 @@ def test_responses_carry_the_revision_in_etcd_header() -> None:
     assert convert.compaction_response_to_pb(CompactionResponse(14)).header.revision == 14
 
 
+def test_a_put_answer_written_in_place_is_the_one_built_apart() -> None:
+    for r in (PutResponse(11), PutResponse(11, KV), PutResponse(12, KeyValue(b"k"))):
+        out = spb.ShardPutResponse()
+        convert.put_response_into(out.response, r)
+        assert out.response == convert.put_response_to_pb(r)
+        assert out.response.HasField("prev_kv") == (r.prev_kv is not None)
+        expected = epb.PutResponse(header=epb.ResponseHeader(revision=r.revision))
+        if r.prev_kv is not None:
+            expected.prev_kv.CopyFrom(convert.kv_to_pb(r.prev_kv))
+        assert out.response == expected
+
+
 def test_events() -> None:
     put = convert.event_to_pb(Event(EventType.PUT, KV, None))
     assert put.type == mvccpb.Event.PUT and not put.HasField("prev_kv")
