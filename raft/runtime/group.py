@@ -155,6 +155,8 @@ class HostState:
     """Peer -> quiet groups led here that it is a member of (they are pinged)."""
     _watched: Counter[int]
     """Peer -> quiet groups here whose waking depends on hearing from it."""
+    _judge_silence_after: float
+    """Monotonic time before which no peer counts as silent (this loop was stalled)."""
     _ticker_wakeup: asyncio.Event
     """Set when a group wakes: the ticker, asleep while every group is quiet, ticks again."""
     _peers: set[int]

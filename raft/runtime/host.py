@@ -86,6 +86,7 @@ class GroupHost(GroupRegistry, ReadyLoop, Ticker, Quiescence, ReadIndex, Snapsho
         self._ping_to: Counter[int] = Counter()
         self._watched: Counter[int] = Counter()
         self._ticker_wakeup = asyncio.Event()
+        self._judge_silence_after = 0.0
         self._peers: set[int] = set()
         self.stats = HostStats()
         self.crash_hook: Callable[[str], None] | None = None

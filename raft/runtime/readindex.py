@@ -22,7 +22,12 @@ class ReadIndex(HostState):
         g = self._group(group_id)
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         g.read_waiters.append(fut)
-        self._wake(g)
+        if g.quiet:
+            # Awake only for this read: quiet again at the first tick after
+            # it is answered (not quiesce_ticks later), so a Range over 1,000
+            # idle shards costs each one heartbeat round, not four.
+            self._wake(g)
+            g.idle_ticks = self.cfg.quiesce_ticks
         if not g.read_inflight:
             self._issue_read_index(g)
         async with asyncio.timeout(timeout_s):

@@ -8,7 +8,8 @@ quiet group it leads every ``liveness_ticks`` unless it sent that node
 something else meanwhile (the store's side channel, ``send_node_message``),
 and the member answers. A peer silent for an election timeout wakes the
 quiet groups that depend on it (``_watched``): at a follower, the groups it
-leads; at a leader, the groups it is a member of.
+leads; at a leader, the groups it is a member of. A stalled loop (a late
+tick) judges no silence until a liveness round passed on time.
 
 While every group is quiet the ticker does not tick: it sleeps until a group
 wakes or the next liveness round is due (a few wakeups a second, whatever
@@ -23,6 +24,13 @@ from raft.runtime.group import HostState
 from raft.runtime.quiescence import LIVENESS_GROUP
 
 __all__ = ["Ticker"]
+
+SILENCE_ELECTIONS = 2
+"""A peer is silent after this many election timeouts without a word. Waking
+a quiet group whose leader lives costs it a campaign and the leader a
+heartbeat round, so with 1,000 groups a false alarm on a loaded host is
+costly (a storm of pre-votes): the margin is wide, and a killed process is
+noticed sooner anyway (the transport's refused connection: on_peer_down)."""
 
 
 class Ticker(HostState):
@@ -39,7 +47,14 @@ class Ticker(HostState):
                 if delay < -interval * 5:
                     next_at = self._clock.monotonic()  # fell far behind: do not burst
                     delay = 0.0
+                    self._judge_silence_after = next_at + interval * max(1, self.cfg.liveness_ticks)
                 await self._clock.sleep(max(0.0, delay))
+            # A tick that comes late means this loop was stalled: messages
+            # from peers may be waiting unread, so their silence proves
+            # nothing until a liveness round has passed on time.
+            late = self._clock.monotonic() - next_at
+            if late > interval:
+                self._judge_silence_after = self._clock.monotonic() + interval * max(1, self.cfg.liveness_ticks)
             self.tick()
 
     async def _sleep_quiet(self, seconds: float) -> None:
@@ -86,7 +101,9 @@ class Ticker(HostState):
                 self._last_sent[nid] = now
                 self.stats.pings_sent += 1
                 self._transport.send(nid, LIVENESS_GROUP, Message(type=MessageType.HEARTBEAT, to=nid, from_=self.node_id))
-        timeout = self.cfg.election_ticks * self.cfg.tick_interval_s
+        if now < self._judge_silence_after:
+            return
+        timeout = SILENCE_ELECTIONS * self.cfg.election_ticks * self.cfg.tick_interval_s
         silent = {p for p in self._watched if now - self._last_heard.setdefault(p, now) > timeout}
         if not silent:
             return

@@ -66,7 +66,7 @@ class ReplicaSet:
         if shard_id in self._s.replicas:
             raise ValueError(f"shard {shard_id} already hosted")
         sm = self.new_state_machine(shard_id, slot_count, slot_ranges)
-        await self.host_replica(sm, ConfState(voters=tuple(voters)), campaign=self._candidate(shard_id, voters))
+        await self.host_replica(sm, ConfState(voters=tuple(voters)), candidate=self._candidate(shard_id, voters))
 
     def _other_slots(self, shard_id: int) -> Callable[[], slots.SlotRanges]:
         def other() -> slots.SlotRanges:
@@ -85,23 +85,24 @@ class ReplicaSet:
 
         return conf
 
-    def _candidate(self, shard_id: int, voters: Sequence[int]) -> bool:
-        """Whether this node is the one initial voter of a new shard that
-        campaigns at once (the others wait for it): one per shard, the same
-        choice on every replica, spread over the voters so that the initial
-        leaders are too."""
+    @staticmethod
+    def _candidate(shard_id: int, voters: Sequence[int]) -> int:
+        """The one initial voter of a new shard that campaigns at once (the
+        others wait for it): the same choice on every replica, spread over
+        the voters so that the initial leaders are too (0: no voters)."""
         vs = sorted(voters)
-        return bool(vs) and vs[shard_id % len(vs)] == self._s.node_id
+        return vs[shard_id % len(vs)] if vs else 0
 
-    async def host_replica(self, sm: ShardStateMachine, bootstrap: ConfState | None, *, campaign: bool = False) -> None:
+    async def host_replica(self, sm: ShardStateMachine, bootstrap: ConfState | None, *, candidate: int = 0) -> None:
         """Create the replica's Raft group on the host (bootstrap: its
         initial configuration; None: from disk or the leader's snapshot;
-        campaign: at once, if this bootstrapped the group)."""
+        candidate: if this bootstrapped the group, the node that campaigns at
+        once while the others wait for it)."""
         s = self._s
         shard_id = sm.shard_id
         rep = ShardReplica(sm, s.hlc.update, self.on_split, self.on_events)
         rep.on_merge = self.on_merge
-        await s.host.create_group(shard_id, rep, bootstrap=bootstrap, campaign=campaign)
+        await s.host.create_group(shard_id, rep, bootstrap=bootstrap, campaign=candidate == s.node_id, candidate=candidate)
         # Known to the node only once its group exists (the loops ask the host about it).
         s.replicas[shard_id] = rep
         self._closed.track(shard_id)
@@ -155,7 +156,7 @@ class ReplicaSet:
             return
         sm = self.new_state_machine(shard_id, slot_count, slot_ranges)
         conf = ConfState(voters=tuple(voters), learners=tuple(learners)) if bootstrap else None
-        await self.host_replica(sm, conf, campaign=bootstrap and self._candidate(shard_id, voters))
+        await self.host_replica(sm, conf, candidate=self._candidate(shard_id, voters) if bootstrap else 0)
         log.info(
             "node=%d hosts shard=%d (%s) epoch=%s slots=%s",
             s.node_id, shard_id, "bootstrapped" if bootstrap else "from disk or the leader", sm.epoch, sm.slot_ranges,
