@@ -25,6 +25,8 @@ from shard.node import StoreNode
 
 log = logging.getLogger(__name__)
 
+STATS_REBUILD_S = 30.0
+"""The heartbeat builds every shard's figures again at least this often (a safety net)."""
 REPORT_SWEEP_S = 10.0
 """How often the report check looks at every shard, not only those that changed (a safety net)."""
 
@@ -46,6 +48,9 @@ class Reporter:
         self._prev_counts: dict[int, tuple[int, int]] = {}
         self._prev_counts_at = time.monotonic()
         self._reported: dict[int, tuple[object, ...]] = {}
+        self._stats_cache: dict[int, tuple[tuple[float, float], ppb.ShardStats]] = {}
+        """Shard -> (rates, figures) as last built for a heartbeat."""
+        self._stats_built = time.monotonic()
         self._retry: set[int] = set()
         """Shards whose report failed or was not taken: checked again next time."""
         self.registered = asyncio.Event()
@@ -88,27 +93,49 @@ class Reporter:
         }
 
     def _stats(self) -> list[ppb.ShardStats]:
+        """Every hosted shard's figures. A shard's are built again only if it
+        changed (StoreNode.take_stats_changed), its rates moved, or every
+        STATS_REBUILD_S: an idle node with 1,000 shards rebuilds none."""
         out = []
         rates = self._rates()
+        changed = self.node.take_stats_changed()
+        now = time.monotonic()
+        if now - self._stats_built >= STATS_REBUILD_S:
+            self._stats_built = now
+            self._stats_cache.clear()
+        cache = self._stats_cache
+        for sid in list(cache):
+            if not self.node.hosts(sid):
+                del cache[sid]
         for sid in self.node.shard_ids():
-            desc, term, leader = self._descriptor(sid)
-            read_rate, write_rate = rates.get(sid, (0.0, 0.0))
-            key_count, size_bytes = self.node.shard_figures(sid)
-            st = ppb.ShardStats(
-                shard_id=sid,
-                is_leader=leader,
-                epoch=desc.epoch,
-                term=term,
-                read_rate=read_rate,
-                write_rate=write_rate,
-                key_count=key_count,
-                size_bytes=size_bytes,
-                merge_target=self.node.merge_target(sid),
-            )
-            if leader:
-                st.descriptor.CopyFrom(desc)
+            rate = rates.get(sid, (0.0, 0.0))
+            hit = cache.get(sid)
+            if hit is not None and sid not in changed and hit[0] == rate:
+                out.append(hit[1])
+                continue
+            st = self._shard_stats(sid, rate)
+            cache[sid] = (rate, st)
             out.append(st)
         return out
+
+    def _shard_stats(self, sid: int, rate: tuple[float, float]) -> ppb.ShardStats:
+        desc, term, leader = self._descriptor(sid)
+        read_rate, write_rate = rate
+        key_count, size_bytes = self.node.shard_figures(sid)
+        st = ppb.ShardStats(
+            shard_id=sid,
+            is_leader=leader,
+            epoch=desc.epoch,
+            term=term,
+            read_rate=read_rate,
+            write_rate=write_rate,
+            key_count=key_count,
+            size_bytes=size_bytes,
+            merge_target=self.node.merge_target(sid),
+        )
+        if leader:
+            st.descriptor.CopyFrom(desc)
+        return st
 
     async def heartbeat_loop(self) -> None:
         while True:

@@ -50,9 +50,16 @@ HLC_FLOOR_KEY = b"\x07hlc-floor"
 """A node-level record (0x07: beside space.py's alarms): a timestamp the
 node's HLC is at or above after a restart. Side-channel timestamps are
 acknowledged only below it."""
-FLOOR_AHEAD_MS = 1000
+FLOOR_AHEAD_MS = 2000
 """How far above an acknowledged timestamp the stored floor is put, so that
-it is written about once a second, not every round."""
+it is written about every other second, not every round."""
+SLOW_ROUNDS = 5
+"""While nobody here or at a peer reads or watches and every shard led here is
+idle, a side-channel round runs every SLOW_ROUNDS closed_ts_interval_s (1 s by
+default): an idle cluster exchanges a message per node pair a second, and a
+closed timestamp lags 1-2 s until someone uses it, then one interval again."""
+FAST_HOLD_S = 10.0
+"""Rounds stay fast this long after a closed timestamp was last used."""
 LAGGING_ROUNDS = 5
 """A peer that acknowledged no round for this many rounds is lagging: the
 shards it is a member of get ClosedTs entries again."""
@@ -92,23 +99,30 @@ class ClosedTimestamps:
         """Shards whose role, term, leader or applied state changed since the
         owner last took them (``StoreNode.take_changed``: the agent reports
         those to placement instead of looking at every shard)."""
+        self.stats_changed: set[int] = set()
+        """The same, for the heartbeat's per-shard figures (``StoreNode.take_stats_changed``)."""
         self.generation = 0
         """Counts replicas hosted, forgotten, applying or changing role (``StoreNode.replica_changes``)."""
         raw = state.engine.get(HLC_FLOOR_KEY)
         self._floor = int.from_bytes(raw, "big") if raw is not None else 0
         state.hlc.update(self._floor)
         self.rounds = 0
+        self._fast_until = 0.0
+        """Monotonic time until which rounds run every closed_ts_interval_s (want_fast)."""
+        self._speed_up = asyncio.Event()
         state.host.on_node_message = self._on_message
         state.host.on_activity = self.activity
         state.host.conf_change_barrier = self._barrier
-        state.closed_ts_of = self.closed_ts
-        state.readable_of = self.readable_revision
+        state.closed_ts_of = self._closed_ts_used
+        state.readable_of = self._readable_used
+        state.closed_ts_peek = self.closed_ts
 
     # -- what the node's jobs tell it ---------------------------------------------------
     def track(self, shard_id: int) -> None:
         """A replica is hosted here from now on."""
         self._dirty.add(shard_id)
         self.changed.add(shard_id)
+        self.stats_changed.add(shard_id)
         self.generation += 1
         rep = self._s.replicas.get(shard_id)
         if rep is not None:
@@ -134,6 +148,7 @@ class ClosedTimestamps:
         new state: a member that moved on stops vouching for the old leader."""
         self._dirty.add(shard_id)
         self.changed.add(shard_id)
+        self.stats_changed.add(shard_id)
         self.generation += 1
         self.receiver.refuse(shard_id, self._s.host.term_and_leader)
 
@@ -141,6 +156,7 @@ class ClosedTimestamps:
         """The replica applied entries (or a snapshot)."""
         self._dirty.add(shard_id)
         self.changed.add(shard_id)
+        self.stats_changed.add(shard_id)
         self.generation += 1
         rep = self._s.replicas.get(shard_id)
         if rep is None:
@@ -172,17 +188,54 @@ class ClosedTimestamps:
             return 0
         return max(rep.sm.readable_revision, self.closed_ts(shard_id))
 
+    def _closed_ts_used(self, shard_id: int) -> int:
+        """closed_ts for a read or a watch: someone uses the side channel here."""
+        self.want_fast()
+        return self.closed_ts(shard_id)
+
+    def _readable_used(self, shard_id: int) -> int:
+        self.want_fast()
+        return self.readable_revision(shard_id)
+
     # -- the loop -------------------------------------------------------------------------
+    def want_fast(self) -> None:
+        """Rounds every closed_ts_interval_s for the next FAST_HOLD_S (a read
+        or a watch here used a closed timestamp, or a peer's did): else, with
+        nothing but idle shards, a round every SLOW_ROUNDS intervals."""
+        now = self._s.clock.monotonic()
+        if now >= self._fast_until:
+            self._speed_up.set()
+        self._fast_until = now + FAST_HOLD_S
+
+    def fast(self) -> bool:
+        return bool(self._unpublished) or self._s.clock.monotonic() < self._fast_until
+
     async def run(self, tg: asyncio.TaskGroup) -> None:
-        """Until cancelled: a side-channel round every closed_ts_interval_s,
-        ClosedTs entries for the shards it does not cover, the lock sweep."""
+        """Until cancelled: a side-channel round every closed_ts_interval_s
+        (every SLOW_ROUNDS of them while nobody reads or watches and every
+        shard led here is idle), ClosedTs entries for the shards it does not
+        cover, the lock sweep."""
         s = self._s
         interval = s.cfg.closed_ts_interval_s
         while True:
-            await s.clock.sleep(interval)
+            if self.fast():
+                await s.clock.sleep(interval)
+            else:
+                await self._sleep_slow(interval * SLOW_ROUNDS)
             self.round()
             self._sweep_locks(tg)
             self._fallback(tg, interval)
+
+    async def _sleep_slow(self, seconds: float) -> None:
+        """Sleep seconds, or until want_fast."""
+        self._speed_up.clear()
+        sleep = asyncio.ensure_future(self._s.clock.sleep(seconds))
+        woken = asyncio.ensure_future(self._speed_up.wait())
+        try:
+            await asyncio.wait((sleep, woken), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleep.cancel()
+            woken.cancel()
 
     def round(self) -> None:
         """One side-channel round (public for tests)."""
@@ -232,8 +285,12 @@ class ClosedTimestamps:
                 s.hlc.update(ts)
                 self._ensure_floor(ts)
                 ack = self.receiver.on_publication(from_node, msg, s.host.term_and_leader)
+                if s.clock.monotonic() < self._fast_until:
+                    ack["fast"] = 1  # reads or watches here: the publisher's rounds speed up too
                 s.host.send_node_message(from_node, Message(type=MessageType.HEARTBEAT_RESP, to=from_node, from_=s.node_id, context=sidets.encode(ack)))
             elif msg.get("k") == "ack":
+                if msg.get("fast"):
+                    self.want_fast()
                 self.publisher.on_ack(from_node, msg)
         except (ValueError, KeyError, TypeError) as exc:
             log.warning("node=%d: a bad side-channel message from node %d: %s", s.node_id, from_node, exc)
@@ -249,8 +306,12 @@ class ClosedTimestamps:
         if lagging or len(pub.acked) < len(pub._dests):
             silent = lagging | {n for n in pub._dests if n not in pub.acked}
             stale |= {sid for sid, e in pub.entries.items() if silent.intersection(e.members) and pub.round - e.since > LAGGING_ROUNDS}
+        # Nobody reads or watches here or at a peer: a ClosedTs entry per
+        # SLOW_ROUNDS intervals is enough (a cluster of 1,000 new shards,
+        # many not idle yet, otherwise logs 5,000 entries a second).
+        every = interval if now < self._fast_until else interval * SLOW_ROUNDS
         for sid in stale:
-            if sid in self._closing or now - self._last_closed.get(sid, 0.0) < interval:
+            if sid in self._closing or now - self._last_closed.get(sid, 0.0) < every:
                 continue
             rep = s.replicas.get(sid)
             if rep is None or rep.sm.frozen or not s.is_leader(sid):

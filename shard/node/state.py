@@ -49,6 +49,9 @@ class NodeState:
         the replicated one or the side channel's (shard/node/closedts.py sets it)."""
         self.readable_of: Callable[[int], int] = self._replicated_readable
         """A hosted shard's readable revision: max(revision, closed_ts_of)."""
+        self.closed_ts_peek: Callable[[int], int] = self._replicated_closed_ts
+        """closed_ts_of for a status or a metric: the side channel's rounds do
+        not speed up for it, as they do for reads and watches (closedts.py)."""
         self.lock_resolver: LockResolver | None = None
         """(shard id, its lock): decide a txn across shards whose coordinator
         left its lock here, and apply that here (flotilla/lockresolver.py: the

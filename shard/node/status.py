@@ -34,7 +34,7 @@ def shard_info(state: NodeState, shard_id: int) -> ShardInfo:
         applied_index=st.applied,
         revision=sm.revision,
         compact_revision=sm.compact_revision,
-        closed_ts=state.closed_ts_of(shard_id),
+        closed_ts=state.closed_ts_peek(shard_id),
         watchers=len(rep.watchers),
         reads=state.request_counts.get(shard_id, (0, 0))[0],
         writes=state.request_counts.get(shard_id, (0, 0))[1],
@@ -51,7 +51,7 @@ def shard_figures(state: NodeState, shard_id: int) -> tuple[int, int]:
 
 
 def closed_ts(state: NodeState, shard_id: int) -> int:
-    return state.closed_ts_of(shard_id)
+    return state.closed_ts_peek(shard_id)
 
 
 def compact_revision(state: NodeState, shard_id: int) -> int:

@@ -225,6 +225,11 @@ class StoreNode:
         out, self._closed.changed = self._closed.changed, set()
         return out
 
+    def take_stats_changed(self) -> set[int]:
+        """take_changed's twin for a second reader (the heartbeat's per-shard figures)."""
+        out, self._closed.stats_changed = self._closed.stats_changed, set()
+        return out
+
     def shard_info(self, shard_id: int) -> ShardInfo:
         return status.shard_info(self._state, shard_id)
 
