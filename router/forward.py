@@ -218,6 +218,11 @@ class Forwarder:
             candidates = [probe] if probe else untried
         leader = route.leader if route.leader and route.leader not in avoid else 0
         local = self.local.node_id if self.local is not None else 0
+        if kind == "range" and mode.consistency == spb.READ_LINEARIZABLE and local in candidates:
+            # A replica in this process, leader or not, serves it: a follower
+            # asks its leader for the read index (a Raft message, no data) and
+            # reads its own copy, as an etcd member does.
+            return local
         if kind in WRITES or mode.consistency == spb.READ_LINEARIZABLE:
             if leader and (leader in candidates or health.usable(leader, now)):
                 return leader
