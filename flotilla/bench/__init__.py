@@ -34,7 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--endpoints", default="127.0.0.1:2379", help="host:port[,host:port...] of etcd v3 endpoints")
     p.add_argument("--clients", type=int, default=1, help="requests in flight, in total over all client processes")
-    p.add_argument("--conns", type=int, default=1, help="gRPC channels (connections), in total (at least one per process)")
+    p.add_argument("--conns", type=int, default=1, help="gRPC channels (connections), in total (at least one per process and one per endpoint; put, range and txn-put send each request on the next channel)")
     p.add_argument("--procs", type=int, default=0, help="client processes (default: one per 64 clients, at most the CPU count)")
     p.add_argument("--total", type=int, default=0, help="requests to make (instead of --duration)")
     p.add_argument("--duration", type=float, default=10.0, help="seconds to run (when --total is not given)")

@@ -2,8 +2,10 @@
 
 One event loop per client process; in each, one coroutine per request in
 flight, spread over the process's channels. `--clients` is the total in flight
-across all processes and `--conns` the total channels (each at least one per
-process); channels go round-robin over the endpoints. Processes are started
+across all processes and `--conns` the total channels (at least one per
+process and one per endpoint); channels go round-robin over the endpoints,
+and each request of put, range and txn-put takes the next channel, so every
+endpoint is driven even by one client. Processes are started
 with the `spawn` method (never fork: gRPC owns threads), connect, prefill if
 asked, then all start together when the parent says so.
 
@@ -39,6 +41,7 @@ gRPC status code.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import multiprocessing as mp
 import os
 import queue
@@ -272,7 +275,8 @@ def run(cfg: BenchConfig, *, progress: bool = False, out: Any = None, on_start: 
     start = ctx.Event()
     done_counts = ctx.RawArray("q", procs)
     clients = _split(cfg.clients, procs)
-    conns = [max(1, c) for c in _split(cfg.conns, procs)]
+    # At least one channel per endpoint: every endpoint is driven (channels go round-robin over them).
+    conns = [max(1, c) for c in _split(max(cfg.conns, len(cfg.endpoints)), procs)]
     totals = _split(cfg.total, procs) if cfg.total > 0 else [0] * procs
     groups: KeyGroups | None = None
     if cfg.workload in PAIRED:
@@ -577,13 +581,18 @@ class _Worker:
     async def _make_op(self, i: int) -> Callable[[], Awaitable[None]]:
         cfg, pb, timeout = self.cfg, self.pb, self.cfg.timeout_s
         kv = self.kv[i % len(self.kv)]
+        # Each request of put, range and txn-put takes the next channel, so even one
+        # client goes through every endpoint in turn, as clientv3's round-robin
+        # balancer does (other workloads keep one channel per client).
+        kvs, turn = self.kv, itertools.count(i)
+        n_kv = len(kvs)
         rng = random.Random(self.rng.getrandbits(64))
         space, value, key = cfg.key_space, self.value, self.key
 
         if cfg.workload == "put":
 
             async def put() -> None:
-                await kv.Put(pb.PutRequest(key=key(rng.randrange(space)), value=value), timeout=timeout)
+                await kvs[next(turn) % n_kv].Put(pb.PutRequest(key=key(rng.randrange(space)), value=value), timeout=timeout)
 
             return put
         if cfg.workload == "range":
@@ -591,14 +600,16 @@ class _Worker:
             md = self.metadata
 
             async def range_() -> None:
-                await kv.Range(pb.RangeRequest(key=key(rng.randrange(space)), serializable=serializable), timeout=timeout, metadata=md)
+                await kvs[next(turn) % n_kv].Range(
+                    pb.RangeRequest(key=key(rng.randrange(space)), serializable=serializable), timeout=timeout, metadata=md
+                )
 
             return range_
         if cfg.workload == "txn-put":
 
             async def txn_put() -> None:
                 op = pb.RequestOp(request_put=pb.PutRequest(key=key(rng.randrange(space)), value=value))
-                await kv.Txn(pb.TxnRequest(success=[op]), timeout=timeout)
+                await kvs[next(turn) % n_kv].Txn(pb.TxnRequest(success=[op]), timeout=timeout)
 
             return txn_put
         if cfg.workload in PAIRED:

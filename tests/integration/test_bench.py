@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -214,3 +215,37 @@ def test_the_same_bench_drives_a_real_etcd_member(tmp_path: Path) -> None:
         rng = bench("range", "--endpoints", ep, "--total", "50", "--clients", "4", "--consistency", "s")
     assert (put["ops"], put["error_count"]) == (100, 0)
     assert (rng["ops"], rng["error_count"]) == (50, 0)
+
+
+def _handled(metrics_url: str, method: str) -> int:
+    """grpc_server_handled_total of one KV method answered OK by a router."""
+    with urllib.request.urlopen(f"{metrics_url}/metrics", timeout=10) as resp:
+        body = resp.read().decode()
+    wanted = f'grpc_method="{method}"'
+    return sum(
+        int(float(line.rsplit(" ", 1)[1]))
+        for line in body.splitlines()
+        if line.startswith("grpc_server_handled_total{") and wanted in line and 'grpc_code="OK"' in line
+    )
+
+
+def test_one_client_goes_through_every_endpoint_in_turn(placement_cluster: tuple[str, Cluster], tmp_path: Path) -> None:
+    """--endpoints spreading: one client's puts go to each endpoint in turn
+    (clientv3's round robin), counted by each router's own handled counter."""
+    _, c = placement_cluster
+    join = ",".join(c.placement.nodes[n].address for n in c.placement_ids)
+    routers: list[RouterProcess] = []
+    try:
+        for i in range(2):
+            (tmp_path / f"r{i}").mkdir()
+            r = RouterProcess(tmp_path / f"r{i}", ["--placement", join, "--listen-metrics-urls", "http://127.0.0.1:0"], name=f"spread{i}")
+            routers.append(r)
+            r.start()
+        urls = [str(r.read_ready()["metrics_urls"][0]) for r in routers]  # type: ignore[index]
+        before = [_handled(u, "Put") for u in urls]
+        out = bench("put", "--endpoints", ",".join(r.address for r in routers), "--total", "40", "--clients", "1", "--key-space", "50")
+        assert (out["ops"], out["error_count"]) == (40, 0), out
+        assert [_handled(u, "Put") - b for u, b in zip(urls, before, strict=True)] == [20, 20]
+    finally:
+        for r in routers:
+            r.stop()
