@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 import grpc.aio
 
@@ -23,6 +24,9 @@ from shard.agent.link import PlacementClient, short
 from shard.node import StoreNode
 
 log = logging.getLogger(__name__)
+
+FULL_CHECK_S = 10.0
+"""A map change looks at every shard of the map at least this often, else only at those it changed."""
 
 _INITIAL_EPOCH = (1, 1)
 
@@ -42,6 +46,7 @@ class MapFollower:
         """Shards merged away, by the watched map."""
         self._wanted: asyncio.Queue[int] = asyncio.Queue()
         self._queued: set[int] = set()
+        self._checked_all = time.monotonic()
 
     async def watch_loop(self) -> None:
         while True:
@@ -71,9 +76,19 @@ class MapFollower:
         for nid, n in self.nodes.items():
             if n.kind == ppb.STORE and n.address and nid != self.node.node_id and self.node.address_of(nid) != n.address:
                 self.node.set_peer(nid, n.address)
-        hosted = set(self.node.shard_ids())
-        for sid, s in self.shards.items():
-            if sid not in hosted and self.assigned(s):
+        # A delta names the shards it changed: only those can be newly
+        # assigned here (1,000 shards reported by their new leaders are 1,000
+        # deltas; looking at every shard for each was a million checks).
+        # Every FULL_CHECK_S all of them all the same (a shard whose hosting
+        # was put off, e.g. its slots still overlapped a replica here).
+        now = time.monotonic()
+        full_check = resp.HasField("full") or now - self._checked_all >= FULL_CHECK_S
+        if full_check:
+            self._checked_all = now
+        changed = list(self.shards.values()) if full_check else resp.shards
+        for s in changed:
+            sid = s.descriptor.shard_id
+            if not self.node.hosts(sid) and self.assigned(s):
                 self._want(sid)
 
     def assigned(self, s: ppb.ShardInfo) -> bool:
@@ -88,7 +103,7 @@ class MapFollower:
     def on_unknown_group(self, group_id: int, from_node: int) -> None:
         """GroupHost.on_unknown_group: a message for a group not hosted here."""
         s = self.shards.get(group_id)
-        if s is not None and self.assigned(s) and group_id not in self.node.shard_ids():
+        if s is not None and self.assigned(s) and not self.node.hosts(group_id):
             self._want(group_id)
 
     async def create_loop(self) -> None:
@@ -96,7 +111,7 @@ class MapFollower:
             sid = await self._wanted.get()
             self._queued.discard(sid)
             s = self.shards.get(sid)
-            if s is None or not self.assigned(s) or sid in self.node.shard_ids() or not self.slot_count:
+            if s is None or not self.assigned(s) or self.node.hosts(sid) or not self.slot_count:
                 continue
             d = s.descriptor
             epoch = (d.epoch.conf_version, d.epoch.slot_version)

@@ -109,6 +109,8 @@ class ClosedTimestamps:
         self.rounds = 0
         self._fast_until = 0.0
         """Monotonic time until which rounds run every closed_ts_interval_s (want_fast)."""
+        self._used_until = 0.0
+        """Monotonic time until which this node's own reads or watches want fast rounds."""
         self._speed_up = asyncio.Event()
         state.host.on_node_message = self._on_message
         state.host.on_activity = self.activity
@@ -190,22 +192,26 @@ class ClosedTimestamps:
 
     def _closed_ts_used(self, shard_id: int) -> int:
         """closed_ts for a read or a watch: someone uses the side channel here."""
-        self.want_fast()
+        self.want_fast(local=True)
         return self.closed_ts(shard_id)
 
     def _readable_used(self, shard_id: int) -> int:
-        self.want_fast()
+        self.want_fast(local=True)
         return self.readable_revision(shard_id)
 
     # -- the loop -------------------------------------------------------------------------
-    def want_fast(self) -> None:
+    def want_fast(self, *, local: bool = False) -> None:
         """Rounds every closed_ts_interval_s for the next FAST_HOLD_S (a read
-        or a watch here used a closed timestamp, or a peer's did): else, with
-        nothing but idle shards, a round every SLOW_ROUNDS intervals."""
+        or a watch here used a closed timestamp (local), or a peer's did):
+        else, with nothing but idle shards, a round every SLOW_ROUNDS
+        intervals. Only local use is passed on to peers (in acknowledgements),
+        or two nodes would keep each other fast for ever."""
         now = self._s.clock.monotonic()
         if now >= self._fast_until:
             self._speed_up.set()
-        self._fast_until = now + FAST_HOLD_S
+        self._fast_until = max(self._fast_until, now + FAST_HOLD_S)
+        if local:
+            self._used_until = now + FAST_HOLD_S
 
     def fast(self) -> bool:
         return bool(self._unpublished) or self._s.clock.monotonic() < self._fast_until
@@ -285,7 +291,7 @@ class ClosedTimestamps:
                 s.hlc.update(ts)
                 self._ensure_floor(ts)
                 ack = self.receiver.on_publication(from_node, msg, s.host.term_and_leader)
-                if s.clock.monotonic() < self._fast_until:
+                if s.clock.monotonic() < self._used_until:
                     ack["fast"] = 1  # reads or watches here: the publisher's rounds speed up too
                 s.host.send_node_message(from_node, Message(type=MessageType.HEARTBEAT_RESP, to=from_node, from_=s.node_id, context=sidets.encode(ack)))
             elif msg.get("k") == "ack":

@@ -209,7 +209,14 @@ class ReplicaSet:
     def _overlapping(self, shard_id: int, slot_ranges: slots.SlotRanges) -> list[int]:
         """Hosted shards other than shard_id holding any of slot_ranges."""
         wanted = slots.normalize(slot_ranges)
-        return [sid for sid, rep in self._s.replicas.items() if sid != shard_id and slots.intersect(rep.sm.slot_ranges, wanted)]
+        # A plain test of each pair of ranges (half-open): slots.intersect
+        # builds the intersection, and hosting 1,000 shards asks this of
+        # every replica for each.
+        return [
+            sid
+            for sid, rep in self._s.replicas.items()
+            if sid != shard_id and any(lo < hi and lo < w_hi and w_lo < hi for lo, hi in rep.sm.slot_ranges for w_lo, w_hi in wanted)
+        ]
 
     def _on_disk(self, shard_id: int) -> tuple[slots.SlotRanges, int]:
         """(slot ranges, conf_version) of a replica not hosted, from its meta ((), 0 if none)."""
