@@ -142,6 +142,9 @@ class HostCollector(Collector):
             ("flotilla_raft_messages_dropped", "Raft messages the transport refused", st.messages_dropped),
             ("flotilla_raft_snapshots_created", "Snapshots taken", st.snapshots_created),
             ("flotilla_raft_snapshots_restored", "Snapshots installed", st.snapshots_restored),
+            ("flotilla_raft_ticker_rounds", "Rounds of the Raft ticker (none while every group is quiet, but liveness)", st.ticks),
+            ("flotilla_raft_group_ticks", "Ticks given to Raft groups (a quiet group gets none)", st.group_ticks),
+            ("flotilla_raft_liveness_pings", "Node liveness pings sent for quiet groups", st.pings_sent),
         ):
             yield CounterMetricFamily(name, doc, value=v)
         yield _histogram("etcd_disk_wal_fsync_duration_seconds", "Synced writes of the Raft log (one per group commit)", st.sync_durations)

@@ -6,6 +6,7 @@ above every revision a follower served a read at."""
 
 from __future__ import annotations
 
+import urllib.request
 from collections.abc import Iterator
 
 import pytest
@@ -22,7 +23,7 @@ SHARDS = 2
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StoreCluster]:
-    c = StoreCluster(tmp_path_factory.mktemp("idle"), shards=SHARDS)
+    c = StoreCluster(tmp_path_factory.mktemp("idle"), shards=SHARDS, extra_args=["--listen-metrics-urls", "http://127.0.0.1:0"])
     try:
         c.start()
         wait_until(c.all_shards_led, timeout=30, what="a leader for every shard")
@@ -31,6 +32,21 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StoreCluster]:
         c.stop()
         for nid in c.nodes:
             print(f"--- node {nid} log tail ---\n{c.log_tail(nid, 15)}")
+
+
+def _counters(c: StoreCluster, nid: int) -> dict[str, float]:
+    """The Raft counters on a node's metrics page."""
+    info = c.nodes[nid].read_ready()
+    assert info is not None
+    url = info["metrics_urls"][0]
+    with urllib.request.urlopen(f"{url}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("flotilla_raft_") and "{" not in line:
+            name, value = line.rsplit(" ", 1)
+            out[name] = float(value)
+    return out
 
 
 def _applied(c: StoreCluster, sid: int) -> dict[int, int]:
@@ -132,3 +148,47 @@ def test_a_new_leader_writes_above_what_a_follower_served(cluster: StoreCluster)
     finally:
         c.restart(leader)
         wait_until(c.all_shards_led, timeout=30, what="leaders again")
+
+
+def test_quiet_shards_get_no_ticks_and_send_no_raft_messages(cluster: StoreCluster) -> None:
+    """Idle shards' groups are quiet: over 2 s of closed timestamps moving on,
+    no node ticks a group or sends a Raft message, its ticker wakes only for
+    liveness (a few times a second), and a follower serves a bounded-staleness
+    read without waking its group."""
+    c = cluster
+    sid = 1
+    key = c.key_in(sid, "quiet")
+    c.put(key, b"q")
+    leader = c.leaders()[sid]
+    follower = next(n for n in c.live() if n != leader)
+    found: list[tuple[dict[int, dict[str, float]], dict[int, dict[str, float]]]] = []
+
+    def quiet_for_2s() -> bool:
+        before = {n: _counters(c, n) for n in c.live()}
+        c0 = c.shard_status(follower, sid).closed_ts
+        wait_until(lambda: c.shard_status(follower, sid).closed_ts >= c0 + hlc.span(2000), timeout=20, what="2 s more closed on the follower")
+        after = {n: _counters(c, n) for n in c.live()}
+        moved = any(
+            after[n][k] != before[n][k] for n in after for k in ("flotilla_raft_group_ticks_total", "flotilla_raft_messages_sent_total")
+        )
+        if not moved:
+            found.append((before, after))
+        return not moved
+
+    wait_until(quiet_for_2s, timeout=60, what="2 s with no group ticked and no Raft message sent")
+    before, after = found[0]
+    for n in after:
+        rounds = after[n]["flotilla_raft_ticker_rounds_total"] - before[n]["flotilla_raft_ticker_rounds_total"]
+        # At most one liveness round every 3 ticks (0.3 s) over the 2-3 s the
+        # interval took, instead of a tick every 0.1 s.
+        assert rounds <= 15, f"node {n}: {rounds} ticker rounds while every group was quiet"
+    # A bounded-staleness read on the follower is served from its replica (once
+    # the side channel caught up) and wakes no group.
+    ticks = _counters(c, follower)["flotilla_raft_group_ticks_total"]
+
+    def bounded() -> bool:
+        r = c.get(follower, key, consistency=spb.READ_BOUNDED_STALENESS, max_staleness_ms=1000)
+        return not r.header.HasField("error") and [kv.value for kv in r.response.kvs] == [b"q"]
+
+    wait_until(bounded, timeout=10, what="the follower to serve a bounded-staleness read")
+    assert _counters(c, follower)["flotilla_raft_group_ticks_total"] == ticks, "the follower's read woke a group"
