@@ -8,6 +8,7 @@ import asyncio
 import json
 import os
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -249,3 +250,19 @@ def test_crash_hook_ends_the_process_at_the_nth_passage() -> None:
     assert out.returncode == 137
     assert out.stdout.split("\n")[:-1] == ["passed 0", "passed 1"]
     assert "exiting at after_persist" in out.stderr
+
+
+def test_tune_gc_freezes_what_start_up_made_and_raises_the_young_threshold() -> None:
+    """Run in a child, so this test process keeps CPython's defaults."""
+    code = (
+        "import gc, json\n"
+        "from flotilla.procs import GC_GEN0_THRESHOLD, tune_gc\n"
+        "kept = [[i] for i in range(1000)]\n"
+        "before = gc.get_threshold()\n"
+        "tune_gc()\n"
+        "print(json.dumps({'before': before, 'after': gc.get_threshold(), 'frozen': gc.get_freeze_count(), 'gen0': GC_GEN0_THRESHOLD}))\n"
+    )
+    out = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60).stdout)
+    assert out["after"] == [out["gen0"], out["before"][1], out["before"][2]]
+    assert out["gen0"] > out["before"][0]
+    assert out["frozen"] >= 1000  # the start-up objects (and the 1,000 lists) are in the permanent generation
