@@ -79,7 +79,12 @@ class GroupHost(GroupRegistry, ReadyLoop, Ticker, Quiescence, ReadIndex, Snapsho
         self._has_work = asyncio.Event()
         self._round_lock = asyncio.Lock()
         """Held by the ready loop for a round; remove_group writes between rounds."""
-        self._seq = 0
+        self._seq = (clock.wall_ms() & ((1 << 43) - 1)) << 20
+        """Proposal sequence numbers (in each entry's envelope) start where no
+        earlier process of this node's could have reached: its entries still
+        in the log are applied after a restart, and a reused number answered
+        a new proposal with an old entry's result (an acknowledged write that
+        was never written; the host simulation found it)."""
         self._pending: dict[int, asyncio.Future[object]] = {}
         self._last_heard: dict[int, float] = {}
         self._last_sent: dict[int, float] = {}
