@@ -1,8 +1,9 @@
 """The placement leader's duty loop.
 
-Every `duty_interval_s` on the leader (every second on a follower), or at
-once when kicked, on every placement server: a follower drops the leader's memory if it had any; a server that
-just became leader waits for a ReadIndex (so its state has every entry
+Every `duty_interval_s` on the leader while leases, operators or ending
+leases need it (else every 0.5 s; every second on a follower), or at once
+when kicked, on every placement server: a follower drops the leader's
+memory if it had any; a server that just became leader waits for a ReadIndex (so its state has every entry
 committed before its term), then counts every node as heard now and renews
 every lease to its full TTL, and only then is ready (PlacementGroup.
 require_leader). A ready leader then marks down unheard nodes, bootstraps
@@ -29,6 +30,8 @@ from raft.core import ProposalDropped
 log = logging.getLogger(__name__)
 
 FOLLOWER_INTERVAL_S = 1.0
+IDLE_LEADER_INTERVAL_S = 0.5
+"""A leader's duty round with no lease, running operator or ending lease (the rebalancer's interval)."""
 """A follower's duty round (nothing to do but notice leadership, which also kicks it)."""
 
 
@@ -56,7 +59,13 @@ class DutyLoop:
             # A follower has no duty but to notice it leads: the apply of its
             # first entry as leader kicks it (PlacementGroup._on_apply), so it
             # waits longer and costs nothing while idle.
-            interval = self.cfg.duty_interval_s if self.g.ready_at is not None or self.g.is_leader() else FOLLOWER_INTERVAL_S
+            if self.g.ready_at is not None or self.g.is_leader():
+                # Leases to expire, operators to drive or keys to delete want
+                # the full rate; else the rebalancer's own cadence is enough.
+                busy = len(self.leases.expiry) or self.rebalancer.table.running or self.g.state.ending
+                interval = self.cfg.duty_interval_s if busy else max(self.cfg.duty_interval_s, IDLE_LEADER_INTERVAL_S)
+            else:
+                interval = FOLLOWER_INTERVAL_S
             try:
                 async with asyncio.timeout(interval):
                     await self.g.kick.wait()

@@ -41,12 +41,13 @@ class HostConfig:
     group that wakes again pays one heartbeat per follower, while 1,000 new
     leaders heartbeating every tick until they go quiet are an election storm
     on a small host."""
-    liveness_ticks: int = 3
+    liveness_ticks: int = 6
     """Node liveness while groups are quiet: a node pings each member of a
     quiet group it leads at least this often (when nothing else was sent to
     it meanwhile), and the member answers; a peer silent for election_ticks
     wakes the quiet groups that depend on it. With no group awake the ticker
-    wakes only for this."""
+    wakes only for this. 6 ticks: about three pings in the two election
+    timeouts a peer must be silent for (ticker.SILENCE_ELECTIONS)."""
     snapshot_entries: int = 10_000
     """Take a snapshot and compact once this many entries are applied past the first index."""
     compaction_margin: int = 1_000
