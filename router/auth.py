@@ -264,7 +264,7 @@ def auth_off(guard: AuthGuard) -> bool:
     first and, with auth off, costs no more than this test (no needs listed,
     no deadline worked out, no coroutine of the check). A stale view goes the
     whole way (AuthGuard.check waits for a fresh one)."""
-    return not guard.cache.view.enabled and guard.cache.fresh()
+    return not guard.cache.view.enabled and guard.cache.fresh_for_request()
 
 
 class _Guarded:

@@ -138,6 +138,16 @@ class AuthCache:
     def fresh(self) -> bool:
         return self._clock() - self.fresh_as_of <= self.max_staleness_s
 
+    def fresh_for_request(self) -> bool:
+        """fresh(), asked on a request's behalf without awaiting current()
+        (router/auth.py auth_off): like current(), it keeps the poll loop
+        polling while requests come (else, with auth off, the loop would
+        stop and the view go stale every few seconds under load)."""
+        self._asked = True
+        if not self._wanted.is_set():
+            self._wanted.set()
+        return self._clock() - self.fresh_as_of <= self.max_staleness_s
+
     async def current(self, deadline: float) -> AuthView:
         """The view, no older than max_staleness_s; waits for a poll if it is (until deadline, a loop time)."""
         self._asked = True

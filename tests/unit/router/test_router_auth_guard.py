@@ -7,11 +7,14 @@ its clock is a test clock, and its placement is one that cannot be reached."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
 
 import grpc
 import pytest
 
+from flotillapb import placementauth_pb2 as apb
 from flotillapb.etcd.etcdserverpb import rpc_pb2 as epb
 from router.auth import GuardedKv, auth_off
 from router.authperm import AuthView, UserInfo
@@ -30,6 +33,17 @@ class Clock:
 
 class Aborted(Exception):
     pass
+
+
+class Placement:
+    """A placement that answers every State poll with auth off (the network seam: no gRPC here), counting them."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def call(self, method: str, request: Any, **kwargs: Any) -> apb.AuthStateResponse:
+        self.calls += 1
+        return apb.AuthStateResponse(version=1, revision=1, enabled=False, full=True)
 
 
 class Unreachable:
@@ -113,3 +127,26 @@ async def test_auth_on_still_refuses_a_request_without_a_user() -> None:
     assert kv.puts == []
     assert ctx.aborted is not None and ctx.aborted[0] == grpc.StatusCode.INVALID_ARGUMENT, ctx.aborted
     assert "user name is empty" in ctx.aborted[1]
+
+
+async def test_requests_with_auth_off_keep_the_auth_state_polled() -> None:
+    """auth_off asks for the view as current() does: while requests come, the
+    poll loop (which idles when nobody asks) keeps polling, so the view does
+    not go stale every max_staleness_s under load."""
+    placement = Placement()
+    cache = AuthCache(placement, poll_interval_s=0.01, max_staleness_s=2.0)  # type: ignore[arg-type]
+    guard = AuthGuard(cache, provider("simple", 300), client_cert_auth=False)
+    loop_task = asyncio.create_task(cache.run())
+    try:
+        deadline = time.monotonic() + 10
+        while cache.polls < 1:
+            assert time.monotonic() < deadline, "the first poll never came"
+            await asyncio.sleep(0.005)  # sleep-ok: pacing the requests of this test
+        first = cache.polls
+        while cache.polls < first + 5:
+            assert time.monotonic() < deadline, f"polls stopped at {cache.polls} while requests asked"
+            assert auth_off(guard)
+            await asyncio.sleep(0.005)  # sleep-ok: pacing the requests of this test
+    finally:
+        loop_task.cancel()
+        await asyncio.gather(loop_task, return_exceptions=True)
