@@ -159,6 +159,7 @@ async def serve_router(args: argparse.Namespace) -> None:
         info["metrics_urls"] = mserver.urls
     shown = f" metrics={','.join(mserver.urls)}" if mserver is not None else ""
     procs.announce_ready(args.ready_file, info, f"ready port={router.port} pid={os.getpid()} router={router.member_id}{shown}")
+    procs.tune_gc()  # fewer young-generation collections under load (flotilla/procs.py)
     log.info("router node=%d serving etcd v3 on %s", router.member_id, router.address)
 
     async def stop() -> None:
@@ -302,6 +303,7 @@ async def serve(args: argparse.Namespace) -> None:
     extra = f" router_port={router.port}" if router is not None else ""
     extra += f" metrics={','.join(mserver.urls)}" if mserver is not None else ""
     procs.announce_ready(args.ready_file, info, f"ready port={port} pid={os.getpid()} node={args.node_id}{extra}")
+    procs.tune_gc()  # fewer young-generation collections under load (flotilla/procs.py)
     roles = "+".join(r for r, on in (("placement", args.placement), ("store", args.store), ("router", args.router)) if on)
     log.info("node=%d %s serving on port %d (seed %d)", args.node_id, roles, port, seed)
 

@@ -211,7 +211,6 @@ class RouterServer:
                 ("grpc.max_receive_message_length", MAX_REQUEST_BYTES + GRPC_OVERHEAD_BYTES),
                 ("grpc.max_send_message_length", 64 << 20),
             ],
-            interceptors=[self.grpc_handled],  # grpc_server_handled_total (flotilla/metrics.py)
         )
         self.watch_servicer = WatchServicer(self.forwarder, self.cache, cfg.watch, self._stamp)
         recipes = Recipes(self.kv, self._watch, self._grant if self.link is not None else None, timeout_s=cfg.request_timeout_s)
@@ -243,12 +242,12 @@ class RouterServer:
             (v3election_pb2_grpc.add_ElectionServicer_to_server, "v3electionpb.Election"),
             (rpc_pb2_grpc.add_AuthServicer_to_server, "etcdserverpb.Auth"),
         ):
-            add_servicer(server, add_to_server, self.servicers[name])
+            add_servicer(server, add_to_server, self.servicers[name], handled=self.grpc_handled)  # grpc_server_handled_total
         # Flotilla's own read-only Discovery (not an etcd service, not on the gateway): the placement
         # servers this router follows, for `flotilla ctl --endpoints <this router>`.
         placement = self.placement_source
         discovery = DiscoveryServicer((lambda: placement.addresses) if placement is not None else list, self.member_id)
-        add_servicer(server, discovery_pb2_grpc.add_DiscoveryServicer_to_server, discovery)
+        add_servicer(server, discovery_pb2_grpc.add_DiscoveryServicer_to_server, discovery, handled=self.grpc_handled)
         self.port = self.client_tls.add_port(server, cfg.listen)  # TLS: a plaintext connection is refused
         if not self.port:
             raise OSError(f"router: cannot listen on {cfg.listen}")
