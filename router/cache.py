@@ -75,7 +75,8 @@ class RoutingCache:
         self._shards: dict[int, ShardRoute] = {}
         self._owner: list[int] = [0] * slot_count
         self._addresses: dict[int, str] = {}
-        self._closed_ts: dict[tuple[int, int], int] = {}
+        self._closed_ts: dict[int, dict[int, int]] = {}
+        """shard -> node -> the closed timestamp that replica last reported"""
         self.source: MapSource | None = None
 
     # -- reading -----------------------------------------------------------------------
@@ -108,7 +109,8 @@ class RoutingCache:
         return self.shards()
 
     def closed_ts(self, shard_id: int) -> dict[int, int]:
-        return {n: ts for (s, n), ts in self._closed_ts.items() if s == shard_id}
+        """node -> closed timestamp, of the shard's replicas heard from (the cache's own dict: read it only)."""
+        return self._closed_ts.get(shard_id) or {}
 
     # -- updating ----------------------------------------------------------------------
     def set_address(self, node_id: int, address: str) -> None:
@@ -165,8 +167,11 @@ class RoutingCache:
         self._shards[shard_id] = replace(old, leader=node_id, replicas=replicas, leader_term=max(term, old.leader_term))
 
     def note_closed_ts(self, shard_id: int, node_id: int, ts: int) -> None:
-        if ts > self._closed_ts.get((shard_id, node_id), 0):
-            self._closed_ts[(shard_id, node_id)] = ts
+        by_node = self._closed_ts.get(shard_id)
+        if by_node is None:
+            by_node = self._closed_ts[shard_id] = {}
+        if ts > by_node.get(node_id, 0):
+            by_node[node_id] = ts
 
     def _rebuild_owners(self) -> None:
         """Every slot to the shard of the newest epoch claiming it (after a
