@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -156,6 +156,8 @@ class HostState:
     """Peer -> quiet groups led here that it is a member of (they are pinged)."""
     _watched: Counter[int]
     """Peer -> quiet groups here whose waking depends on hearing from it."""
+    _campaigns: deque[int]
+    """New groups whose candidate this node is, waiting quiet for their turn to campaign (ticker.py)."""
     _judge_silence_after: float
     """Monotonic time before which no peer counts as silent (this loop was stalled)."""
     _ticker_wakeup: asyncio.Event

@@ -30,7 +30,7 @@ import asyncio
 import dataclasses
 import logging
 import random
-from collections import Counter
+from collections import Counter, deque
 from typing import Any, Awaitable, Callable
 
 from raft.core import ConfChange, ConfState, Message, MessageType, ProposalDropped, StateRole, StepPeerNotFound
@@ -92,6 +92,7 @@ class GroupHost(GroupRegistry, ReadyLoop, Ticker, Quiescence, ReadIndex, Snapsho
         self._watched: Counter[int] = Counter()
         self._ticker_wakeup = asyncio.Event()
         self._judge_silence_after = 0.0
+        self._campaigns: deque[int] = deque()
         self._peers: set[int] = set()
         self.stats = HostStats()
         self.crash_hook: Callable[[str], None] | None = None

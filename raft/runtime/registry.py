@@ -99,15 +99,21 @@ class GroupRegistry(HostState):
             self._watched.update(g.quiet_peers)
             self._mark(group_id)
             return
+        if campaign and bootstrapped:
+            # The candidate of a new group campaigns soon, instead of every
+            # replica waiting out a random election timeout; it waits quiet
+            # for its turn, since the ticker starts at most
+            # CAMPAIGNS_PER_TICK elections a tick (ticker.py): 1,000 groups
+            # created in a second, all electing and heartbeating at once,
+            # stalled a 2-core host's loops past the election timeout, and
+            # check-quorum stepped the new leaders down again.
+            g.quiet = True
+            self._campaigns.append(group_id)
+            self._ticker_wakeup.set()
+            self._mark(group_id)
+            return
         self._awake.add(group_id)
         self._ticker_wakeup.set()
-        if campaign and bootstrapped:
-            # The first voter of a new group campaigns at once, instead of
-            # every replica waiting out a random election timeout: 1,000
-            # groups created together then elect without a storm of
-            # competing candidates.
-            self._active(group_id)
-            node.campaign()
         self._mark(group_id)
 
     async def _write_unsynced(self, lb: Any) -> None:

@@ -33,12 +33,20 @@ costly (a storm of pre-votes): the margin is wide, and a killed process is
 noticed sooner anyway (the transport's refused connection: on_peer_down)."""
 
 
+CANDIDATE_PATIENCE_ELECTIONS = 10
+"""How many election timeouts a new group's replica waits for its candidate's node to speak before it campaigns itself."""
+CAMPAIGNS_PER_TICK = 10
+"""New groups whose candidate this node is start at most this many elections a
+tick (100 a second): each elects, then heartbeats every tick until it goes
+quiet, and a loop that falls a second behind loses its leaderships again."""
+
+
 class Ticker(HostState):
     async def _ticker(self) -> None:
         interval = self.cfg.tick_interval_s
         next_at = self._clock.monotonic()
         while True:
-            if not self._awake:
+            if not self._awake and not self._campaigns:
                 await self._sleep_quiet(interval * max(1, self.cfg.liveness_ticks))
                 next_at = self._clock.monotonic()
             else:
@@ -60,7 +68,7 @@ class Ticker(HostState):
     async def _sleep_quiet(self, seconds: float) -> None:
         """Sleep while no group is awake: until one wakes, or seconds passed."""
         self._ticker_wakeup.clear()
-        if self._awake:
+        if self._awake or self._campaigns:
             return
         sleep = asyncio.ensure_future(self._clock.sleep(seconds))
         woken = asyncio.ensure_future(self._ticker_wakeup.wait())
@@ -75,6 +83,7 @@ class Ticker(HostState):
         self.stats.ticks += 1
         now = self._clock.monotonic()
         self._liveness(now)
+        self._start_campaigns()
         qt = self.cfg.quiesce_ticks
         for gid in list(self._awake):
             g = self._groups[gid]
@@ -92,6 +101,21 @@ class Ticker(HostState):
         if self._dirty:
             self._has_work.set()
 
+    def _start_campaigns(self) -> None:
+        """New groups' candidates waiting for their turn: at most
+        CAMPAIGNS_PER_TICK start a campaign now (registry.create_group)."""
+        n = 0
+        while self._campaigns and n < CAMPAIGNS_PER_TICK:
+            gid = self._campaigns.popleft()
+            g = self._groups.get(gid)
+            if g is None or not g.quiet:
+                continue  # removed, or woken (and so campaigning or led) meanwhile
+            n += 1
+            self._wake(g)
+            self._active(gid)
+            g.node.campaign()
+            self._dirty.add(gid)
+
     def _liveness(self, now: float) -> None:
         if not self._watched:
             return
@@ -103,10 +127,19 @@ class Ticker(HostState):
                 self._transport.send(nid, LIVENESS_GROUP, Message(type=MessageType.HEARTBEAT, to=nid, from_=self.node_id))
         if now < self._judge_silence_after:
             return
-        timeout = SILENCE_ELECTIONS * self.cfg.election_ticks * self.cfg.tick_interval_s
+        election_s = self.cfg.election_ticks * self.cfg.tick_interval_s
+        timeout = SILENCE_ELECTIONS * election_s
         silent = {p for p in self._watched if now - self._last_heard.setdefault(p, now) > timeout}
         if not silent:
             return
+        # A new group's replica waiting for its candidate (no leader yet)
+        # gives the candidate's node longer: that node may be starting its
+        # campaigns a few a tick (CAMPAIGNS_PER_TICK), and waking every
+        # waiting replica at once is the storm the waiting avoids.
+        long_silent = {p for p in silent if now - self._last_heard[p] > CANDIDATE_PATIENCE_ELECTIONS * election_s}
         for g in list(self._groups.values()):
-            if g.quiet and silent.intersection(g.quiet_peers):
+            if not g.quiet:
+                continue
+            waiting = not g.quiet_leader and g.node.leader_id == 0
+            if (long_silent if waiting else silent).intersection(g.quiet_peers):
                 self._wake(g)
