@@ -5,8 +5,8 @@
 
 Starts, as real OS processes (`python -m flotilla server ...`) on 127.0.0.1:
 --placement placement servers (`server --placement`, node ids 1..P) and
---stores store nodes (`server --store --router --join <placement>`, node ids
-101..). Every store serves etcd v3 clients itself (member ids 1001..): a
+--stores store nodes (`server --store --listen-client-urls URL --join
+<placement>`, node ids 101..). Every store serves etcd v3 clients itself (member ids 1001..): a
 request for a shard it leads is a direct call into that shard, the rest are
 forwarded to the leader's node. --routers adds standalone etcd routers
 (`server --router --join <placement>`) after them. The first store listens
@@ -342,8 +342,9 @@ class Playground:
                     "--store", "--node-id", str(STORE_ID_BASE + i + 1), "--data-dir", str(self.data_dir / f"s{i + 1}"),
                     "--listen", f"127.0.0.1:{port}", "--join", join, "--slots", str(slots),
                     "--quota-backend-bytes", str(getattr(args, "quota_backend_bytes", 0)),
-                    "--router", "--router-node-id", str(ROUTER_ID_BASE + i + 1), "--router-name", f"store{i + 1}",
-                    "--router-listen", f"127.0.0.1:{args.client_port if i == 0 else 0}",
+                    # etcd's flag: the store serves etcd clients there (--router --router-listen)
+                    "--listen-client-urls", f"{self.client_tls.scheme}://127.0.0.1:{args.client_port if i == 0 else 0}",
+                    "--router-node-id", str(ROUTER_ID_BASE + i + 1), "--router-name", f"store{i + 1}",
                     "--router-listen-client-http-urls", gateway_urls[i],
                     *peer_tls, *client_tls,
                 ],

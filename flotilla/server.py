@@ -87,6 +87,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="host:port,... of placement servers: the store registers there and hosts what the map assigns it "
         "(default with --placement: this process and its --peers; without, and without --placement: static --shards)",
     )
+    p.add_argument(
+        "--listen-client-urls",
+        default="",
+        help="etcd's flag: serve etcd v3 clients on this URL (http://HOST:PORT, or https:// with --router-cert-file "
+        "and --router-key-file); the same as --router --router-listen HOST:PORT",
+    )
     p.add_argument("--zone", default="", help="the store's zone label (placement spreads a shard's replicas over zones)")
     p.add_argument("--heartbeat-ms", type=int, default=1000, help="store heartbeat interval to placement")
     procs.add_node_arguments(p, required=False, required_help="required with --store or --placement")
@@ -170,7 +176,27 @@ async def serve_router(args: argparse.Namespace) -> None:
     await procs.serve_until_signalled(before_cancel=stop)
 
 
+def apply_client_urls(args: argparse.Namespace) -> None:
+    """--listen-client-urls (etcd's flag) as --router --router-listen: one URL,
+    http:// or (with the router's certificate flags) https://."""
+    urls = [u.strip() for u in args.listen_client_urls.split(",") if u.strip()]
+    if not urls:
+        return
+    if len(urls) > 1:
+        raise SystemExit("flotilla server: --listen-client-urls: one URL (a server serves clients on one address)")
+    scheme, sep, hostport = urls[0].partition("://")
+    if not sep or scheme not in ("http", "https") or ":" not in hostport or hostport.endswith(":"):
+        raise SystemExit(f"flotilla server: --listen-client-urls {urls[0]}: want http://HOST:PORT or https://HOST:PORT")
+    if scheme == "https" and not (args.router_cert_file and args.router_key_file):
+        raise SystemExit(f"flotilla server: --listen-client-urls {urls[0]}: https:// needs --router-cert-file and --router-key-file")
+    if scheme == "http" and args.router_cert_file:
+        raise SystemExit(f"flotilla server: --listen-client-urls {urls[0]}: the client port serves TLS (--router-cert-file): use https://")
+    args.router = True
+    args.router_listen = hostport.rstrip("/")
+
+
 async def serve(args: argparse.Namespace) -> None:
+    apply_client_urls(args)
     if not (args.store or args.placement or args.router):
         raise SystemExit("flotilla server: give a role: --placement, --store, --router, or any combination")
     metrics_urls = metrics.parse_urls(args.listen_metrics_urls, what="flotilla server")

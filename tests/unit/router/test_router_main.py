@@ -52,6 +52,33 @@ def test_server_takes_the_router_role_beside_its_own() -> None:
     assert _router_placement(args, "h:2", {1: "h:1", 2: "h:2", 3: "h:3"}) == "h:2,h:1,h:3"
 
 
+def test_a_store_takes_etcds_listen_client_urls() -> None:
+    """--listen-client-urls http://HOST:PORT: the store serves etcd clients there (--router --router-listen)."""
+    from flotilla import cli
+    from flotilla.server import apply_client_urls
+
+    parse = cli._build_parser().parse_args
+    args = parse(["server", "--store", "--listen-client-urls", "http://127.0.0.1:2379"])
+    assert not args.router
+    apply_client_urls(args)
+    assert args.router and args.router_listen == "127.0.0.1:2379"
+    args = parse(["server", "--store", "--listen-client-urls", "https://10.0.0.1:2379",
+                  "--router-cert-file", "c.crt", "--router-key-file", "c.key"])
+    apply_client_urls(args)
+    assert args.router and args.router_listen == "10.0.0.1:2379"
+    args = parse(["server", "--store"])
+    apply_client_urls(args)
+    assert not args.router and args.router_listen == "127.0.0.1:2379"  # the flag's default, unused
+    for bad, says in (
+        (["--listen-client-urls", "127.0.0.1:2379"], "want http://HOST:PORT"),
+        (["--listen-client-urls", "http://a:1,http://b:2"], "one URL"),
+        (["--listen-client-urls", "https://a:1"], "needs --router-cert-file"),
+        (["--listen-client-urls", "http://a:1", "--router-cert-file", "c", "--router-key-file", "k"], "use https://"),
+    ):
+        with pytest.raises(SystemExit, match=says):
+            apply_client_urls(parse(["server", "--store", *bad]))
+
+
 def test_playground_options() -> None:
     from flotilla import cli
 
