@@ -240,33 +240,41 @@ class Playground:
                 raise KeyboardInterrupt
         return out
 
-    def _wait_serving(self, endpoints: list[str], deadline: float) -> None:
-        """An etcd Range over the whole key space through every router, and
-        every router in every router's MemberList (registered with placement)."""
-        for ep in endpoints:
+    def _wait_serving(self, endpoints: list[str], deadline: float, shards: int) -> None:
+        """A linearizable etcd Range over the whole key space through the first
+        endpoint (every shard has a leader), a serializable one through each
+        other endpoint (it serves and knows the map; a linearizable one would
+        wake every shard's group again for each), and every endpoint in every
+        endpoint's MemberList (registered with placement). With many shards a
+        probe gets more time and comes less often, so probing does not keep
+        the new groups from settling."""
+        probe_s = max(3.0, shards / 100)
+        pause_s = max(0.2, shards / 1000)
+        for i, ep in enumerate(endpoints):
             with self.client_tls.channel(ep) as ch:
                 kv = rpc_pb2_grpc.KVStub(ch)
                 cluster = rpc_pb2_grpc.ClusterStub(ch)
+                whole = epb.RangeRequest(key=b"\0", range_end=b"\0", limit=1, keys_only=True, serializable=i > 0)
                 last = ""
                 while True:
                     try:
                         try:
-                            kv.Range(epb.RangeRequest(key=b"\0", range_end=b"\0", limit=1, keys_only=True), timeout=3)
+                            kv.Range(whole, timeout=probe_s)
                         except grpc.RpcError as exc:  # auth on (a restart): the router checked and refused, so it serves
                             if exc.code() != grpc.StatusCode.PERMISSION_DENIED and exc.details() != "etcdserver: user name is empty":  # type: ignore[attr-defined]
                                 raise
-                        members = cluster.MemberList(epb.MemberListRequest(), timeout=3).members
+                        members = cluster.MemberList(epb.MemberListRequest(), timeout=probe_s).members
                         if len(members) >= len(endpoints):
                             break
-                        last = f"MemberList lists {len(members)} of {len(endpoints)} routers"
+                        last = f"MemberList lists {len(members)} of {len(endpoints)} endpoints"
                     except grpc.RpcError as exc:
                         last = f"{exc.code().name}: {exc.details()}"  # type: ignore[attr-defined]
                     for c in self.children:
                         if not c.alive:
                             raise PlaygroundError(f"{c.name} exited with {c.returncode}; {c.log_path}:\n{c.log_tail(20)}")
                     if time.monotonic() > deadline:
-                        raise PlaygroundError(f"the router at {ep} did not serve a Range within {self.args.timeout:.0f}s (last: {last})")
-                    if self.stop_requested.wait(0.2):
+                        raise PlaygroundError(f"the endpoint {ep} did not serve a Range within {self.args.timeout:.0f}s (last: {last})")
+                    if self.stop_requested.wait(pause_s):
                         raise KeyboardInterrupt
 
     def stop(self) -> None:
@@ -382,7 +390,7 @@ class Playground:
             print(f"metrics: {', '.join(f'{n} {u}/metrics' for n, u in metrics_urls.items())}", flush=True)
             if dashboard_url is not None:
                 print(f"dashboard: {dashboard_url}", flush=True)
-            self._wait_serving(endpoints, deadline)
+            self._wait_serving(endpoints, deadline, shards)
             print(f"endpoints: {','.join(endpoints)}", flush=True)
             print(f"gateway: {','.join(gateway_urls)}", flush=True)
             if self.tls_dir is not None:
