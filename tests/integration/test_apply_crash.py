@@ -14,12 +14,7 @@ model recomputed from the applied index alone.
 
 from __future__ import annotations
 
-import queue
-import signal
-import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -28,6 +23,7 @@ from raft.storage import open_db
 from shard.rocks import RocksEngine
 from shard.statemachine import ShardStateMachine
 from shard.types import EventType, PutRequest, RangeRequest
+from tests.integration import killwriter
 
 pytestmark = [pytest.mark.integration, pytest.mark.fault]
 
@@ -42,48 +38,7 @@ DEADLINE_S = 30.0
 def run_and_kill(db_path: Path, acks_wanted: int, log_path: Path) -> tuple[int, int]:
     """Start the writer, read until acks_wanted acknowledgements (or the
     deadline), SIGKILL it. Returns (index it started from, highest acked index)."""
-    with open(log_path, "ab") as stderr:
-        proc = subprocess.Popen([sys.executable, str(WRITER), str(db_path), "1000000"], stdout=subprocess.PIPE, stderr=stderr)
-    lines: queue.Queue[bytes] = queue.Queue()
-
-    def pump() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.put(line)
-        lines.put(b"")  # EOF
-
-    reader = threading.Thread(target=pump, daemon=True)
-    reader.start()
-    deadline = time.monotonic() + DEADLINE_S
-    start = acked = -1
-    acks = 0
-    try:
-        while acks < acks_wanted:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                pytest.fail(f"writer acknowledged only {acks} entries in {DEADLINE_S} s; stderr in {log_path}")
-            try:
-                line = lines.get(timeout=remaining)
-            except queue.Empty:
-                continue
-            if not line:
-                pytest.fail(f"writer exited early (rc={proc.wait()}); stderr:\n{log_path.read_text()}")
-            word, value = line.split()
-            if word == b"ready":
-                start = int(value)
-            else:
-                assert word == b"ack", line
-                assert int(value) == (acked if acked != -1 else start) + 1, line
-                acked = int(value)
-                acks += 1
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=DEADLINE_S)
-        reader.join(timeout=DEADLINE_S)
-        assert proc.stdout is not None
-        proc.stdout.close()
-    assert proc.returncode == -signal.SIGKILL
-    return start, acked
+    return killwriter.run_and_kill([sys.executable, str(WRITER), str(db_path), "1000000"], acks_wanted, log_path, DEADLINE_S, first_follows_ready=True)
 
 
 def model_of(applied: int) -> tuple[int, dict[bytes, tuple[int, int, int, bytes]]]:
