@@ -51,14 +51,19 @@ def _crashed(c: Cluster, nid: int) -> bool:
 
 
 def _writes(c: Cluster, shard: int, prefix: str, n: int) -> dict[bytes, bytes]:
+    """n puts on the shard (the keys are drawn until n of them land there):
+    n entries in its log, however few other entries idle shards log."""
     key = c.stores.key_in(shard, prefix=prefix)
     out = {}
-    for i in range(n):
+    for i in range(100 * n):
+        if len(out) == n:
+            break
         k = key + f"/{i}".encode()
         if c.stores.shard_of(k) != shard:
             continue
         c.stores.put(k, b"v%d" % i)
         out[k] = b"v%d" % i
+    assert len(out) == n, f"only {len(out)} of {n} keys landed on shard {shard}"
     return out
 
 
@@ -92,7 +97,7 @@ def test_snapshot_apply_points(cluster: Cluster, point: str) -> None:
     c = cluster
     nid = c.store_ids[1]
     _kill(c, nid)
-    kvs = _writes(c, 2, f"snapapply-{point}", 80)  # far past the others' compaction
+    kvs = _writes(c, 2, f"snapapply-{point}", 60)  # 60 entries: far past --snapshot-entries 20 and the compaction margin
     _restart(c, nid, f"{point}:1")
     wait_until(lambda: _crashed(c, nid), timeout=60, what=f"the armed node exits at {point}")
     _restart(c, nid)
