@@ -32,6 +32,10 @@ from shard.txn import validate
 from shard.types import RangeRequest, RangeResponse
 
 
+WAIT_FIRST_CLOSED_ROUNDS = 5
+"""Side-channel intervals a read of a shard that has closed nothing yet waits for its first closed timestamp."""
+
+
 class Reads:
     def __init__(self, state: NodeState, checks: RoutingChecks) -> None:
         self._s = state
@@ -84,7 +88,27 @@ class Reads:
                 await self._read_index(ctx)  # a new leader may not have applied all it committed
                 if request.revision > s.readable_of(sid):
                     raise FutureRevision()
-        return rep.sm.range(request, readable=s.readable_of(sid))
+        readable = s.readable_of(sid)
+        if readable == 0 and request.revision == 0:
+            readable = await self._first_closed(ctx, sid)
+        return rep.sm.range(request, readable=readable)
+
+    async def _first_closed(self, ctx: RequestContext, sid: int) -> int:
+        """A shard never written that has closed no timestamp yet (the first
+        moments of a new cluster: an idle store's side channel runs once a
+        second until a read asks it to hurry, as readable_of just did): wait
+        a few rounds for one, so the response's header revision is not 0
+        (etcd's never is once anything was written; `etcdctl make-mirror`
+        panics on 0). Gives up after WAIT_FIRST_CLOSED_ROUNDS and answers 0."""
+        s = self._s
+        interval = s.cfg.closed_ts_interval_s
+        readable = 0
+        for _ in range(WAIT_FIRST_CLOSED_ROUNDS):
+            await s.clock.sleep(min(interval, self._checks.timeout_s(ctx, interval)))
+            readable = s.readable_of(sid)
+            if readable:
+                break
+        return readable
 
     async def _refuse_locked(self, ctx: RequestContext, rep: ShardReplica, request: RangeRequest) -> None:
         """TxnLocked if a txn's lock covers a key of the read, after waiting
