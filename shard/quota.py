@@ -87,6 +87,9 @@ class SpaceQuota:
     """Other nodes with NOSPACE active (placement relays them): a shard with a
     replica there is refused growing writes too, or its leader would go on
     filling the full node's disk through replication."""
+    acked_nospace: set[int] = field(default_factory=set)
+    """Other nodes whose latest side-channel acknowledgement said NOSPACE:
+    the same rule without placement (a static cluster), and sooner."""
 
     @property
     def enabled(self) -> bool:
@@ -114,8 +117,10 @@ class SpaceQuota:
             return
         if AlarmType.NOSPACE in self.alarms:
             raise NoSpace()
-        if self.peers_nospace and not self.peers_nospace.isdisjoint(replicas()):
-            raise NoSpace()
+        if self.peers_nospace or self.acked_nospace:
+            full = self.peers_nospace | self.acked_nospace
+            if not full.isdisjoint(replicas()):
+                raise NoSpace()
         if self.over(c):
             self.activate(AlarmType.NOSPACE)
             raise NoSpace()

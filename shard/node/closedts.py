@@ -40,7 +40,9 @@ from raft.core import Message, MessageType, ProposalDropped
 from raft.runtime.host import GroupNotFound
 from shard import hlc, sidets
 from shard.codec import encode_command
+from shard.node.alarms import SpaceAlarms
 from shard.node.state import NodeState
+from shard.quota import AlarmType
 from shard.txn2pc import TxnLock
 from shard.types import ClosedTs, Command
 
@@ -81,8 +83,11 @@ def _persist(engine: object, value: int) -> None:
 
 
 class ClosedTimestamps:
-    def __init__(self, state: NodeState) -> None:
+    def __init__(self, state: NodeState, alarms: SpaceAlarms) -> None:
         self._s = state
+        self._alarms = alarms
+        """The node's quota: acknowledgements carry its NOSPACE to the leaders
+        of shards with a replica here, which refuse growing writes then."""
         self._resolving: set[bytes] = set()
         self.publisher = sidets.Publisher(state.node_id, int.from_bytes(os.urandom(6), "big") or 1)
         self.receiver = sidets.Receiver(state.node_id)
@@ -293,10 +298,16 @@ class ClosedTimestamps:
                 ack = self.receiver.on_publication(from_node, msg, s.host.term_and_leader)
                 if s.clock.monotonic() < self._used_until:
                     ack["fast"] = 1  # reads or watches here: the publisher's rounds speed up too
+                if AlarmType.NOSPACE in self._alarms.quota.alarms:
+                    ack["nospace"] = 1  # the leaders of shards with a replica here refuse growing writes
                 s.host.send_node_message(from_node, Message(type=MessageType.HEARTBEAT_RESP, to=from_node, from_=s.node_id, context=sidets.encode(ack)))
             elif msg.get("k") == "ack":
                 if msg.get("fast"):
                     self.want_fast()
+                if msg.get("nospace"):
+                    self._alarms.quota.acked_nospace.add(from_node)
+                else:
+                    self._alarms.quota.acked_nospace.discard(from_node)
                 self.publisher.on_ack(from_node, msg)
         except (ValueError, KeyError, TypeError) as exc:
             log.warning("node=%d: a bad side-channel message from node %d: %s", s.node_id, from_node, exc)

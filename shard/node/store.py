@@ -48,8 +48,8 @@ class StoreNode:
     ) -> None:
         s = self._state = NodeState(node_id, host, engine, clock, config or NodeConfig())
         checks = RoutingChecks(s)
-        self._closed = ClosedTimestamps(s)
         self._alarms = SpaceAlarms(s)
+        self._closed = ClosedTimestamps(s, self._alarms)
         self._leases = LeaseAttachment(s, checks)
         self._replica_set = ReplicaSet(s, self._closed)
         self._splits = Splits(s, checks, self._replica_set)

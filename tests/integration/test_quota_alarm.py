@@ -89,6 +89,12 @@ def _ok(fn: object) -> bool:
         return False
 
 
+def _refused(env: Env, key: bytes) -> grpc.RpcError | None:
+    """The error of a 1-byte put of key if it was RESOURCE_EXHAUSTED, else None."""
+    err = _put(env, key, b"x")
+    return err if err is not None and err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED else None
+
+
 def _put(env: Env, key: bytes, value: bytes) -> grpc.RpcError | None:
     try:
         env.kv.Put(epb.PutRequest(key=key, value=value), timeout=15)
@@ -128,8 +134,11 @@ def test_fill_refuse_recover(env: Env) -> None:
 
     # A small put, and a txn with a put, are refused; reads, txns without puts,
     # deletes and compaction go through.
-    small = _put(env, b"small", b"x")
-    assert small is not None and small.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and small.details() == NOSPACE_TEXT
+    # The leader of "small"'s shard may be another node, which learns the
+    # NOSPACE from the side channel's next acknowledgement (static cluster: no
+    # placement relays it).
+    small = wait_until(lambda: _refused(env, b"small"), timeout=15, what="a small put refused once NOSPACE is raised")
+    assert small.details() == NOSPACE_TEXT
     with pytest.raises(grpc.RpcError) as info:
         env.kv.Txn(epb.TxnRequest(success=[epb.RequestOp(request_put=epb.PutRequest(key=b"big/000", value=b"y"))]), timeout=10)
     assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and info.value.details() == NOSPACE_TEXT
@@ -176,3 +185,24 @@ def test_activate_and_disarm_by_hand(env: Env) -> None:
     r = env.maint.Alarm(epb.AlarmRequest(action=epb.AlarmRequest.DEACTIVATE, memberID=0, alarm=epb.NOSPACE), timeout=10)
     assert [(a.memberID, a.alarm) for a in r.alarms] == [(nid, epb.NOSPACE)]
     assert env.alarms() == []
+
+
+def test_nospace_on_a_follower_refuses_writes_its_leader_takes(env: Env) -> None:
+    """etcd refuses growing writes everywhere while any member has NOSPACE. A
+    shard led elsewhere with a replica on the full node refuses them too: with
+    no placement to relay the alarm (this cluster is static), the full node's
+    side-channel acknowledgements carry it to the leader; once disarmed, the
+    leader takes writes again."""
+    leaders = wait_until(env.stores.all_shards_led, timeout=30, what="a leader for every shard")
+    sid, leader = min(leaders.items())
+    nid = min(n for n in env.stores.nodes if n != leader)
+    key = env.stores.key_in(sid, "nospace/")
+    assert _put(env, key, b"before") is None
+    env.maint.Alarm(epb.AlarmRequest(action=epb.AlarmRequest.ACTIVATE, memberID=nid, alarm=epb.NOSPACE), timeout=10)
+    try:
+        err = wait_until(lambda: _refused(env, key), timeout=15, what=f"shard {sid} (led by {leader}) refusing a put while node {nid} has NOSPACE")
+        assert err.details() == NOSPACE_TEXT
+        assert env.stores.leaders().get(sid) == leader, "the shard's leader moved to the full node: the test proves nothing"
+    finally:
+        env.maint.Alarm(epb.AlarmRequest(action=epb.AlarmRequest.DEACTIVATE, memberID=0, alarm=epb.NOSPACE), timeout=10)
+    wait_until(lambda: _put(env, key, b"after") is None, timeout=15, what=f"shard {sid} taking writes again once NOSPACE is disarmed")

@@ -63,6 +63,17 @@ async def test_nospace_refuses_growing_writes_until_disarmed(tmp_path: Path) -> 
         with pytest.raises(NoSpace):
             await node.write(ctx, PutRequest(key, b"v3"))
         assert node.quota.deactivate(AlarmType.NOSPACE)
+        # The followers still have NOSPACE and their side-channel
+        # acknowledgements say so: the leader refuses as etcd does while any
+        # member has the alarm.
+        await c.until(lambda: node.quota.acked_nospace == set(NODES) - {lead}, what="the followers' NOSPACE acknowledged")
+        with pytest.raises(NoSpace):
+            await node.write(ctx, PutRequest(key, b"v3"))
+        for n in NODES:
+            if n != lead:
+                spaces[n].used = 500
+                assert c.nodes[n].quota.deactivate(AlarmType.NOSPACE)
+        await c.until(lambda: not node.quota.acked_nospace, what="acknowledgements without NOSPACE")
         await node.write(ctx, PutRequest(key, b"v3"))
 
         # A node still over raises it again at its next measurement.
