@@ -143,6 +143,17 @@ def _router_placement(args: argparse.Namespace, address: str, peers: dict[int, s
     raise SystemExit("flotilla server: --router needs placement endpoints: --join host:port,... (or --router-placement)")
 
 
+def _route_statically(args: argparse.Namespace, address: str, peers: dict[int, str]) -> None:
+    """A store of a static cluster (--shards and --peers, no placement) serving
+    etcd clients: its router takes the same static layout over the same
+    stores, unless its own --router-* flags say otherwise."""
+    if args.router_placement or args.router_static_shards:
+        return
+    args.router_static_shards = args.shards
+    if not args.router_store_peers:
+        args.router_store_peers = ",".join(f"{nid}={a}" for nid, a in sorted({**peers, args.node_id: address}.items()))
+
+
 async def _start_router(
     args: argparse.Namespace, placement: str, node_id: int, *, local: LocalStore | None = None
 ) -> router_main.RouterServer:
@@ -317,6 +328,8 @@ async def serve(args: argparse.Namespace) -> None:
     router = None
     if args.router:
         local = LocalStore(store_service, node.node_id) if node is not None and store_service is not None else None
+        if node is not None and not joining:
+            _route_statically(args, address, peers)
         router = await _start_router(args, _router_placement(args, address, peers), 0, local=local)
     mserver = await metrics.serve(metrics_urls, host=host, transport=transport, node=node, pnode=pnode, router=router)
     info = {"port": port, "pid": os.getpid(), "node_id": args.node_id}
