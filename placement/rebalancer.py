@@ -118,6 +118,8 @@ class Rebalancer:
         self.interval_s = interval_s
         self.table = OperatorTable()
         self._next_round = 0.0
+        self._idle_inputs: tuple[object, ...] | None = None
+        """The scheduler's inputs when it last found nothing to do."""
         self._loads: tuple[tuple[int, int, int], dict[int, ShardLoad]] | None = None
         """(the shard table's version, the map's version, the state's id) -> loads_of: kept while none moves."""
 
@@ -127,6 +129,8 @@ class Rebalancer:
         if self.table.running:
             log.info("placement node=%d drops %d running operators (no longer leader)", self.s.node_id, len(self.table.running))
         self.table = OperatorTable()
+        self._idle_inputs = None
+        self._loads = None
 
     def heard(self, now: float) -> dict[int, float]:
         """When each node was last heard (a node not heard since this leader
@@ -149,6 +153,21 @@ class Rebalancer:
 
     def stats(self, now: float) -> Stats:
         return Stats(last_heard=self.heard(now), shards=self.loads(), running=tuple(self.table.running.values()), frozen=self.frozen())
+
+    def _inputs(self, now: float) -> tuple[object, ...]:
+        """What the scheduler's answer depends on, besides the configuration:
+        the map, the heartbeat figures, the running operators, and which
+        nodes are live and which dead (the only use it makes of the time and
+        of when nodes were heard; the time it stamps on operators aside)."""
+        heard = self.heard(now)
+        st = self.s.state
+        dead = frozenset(
+            nid for nid, n in st.nodes.items()
+            if n.state == NodeState.DOWN and (h := heard.get(nid)) is not None and now - h > self.cfg.down_after_s
+        )
+        t = self.s.shard_table
+        running = tuple((op.id, op.step_index, op.state) for op in self.table.running.values())
+        return (id(st), st.map_version, id(t), t.version, running, live_nodes(st, heard, now, self.cfg), dead)
 
     def loads(self) -> dict[int, ShardLoad]:
         """loads_of the heartbeats' figures, built again only when they or the map changed."""
@@ -188,7 +207,15 @@ class Rebalancer:
         if now < self._next_round:
             return
         self._next_round = now + self.interval_s
-        for op in schedule(self.s.state, self.stats(now), now, self.cfg):
+        # The scheduler is pure: with the same inputs it finds again the
+        # nothing it found last round (an idle cluster's rounds cost no
+        # walk over every shard).
+        inputs = self._inputs(now)
+        if inputs == self._idle_inputs:
+            return
+        ops = schedule(self.s.state, self.stats(now), now, self.cfg)
+        self._idle_inputs = None if ops else inputs
+        for op in ops:
             started = self.table.add(op, now)
             if started is not None:
                 log.info("placement node=%d operator %d %s shard=%d: %s", self.s.node_id, started.id, started.kind.value, started.shard_id, started.note)

@@ -5,6 +5,7 @@ leadership onto a store that had died)."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from types import SimpleNamespace
 
@@ -217,6 +218,26 @@ def test_rebalancer_removing_the_leader_hands_leadership_to_a_live_voter() -> No
     assert step.kind == ppb.TRANSFER_LEADER and step.node_id == 3
     rb.s.heard[3] = SUSPECT  # type: ignore[attr-defined]
     assert steps(rb, 1, 1) == []
+
+
+def test_an_idle_rebalancer_skips_the_scheduler_until_an_input_moves() -> None:
+    """A round with the inputs of the last round that found nothing finds
+    nothing again without scheduling; a node dying (time passing, no map
+    change) or new figures are inputs that move."""
+    st = make_state({1: "", 2: "", 3: ("", NodeState.DOWN), 4: ""}, {1: ((1, 2, 3), 1)})
+    rb = rebalancer(st, heard(1, 2, 3, 4))
+    asyncio.run(rb.round())
+    assert not rb.table.running and rb._idle_inputs is not None  # node 3 is down, not dead yet
+    idle = rb._idle_inputs
+    rb.s.clock.advance(1.0)  # type: ignore[attr-defined]
+    rb.s.heard.update(heard(1, 2, 4, at=NOW + 1))  # type: ignore[attr-defined]
+    asyncio.run(rb.round())
+    assert rb._idle_inputs is idle and not rb.table.running
+    rb.s.heard[3] = NOW - 100  # type: ignore[attr-defined]  # unheard past down_after: dead
+    rb.s.clock.advance(1.0)  # type: ignore[attr-defined]
+    rb.s.heard.update(heard(1, 2, 4, at=NOW + 2))  # type: ignore[attr-defined]
+    asyncio.run(rb.round())
+    assert [(op.kind, op.steps) for op in rb.table.running.values()] == [(OperatorKind.REPAIR, move_steps(3, 4))]
 
 
 # ------------------------------------------------------- the scheduler on its own output
