@@ -32,6 +32,7 @@ from shard.agent.config import AgentConfig
 from shard.agent.deltas import HeartbeatDeltas, round_rate
 from shard.agent.link import PlacementClient, PlacementUnavailable, short
 from shard.node import StoreNode
+from shard.types import ShardInfo
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ STATS_SWEEP_S = 60.0
 """The heartbeat builds every shard's figures again this often, sending those that differ (a safety net)."""
 FULL_REPORT_S = 600.0
 """A full heartbeat goes at least this often (a safety net: placement's table is replaced)."""
-REPORT_SWEEP_S = 10.0
+REPORT_SWEEP_S = 60.0
 """How often the report check looks at every shard, not only those that changed (a safety net)."""
 
 
@@ -88,8 +89,11 @@ class Reporter:
 
     def _descriptor(self, shard_id: int) -> tuple[spb.ShardDescriptor, int, bool]:
         info = self.node.shard_info(shard_id)
+        return self._descriptor_of(info), info.term, info.is_leader
+
+    def _descriptor_of(self, info: ShardInfo) -> spb.ShardDescriptor:
         addresses = {n: self.node.address_of(n) for n in (*info.voters, *info.learners)}
-        return convert.descriptor_to_pb(info, addresses), info.term, info.is_leader
+        return convert.descriptor_to_pb(info, addresses)
 
     def _rates(self) -> dict[int, tuple[float, float]]:
         """Reads and writes per second (rounded: round_rate) since the last
@@ -188,16 +192,19 @@ class Reporter:
             elif not changed:
                 continue
             for sid in sorted(changed):
-                if not self.node.hosts(sid):
-                    self._reported.pop(sid, None)
-                    continue  # destroyed (or while an earlier report was in flight)
-                desc, term, leader = self._descriptor(sid)
-                if not leader:
+                # Not hosted (destroyed, or while an earlier report was in
+                # flight) or not led here: nothing to report, found cheaply.
+                if not self.node.hosts(sid) or not self.node.leads(sid):
                     self._reported.pop(sid, None)
                     continue
-                sig = (term, desc.epoch.conf_version, desc.epoch.slot_version, tuple((r.node_id, r.learner) for r in desc.replicas))
+                info = self.node.shard_info(sid)
+                if not info.is_leader:
+                    self._reported.pop(sid, None)
+                    continue
+                sig = (info.term, info.epoch.conf_version, info.epoch.slot_version, info.voters, info.learners)
                 if self._reported.get(sid) == sig:
                     continue
+                desc, term = self._descriptor_of(info), info.term
                 try:
                     resp = await self.client.call("ReportShard", ppb.ReportShardRequest(descriptor=desc, term=term))
                 except (PlacementUnavailable, grpc.aio.AioRpcError) as exc:
