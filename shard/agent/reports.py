@@ -60,6 +60,7 @@ class Reporter:
         self._on_step = on_step
         self._prev_counts: dict[int, tuple[int, int]] = {}
         self._prev_counts_at = time.monotonic()
+        self._last_rates: dict[int, tuple[float, float]] = {}
         self._reported: dict[int, tuple[object, ...]] = {}
         self.deltas = HeartbeatDeltas(node.node_id, int.from_bytes(os.urandom(7), "big") or 1)
         self._rated: set[int] = set()
@@ -97,20 +98,24 @@ class Reporter:
 
     def _rates(self) -> dict[int, tuple[float, float]]:
         """Reads and writes per second (rounded: round_rate) since the last
-        heartbeat, of the shards that had any (the others: none)."""
+        heartbeat, of the shards that had any (the others: none). A heartbeat
+        sent right after another (a full one placement asked for) gives the
+        last rates again: a few milliseconds are no window to measure a rate in."""
         now = time.monotonic()
         prev, then = self._prev_counts, self._prev_counts_at
-        self._prev_counts_at = now
         dt = now - then
+        if dt < self.cfg.heartbeat_interval_s / 2:
+            return dict(self._last_rates)
+        self._prev_counts_at = now
         out: dict[int, tuple[float, float]] = {}
         for sid, (r, w) in self.node.request_counts.items():
             p = prev.get(sid)
             if p is not None and p[0] == r and p[1] == w:
                 continue
             prev[sid] = (r, w)
-            if dt > 0:
-                pr, pw = p if p is not None else (0, 0)
-                out[sid] = (round_rate((r - pr) / dt), round_rate((w - pw) / dt))
+            pr, pw = p if p is not None else (0, 0)
+            out[sid] = (round_rate((r - pr) / dt), round_rate((w - pw) / dt))
+        self._last_rates = out
         return out
 
     def _request(self) -> ppb.StoreHeartbeatRequest:
