@@ -23,8 +23,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from flotillapb import placement_pb2 as ppb
+
+V = TypeVar("V")
 
 
 @dataclass(slots=True)
@@ -140,7 +143,7 @@ class ShardTable:
         return self._busy
 
 
-def _index(index: dict[int, dict[int, object]], sid: int, nid: int, value: object) -> None:
+def _index(index: dict[int, dict[int, V]], sid: int, nid: int, value: V | None) -> None:
     if value is None:
         by = index.get(sid)
         if by is not None:
