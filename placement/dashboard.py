@@ -3,9 +3,11 @@
 
 `HeatSampler` takes a heat map sample (placement/heatmap.py) every
 `interval_s` on the leader's duty loop: each shard's reads and writes per
-second, summed over the latest heartbeats of its replicas (a follower
+second, summed over the heartbeat figures of its replicas (a follower
 serves reads too; only the leader counts writes) from the nodes heard
-within `fresh_s`, spread over the shard's slots in the map. The ring is the
+within `fresh_s`, spread over the shard's slots in the map. Only the
+shards with a nonzero rate are looked at (the shard table keeps them
+apart): an idle cluster's sample costs nothing per shard. The ring is the
 leader's memory: dropped when leadership is lost, started anew (a new ring
 id) when it is won.
 
@@ -25,6 +27,7 @@ from flotillapb.etcd.etcdserverpb import rpc_pb2 as epb
 from placement.heatmap import MAX_ROWS, MAX_SAMPLES, HeatMap
 from placement.model import NodeKind, NodeState, Shard
 from placement.operators import AddLearner, CommitMerge, Operator, OperatorState, PrepareMerge, Promote, RemoveReplica, Split, Step, TransferLeader
+from placement.shardtable import ShardTable
 from placement.state import PlacementState
 
 DEFAULT_INTERVAL_S = 1.0
@@ -52,7 +55,7 @@ class HeatSampler:
         now: float,
         wall_ms: int,
         state: PlacementState,
-        stats: Mapping[int, ppb.StoreHeartbeatRequest],
+        table: ShardTable,
         heard: Mapping[int, float],
     ) -> bool:
         """Take a sample if one is due (True if taken). `now` is monotonic, as `heard`."""
@@ -61,26 +64,24 @@ class HeatSampler:
         self._next_at = now + self.interval_s
         if self.heat is None or self.heat.slot_count != state.slot_count:
             self.heat = HeatMap(state.slot_count, max_rows=self.max_rows, max_samples=self.max_samples)
-        rates = shard_rates(stats, heard, now, self.fresh_s)
-        self.heat.record(
-            wall_ms,
-            ((s.slots, *rates.get(sid, (0.0, 0.0))) for sid, s in state.shards.items()),
-        )
+        rates = shard_rates(table, heard, now, self.fresh_s)
+        # A shard with no reads or writes adds nothing to any row: only the busy ones are spread.
+        self.heat.record(wall_ms, ((state.shards[sid].slots, r, w) for sid, (r, w) in rates.items() if sid in state.shards))
         return True
 
 
-def shard_rates(
-    stats: Mapping[int, ppb.StoreHeartbeatRequest], heard: Mapping[int, float], now: float, fresh_s: float
-) -> dict[int, tuple[float, float]]:
-    """shard id -> (reads/s, writes/s), summed over its replicas' latest heartbeats heard within fresh_s."""
+def shard_rates(table: ShardTable, heard: Mapping[int, float], now: float, fresh_s: float) -> dict[int, tuple[float, float]]:
+    """shard id -> (reads/s, writes/s), summed over its replicas' figures
+    from the nodes heard within fresh_s (only shards with a nonzero rate)."""
+    fresh = {nid for nid, at in heard.items() if now - at <= fresh_s}
     out: dict[int, tuple[float, float]] = {}
-    for nid, hb in stats.items():
-        at = heard.get(nid)
-        if at is None or now - at > fresh_s:
-            continue
-        for st in hb.shards:
-            r, w = out.get(st.shard_id, (0.0, 0.0))
-            out[st.shard_id] = (r + max(st.read_rate, 0.0), w + max(st.write_rate, 0.0))
+    for sid, by_node in table.busy().items():
+        r = w = 0.0
+        for nid, (nr, nw) in by_node.items():
+            if nid in fresh:
+                r, w = r + nr, w + nw
+        if r or w:
+            out[sid] = (r, w)
     return out
 
 
@@ -144,7 +145,7 @@ def document(
     is_leader: bool,
     placement_servers: Mapping[int, str],
     state: PlacementState,
-    stats: Mapping[int, ppb.StoreHeartbeatRequest],
+    table: ShardTable,
     heard: Mapping[int, float],
     suspects: Sequence[int],
     operators: Sequence[Operator],
@@ -156,12 +157,8 @@ def document(
     """The dashboard's document (JSON-able). On a follower: its applied map
     only (no heartbeat figures, operators or heat map: those are the leader's)."""
     suspect = set(suspects)
-    rates = shard_rates(stats, heard, now, sampler.fresh_s) if is_leader else {}
-    leader_stats: dict[int, ppb.ShardStats] = {}
-    for beat in stats.values():
-        for st in beat.shards:
-            if st.is_leader and (st.shard_id not in leader_stats or st.term > leader_stats[st.shard_id].term):
-                leader_stats[st.shard_id] = st
+    rates = shard_rates(table, heard, now, sampler.fresh_s) if is_leader else {}
+    leader_stats = table.leader_stats()
     running = {sid: op.id for op in operators if op.state == OperatorState.RUNNING for sid in op.shards()}
     replicas: dict[int, int] = {}
     learners: dict[int, int] = {}
@@ -174,7 +171,7 @@ def document(
             leaders[s.leader_node_id] = leaders.get(s.leader_node_id, 0) + 1
     nodes = []
     for nid, n in sorted(state.nodes.items()):
-        hb = stats.get(nid)
+        figures = table.nodes.get(nid)
         at = heard.get(nid)
         node: dict[str, Any] = {
             "id": nid,
@@ -189,10 +186,10 @@ def document(
             "leaders": leaders.get(nid, 0),
             "heard_s_ago": round(max(0.0, now - at), 1) if is_leader and at is not None else None,
         }
-        if hb is not None:
-            node["reads_per_s"] = round(sum(st.read_rate for st in hb.shards), 2)
-            node["writes_per_s"] = round(sum(st.write_rate for st in hb.shards), 2)
-            node["alarms"] = [epb.AlarmType.Name(a) for a in hb.alarms]
+        if figures is not None:
+            node["reads_per_s"] = round(sum(st.read_rate for st in figures.shards.values()), 2)
+            node["writes_per_s"] = round(sum(st.write_rate for st in figures.shards.values()), 2)
+            node["alarms"] = [epb.AlarmType.Name(a) for a in figures.alarms]
         nodes.append(node)
     heat: dict[str, Any] = {"ring": sampler.ring, "interval_s": sampler.interval_s, "max_samples": sampler.max_samples, "rows": [], "samples": []}
     if is_leader and sampler.heat is not None:

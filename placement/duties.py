@@ -107,7 +107,7 @@ class DutyLoop:
                 "placement node=%d leads term=%d: map_version=%d nodes=%d leases=%d renewed to full TTL",
                 g.node_id, term, g.state.map_version, len(g.state.nodes), len(self.leases.expiry),
             )
-        self.heat.maybe_sample(g.clock.monotonic(), g.clock.wall_ms(), g.state, self.nodes.stats, self.nodes.heard)
+        self.heat.maybe_sample(g.clock.monotonic(), g.clock.wall_ms(), g.state, self.nodes.table, self.nodes.heard)
         await self.nodes.mark_down()
         await self.bootstrap.maybe_bootstrap()
         await self.leases.expire()

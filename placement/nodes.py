@@ -2,9 +2,11 @@
 down detection (DESIGN.md, "The shard map"; TiKV's PD heartbeats).
 
 `NodeTracker` keeps, in the leader's memory only, when each node was last
-heard and its latest heartbeat figures (shard sizes and loads, alarms). A
-heartbeat carries the shard descriptors its store leads: each is reported
-to the map, gated by the epoch (stale ones never reach the log). A node
+heard and its shard figures (sizes, loads, alarms), merged from delta
+heartbeats into a `ShardTable` (placement/shardtable.py). A shard whose
+figures changed carries its descriptor if its store leads it: each is
+reported to the map, gated by the epoch (stale ones never reach the log);
+the work per heartbeat is per shard changed, not per shard hosted. A node
 heard again after being marked down is up again; the duty loop marks down
 the up nodes unheard for `down_after_s` (`mark_down`).
 """
@@ -21,6 +23,7 @@ from placement.config import PlacementConfig
 from placement.errors import RejectedError
 from placement.group import PlacementGroup
 from placement.model import NodeKind, NodeState, Shard
+from placement.shardtable import ShardTable
 
 log = logging.getLogger(__name__)
 
@@ -33,14 +36,15 @@ class NodeTracker:
         self.cfg = cfg
         self.heard: dict[int, float] = {}
         """When each node was last heard (monotonic) by this leader."""
-        self.stats: dict[int, ppb.StoreHeartbeatRequest] = {}
-        """Each node's latest heartbeat to this leader."""
+        self.table = ShardTable()
+        """Each node's shard figures, merged from its heartbeats to this leader."""
         self.heartbeats = 0
 
     def forget(self) -> None:
-        """Leadership lost or just won: the last leader's memory is no use."""
+        """Leadership lost or just won: the last leader's memory is no use
+        (every store sends a full heartbeat to the next one)."""
         self.heard.clear()
-        self.stats.clear()
+        self.table.clear()
 
     async def register_node(self, node_id: int, kind: NodeKind, address: str, labels: tuple[tuple[str, str], ...]) -> int:
         self.g.require_leader()
@@ -49,7 +53,8 @@ class NodeTracker:
         self.heard[nid] = self.g.clock.monotonic()
         return nid
 
-    async def heartbeat(self, req: ppb.StoreHeartbeatRequest) -> NodeState:
+    async def heartbeat(self, req: ppb.StoreHeartbeatRequest) -> tuple[NodeState, int]:
+        """Take a heartbeat: (the node's state, the seq its table now holds)."""
         self.g.require_leader()
         state = self.g.state
         node = state.nodes.get(req.node_id)
@@ -57,14 +62,14 @@ class NodeTracker:
             raise RejectedError(Rejected(RejectCode.NODE_NOT_FOUND, f"node {req.node_id} is not registered: call RegisterNode first"))
         self.heartbeats += 1
         self.heard[req.node_id] = self.g.clock.monotonic()
-        self.stats[req.node_id] = req
+        acked, changed = self.table.merge(req)
         if node.state == NodeState.DOWN:
             await self.g.propose_ok(SetNodeState(req.node_id, NodeState.UP))
             log.info("placement node=%d: node %d is up again", self.g.node_id, req.node_id)
-        for s in req.shards:
+        for s in changed:
             if s.is_leader and s.HasField("descriptor"):
                 await self.report_shard(convert.shard_from_pb(s.descriptor, s.term))
-        return self.g.state.nodes[req.node_id].state
+        return self.g.state.nodes[req.node_id].state, acked
 
     async def report_shard(self, shard: Shard) -> ReportResult:
         self.g.require_leader()
@@ -86,16 +91,12 @@ class NodeTracker:
 
     # -- figures from the heartbeats ---------------------------------------------------
     def leader_shard_stats(self) -> list[ppb.ShardStats]:
-        """Each shard's figures from the latest heartbeat of the store that
-        leads it (in memory on the placement leader only)."""
-        out: dict[int, ppb.ShardStats] = {}
-        for hb in self.stats.values():
-            for st in hb.shards:
-                if st.is_leader and (st.shard_id not in out or st.term > out[st.shard_id].term):
-                    out[st.shard_id] = st
+        """Each shard's figures from the heartbeats of the store that leads
+        it (in memory on the placement leader only)."""
+        out = self.table.leader_stats()
         return [out[sid] for sid in sorted(out)]
 
     def nospace_nodes(self) -> list[int]:
         """Nodes whose last heartbeat to this leader reported NOSPACE (a new
         leader learns them again within one heartbeat interval)."""
-        return sorted(nid for nid, hb in self.stats.items() if NOSPACE in hb.alarms and nid in self.g.state.nodes)
+        return sorted(nid for nid, n in self.table.nodes.items() if NOSPACE in n.alarms and nid in self.g.state.nodes)

@@ -72,6 +72,7 @@ from placement.scheduler import (
     split_point_valid,
     suspect_after,
 )
+from placement.shardtable import ShardTable
 from placement.state import PlacementState
 from raft.runtime.clock import Clock
 
@@ -101,8 +102,8 @@ class RebalancerHost(Protocol):
         ...
 
     @property
-    def node_stats(self) -> Mapping[int, ppb.StoreHeartbeatRequest]:
-        """Each node's latest heartbeat to this leader."""
+    def shard_table(self) -> ShardTable:
+        """The shard figures of the nodes' heartbeats to this leader."""
         ...
 
     def require_leader(self) -> None: ...
@@ -117,6 +118,10 @@ class Rebalancer:
         self.interval_s = interval_s
         self.table = OperatorTable()
         self._next_round = 0.0
+        self._idle_inputs: tuple[object, ...] | None = None
+        """The scheduler's inputs when it last found nothing to do."""
+        self._loads: tuple[tuple[int, int, int], dict[int, ShardLoad]] | None = None
+        """(the shard table's version, the map's version, the state's id) -> loads_of: kept while none moves."""
 
     # -- the duty round ----------------------------------------------------------------
     def reset(self) -> None:
@@ -124,6 +129,8 @@ class Rebalancer:
         if self.table.running:
             log.info("placement node=%d drops %d running operators (no longer leader)", self.s.node_id, len(self.table.running))
         self.table = OperatorTable()
+        self._idle_inputs = None
+        self._loads = None
 
     def heard(self, now: float) -> dict[int, float]:
         """When each node was last heard (a node not heard since this leader
@@ -145,16 +152,34 @@ class Rebalancer:
         )
 
     def stats(self, now: float) -> Stats:
-        return Stats(last_heard=self.heard(now), shards=loads_of(self.s.node_stats, self.s.state.shards), running=tuple(self.table.running.values()), frozen=self.frozen())
+        return Stats(last_heard=self.heard(now), shards=self.loads(), running=tuple(self.table.running.values()), frozen=self.frozen())
+
+    def _inputs(self, now: float) -> tuple[object, ...]:
+        """What the scheduler's answer depends on, besides the configuration:
+        the map, the heartbeat figures, the running operators, and which
+        nodes are live and which dead (the only use it makes of the time and
+        of when nodes were heard; the time it stamps on operators aside)."""
+        heard = self.heard(now)
+        st = self.s.state
+        dead = frozenset(
+            nid for nid, n in st.nodes.items()
+            if n.state == NodeState.DOWN and (h := heard.get(nid)) is not None and now - h > self.cfg.down_after_s
+        )
+        t = self.s.shard_table
+        running = tuple((op.id, op.step_index, op.state) for op in self.table.running.values())
+        return (id(st), st.map_version, id(t), t.version, running, live_nodes(st, heard, now, self.cfg), dead)
+
+    def loads(self) -> dict[int, ShardLoad]:
+        """loads_of the heartbeats' figures, built again only when they or the map changed."""
+        t = self.s.shard_table
+        key = (t.version, self.s.state.map_version, id(self.s.state))
+        if self._loads is None or self._loads[0] != key:
+            self._loads = (key, loads_of(t.leader_stats(), self.s.state.shards))
+        return self._loads[1]
 
     def frozen(self) -> Frozen:
         """Which replicas reported a freeze for a merge, from the latest heartbeats."""
-        out: dict[int, dict[int, int]] = {}
-        for nid, hb in self.s.node_stats.items():
-            for st in hb.shards:
-                if st.merge_target:
-                    out.setdefault(st.shard_id, {})[nid] = st.merge_target
-        return out
+        return self.s.shard_table.frozen()
 
     def confirm(self, now: float) -> None:
         for op in self.table.confirm(self.s.state.shards, now, self.frozen()):
@@ -182,25 +207,37 @@ class Rebalancer:
         if now < self._next_round:
             return
         self._next_round = now + self.interval_s
-        for op in schedule(self.s.state, self.stats(now), now, self.cfg):
+        # The scheduler is pure: with the same inputs it finds again the
+        # nothing it found last round (an idle cluster's rounds cost no
+        # walk over every shard).
+        inputs = self._inputs(now)
+        if inputs == self._idle_inputs:
+            return
+        ops = schedule(self.s.state, self.stats(now), now, self.cfg)
+        self._idle_inputs = None if ops else inputs
+        for op in ops:
             started = self.table.add(op, now)
             if started is not None:
                 log.info("placement node=%d operator %d %s shard=%d: %s", self.s.node_id, started.id, started.kind.value, started.shard_id, started.note)
 
     # -- steps for store leaders ----------------------------------------------------------
-    def steps_for(self, req: ppb.StoreHeartbeatRequest) -> list[ppb.OperatorStep]:
+    def steps_for(self, node_id: int) -> list[ppb.OperatorStep]:
+        """The steps for the store node_id: of the running operators whose
+        shard its heartbeats say it leads (work per operator, not per shard)."""
         if not self.table.running:
             return []
-        led = {st.shard_id for st in req.shards if st.is_leader}
         # A merge's CommitMerge is carried out by its target's leader.
         by_shard = {op.executing_shard(): op for op in self.table.running.values()}
+        led = [sid for sid in by_shard if self.s.shard_table.leads(node_id, sid)]
+        if not led:
+            return []
         live = self.live(self.s.clock.monotonic())
         out = []
-        for sid in sorted(led & by_shard.keys()):
+        for sid in sorted(led):
             shard = self.s.state.shards.get(sid)
             if shard is None:
                 continue
-            step = next_action(by_shard[sid], dataclasses.replace(shard, leader_node_id=req.node_id), live)
+            step = next_action(by_shard[sid], dataclasses.replace(shard, leader_node_id=node_id), live)
             if step is None:
                 continue
             node = step_node(step)
@@ -345,17 +382,15 @@ def op_to_pb(op: Operator, now: float) -> ppb.OperatorInfo:
     )
 
 
-def loads_of(stats: Mapping[int, ppb.StoreHeartbeatRequest], shards: Mapping[int, Shard] | None = None) -> dict[int, ShardLoad]:
-    """Each shard's figures from its leader's latest heartbeat; none for a
-    shard whose slots the map shows changed since (a split or merge after
-    the heartbeat: figures of the whole shard would split a half again)."""
+def loads_of(leader_stats: Mapping[int, ppb.ShardStats], shards: Mapping[int, Shard] | None = None) -> dict[int, ShardLoad]:
+    """Each shard's figures from its leader's heartbeats (ShardTable.
+    leader_stats); none for a shard whose slots the map shows changed since
+    (a split or merge after the heartbeat: figures of the whole shard would
+    split a half again)."""
     out: dict[int, ShardLoad] = {}
-    for hb in stats.values():
-        for st in hb.shards:
-            if not st.is_leader:
-                continue
-            s = shards.get(st.shard_id) if shards is not None else None
-            if s is not None and st.epoch.slot_version < s.epoch.slot_version:
-                continue
-            out[st.shard_id] = ShardLoad(st.size_bytes, st.key_count, st.write_rate)
+    for sid, st in leader_stats.items():
+        s = shards.get(sid) if shards is not None else None
+        if s is not None and st.epoch.slot_version < s.epoch.slot_version:
+            continue
+        out[sid] = ShardLoad(st.size_bytes, st.key_count, st.write_rate)
     return out

@@ -38,6 +38,7 @@ from placement.leasekeeper import LeaseKeeper
 from placement.machine import PlacementMachine
 from placement.nodes import NodeTracker
 from placement.rebalancer import Rebalancer
+from placement.shardtable import ShardTable
 from placement.state import PlacementState
 from placement.watchhub import MapWatchHub
 from raft.core import StateRole
@@ -119,8 +120,8 @@ class PlacementServer:
         return self.nodes.heard
 
     @property
-    def node_stats(self) -> Mapping[int, ppb.StoreHeartbeatRequest]:
-        return self.nodes.stats
+    def shard_table(self) -> ShardTable:
+        return self.nodes.table
 
     def require_leader(self, *, ready: bool = True) -> None:
         self.group.require_leader(ready=ready)
@@ -159,7 +160,7 @@ class PlacementServer:
             is_leader=leader,
             placement_servers={**self.peers, self.node_id: self.address},
             state=self.state,
-            stats=self.nodes.stats,
+            table=self.nodes.table,
             heard=self.nodes.heard,
             suspects=self.rebalancer.suspects(now) if leader else [],
             operators=self.rebalancer.table.all() if leader else [],

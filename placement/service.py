@@ -121,14 +121,15 @@ class PlacementService(placement_pb2_grpc.PlacementServicer):
 
     async def StoreHeartbeat(self, request: ppb.StoreHeartbeatRequest, context: grpc.aio.ServicerContext) -> ppb.StoreHeartbeatResponse:  # type: ignore[type-arg]  # noqa: N802
         try:
-            state = await self.s.nodes.heartbeat(request)
+            state, acked = await self.s.nodes.heartbeat(request)
         except _EXPECTED as exc:
             await abort_with(context, exc)
         return ppb.StoreHeartbeatResponse(
             map_version=self.s.state.map_version,
             state=int(state),
-            steps=self.s.rebalancer.steps_for(request),
+            steps=self.s.rebalancer.steps_for(request.node_id),
             nospace_nodes=self.s.nodes.nospace_nodes(),
+            acked_seq=acked,
         )
 
     async def ReportShard(self, request: ppb.ReportShardRequest, context: grpc.aio.ServicerContext) -> ppb.ReportShardResponse:  # type: ignore[type-arg]  # noqa: N802

@@ -5,12 +5,21 @@ shard's descriptor when this node leads it; the node's alarms), taking the
 operator steps and the nodes with NOSPACE from the answer; and reports a
 shard (ReportShard) as soon as this node becomes its leader or its epoch or
 configuration changes.
+
+Heartbeats carry deltas (shard/agent/deltas.py): only the shards whose
+figures changed since the heartbeat placement acknowledged last. The
+figures looked at are those of the shards that changed
+(StoreNode.take_stats_changed) or had requests; every STATS_SWEEP_S, all of
+them; and a full heartbeat goes on start, whenever placement asks for one
+(a new leader, a lost heartbeat), and every FULL_REPORT_S. An idle node
+with 1,000 shards sends a heartbeat with no shard in it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Callable
 
@@ -20,14 +29,18 @@ from flotillapb import placement_pb2 as ppb
 from flotillapb import store_pb2 as spb
 from shard import convert
 from shard.agent.config import AgentConfig
+from shard.agent.deltas import HeartbeatDeltas, round_rate
 from shard.agent.link import PlacementClient, PlacementUnavailable, short
 from shard.node import StoreNode
+from shard.types import ShardInfo
 
 log = logging.getLogger(__name__)
 
-STATS_REBUILD_S = 30.0
-"""The heartbeat builds every shard's figures again at least this often (a safety net)."""
-REPORT_SWEEP_S = 10.0
+STATS_SWEEP_S = 60.0
+"""The heartbeat builds every shard's figures again this often, sending those that differ (a safety net)."""
+FULL_REPORT_S = 600.0
+"""A full heartbeat goes at least this often (a safety net: placement's table is replaced)."""
+REPORT_SWEEP_S = 60.0
 """How often the report check looks at every shard, not only those that changed (a safety net)."""
 
 
@@ -47,10 +60,12 @@ class Reporter:
         self._on_step = on_step
         self._prev_counts: dict[int, tuple[int, int]] = {}
         self._prev_counts_at = time.monotonic()
+        self._last_rates: dict[int, tuple[float, float]] = {}
         self._reported: dict[int, tuple[object, ...]] = {}
-        self._stats_cache: dict[int, tuple[tuple[float, float], ppb.ShardStats]] = {}
-        """Shard -> (rates, figures) as last built for a heartbeat."""
-        self._stats_built = time.monotonic()
+        self.deltas = HeartbeatDeltas(node.node_id, int.from_bytes(os.urandom(7), "big") or 1)
+        self._rated: set[int] = set()
+        """Shards whose last heartbeat figures had a nonzero rate (looked at again until it is 0)."""
+        self._swept = self._full_at = time.monotonic()
         self._retry: set[int] = set()
         """Shards whose report failed or was not taken: checked again next time."""
         self.registered = asyncio.Event()
@@ -75,48 +90,52 @@ class Reporter:
 
     def _descriptor(self, shard_id: int) -> tuple[spb.ShardDescriptor, int, bool]:
         info = self.node.shard_info(shard_id)
+        return self._descriptor_of(info), info.term, info.is_leader
+
+    def _descriptor_of(self, info: ShardInfo) -> spb.ShardDescriptor:
         addresses = {n: self.node.address_of(n) for n in (*info.voters, *info.learners)}
-        return convert.descriptor_to_pb(info, addresses), info.term, info.is_leader
+        return convert.descriptor_to_pb(info, addresses)
 
     def _rates(self) -> dict[int, tuple[float, float]]:
-        """Reads and writes per second of each shard since the last heartbeat."""
+        """Reads and writes per second (rounded: round_rate) since the last
+        heartbeat, of the shards that had any (the others: none). A heartbeat
+        sent right after another (a full one placement asked for) gives the
+        last rates again: a few milliseconds are no window to measure a rate in."""
         now = time.monotonic()
-        counts = {sid: (c[0], c[1]) for sid, c in self.node.request_counts.items()}
         prev, then = self._prev_counts, self._prev_counts_at
-        self._prev_counts, self._prev_counts_at = counts, now
         dt = now - then
-        if dt <= 0:
-            return {}
-        return {
-            sid: ((r - prev.get(sid, (0, 0))[0]) / dt, (w - prev.get(sid, (0, 0))[1]) / dt)
-            for sid, (r, w) in counts.items()
-        }
+        if dt < self.cfg.heartbeat_interval_s / 2:
+            return dict(self._last_rates)
+        self._prev_counts_at = now
+        out: dict[int, tuple[float, float]] = {}
+        for sid, (r, w) in self.node.request_counts.items():
+            p = prev.get(sid)
+            if p is not None and p[0] == r and p[1] == w:
+                continue
+            prev[sid] = (r, w)
+            pr, pw = p if p is not None else (0, 0)
+            out[sid] = (round_rate((r - pr) / dt), round_rate((w - pw) / dt))
+        self._last_rates = out
+        return out
 
-    def _stats(self) -> list[ppb.ShardStats]:
-        """Every hosted shard's figures. A shard's are built again only if it
-        changed (StoreNode.take_stats_changed), its rates moved, or every
-        STATS_REBUILD_S: an idle node with 1,000 shards rebuilds none."""
-        out = []
+    def _request(self) -> ppb.StoreHeartbeatRequest:
+        """The next heartbeat: a full one when due, else a delta whose
+        figures are built only for the shards that changed, had requests
+        since the last heartbeat or the one before, or (every STATS_SWEEP_S) all."""
         rates = self._rates()
         changed = self.node.take_stats_changed()
+        alarms = [int(a) for a in self.node.quota.active()]
         now = time.monotonic()
-        if now - self._stats_built >= STATS_REBUILD_S:
-            self._stats_built = now
-            self._stats_cache.clear()
-        cache = self._stats_cache
-        for sid in list(cache):
-            if not self.node.hosts(sid):
-                del cache[sid]
-        for sid in self.node.shard_ids():
-            rate = rates.get(sid, (0.0, 0.0))
-            hit = cache.get(sid)
-            if hit is not None and sid not in changed and hit[0] == rate:
-                out.append(hit[1])
-                continue
-            st = self._shard_stats(sid, rate)
-            cache[sid] = (rate, st)
-            out.append(st)
-        return out
+        rated, self._rated = self._rated, {sid for sid, r in rates.items() if r != (0.0, 0.0)}
+        if self.deltas.want_full or now - self._full_at >= FULL_REPORT_S:
+            self._full_at = self._swept = now
+            return self.deltas.full({sid: self._shard_stats(sid, rates.get(sid, (0.0, 0.0))) for sid in self.node.shard_ids()}, alarms)
+        touched = changed | rates.keys() | rated
+        if now - self._swept >= STATS_SWEEP_S:
+            self._swept = now
+            touched |= {*self.node.shard_ids(), *self.deltas.acked}
+        figures = {sid: self._shard_stats(sid, rates.get(sid, (0.0, 0.0))) if self.node.hosts(sid) else None for sid in touched}
+        return self.deltas.delta(figures, alarms)
 
     def _shard_stats(self, sid: int, rate: tuple[float, float]) -> ppb.ShardStats:
         desc, term, leader = self._descriptor(sid)
@@ -139,20 +158,27 @@ class Reporter:
 
     async def heartbeat_loop(self) -> None:
         while True:
-            req = ppb.StoreHeartbeatRequest(node_id=self.node.node_id, shards=self._stats(), alarms=[int(a) for a in self.node.quota.active()])
+            req = self._request()
+            again = False
             try:
                 resp = await self.client.call("StoreHeartbeat", req)
+                # A delta placement did not take (a new leader, a lost
+                # heartbeat): the full heartbeat it asks for goes at once.
+                again = not self.deltas.answered(resp.acked_seq) and not req.full
                 self.node.quota.peers_nospace = frozenset(n for n in resp.nospace_nodes if n != self.node.node_id)
                 for step in resp.steps:
                     self._on_step(step)
             except grpc.aio.AioRpcError as exc:
+                self.deltas.failed()
                 if exc.code() == grpc.StatusCode.NOT_FOUND:
                     await self.register()  # placement does not know this node (yet): register again
                 else:
                     log.debug("node=%d heartbeat refused (%s)", self.node.node_id, short(exc))
             except PlacementUnavailable as exc:
+                self.deltas.failed()
                 log.debug("node=%d heartbeat failed (%s)", self.node.node_id, short(exc))
-            await asyncio.sleep(self.cfg.heartbeat_interval_s)
+            if not again:
+                await asyncio.sleep(self.cfg.heartbeat_interval_s)
 
     async def report_loop(self) -> None:
         """Report a shard as soon as this node leads it with a new term, epoch
@@ -171,16 +197,19 @@ class Reporter:
             elif not changed:
                 continue
             for sid in sorted(changed):
-                if not self.node.hosts(sid):
-                    self._reported.pop(sid, None)
-                    continue  # destroyed (or while an earlier report was in flight)
-                desc, term, leader = self._descriptor(sid)
-                if not leader:
+                # Not hosted (destroyed, or while an earlier report was in
+                # flight) or not led here: nothing to report, found cheaply.
+                if not self.node.hosts(sid) or not self.node.leads(sid):
                     self._reported.pop(sid, None)
                     continue
-                sig = (term, desc.epoch.conf_version, desc.epoch.slot_version, tuple((r.node_id, r.learner) for r in desc.replicas))
+                info = self.node.shard_info(sid)
+                if not info.is_leader:
+                    self._reported.pop(sid, None)
+                    continue
+                sig = (info.term, info.epoch.conf_version, info.epoch.slot_version, info.voters, info.learners)
                 if self._reported.get(sid) == sig:
                     continue
+                desc, term = self._descriptor_of(info), info.term
                 try:
                     resp = await self.client.call("ReportShard", ppb.ReportShardRequest(descriptor=desc, term=term))
                 except (PlacementUnavailable, grpc.aio.AioRpcError) as exc:

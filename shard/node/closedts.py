@@ -138,6 +138,8 @@ class ClosedTimestamps:
 
     def forget(self, shard_id: int) -> None:
         self.generation += 1
+        self.changed.add(shard_id)
+        self.stats_changed.add(shard_id)  # the heartbeat tells placement it is gone
         self.publisher.set_entry(shard_id, None)
         self.receiver.refuse(shard_id, lambda _sid: (0, 0))
         self.receiver.forget(shard_id)

@@ -216,6 +216,10 @@ class StoreNode:
     def hosts(self, shard_id: int) -> bool:
         return shard_id in self._state.replicas
 
+    def leads(self, shard_id: int) -> bool:
+        """Whether this node's replica is the shard's leader (cheap: no ShardInfo built)."""
+        return self._state.host.term_and_leader(shard_id)[1] == self._state.node_id
+
     def replica_changes(self) -> int:
         """A count that moves whenever a replica is hosted, forgotten, applies or changes role."""
         return self._closed.generation

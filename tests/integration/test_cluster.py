@@ -233,6 +233,53 @@ def test_a_killed_store_is_marked_down_and_its_shards_move_on(cluster: Cluster) 
         watch.close()
 
 
+def _figures(cluster: Cluster, nid: int) -> dict[int, tuple[object, ...]]:
+    """Placement server nid's shard figures (GetMap's shard_stats: its heartbeat table's leader figures)."""
+    resp = cluster.placement.stub(nid).GetMap(ppb.GetMapRequest(), timeout=10)
+    return {
+        st.shard_id: (st.term, st.key_count, st.size_bytes, st.epoch.conf_version, st.epoch.slot_version, st.read_rate, st.write_rate)
+        for st in resp.shard_stats
+    }
+
+
+def test_a_new_placement_leader_learns_every_shards_figures(cluster: Cluster) -> None:
+    """Heartbeats carry only what changed (an idle store's carry no shard).
+    A new placement leader has no table: each store's next delta is refused
+    and a full heartbeat follows, so the new leader's figures of shards that
+    did not change since are those the old leader had; deltas then apply on
+    top of them."""
+    cluster.wait_bootstrapped()
+    p, stores = cluster.placement, cluster.stores
+    keys = [stores.key_in(2, f"figures{i}/") for i in range(3)]
+    for k in keys:
+        r = put(cluster, k, b"v")
+        assert not r.header.HasField("error"), r.header
+    old = p.wait_leader()
+
+    def settled() -> dict[int, tuple[object, ...]] | None:
+        # Every shard's figures, the puts counted, every rate back to zero (the final delta of each went).
+        f = _figures(cluster, old)
+        ok = set(f) == set(stores.shard_ids()) and all(x[5] == 0 and x[6] == 0 for x in f.values()) and f[2][1] >= len(keys)
+        return f if ok and f == _figures(cluster, old) else None
+
+    before = wait_until(settled, timeout=30, what="the placement leader's figures of every shard, settled")
+    p.kill(old, signal.SIGKILL)
+    try:
+        new = wait_until(lambda: (ld := p.leader()) is not None and ld != old and ld, timeout=30, what="a new placement leader")
+        # Nothing changed on the stores: only full heartbeats can give the new leader these.
+        wait_until(lambda: _figures(cluster, new) == before, timeout=30, what=f"the new leader's figures to equal the old leader's ({before})")
+        # Deltas apply on the new leader's table: one more key in shard 2.
+        r = put(cluster, stores.key_in(2, "figures-after/"), b"v")
+        assert not r.header.HasField("error"), r.header
+        wait_until(
+            lambda: (f := _figures(cluster, new))[2][1] == before[2][1] + 1 and f[2][2] > before[2][2] and {s: f[s] for s in f if s != 2} == {s: before[s] for s in before if s != 2},
+            timeout=30,
+            what="the new leader's figures to count the new key in shard 2, the others unchanged",
+        )
+    finally:
+        p.restart(old)
+
+
 def test_killing_the_placement_leader_loses_nothing(cluster: Cluster) -> None:
     cluster.wait_bootstrapped()
     p = cluster.placement

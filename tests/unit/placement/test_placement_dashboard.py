@@ -11,6 +11,7 @@ import pytest
 
 from flotillapb import placement_pb2 as ppb
 from placement.dashboard import HeatSampler, document, shard_rates, step_text
+from placement.shardtable import ShardTable
 from placement.heatmap import HeatMap, row_bounds
 from placement.model import Node, NodeKind, NodeState, Replica, Shard
 from placement.operators import Operator, OperatorKind, OperatorState, Split, TransferLeader, move_steps
@@ -76,15 +77,22 @@ def _hb(node: int, *shards: tuple[int, bool, float, float]) -> ppb.StoreHeartbea
     )
 
 
+def _table(*beats: ppb.StoreHeartbeatRequest) -> ShardTable:
+    t = ShardTable()
+    for hb in beats:
+        t.merge(hb)
+    return t
+
+
 def test_rates_sum_every_fresh_replicas_heartbeat() -> None:
-    stats = {1: _hb(1, (1, True, 5.0, 20.0), (2, False, 1.0, 0.0)), 2: _hb(2, (1, False, 3.0, 0.0), (2, True, 2.0, 6.0)), 3: _hb(3, (1, False, 100.0, 0.0))}
+    stats = _table(_hb(1, (1, True, 5.0, 20.0), (2, False, 1.0, 0.0)), _hb(2, (1, False, 3.0, 0.0), (2, True, 2.0, 6.0)), _hb(3, (1, False, 100.0, 0.0)))
     heard = {1: NOW - 0.5, 2: NOW - 1.0, 3: NOW - 10.0}  # node 3 not heard for 10 s: its figures are stale
     assert shard_rates(stats, heard, NOW, fresh_s=3.0) == {1: (8.0, 20.0), 2: (3.0, 6.0)}
 
 
 def test_the_sampler_samples_on_its_interval_only_while_leading() -> None:
     st = _state()
-    stats = {1: _hb(1, (1, True, 0.0, 32.0))}
+    stats = _table(_hb(1, (1, True, 0.0, 32.0)))
     heard = {1: NOW}
     sampler = HeatSampler(interval_s=1.0, max_rows=8)
     assert not sampler.maybe_sample(NOW, 1, st, stats, heard)  # no ring: not leading
@@ -100,7 +108,7 @@ def test_the_sampler_samples_on_its_interval_only_while_leading() -> None:
 
 def test_the_document_shows_nodes_shards_operators_and_new_samples() -> None:
     st = _state()
-    stats = {1: _hb(1, (1, True, 5.0, 20.0), (2, False, 1.0, 0.0)), 2: _hb(2, (1, False, 3.0, 0.0), (2, True, 2.0, 6.0))}
+    stats = _table(_hb(1, (1, True, 5.0, 20.0), (2, False, 1.0, 0.0)), _hb(2, (1, False, 3.0, 0.0), (2, True, 2.0, 6.0)))
     heard = {1: NOW - 0.5, 2: NOW - 1.0}
     sampler = HeatSampler(max_rows=4)
     sampler.reset("1.2")
@@ -111,7 +119,7 @@ def test_the_document_shows_nodes_shards_operators_and_new_samples() -> None:
         Operator(2, OperatorKind.MOVE, 2, move_steps(4, 3), NOW - 3, 60.0, step_index=1),
     ]
     doc = document(
-        served_by=1, leader_id=1, is_leader=True, placement_servers={1: "p1:1", 2: "p2:1"}, state=st, stats=stats,
+        served_by=1, leader_id=1, is_leader=True, placement_servers={1: "p1:1", 2: "p2:1"}, state=st, table=stats,
         heard=heard, suspects=[3], operators=ops, sampler=sampler, now=NOW + 1, wall_ms=2_000, since=2,
     )
     json.dumps(doc)  # JSON-able
@@ -139,7 +147,7 @@ def test_the_document_shows_nodes_shards_operators_and_new_samples() -> None:
 def test_a_followers_document_is_its_map_only() -> None:
     st = _state()
     doc = document(
-        served_by=2, leader_id=1, is_leader=False, placement_servers={1: "p1:1", 2: "p2:1"}, state=st, stats={},
+        served_by=2, leader_id=1, is_leader=False, placement_servers={1: "p1:1", 2: "p2:1"}, state=st, table=ShardTable(),
         heard={}, suspects=[], operators=[], sampler=HeatSampler(), now=NOW, wall_ms=0,
     )
     assert [s["id"] for s in doc["shards"]] == [1, 2] and doc["shards"][0]["reads_per_s"] is None

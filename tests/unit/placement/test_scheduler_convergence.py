@@ -5,6 +5,7 @@ leadership onto a store that had died)."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from types import SimpleNamespace
 
@@ -28,6 +29,7 @@ from placement.rebalancer import Rebalancer
 from placement.scheduler import SchedulerConfig, Stats, live_nodes, schedule
 from placement.config import PlacementConfig
 from placement.model import Epoch, Node, NodeKind, NodeState, Replica, Shard
+from placement.shardtable import ShardTable
 from placement.state import PlacementState
 from raft.runtime.clock import FakeClock
 from tests.unit.placement.test_scheduler import NOW, heard, make_state, summary
@@ -172,12 +174,14 @@ def test_drain_and_zones_never_go_to_a_suspect_node() -> None:
 
 def rebalancer(st: PlacementState, last_heard: dict[int, float]) -> Rebalancer:
     clock = FakeClock(NOW)
-    server = SimpleNamespace(state=st, heard=last_heard, ready_at=0.0, clock=clock, node_stats={}, node_id=1)
+    server = SimpleNamespace(state=st, heard=last_heard, ready_at=0.0, clock=clock, shard_table=ShardTable(), node_id=1)
     return Rebalancer(server, PlacementConfig().scheduler())  # type: ignore[arg-type]
 
 
-def heartbeat(node_id: int, *led: int) -> ppb.StoreHeartbeatRequest:
-    return ppb.StoreHeartbeatRequest(node_id=node_id, shards=[ppb.ShardStats(shard_id=s, is_leader=True) for s in led])
+def steps(rb: Rebalancer, node_id: int, *led: int) -> list[ppb.OperatorStep]:
+    """The steps for node_id's heartbeat, its figures saying it leads `led`."""
+    rb.s.shard_table.merge(ppb.StoreHeartbeatRequest(node_id=node_id, shards=[ppb.ShardStats(shard_id=s, is_leader=True) for s in led]))
+    return rb.steps_for(node_id)
 
 
 def test_rebalancer_cancels_a_transfer_to_a_suspect_node() -> None:
@@ -185,9 +189,9 @@ def test_rebalancer_cancels_a_transfer_to_a_suspect_node() -> None:
     rb = rebalancer(st, heard(1, 2, 3))
     op = rb.table.add(transfer(1, 3), NOW)
     assert op is not None
-    assert [s.node_id for s in rb.steps_for(heartbeat(1, 1))] == [3]
+    assert [s.node_id for s in steps(rb, 1, 1)] == [3]
     rb.s.heard[3] = SUSPECT  # type: ignore[attr-defined]
-    assert rb.steps_for(heartbeat(1, 1)) == []
+    assert steps(rb, 1, 1) == []
     rb.confirm(NOW)
     assert not rb.table.running
     assert rb.table.finished[-1].state == OperatorState.CANCELLED and "suspect" in rb.table.finished[-1].note
@@ -198,11 +202,11 @@ def test_rebalancer_withholds_a_new_replica_on_a_suspect_node() -> None:
     st = make_state({1: "", 2: "", 3: "", 4: ""}, {1: ((1, 2, 3), 1)})
     rb = rebalancer(st, heard(1, 2, 3) | {4: SUSPECT})
     assert rb.table.add(Operator(0, OperatorKind.MOVE, 1, move_steps(3, 4), NOW, 60), NOW) is not None
-    assert rb.steps_for(heartbeat(1, 1)) == []
+    assert steps(rb, 1, 1) == []
     rb.confirm(NOW)
     assert len(rb.table.running) == 1
     rb.s.heard[4] = NOW  # type: ignore[attr-defined]
-    (step,) = rb.steps_for(heartbeat(1, 1))
+    (step,) = steps(rb, 1, 1)
     assert step.kind == ppb.ADD_LEARNER and step.node_id == 4
 
 
@@ -210,10 +214,30 @@ def test_rebalancer_removing_the_leader_hands_leadership_to_a_live_voter() -> No
     st = make_state({1: "", 2: "", 3: ""}, {1: ((1, 2, 3), 1)})
     rb = rebalancer(st, heard(1, 3) | {2: SUSPECT})
     assert rb.table.add(Operator(0, OperatorKind.MOVE, 1, (RemoveReplica(1),), NOW, 60), NOW) is not None
-    (step,) = rb.steps_for(heartbeat(1, 1))
+    (step,) = steps(rb, 1, 1)
     assert step.kind == ppb.TRANSFER_LEADER and step.node_id == 3
     rb.s.heard[3] = SUSPECT  # type: ignore[attr-defined]
-    assert rb.steps_for(heartbeat(1, 1)) == []
+    assert steps(rb, 1, 1) == []
+
+
+def test_an_idle_rebalancer_skips_the_scheduler_until_an_input_moves() -> None:
+    """A round with the inputs of the last round that found nothing finds
+    nothing again without scheduling; a node dying (time passing, no map
+    change) or new figures are inputs that move."""
+    st = make_state({1: "", 2: "", 3: ("", NodeState.DOWN), 4: ""}, {1: ((1, 2, 3), 1)})
+    rb = rebalancer(st, heard(1, 2, 3, 4))
+    asyncio.run(rb.round())
+    assert not rb.table.running and rb._idle_inputs is not None  # node 3 is down, not dead yet
+    idle = rb._idle_inputs
+    rb.s.clock.advance(1.0)  # type: ignore[attr-defined]
+    rb.s.heard.update(heard(1, 2, 4, at=NOW + 1))  # type: ignore[attr-defined]
+    asyncio.run(rb.round())
+    assert rb._idle_inputs is idle and not rb.table.running
+    rb.s.heard[3] = NOW - 100  # type: ignore[attr-defined]  # unheard past down_after: dead
+    rb.s.clock.advance(1.0)  # type: ignore[attr-defined]
+    rb.s.heard.update(heard(1, 2, 4, at=NOW + 2))  # type: ignore[attr-defined]
+    asyncio.run(rb.round())
+    assert [(op.kind, op.steps) for op in rb.table.running.values()] == [(OperatorKind.REPAIR, move_steps(3, 4))]
 
 
 # ------------------------------------------------------- the scheduler on its own output
