@@ -26,8 +26,12 @@ TICK = 0.1
 
 
 class Cluster:
-    def __init__(self, tmp: Path, groups: int, *, quiesce_ticks: int = 0, nodes: tuple[int, ...] = (1, 2, 3)) -> None:
+    def __init__(
+        self, tmp: Path, groups: int, *, quiesce_ticks: int = 0, nodes: tuple[int, ...] = (1, 2, 3), candidate: int = 0
+    ) -> None:
         self.tmp = tmp
+        self.candidate = candidate
+        """Non-zero: every new group's designated candidate (create_group's `candidate`)."""
         self.groups = groups
         self.node_ids = nodes
         self.clock = FakeClock()
@@ -48,7 +52,10 @@ class Cluster:
             self.machines[n] = {}
             for gid in range(1, self.groups + 1):
                 self.machines[n][gid] = RegisterMachine(db, gid)
-                await host.create_group(gid, self.machines[n][gid], bootstrap=ConfState(voters=self.node_ids))
+                await host.create_group(
+                    gid, self.machines[n][gid], bootstrap=ConfState(voters=self.node_ids),
+                    campaign=n == self.candidate, candidate=self.candidate,
+                )
             self.hosts[n], self.stores[n], self.dbs[n] = host, store, db
         for a in self.hosts.values():
             for b in self.hosts.values():
@@ -270,5 +277,32 @@ async def test_read_index_is_retried_when_its_message_is_lost(tmp_path: Path) ->
         await c.until(read.done, what="read index answered after a retry")
         assert read.result() >= 1
         assert c.machines[follower][1].get(b"a") == b"1"
+    finally:
+        await c.stop()
+
+
+async def test_a_read_does_not_wake_a_new_group_waiting_for_its_candidate(tmp_path: Path) -> None:
+    """A ReadIndex on a new group's replica that waits for its candidate's
+    first election leaves the group waiting: a Range over 1,000 new shards
+    woke every waiting replica, and they all campaigned at once (#20). The
+    read is answered once the candidate has won."""
+    c = Cluster(tmp_path, groups=2, quiesce_ticks=3, candidate=1)
+    c.net.isolate(1)  # the candidate's campaign is lost, for now
+    await c.start()
+    try:
+        h2 = c.hosts[2]
+        assert h2.is_quiet(1)
+        read = asyncio.create_task(h2.read_index(1, timeout_s=120))
+        for _ in range(3 * c.cfg.election_ticks):  # three election timeouts: a woken replica campaigns in one or two
+            c.clock.advance(TICK)
+            await settle(c.stores.values())
+        assert not read.done()
+        for n in (2, 3):
+            assert c.hosts[n].is_quiet(1), f"node {n}: the read woke the waiting group"
+            assert c.hosts[n].status(1).hard_state.term == 1, f"node {n} campaigned"
+        c.net.heal()
+        await c.until(read.done, what="the read answered once the candidate is elected")
+        assert read.result() >= 1
+        assert c.leader(1) == 1
     finally:
         await c.stop()
