@@ -30,6 +30,7 @@ from placement.commands import (
     LeaseKeysDeleted,
     RegisterNode,
     ReportShard,
+    ReportShards,
     RevokeLease,
     SetNodeState,
 )
@@ -53,6 +54,8 @@ def encode_command(cmd: Command) -> bytes:
         o = {"op": "set_node_state", "node_id": cmd.node_id, "state": int(cmd.state)}
     elif isinstance(cmd, ReportShard):
         o = {"op": "report_shard", "shard": _shard_obj(cmd.shard)}
+    elif isinstance(cmd, ReportShards):
+        o = {"op": "report_shards", "shards": [_shard_obj(s) for s in cmd.shards]}
     elif isinstance(cmd, GrantLease):
         o = {"op": "grant_lease", "lease_id": cmd.lease_id, "ttl_s": cmd.ttl_s}
     elif isinstance(cmd, RevokeLease):
@@ -85,6 +88,8 @@ def decode_command(data: bytes) -> Command:
             return SetNodeState(int(o["node_id"]), NodeState(o["state"]))
         if op == "report_shard":
             return ReportShard(_shard_from(o["shard"]))
+        if op == "report_shards":
+            return ReportShards(tuple(_shard_from(s) for s in o["shards"]))
         if op == "grant_lease":
             return GrantLease(int(o["lease_id"]), int(o["ttl_s"]))
         if op == "revoke_lease":

@@ -83,6 +83,15 @@ class ReportShard:
 
 
 @dataclass(frozen=True, slots=True)
+class ReportShards:
+    """Several reports in one log entry (the leader gathers those that arrive
+    while a batch commits: placement/reports.py). Applied in order, each
+    exactly as its own ReportShard; one map change (one map version) for all."""
+
+    shards: tuple[Shard, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class GrantLease:
     lease_id: int
     ttl_s: int
@@ -154,7 +163,7 @@ class AuthChange:
     checked_revision: int = 0
 
 
-Command = Bootstrap | RegisterNode | SetNodeState | ReportShard | GrantLease | RevokeLease | AttachKeys | LeaseKeysDeleted | AuthChange
+Command = Bootstrap | RegisterNode | SetNodeState | ReportShard | ReportShards | GrantLease | RevokeLease | AttachKeys | LeaseKeysDeleted | AuthChange
 
 
 # ---------------------------------------------------------------- results

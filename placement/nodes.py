@@ -13,16 +13,18 @@ the up nodes unheard for `down_after_s` (`mark_down`).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from flotillapb import placement_pb2 as ppb
 from flotillapb.etcd.etcdserverpb import rpc_pb2 as epb
 from placement import convert
-from placement.commands import RegisterNode, RejectCode, Rejected, ReportOutcome, ReportResult, ReportShard, SetNodeState
+from placement.commands import RegisterNode, RejectCode, Rejected, ReportOutcome, ReportResult, SetNodeState
 from placement.config import PlacementConfig
 from placement.errors import RejectedError
 from placement.group import PlacementGroup
 from placement.model import NodeKind, NodeState, Shard
+from placement.reports import ReportBatcher
 from placement.shardtable import ShardTable
 
 log = logging.getLogger(__name__)
@@ -39,6 +41,7 @@ class NodeTracker:
         self.table = ShardTable()
         """Each node's shard figures, merged from its heartbeats to this leader."""
         self.heartbeats = 0
+        self.reports = ReportBatcher(self.g.propose)
 
     def forget(self) -> None:
         """Leadership lost or just won: the last leader's memory is no use
@@ -66,9 +69,14 @@ class NodeTracker:
         if node.state == NodeState.DOWN:
             await self.g.propose_ok(SetNodeState(req.node_id, NodeState.UP))
             log.info("placement node=%d: node %d is up again", self.g.node_id, req.node_id)
+        new = []
         for s in changed:
             if s.is_leader and s.HasField("descriptor"):
-                await self.report_shard(convert.shard_from_pb(s.descriptor, s.term))
+                shard = convert.shard_from_pb(s.descriptor, s.term)
+                if self.g.state.judge_report(shard) == ReportOutcome.ACCEPTED:
+                    new.append(shard)
+        if new:  # together: they share the reports' batches (placement/reports.py)
+            await asyncio.gather(*(self.reports.report(shard) for shard in new))
         return self.g.state.nodes[req.node_id].state, acked
 
     async def report_shard(self, shard: Shard) -> ReportResult:
@@ -76,9 +84,7 @@ class NodeTracker:
         outcome = self.g.state.judge_report(shard)
         if outcome != ReportOutcome.ACCEPTED:
             return ReportResult(outcome, self.g.state.shards.get(shard.shard_id))
-        out = await self.g.propose(ReportShard(shard))
-        assert isinstance(out, ReportResult)
-        return out
+        return await self.reports.report(shard)
 
     async def mark_down(self) -> None:
         """Mark down the up nodes unheard for down_after_s (a node not heard

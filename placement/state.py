@@ -46,6 +46,7 @@ from placement.commands import (
     ReportOutcome,
     ReportResult,
     ReportShard,
+    ReportShards,
     RevokeLease,
     SetNodeState,
 )
@@ -93,6 +94,7 @@ class PlacementState:
 
         Bootstrap -> cluster id | Rejected;  RegisterNode -> node id;
         SetNodeState -> NodeState | Rejected;  ReportShard -> ReportResult;
+        ReportShards -> tuple of ReportResult (one per shard, in order);
         GrantLease -> Lease | Rejected;  RevokeLease -> tuple of its keys | Rejected;
         AttachKeys -> tuple of indexes whose lease does not exist;
         LeaseKeysDeleted -> keys of that lease still to delete (int).
@@ -109,7 +111,10 @@ class PlacementState:
             state, node = out
             return Applied(state, None if node is None else MapChange(self._bump(), nodes=(node,)))
         if isinstance(cmd, ReportShard):
-            return self._report(cmd.shard)
+            result, touched, removed = self._report(cmd.shard)
+            return Applied(result, None if not touched else MapChange(self._bump(), shards=touched, removed_shards=removed))
+        if isinstance(cmd, ReportShards):
+            return self._report_many(cmd.shards)
         if isinstance(cmd, GrantLease):
             return self.lease_book.grant(cmd)
         if isinstance(cmd, RevokeLease):
@@ -186,12 +191,13 @@ class PlacementState:
         its own log, which needs the other shard frozen for it."""
         return bool(other.slots) and normalize(intersect(other.slots, shard.slots)) == normalize(other.slots)
 
-    def _report(self, shard: Shard) -> Applied:
+    def _report(self, shard: Shard) -> tuple[ReportResult, tuple[Shard, ...], tuple[int, ...]]:
+        """Apply one report: (its result, the shards it changed, the shards it merged away)."""
         shard = dataclasses.replace(shard, slots=normalize(shard.slots))
         outcome = self.judge_report(shard)
         cur = self.shards.get(shard.shard_id)
         if outcome != ReportOutcome.ACCEPTED:
-            return Applied(ReportResult(outcome, cur))
+            return ReportResult(outcome, cur), (), ()
         if cur is None:
             new = shard  # a split's new shard (judge_report checked its slots are free)
         elif shard.epoch == cur.epoch:
@@ -210,7 +216,23 @@ class PlacementState:
             self.retired.add(sid)
         self.shards[shard.shard_id] = new
         self.max_shard_id = max(self.max_shard_id, shard.shard_id)
-        return Applied(ReportResult(outcome, new), MapChange(self._bump(), shards=(new,), removed_shards=merged))
+        return ReportResult(outcome, new), (new,), merged
+
+    def _report_many(self, shards: Sequence[Shard]) -> Applied:
+        """ReportShards: each report in order; one map change naming every
+        shard they changed as it is now, and every shard they merged away."""
+        results: list[ReportResult] = []
+        touched: set[int] = set()
+        for shard in shards:
+            result, changed, removed = self._report(shard)
+            results.append(result)
+            touched.update(s.shard_id for s in changed)
+            touched.update(removed)
+        if not touched:
+            return Applied(tuple(results))
+        now = tuple(self.shards[sid] for sid in sorted(touched) if sid in self.shards)
+        gone = tuple(sid for sid in sorted(touched) if sid not in self.shards)
+        return Applied(tuple(results), MapChange(self._bump(), shards=now, removed_shards=gone))
 
     # -- queries ---------------------------------------------------------------
     def leases_of(self, key: bytes) -> frozenset[int]:

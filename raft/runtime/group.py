@@ -157,6 +157,7 @@ class HostState:
     _watched: Counter[int]
     """Peer -> quiet groups here whose waking depends on hearing from it."""
     _campaigns: deque[int]
+    _campaigning: dict[int, int]
     """New groups whose candidate this node is, waiting quiet for their turn to campaign (ticker.py)."""
     _judge_silence_after: float
     """Monotonic time before which no peer counts as silent (this loop was stalled)."""

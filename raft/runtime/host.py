@@ -93,6 +93,8 @@ class GroupHost(GroupRegistry, ReadyLoop, Ticker, Quiescence, ReadIndex, Snapsho
         self._ticker_wakeup = asyncio.Event()
         self._judge_silence_after = 0.0
         self._campaigns: deque[int] = deque()
+        self._campaigning: dict[int, int] = {}
+        """New groups' campaigns started (ticker.py): group id -> the tick they started at."""
         self._peers: set[int] = set()
         self.stats = HostStats()
         self.crash_hook: Callable[[str], None] | None = None

@@ -84,7 +84,14 @@ class Quiescence(HostState):
     def _wakes(g: Group, m: Message) -> bool:
         """Whether m wakes a quiet group. Heartbeats of its own leader (they
         may still be in flight when it quiesced) and heartbeat responses carry
-        no request, so they do not; WAKE_CTX explicitly does."""
+        no request, so they do not; WAKE_CTX explicitly does. Nor does its
+        candidate's (pre-)vote request wake a new group waiting for that
+        candidate (registry.create_group): the replica answers it quiet, and
+        so starts no election timer of its own; the new leader's first append
+        wakes it. Woken by the vote, such replicas campaigned themselves
+        whenever an election on a loaded host took longer than their timeout."""
+        if m.type in (MessageType.PRE_VOTE, MessageType.VOTE):
+            return not (not g.quiet_leader and g.node.leader_id == 0 and m.from_ in g.quiet_peers)
         if m.type == MessageType.HEARTBEAT_RESP:
             return m.context == WAKE_CTX
         if m.type == MessageType.HEARTBEAT:

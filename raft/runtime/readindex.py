@@ -22,7 +22,15 @@ class ReadIndex(HostState):
         g = self._group(group_id)
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         g.read_waiters.append(fut)
-        if g.quiet:
+        # A new group waiting for its first election (registry.create_group:
+        # its candidate's turn, or that node to speak) is not woken: that
+        # would start its own election timer, and a Range over 1,000 new
+        # shards woke every waiting replica into campaigning at once, an
+        # election storm of minutes. The request stays with the core (which
+        # drops it for want of a leader) and is issued again once the group
+        # learns its leader (readyloop._on_soft_state).
+        awaiting_first_leader = not g.quiet_leader and g.node.leader_id == 0
+        if g.quiet and not awaiting_first_leader:
             # Awake only for this read: quiet again at the first tick after
             # it is answered (not quiesce_ticks later), so a Range over 1,000
             # idle shards costs each one heartbeat round, not four.

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from raft.core import Entry, EntryKind, Message, MessageType, RaftInvariantError, Ready, StateRole, decode_conf_change
+from raft.core import Entry, EntryKind, Message, MessageType, RaftInvariantError, Ready, decode_conf_change
 from raft.runtime import envelope
 from raft.runtime.group import Group, HostState
 from raft.runtime.snapshots import in_conf, remove_spooled, restore_snapshot, streams
@@ -204,6 +204,9 @@ class ReadyLoop(HostState):
         if ss.leader_id and ss.leader_id != g.last_leader:
             g.last_leader = ss.leader_id
             self.stats.leader_changes += 1
-        if node.role != StateRole.LEADER and g.read_inflight and node.leader_id:
-            # A ReadIndex request may be lost across a leader change: retry.
+        if g.read_inflight and node.leader_id:
+            # A ReadIndex request may be lost across a leader change, or was
+            # dropped while the group had no leader (a new group's reads wait
+            # for its first election: readindex.py): retry. A new leader
+            # holds it until it has committed an entry of its term (§6.4).
             self._retry_reads(g)

@@ -39,6 +39,14 @@ CAMPAIGNS_PER_TICK = 10
 """New groups whose candidate this node is start at most this many elections a
 tick (100 a second): each elects, then heartbeats every tick until it goes
 quiet, and a loop that falls a second behind loses its leaderships again."""
+CAMPAIGNS_IN_FLIGHT = 20
+"""...and at most this many are under way (started, no leader known yet): the
+pace follows how fast elections complete. On a loaded host an election takes
+a second or more (each vote waits for a sync), and 100 new ones a second on
+each node swamped the loops until check-quorum stepped the new leaders down."""
+CAMPAIGN_SLOT_ELECTIONS = 2
+"""A campaign counts as under way for at most this many election timeouts (one
+that cannot win, its peers down, does not hold up the others)."""
 
 
 class Ticker(HostState):
@@ -103,9 +111,16 @@ class Ticker(HostState):
 
     def _start_campaigns(self) -> None:
         """New groups' candidates waiting for their turn: at most
-        CAMPAIGNS_PER_TICK start a campaign now (registry.create_group)."""
+        CAMPAIGNS_PER_TICK start a campaign now, and only while fewer than
+        CAMPAIGNS_IN_FLIGHT are under way (registry.create_group)."""
+        ticks = self.stats.ticks
+        slot_ticks = CAMPAIGN_SLOT_ELECTIONS * self.cfg.election_ticks
+        for gid, started in list(self._campaigning.items()):
+            g = self._groups.get(gid)
+            if g is None or g.node.leader_id or ticks - started > slot_ticks:
+                del self._campaigning[gid]
         n = 0
-        while self._campaigns and n < CAMPAIGNS_PER_TICK:
+        while self._campaigns and n < CAMPAIGNS_PER_TICK and len(self._campaigning) < CAMPAIGNS_IN_FLIGHT:
             gid = self._campaigns.popleft()
             g = self._groups.get(gid)
             if g is None or not g.quiet:
@@ -115,6 +130,7 @@ class Ticker(HostState):
             self._active(gid)
             g.node.campaign()
             self._dirty.add(gid)
+            self._campaigning[gid] = ticks
 
     def _liveness(self, now: float) -> None:
         if not self._watched:

@@ -42,6 +42,8 @@ FULL_REPORT_S = 600.0
 """A full heartbeat goes at least this often (a safety net: placement's table is replaced)."""
 REPORT_SWEEP_S = 60.0
 """How often the report check looks at every shard, not only those that changed (a safety net)."""
+REPORTS_IN_FLIGHT = 64
+"""ReportShard calls a node has outstanding at most."""
 
 
 class Reporter:
@@ -196,27 +198,41 @@ class Reporter:
                 changed = set(self.node.shard_ids())
             elif not changed:
                 continue
-            for sid in sorted(changed):
-                # Not hosted (destroyed, or while an earlier report was in
-                # flight) or not led here: nothing to report, found cheaply.
-                if not self.node.hosts(sid) or not self.node.leads(sid):
-                    self._reported.pop(sid, None)
-                    continue
-                info = self.node.shard_info(sid)
-                if not info.is_leader:
-                    self._reported.pop(sid, None)
-                    continue
-                sig = (info.term, info.epoch.conf_version, info.epoch.slot_version, info.voters, info.learners)
-                if self._reported.get(sid) == sig:
-                    continue
-                desc, term = self._descriptor_of(info), info.term
-                try:
-                    resp = await self.client.call("ReportShard", ppb.ReportShardRequest(descriptor=desc, term=term))
-                except (PlacementUnavailable, grpc.aio.AioRpcError) as exc:
-                    log.debug("node=%d report of shard %d failed (%s)", self.node.node_id, sid, short(exc))
-                    self._retry.add(sid)
-                    continue
-                if resp.outcome in (ppb.ReportShardResponse.ACCEPTED, ppb.ReportShardResponse.STALE):
-                    self._reported[sid] = sig
-                else:
-                    self._retry.add(sid)
+            due = [d for d in (self._due(sid) for sid in sorted(changed)) if d is not None]
+            if due:
+                # Concurrently (at most REPORTS_IN_FLIGHT): placement commits
+                # the reports that reach it together as one entry
+                # (placement/reports.py); one at a time, a new cluster's
+                # 1,000 first leaders took one placement commit each.
+                gate = asyncio.Semaphore(REPORTS_IN_FLIGHT)
+                await asyncio.gather(*(self._report(sid, desc, term, sig, gate) for sid, desc, term, sig in due))
+
+    def _due(self, sid: int) -> tuple[int, spb.ShardDescriptor, int, tuple[object, ...]] | None:
+        """(sid, descriptor, term, signature) if this node leads shard sid and
+        placement has not taken this report yet, else None."""
+        # Not hosted (destroyed, or while an earlier report was in flight)
+        # or not led here: nothing to report, found cheaply.
+        if not self.node.hosts(sid) or not self.node.leads(sid):
+            self._reported.pop(sid, None)
+            return None
+        info = self.node.shard_info(sid)
+        if not info.is_leader:
+            self._reported.pop(sid, None)
+            return None
+        sig = (info.term, info.epoch.conf_version, info.epoch.slot_version, info.voters, info.learners)
+        if self._reported.get(sid) == sig:
+            return None
+        return sid, self._descriptor_of(info), info.term, sig
+
+    async def _report(self, sid: int, desc: spb.ShardDescriptor, term: int, sig: tuple[object, ...], gate: asyncio.Semaphore) -> None:
+        async with gate:
+            try:
+                resp = await self.client.call("ReportShard", ppb.ReportShardRequest(descriptor=desc, term=term))
+            except (PlacementUnavailable, grpc.aio.AioRpcError) as exc:
+                log.debug("node=%d report of shard %d failed (%s)", self.node.node_id, sid, short(exc))
+                self._retry.add(sid)
+                return
+        if resp.outcome in (ppb.ReportShardResponse.ACCEPTED, ppb.ReportShardResponse.STALE):
+            self._reported[sid] = sig
+        else:
+            self._retry.add(sid)

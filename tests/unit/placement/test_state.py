@@ -18,6 +18,7 @@ from placement.commands import (
     ReportOutcome,
     ReportResult,
     ReportShard,
+    ReportShards,
     RevokeLease,
     SetNodeState,
 )
@@ -227,6 +228,42 @@ def test_report_unknown_shard_conflict_and_not_bootstrapped() -> None:
     assert out.outcome == ReportOutcome.ACCEPTED and st.shards[9].slots == ((4, 8),) and st.map_version == v + 1
 
 
+def test_reports_in_one_entry_apply_as_one_by_one_with_one_map_change() -> None:
+    """ReportShards (the leader's batch of the reports that arrived together)
+    gives the results, shards and retired shards that the same reports
+    applied one by one give, in order (a split's new shard after its parent
+    shrank; a merge; a stale report after a newer one), with one map version
+    and one change naming each changed shard as it ends up."""
+    one, many = cluster(nodes=3, shards=4, slots=16), cluster(nodes=3, shards=4, slots=16)
+    s1, s2, s3, s4 = (one.shards[i] for i in (1, 2, 3, 4))
+    batch = (
+        Shard(1, s1.slots, s1.replicas, s1.epoch, leader_node_id=2, leader_term=5),  # a new leader
+        Shard(1, s1.slots, s1.replicas, s1.epoch, leader_node_id=3, leader_term=4),  # an older one: stale
+        Shard(2, ((4, 6),), s2.replicas, Epoch(1, 2), leader_node_id=1, leader_term=2),  # a split's parent shrinks
+        Shard(9, ((6, 8),), s2.replicas, Epoch(1, 2), leader_node_id=2, leader_term=2),  # and its new shard enters
+        Shard(3, ((8, 16),), s3.replicas, Epoch(1, 2), leader_node_id=3, leader_term=2),  # 3 merged 4
+        Shard(4, s4.slots, s4.replicas, s4.epoch, leader_node_id=1, leader_term=9),  # 4's late leader: gone
+    )
+    expected = [report(one, s) for s in batch]
+    assert [r.outcome for r in expected] == [
+        ReportOutcome.ACCEPTED, ReportOutcome.STALE, ReportOutcome.ACCEPTED, ReportOutcome.ACCEPTED,
+        ReportOutcome.ACCEPTED, ReportOutcome.SLOT_CONFLICT,
+    ]
+    v = many.map_version
+    out = many.apply(decode_command(encode_command(ReportShards(batch))))
+    assert out.result == tuple(expected)
+    assert many.shards == one.shards and many.retired == one.retired == {4} and many.max_shard_id == one.max_shard_id
+    assert many.map_version == v + 1
+    assert out.change is not None and out.change.map_version == v + 1 and not out.change.full
+    assert out.change.shards == tuple(many.shards[i] for i in (1, 2, 3, 9))
+    assert out.change.removed_shards == (4,)
+    assert_covers_every_slot_once(many)
+    # Only stale reports: no change, no new map version.
+    again = many.apply(ReportShards(batch[:2]))
+    assert again.change is None and many.map_version == v + 1
+    assert [r.outcome for r in again.result] == [ReportOutcome.STALE, ReportOutcome.STALE]  # type: ignore[attr-defined]
+
+
 # ------------------------------------------------------------------ leases
 
 
@@ -297,6 +334,7 @@ COMMANDS = [
     RegisterNode(3, NodeKind.ROUTER, "h:1", (("rack", "r1"), ("zone", "z"))),
     SetNodeState(3, NodeState.DRAINING),
     ReportShard(Shard(4, ((0, 10), (20, 30)), (Replica(1), Replica(2, True)), Epoch(3, 4), 2, 7)),
+    ReportShards((Shard(4, ((0, 10),), (Replica(1),), Epoch(3, 4), 2, 7), Shard(5, ((10, 20),), (Replica(2, True),), Epoch(1, 2), 0, 0))),
     GrantLease(-5, 60),
     RevokeLease(99),
     AttachKeys((KeyChange(1, b"\x00\xff"), KeyChange(2, b"k", True))),

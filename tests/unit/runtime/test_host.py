@@ -26,8 +26,12 @@ TICK = 0.1
 
 
 class Cluster:
-    def __init__(self, tmp: Path, groups: int, *, quiesce_ticks: int = 0, nodes: tuple[int, ...] = (1, 2, 3)) -> None:
+    def __init__(
+        self, tmp: Path, groups: int, *, quiesce_ticks: int = 0, nodes: tuple[int, ...] = (1, 2, 3), candidate: int = 0
+    ) -> None:
         self.tmp = tmp
+        self.candidate = candidate
+        """Non-zero: every new group's designated candidate (create_group's `candidate`)."""
         self.groups = groups
         self.node_ids = nodes
         self.clock = FakeClock()
@@ -48,7 +52,10 @@ class Cluster:
             self.machines[n] = {}
             for gid in range(1, self.groups + 1):
                 self.machines[n][gid] = RegisterMachine(db, gid)
-                await host.create_group(gid, self.machines[n][gid], bootstrap=ConfState(voters=self.node_ids))
+                await host.create_group(
+                    gid, self.machines[n][gid], bootstrap=ConfState(voters=self.node_ids),
+                    campaign=n == self.candidate, candidate=self.candidate,
+                )
             self.hosts[n], self.stores[n], self.dbs[n] = host, store, db
         for a in self.hosts.values():
             for b in self.hosts.values():
@@ -270,5 +277,89 @@ async def test_read_index_is_retried_when_its_message_is_lost(tmp_path: Path) ->
         await c.until(read.done, what="read index answered after a retry")
         assert read.result() >= 1
         assert c.machines[follower][1].get(b"a") == b"1"
+    finally:
+        await c.stop()
+
+
+async def test_a_read_does_not_wake_a_new_group_waiting_for_its_candidate(tmp_path: Path) -> None:
+    """A ReadIndex on a new group's replica that waits for its candidate's
+    first election leaves the group waiting: a Range over 1,000 new shards
+    woke every waiting replica, and they all campaigned at once (#20). The
+    read is answered once the candidate has won."""
+    c = Cluster(tmp_path, groups=2, quiesce_ticks=3, candidate=1)
+    c.net.isolate(1)  # the candidate's campaign is lost, for now
+    await c.start()
+    try:
+        h2 = c.hosts[2]
+        assert h2.is_quiet(1)
+        read = asyncio.create_task(h2.read_index(1, timeout_s=120))
+        for _ in range(3 * c.cfg.election_ticks):  # three election timeouts: a woken replica campaigns in one or two
+            c.clock.advance(TICK)
+            await settle(c.stores.values())
+        assert not read.done()
+        for n in (2, 3):
+            assert c.hosts[n].is_quiet(1), f"node {n}: the read woke the waiting group"
+            assert c.hosts[n].status(1).hard_state.term == 1, f"node {n} campaigned"
+        c.net.heal()
+        await c.until(read.done, what="the read answered once the candidate is elected")
+        assert read.result() >= 1
+        assert c.leader(1) == 1
+    finally:
+        await c.stop()
+
+
+async def ticks(c: Cluster, n: int) -> None:
+    for _ in range(n):
+        c.clock.advance(TICK)
+        await settle(c.stores.values())
+
+
+async def test_a_new_groups_replicas_answer_their_candidates_votes_without_waking(tmp_path: Path) -> None:
+    """The designated candidate's (pre-)vote requests do not wake the replicas
+    waiting for it: they answer and keep waiting, so an election slower than
+    their timeout (a loaded host) does not make them campaign too. Here the
+    answers are lost for three election timeouts; then the candidate wins."""
+    c = Cluster(tmp_path, groups=2, quiesce_ticks=3, candidate=1)
+    for n in (2, 3):
+        c.net.cut(n, 1, one_way=True)  # the candidate's requests arrive, the answers do not
+    await c.start()
+    try:
+        await ticks(c, 3 * c.cfg.election_ticks)
+        for n in (2, 3):
+            for g in (1, 2):
+                assert c.hosts[n].is_quiet(g), f"node {n} group {g}: the candidate's request woke it"
+                assert c.hosts[n].status(g).hard_state.term == 1, f"node {n} group {g} campaigned"
+        assert c.hosts[1].stats.messages_sent > 0
+        c.net.heal()
+        await c.until(c.all_led, what="leaders")
+        assert c.leader(1) == 1 and c.leader(2) == 1
+    finally:
+        await c.stop()
+
+
+async def test_new_groups_campaigns_under_way_are_bounded(tmp_path: Path) -> None:
+    """A node starts its new groups' campaigns at most CAMPAIGNS_IN_FLIGHT at a
+    time: while none completes (the answers are lost) no more start, until
+    the ones under way have had CAMPAIGN_SLOT_ELECTIONS election timeouts."""
+    from raft.runtime.ticker import CAMPAIGN_SLOT_ELECTIONS, CAMPAIGNS_IN_FLIGHT, CAMPAIGNS_PER_TICK
+
+    groups = 2 * CAMPAIGNS_IN_FLIGHT + 5
+    c = Cluster(tmp_path, groups=groups, quiesce_ticks=3, candidate=1)
+    for n in (2, 3):
+        c.net.cut(n, 1, one_way=True)
+    await c.start()
+    try:
+        h = c.hosts[1]
+
+        def started() -> int:
+            return sum(1 for g in range(1, groups + 1) if not h.is_quiet(g))
+
+        await ticks(c, CAMPAIGNS_IN_FLIGHT // CAMPAIGNS_PER_TICK + 3)
+        assert started() == CAMPAIGNS_IN_FLIGHT
+        await ticks(c, CAMPAIGN_SLOT_ELECTIONS * c.cfg.election_ticks)
+        assert CAMPAIGNS_IN_FLIGHT < started() <= 2 * CAMPAIGNS_IN_FLIGHT
+        c.net.heal()
+        await c.until(c.all_led, what="leaders", timeout_s=60)
+        assert all(c.leader(g) == 1 for g in range(1, groups + 1))
     finally:
         await c.stop()
