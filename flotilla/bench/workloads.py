@@ -44,7 +44,6 @@ from __future__ import annotations
 import asyncio
 import multiprocessing as mp
 import queue
-import random
 import sys
 import time
 from collections import Counter
