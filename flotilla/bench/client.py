@@ -16,7 +16,7 @@ from typing import Any
 import grpc
 
 from flotilla.bench.stats import Histogram
-from flotilla.bench.workloads import PAIRED, STALENESS_METADATA, BenchConfig, KeyGroups, key_of
+from flotilla.bench.config import PAIRED, STALENESS_METADATA, BenchConfig, KeyGroups, key_of
 
 __all__ = ["worker_main"]
 
