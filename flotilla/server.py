@@ -53,7 +53,7 @@ import logging
 import os
 import random
 
-from flotilla import metrics, placement_main, procs, router_main
+from flotilla import memtrace, metrics, placement_main, procs, router_main
 from flotilla.lockresolver import StoreLockResolver
 from flotilla.procs import MAX_MESSAGE_BYTES as MAX_MESSAGE_BYTES  # noqa: F401 - kept importable from here
 from flotillapb import store_pb2_grpc
@@ -196,6 +196,7 @@ def apply_client_urls(args: argparse.Namespace) -> None:
 
 
 async def serve(args: argparse.Namespace) -> None:
+    memtrace.start_from_env()  # FLOTILLA_TRACEMALLOC: where the memory goes (off by default)
     apply_client_urls(args)
     if not (args.store or args.placement or args.router):
         raise SystemExit("flotilla server: give a role: --placement, --store, --router, or any combination")

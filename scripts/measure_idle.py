@@ -64,6 +64,10 @@ def main() -> int:
     p.add_argument("--settle", type=float, default=30.0, help="seconds to wait after ready before measuring")
     p.add_argument("--window", type=float, default=30.0, help="seconds of CPU measurement")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for ready")
+    p.add_argument(
+        "--tracemalloc", metavar="PREFIX", default="",
+        help="trace the processes' Python allocations (flotilla/memtrace.py) and, after measuring, write <PREFIX>.<pid>.txt for each",
+    )
     args = p.parse_args()
 
     work = Path(args.workdir)
@@ -73,8 +77,9 @@ def main() -> int:
     argv = [sys.executable, "-m", "flotilla", "playground", "--shards", str(args.shards), "--data-dir", str(work / "data"),
             "--client-port", "0", "--timeout", str(args.timeout)]
     started = time.monotonic()
+    env = dict(os.environ, FLOTILLA_TRACEMALLOC=args.tracemalloc) if args.tracemalloc else None
     with out_path.open("w") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
     result: dict[str, object] = {"shards": args.shards}
     try:
         deadline = started + args.timeout + 30
@@ -95,6 +100,14 @@ def main() -> int:
         result["idle_core_per_process"] = per
         result["rss_mib"] = {f"{procs[pid]} ({pid})": round(rss_bytes(pid) / 2**20, 1) for pid in procs}
         result["loadavg"] = os.getloadavg()
+        if args.tracemalloc:
+            dumps = {pid: Path(f"{args.tracemalloc}.{pid}.txt") for pid in procs}
+            for pid, path in dumps.items():
+                path.unlink(missing_ok=True)
+                os.kill(pid, signal.SIGUSR1)
+            while not all(p.exists() for p in dumps.values()) and time.monotonic() < deadline + args.timeout:
+                time.sleep(0.5)
+            result["tracemalloc"] = {f"{procs[pid]} ({pid})": str(path) for pid, path in dumps.items()}
     finally:
         proc.send_signal(signal.SIGINT)
         try:
