@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from typing import Any, Callable
 
 from raft.core import ConfState, Config, EntryKind, ProposalDropped, RaftInvariantError, RawNode, Status, decode_conf_change
 from raft.core.storage import Storage
 from raft.runtime.group import Group, GroupNotFound, HostState
 from raft.runtime.quiescence import LIVENESS_GROUP
+from raft.runtime.smallrandom import SmallRandom
 from raft.runtime.snapshots import restore_snapshot, remove_spooled
 from raft.runtime.statemachine import StateMachine
 from raft.storage.logstore import is_bootstrap_snapshot
@@ -85,7 +85,7 @@ class GroupRegistry(HostState):
                 check_quorum=self.cfg.check_quorum,
             ),
             storage,
-            rng=random.Random(self._rng.getrandbits(64)),
+            rng=SmallRandom(self._rng.getrandbits(64)),
             logger=logging.LoggerAdapter(logging.getLogger("raft.core"), {"group": group_id}),
         )
         self._replay_conf_changes(node, storage, snap.metadata.index, sm.applied_index())
