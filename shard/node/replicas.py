@@ -107,7 +107,9 @@ class ReplicaSet:
         s.replicas[shard_id] = rep
         self._closed.track(shard_id)
         s.hlc.update(sm.readable_revision)
-        s.created[shard_id].set()
+        created = s.created.pop(shard_id, None)
+        if created is not None:
+            created.set()
 
     async def host_shard(
         self,
