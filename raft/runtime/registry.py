@@ -14,7 +14,7 @@ from raft.runtime.group import Group, GroupNotFound, HostState
 from raft.runtime.quiescence import LIVENESS_GROUP
 from raft.runtime.smallrandom import SmallRandom
 from raft.runtime.snapshots import restore_snapshot, remove_spooled
-from raft.runtime.statemachine import StateMachine
+from raft.runtime.statemachine import StateMachine, release_staged
 from raft.storage.logstore import is_bootstrap_snapshot
 
 __all__ = ["GroupRegistry"]
@@ -72,6 +72,7 @@ class GroupRegistry(HostState):
                 await self._write_unsynced(lb)
             else:
                 await self._store.write(lb, sync=True)
+            release_staged(sm)
             remove_spooled(spooled)
         node = RawNode(
             Config(

@@ -148,6 +148,9 @@ class ShardReplica:
     def on_conf_change(self, index: int, wb: Any) -> None:
         self.sm.on_conf_change(index, wb)
 
+    def release_staged(self) -> None:
+        self.sm.release_staged()
+
     def snapshot(self) -> bytes:
         return self.sm.snapshot()
 
