@@ -17,6 +17,7 @@ batch, leaving a tombstone (its conf_version) in the log store;
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Sequence
 
@@ -68,22 +69,24 @@ class ReplicaSet:
         sm = self.new_state_machine(shard_id, slot_count, slot_ranges)
         await self.host_replica(sm, ConfState(voters=tuple(voters)), candidate=self._candidate(shard_id, voters))
 
+    # Each state machine gets these as partials (smaller than a closure and
+    # its cell: a store hosts thousands of replicas; issue #20).
     def _other_slots(self, shard_id: int) -> Callable[[], slots.SlotRanges]:
-        def other() -> slots.SlotRanges:
-            out: slots.SlotRanges = ()
-            for sid, rep in self._s.replicas.items():
-                if sid != shard_id:
-                    out = slots.merge(out, rep.sm.slot_ranges)
-            return out
+        return functools.partial(self._slots_of_others, shard_id)
 
-        return other
+    def _slots_of_others(self, shard_id: int) -> slots.SlotRanges:
+        out: slots.SlotRanges = ()
+        for sid, rep in self._s.replicas.items():
+            if sid != shard_id:
+                out = slots.merge(out, rep.sm.slot_ranges)
+        return out
 
     def _group_conf(self, shard_id: int) -> Callable[[], tuple[Sequence[int], Sequence[int]]]:
-        def conf() -> tuple[Sequence[int], Sequence[int]]:
-            cs = self._s.host.status(shard_id).conf_state
-            return tuple(cs.voters), tuple(cs.learners)
+        return functools.partial(self._conf_of, shard_id)
 
-        return conf
+    def _conf_of(self, shard_id: int) -> tuple[Sequence[int], Sequence[int]]:
+        cs = self._s.host.status(shard_id).conf_state
+        return tuple(cs.voters), tuple(cs.learners)
 
     @staticmethod
     def _candidate(shard_id: int, voters: Sequence[int]) -> int:
