@@ -17,7 +17,6 @@ batch, leaving a tombstone (its conf_version) in the log store;
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Callable, Sequence
 
@@ -33,6 +32,38 @@ from shard.statemachine import ShardStateMachine
 from shard.types import Event
 
 log = logging.getLogger(__name__)
+
+
+# What a shard's state machine asks the node (ShardStateMachine's group_conf
+# and other_slots), as slotted callables: smaller than a closure with its
+# cells, or a partial, and a store holds one of each per replica (issue #20).
+class _OtherSlots:
+    """The slots the node's other hosted shards own."""
+
+    __slots__ = ("_s", "_shard_id")
+
+    def __init__(self, state: NodeState, shard_id: int) -> None:
+        self._s, self._shard_id = state, shard_id
+
+    def __call__(self) -> slots.SlotRanges:
+        out: slots.SlotRanges = ()
+        for sid, rep in self._s.replicas.items():
+            if sid != self._shard_id:
+                out = slots.merge(out, rep.sm.slot_ranges)
+        return out
+
+
+class _GroupConf:
+    """The voters and learners of the shard's Raft group, as the host sees them."""
+
+    __slots__ = ("_s", "_shard_id")
+
+    def __init__(self, state: NodeState, shard_id: int) -> None:
+        self._s, self._shard_id = state, shard_id
+
+    def __call__(self) -> tuple[Sequence[int], Sequence[int]]:
+        cs = self._s.host.status(self._shard_id).conf_state
+        return tuple(cs.voters), tuple(cs.learners)
 
 
 class ReplicaSet:
@@ -69,24 +100,11 @@ class ReplicaSet:
         sm = self.new_state_machine(shard_id, slot_count, slot_ranges)
         await self.host_replica(sm, ConfState(voters=tuple(voters)), candidate=self._candidate(shard_id, voters))
 
-    # Each state machine gets these as partials (smaller than a closure and
-    # its cell: a store hosts thousands of replicas; issue #20).
     def _other_slots(self, shard_id: int) -> Callable[[], slots.SlotRanges]:
-        return functools.partial(self._slots_of_others, shard_id)
-
-    def _slots_of_others(self, shard_id: int) -> slots.SlotRanges:
-        out: slots.SlotRanges = ()
-        for sid, rep in self._s.replicas.items():
-            if sid != shard_id:
-                out = slots.merge(out, rep.sm.slot_ranges)
-        return out
+        return _OtherSlots(self._s, shard_id)
 
     def _group_conf(self, shard_id: int) -> Callable[[], tuple[Sequence[int], Sequence[int]]]:
-        return functools.partial(self._conf_of, shard_id)
-
-    def _conf_of(self, shard_id: int) -> tuple[Sequence[int], Sequence[int]]:
-        cs = self._s.host.status(shard_id).conf_state
-        return tuple(cs.voters), tuple(cs.learners)
+        return _GroupConf(self._s, shard_id)
 
     @staticmethod
     def _candidate(shard_id: int, voters: Sequence[int]) -> int:
