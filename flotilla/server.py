@@ -214,6 +214,8 @@ async def serve(args: argparse.Namespace) -> None:
         raise SystemExit(f"flotilla server: need 0 < --shards <= --slots <= {MAX_SLOTS}")
     peers = parse_peers(args.peers)
     data_dir, db, store = procs.open_raft_storage(args.data_dir)
+    for prop in ("rocksdb.cur-size-all-mem-tables", "rocksdb.block-cache-usage", "rocksdb.estimate-table-readers-mem"):
+        memtrace.add_figure(prop, lambda prop=prop: db.property_int_value(prop))
     seed, rng = procs.seeded_rng(args.seed)
     clock = SystemClock()
     spool_dir = data_dir / "snapshots-in"  # received snapshots, spooled until installed
