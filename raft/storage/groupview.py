@@ -36,6 +36,8 @@ class GroupStorage:
     Reflects only committed batches. Written through ``LogBatch`` only.
     """
 
+    __slots__ = ("_cache", "_cache_bytes", "_hard_state", "_last", "_offset", "_offset_term", "_snapshot", "_staged_in", "_store", "group_id")  # thousands per store (issue #20)
+
     def __init__(self, store: ViewSource, group_id: int) -> None:
         self._store = store
         self.group_id = group_id
