@@ -339,6 +339,7 @@ async def serve(args: argparse.Namespace) -> None:
     async def run_all() -> None:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(host.run(), name="raft-host")
+            tg.create_task(procs.trim_malloc(), name="malloc-trim")
             if pnode is not None:
                 tg.create_task(pnode.run(), name="placement-duties")
             if node is not None:
