@@ -53,7 +53,7 @@ import logging
 import os
 import random
 
-from flotilla import metrics, placement_main, procs, router_main
+from flotilla import memtrace, metrics, placement_main, procs, router_main
 from flotilla.lockresolver import StoreLockResolver
 from flotilla.procs import MAX_MESSAGE_BYTES as MAX_MESSAGE_BYTES  # noqa: F401 - kept importable from here
 from flotillapb import store_pb2_grpc
@@ -207,6 +207,7 @@ def apply_client_urls(args: argparse.Namespace) -> None:
 
 
 async def serve(args: argparse.Namespace) -> None:
+    memtrace.start_from_env()  # FLOTILLA_TRACEMALLOC: where the memory goes (off by default)
     apply_client_urls(args)
     if not (args.store or args.placement or args.router):
         raise SystemExit("flotilla server: give a role: --placement, --store, --router, or any combination")
@@ -224,6 +225,8 @@ async def serve(args: argparse.Namespace) -> None:
         raise SystemExit(f"flotilla server: need 0 < --shards <= --slots <= {MAX_SLOTS}")
     peers = parse_peers(args.peers)
     data_dir, db, store = procs.open_raft_storage(args.data_dir)
+    for prop in ("rocksdb.cur-size-all-mem-tables", "rocksdb.block-cache-usage", "rocksdb.estimate-table-readers-mem"):
+        memtrace.add_figure(prop, lambda prop=prop: db.property_int_value(prop))
     seed, rng = procs.seeded_rng(args.seed)
     clock = SystemClock()
     spool_dir = data_dir / "snapshots-in"  # received snapshots, spooled until installed
@@ -349,6 +352,7 @@ async def serve(args: argparse.Namespace) -> None:
     async def run_all() -> None:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(host.run(), name="raft-host")
+            tg.create_task(procs.trim_malloc(), name="malloc-trim")
             if pnode is not None:
                 tg.create_task(pnode.run(), name="placement-duties")
             if node is not None:

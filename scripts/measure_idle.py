@@ -64,6 +64,10 @@ def main() -> int:
     p.add_argument("--settle", type=float, default=30.0, help="seconds to wait after ready before measuring")
     p.add_argument("--window", type=float, default=30.0, help="seconds of CPU measurement")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for ready")
+    p.add_argument(
+        "--tracemalloc", metavar="PREFIX", default="",
+        help="trace the processes' Python allocations (flotilla/memtrace.py) and, after measuring, write <PREFIX>.<pid>.txt for each",
+    )
     args = p.parse_args()
 
     work = Path(args.workdir)
@@ -71,30 +75,48 @@ def main() -> int:
     work.mkdir(parents=True)
     out_path = work / "playground.out"
     argv = [sys.executable, "-m", "flotilla", "playground", "--shards", str(args.shards), "--data-dir", str(work / "data"),
-            "--client-port", "0", "--timeout", str(args.timeout)]
+            "--client-port", "0", "--timeout", str(args.timeout + 60)]
     started = time.monotonic()
+    env = dict(os.environ, FLOTILLA_TRACEMALLOC=args.tracemalloc) if args.tracemalloc else None
     with out_path.open("w") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
     result: dict[str, object] = {"shards": args.shards}
     try:
-        deadline = started + args.timeout + 30
+        deadline = started + args.timeout  # the playground itself waits a minute longer: one not ready is still there
+        ready = True
         while "ready\n" not in out_path.read_text():
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"playground did not get ready; see {out_path}")
+                ready = False
+                break
             time.sleep(0.2)
-        result["ready_s"] = round(time.monotonic() - started, 1)
-        time.sleep(args.settle)
-        procs = children(proc.pid)
-        before = {pid: cpu_seconds(pid) for pid in procs}
-        t0 = time.monotonic()
-        time.sleep(args.window)
-        after = {pid: cpu_seconds(pid) for pid in procs}
-        wall = time.monotonic() - t0
-        per = {f"{procs[pid]} ({pid})": round((after[pid] - before[pid]) / wall, 4) for pid in procs}
-        result["idle_core"] = round(sum(per.values()), 4)
-        result["idle_core_per_process"] = per
+        if ready:
+            result["ready_s"] = round(time.monotonic() - started, 1)
+            time.sleep(args.settle)
+            procs = children(proc.pid)
+            before = {pid: cpu_seconds(pid) for pid in procs}
+            t0 = time.monotonic()
+            time.sleep(args.window)
+            after = {pid: cpu_seconds(pid) for pid in procs}
+            wall = time.monotonic() - t0
+            per = {f"{procs[pid]} ({pid})": round((after[pid] - before[pid]) / wall, 4) for pid in procs}
+            result["idle_core"] = round(sum(per.values()), 4)
+            result["idle_core_per_process"] = per
+        else:
+            # Still say what the processes hold (a playground that never got
+            # ready has most of its replicas all the same).
+            result["ready_s"] = None
+            procs = children(proc.pid)
         result["rss_mib"] = {f"{procs[pid]} ({pid})": round(rss_bytes(pid) / 2**20, 1) for pid in procs}
         result["loadavg"] = os.getloadavg()
+        if args.tracemalloc:
+            dumps = {pid: Path(f"{args.tracemalloc}.{pid}.txt") for pid in procs}
+            for pid, path in dumps.items():
+                path.unlink(missing_ok=True)
+                os.kill(pid, signal.SIGUSR1)
+            until = time.monotonic() + 120
+            while not all(p.exists() for p in dumps.values()) and time.monotonic() < until:
+                time.sleep(0.5)
+            result["tracemalloc"] = {f"{procs[pid]} ({pid})": str(path) for pid, path in dumps.items()}
     finally:
         proc.send_signal(signal.SIGINT)
         try:
@@ -102,6 +124,9 @@ def main() -> int:
         except subprocess.TimeoutExpired:
             proc.kill()
     print(json.dumps(result, indent=2))
+    if result["ready_s"] is None:
+        print(f"playground did not get ready; see {out_path}", file=sys.stderr)
+        return 1
     return 0
 
 

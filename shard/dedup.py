@@ -61,6 +61,8 @@ class DedupTable:
     """Every router id's window of one shard, as applied (and as written to
     the engine through the apply batch)."""
 
+    __slots__ = ("shard_id", "windows")  # thousands per store (issue #20)
+
     def __init__(self, shard_id: int, windows: dict[int, DedupWindow] | None = None) -> None:
         self.shard_id = shard_id
         self.windows: dict[int, DedupWindow] = windows if windows is not None else {}

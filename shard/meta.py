@@ -30,6 +30,9 @@ if TYPE_CHECKING:
     from shard.engine import KvReader, StagedView
 
 
+_NONE_MERGED: frozenset[int] = frozenset()
+
+
 class ShardMeta:
     """One shard's meta records, in memory (see the module docstring)."""
 
@@ -71,7 +74,7 @@ class ShardMeta:
         self.bootstrap_conf: tuple[tuple[int, ...], tuple[int, ...]] | None = None
         self.children: tuple[int, ...] = ()
         self.merge: keys.MergeState | None = None
-        self.merged: frozenset[int] = frozenset()
+        self.merged: frozenset[int] = _NONE_MERGED
 
     @classmethod
     def open(cls, reader: KvReader, shard_id: int, slot_count: int, slot_ranges: slots.SlotRanges | None) -> ShardMeta:
@@ -112,7 +115,8 @@ class ShardMeta:
         self.merge = keys.decode_merge(raw_merge) if raw_merge is not None else None
         mp = keys.merged_prefix(self.shard_id)
         # MERGED keys end with the source's id, laid out as CHILD keys are.
-        self.merged = frozenset(keys.child_of_key(k) for k, _ in scan(reader, mp, mp + b"\xff" * 8 + b"\x00"))
+        merged = [keys.child_of_key(k) for k, _ in scan(reader, mp, mp + b"\xff" * 8 + b"\x00")]
+        self.merged = frozenset(merged) if merged else _NONE_MERGED  # an empty frozenset is 216 bytes per shard
         self.index = self.applied
 
     @property

@@ -112,6 +112,8 @@ class Applied:
 
 
 class ShardStateMachine:
+    __slots__ = ("_dedup", "_engine", "_index", "_lock", "_meta", "_staged", "group_conf", "max_txn_ops", "other_slots", "shard_id")  # thousands per store (issue #20)
+
     def __init__(
         self,
         engine: KvEngine,

@@ -57,6 +57,15 @@ _VOTE_RESP_OF = {MT.VOTE: MT.VOTE_RESP, MT.PRE_VOTE: MT.PRE_VOTE_RESP}
 
 
 class Raft:
+    # Slots, not a __dict__: a store hosts thousands of idle groups (issue #20).
+    __slots__ = (
+        "_step", "_tick", "check_quorum", "election_elapsed", "election_timeout", "heartbeat_elapsed",
+        "heartbeat_timeout", "id", "is_learner", "lead_transferee", "leader_id", "logger", "max_msg_size",
+        "max_uncommitted_size", "msgs", "msgs_after_append", "pending_conf_index",
+        "pending_read_index_messages", "pre_vote", "raft_log", "randomized_election_timeout", "read_only",
+        "read_states", "rng", "role", "step_down_on_removal", "term", "trk", "uncommitted_size", "vote"
+    )
+
     def __init__(
         self,
         config: Config,

@@ -38,6 +38,9 @@ class Quiescence(HostState):
     def _quiet(self, g: Group) -> None:
         g.quiet = True
         self._awake.discard(g.group_id)
+        trim = getattr(g.storage, "trim_cache", None)
+        if trim is not None:  # a log store's view keeps recent entries in memory (raft/storage/groupview.py)
+            trim()
         node = g.node
         if node.leader_id == self.node_id:
             cs = node.conf_state()

@@ -18,6 +18,7 @@ from raft.core import Entry, EntryKind, Message, MessageType, RaftInvariantError
 from raft.runtime import envelope
 from raft.runtime.group import Group, HostState
 from raft.runtime.snapshots import in_conf, remove_spooled, restore_snapshot, streams
+from raft.runtime.statemachine import release_staged
 from raft.storage.logstore import LogBatchLike, is_bootstrap_snapshot
 
 __all__ = ["ReadyLoop"]
@@ -87,6 +88,9 @@ class ReadyLoop(HostState):
         await self._write(apply_lb, sync=bool(spooled))
         if wrote:
             self.stats.apply_durations.observe(self._clock.monotonic() - started)
+        for g, rd in batch:
+            if rd.committed_entries or rd.snapshot is not None:
+                release_staged(g.sm)
         if self.crash_hook is not None and any(rd.snapshot is not None for _, rd in batch):
             self.crash_hook("after_snapshot_apply")
         remove_spooled(spooled)

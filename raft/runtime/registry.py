@@ -6,15 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from typing import Any, Callable
 
 from raft.core import ConfState, Config, EntryKind, ProposalDropped, RaftInvariantError, RawNode, Status, decode_conf_change
 from raft.core.storage import Storage
 from raft.runtime.group import Group, GroupNotFound, HostState
 from raft.runtime.quiescence import LIVENESS_GROUP
+from raft.runtime.smallrandom import SmallRandom
 from raft.runtime.snapshots import restore_snapshot, remove_spooled
-from raft.runtime.statemachine import StateMachine
+from raft.runtime.statemachine import StateMachine, release_staged
 from raft.storage.logstore import is_bootstrap_snapshot
 
 __all__ = ["GroupRegistry"]
@@ -72,6 +72,7 @@ class GroupRegistry(HostState):
                 await self._write_unsynced(lb)
             else:
                 await self._store.write(lb, sync=True)
+            release_staged(sm)
             remove_spooled(spooled)
         node = RawNode(
             Config(
@@ -85,7 +86,7 @@ class GroupRegistry(HostState):
                 check_quorum=self.cfg.check_quorum,
             ),
             storage,
-            rng=random.Random(self._rng.getrandbits(64)),
+            rng=SmallRandom(self._rng.getrandbits(64)),
             logger=logging.LoggerAdapter(logging.getLogger("raft.core"), {"group": group_id}),
         )
         self._replay_conf_changes(node, storage, snap.metadata.index, sm.applied_index())

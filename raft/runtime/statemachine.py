@@ -23,6 +23,10 @@ event loop, in log order, one group at a time:
   restored from the file in pieces.
 - `snapshot()` returns the state at `applied_index()`; `restore(data, index,
   wb)` replaces the state by a snapshot's.
+- `release_staged()`, optional: called once the batch holding what the
+  calls above staged is written, so the state machine forgets what it kept
+  of it (a shard's staged view, which otherwise held the round's WriteBatch
+  and its writes until the group's next apply: an idle group's stayed; issue #20).
 """
 
 from __future__ import annotations
@@ -51,3 +55,10 @@ class StateMachine(Protocol):
     def snapshot(self) -> bytes: ...
 
     def restore(self, data: bytes, index: int, wb: Any) -> None: ...
+
+
+def release_staged(sm: StateMachine) -> None:
+    """Tell sm its staged writes are written (StateMachine.release_staged, optional)."""
+    release = getattr(sm, "release_staged", None)
+    if release is not None:
+        release()

@@ -36,6 +36,8 @@ class GroupStorage:
     Reflects only committed batches. Written through ``LogBatch`` only.
     """
 
+    __slots__ = ("_cache", "_cache_bytes", "_hard_state", "_last", "_offset", "_offset_term", "_snapshot", "_staged_in", "_store", "group_id")  # thousands per store (issue #20)
+
     def __init__(self, store: ViewSource, group_id: int) -> None:
         self._store = store
         self.group_id = group_id
@@ -102,6 +104,17 @@ class GroupStorage:
     def cached_first_index(self) -> int:
         """Lowest index served from memory (last_index()+1 when none is)."""
         return self._cache[0].index if self._cache else self._last + 1
+
+    def trim_cache(self) -> None:
+        """Keep only the newest entry in memory (its term is the one asked
+        for most); older ones are read back from the store if ever needed.
+        The runtime calls it when the group goes quiet: every member then
+        has the whole log, and thousands of idle groups each kept up to
+        the cache's bounds (issue #20)."""
+        cache = self._cache
+        if len(cache) > 1:
+            last = cache[-1]
+            self._cache, self._cache_bytes = [last], len(last.data)
 
     # -- installing a committed batch (store only) ----------------------------
     def _reset(self) -> None:

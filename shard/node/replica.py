@@ -34,10 +34,19 @@ class Watcher(Protocol):
     def cancel_routing(self, err: RoutingError) -> None: ...
 
 
+_NO_WATCHERS: frozenset[Watcher] = frozenset()
+
+
 class ShardReplica:
     """A shard replica as the runtime's StateMachine: delegates to the
     ShardStateMachine, then feeds what was applied to the node (HLC) and to
     this replica's watchers."""
+
+    # A store hosts thousands of these, mostly idle: slots, and no set of
+    # watchers until the first watch (issue #20).
+    __slots__ = (
+        "sm", "watchers", "_clock_update", "_on_split", "_on_events", "on_merge", "retired", "_lock_changed", "releasing", "on_applied"
+    )
 
     def __init__(
         self,
@@ -47,7 +56,8 @@ class ShardReplica:
         on_events: Callable[[int, tuple[Event, ...]], None] | None = None,
     ) -> None:
         self.sm = sm
-        self.watchers: set[Watcher] = set()
+        self.watchers: set[Watcher] | frozenset[Watcher] = _NO_WATCHERS
+        """This replica's watch streams (add_watcher, discard_watcher)."""
         self._clock_update = clock_update
         self._on_split = on_split
         self._on_events = on_events
@@ -62,6 +72,18 @@ class ShardReplica:
         (shard/node/writes.py)."""
         self.on_applied: Callable[[int], None] | None = None
         """Called with the shard id after each apply or restore (the closed timestamps' bookkeeping)."""
+
+    def add_watcher(self, w: Watcher) -> None:
+        if not self.watchers:
+            self.watchers = set()
+        assert isinstance(self.watchers, set)
+        self.watchers.add(w)
+
+    def discard_watcher(self, w: Watcher) -> None:
+        if isinstance(self.watchers, set):
+            self.watchers.discard(w)
+            if not self.watchers:
+                self.watchers = _NO_WATCHERS
 
     async def lock_change(self, timeout_s: float) -> None:
         """Wait until the shard's txn lock (shard/txn2pc.py) changes, at most timeout_s."""
@@ -125,6 +147,9 @@ class ShardReplica:
 
     def on_conf_change(self, index: int, wb: Any) -> None:
         self.sm.on_conf_change(index, wb)
+
+    def release_staged(self) -> None:
+        self.sm.release_staged()
 
     def snapshot(self) -> bytes:
         return self.sm.snapshot()

@@ -34,6 +34,38 @@ from shard.types import Event
 log = logging.getLogger(__name__)
 
 
+# What a shard's state machine asks the node (ShardStateMachine's group_conf
+# and other_slots), as slotted callables: smaller than a closure with its
+# cells, or a partial, and a store holds one of each per replica (issue #20).
+class _OtherSlots:
+    """The slots the node's other hosted shards own."""
+
+    __slots__ = ("_s", "_shard_id")
+
+    def __init__(self, state: NodeState, shard_id: int) -> None:
+        self._s, self._shard_id = state, shard_id
+
+    def __call__(self) -> slots.SlotRanges:
+        out: slots.SlotRanges = ()
+        for sid, rep in self._s.replicas.items():
+            if sid != self._shard_id:
+                out = slots.merge(out, rep.sm.slot_ranges)
+        return out
+
+
+class _GroupConf:
+    """The voters and learners of the shard's Raft group, as the host sees them."""
+
+    __slots__ = ("_s", "_shard_id")
+
+    def __init__(self, state: NodeState, shard_id: int) -> None:
+        self._s, self._shard_id = state, shard_id
+
+    def __call__(self) -> tuple[Sequence[int], Sequence[int]]:
+        cs = self._s.host.status(self._shard_id).conf_state
+        return tuple(cs.voters), tuple(cs.learners)
+
+
 class ReplicaSet:
     def __init__(self, state: NodeState, closed: ClosedTimestamps) -> None:
         self._s = state
@@ -69,21 +101,10 @@ class ReplicaSet:
         await self.host_replica(sm, ConfState(voters=tuple(voters)), candidate=self._candidate(shard_id, voters))
 
     def _other_slots(self, shard_id: int) -> Callable[[], slots.SlotRanges]:
-        def other() -> slots.SlotRanges:
-            out: slots.SlotRanges = ()
-            for sid, rep in self._s.replicas.items():
-                if sid != shard_id:
-                    out = slots.merge(out, rep.sm.slot_ranges)
-            return out
-
-        return other
+        return _OtherSlots(self._s, shard_id)
 
     def _group_conf(self, shard_id: int) -> Callable[[], tuple[Sequence[int], Sequence[int]]]:
-        def conf() -> tuple[Sequence[int], Sequence[int]]:
-            cs = self._s.host.status(shard_id).conf_state
-            return tuple(cs.voters), tuple(cs.learners)
-
-        return conf
+        return _GroupConf(self._s, shard_id)
 
     @staticmethod
     def _candidate(shard_id: int, voters: Sequence[int]) -> int:
@@ -107,7 +128,9 @@ class ReplicaSet:
         s.replicas[shard_id] = rep
         self._closed.track(shard_id)
         s.hlc.update(sm.readable_revision)
-        s.created[shard_id].set()
+        created = s.created.pop(shard_id, None)
+        if created is not None:
+            created.set()
 
     async def host_shard(
         self,

@@ -79,8 +79,10 @@ class Splits:
         assert isinstance(applied, Applied), applied
         if isinstance(applied.outcome, ShardError):
             raise applied.outcome
-        async with asyncio.timeout(timeout):
-            await s.created[new_shard_id].wait()
+        if new_shard_id not in s.replicas:
+            created = s.created.setdefault(new_shard_id, asyncio.Event())
+            async with asyncio.timeout(timeout):
+                await created.wait()
         return shard_info(s, shard_id), shard_info(s, new_shard_id)
 
     def queue(self, parent_id: int, index: int, new_shard_id: int) -> None:

@@ -10,7 +10,6 @@ none keeps a second copy of any of it.
 from __future__ import annotations
 
 import asyncio
-import collections
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
@@ -42,8 +41,9 @@ class NodeState:
         # Requests served per shard since start: (reads, writes). Heartbeats
         # turn them into rates for placement's scheduler.
         self.request_counts: dict[int, list[int]] = {}
-        self.created: dict[int, asyncio.Event] = collections.defaultdict(asyncio.Event)
-        """Set once a shard's replica is hosted here (a split waits for its new shard's)."""
+        self.created: dict[int, asyncio.Event] = {}
+        """A split waiting for its new shard's replica to be hosted here: set
+        and dropped once it is (only waited-for shards have one)."""
         self.closed_ts_of: Callable[[int], int] = self._replicated_closed_ts
         """A hosted shard's closed timestamp for reads and watch progress:
         the replicated one or the side channel's (shard/node/closedts.py sets it)."""

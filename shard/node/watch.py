@@ -130,7 +130,7 @@ class WatchHub:
         # Registration and the history read happen with no await between them,
         # so history covers every event up to sm.revision and the queue every
         # one after it.
-        rep.watchers.add(w)
+        rep.add_watcher(w)
         try:
             history = w.select(sm.events_since(spec.key, spec.range_end, start, prev_kv=spec.prev_kv))
             step = cfg.watch_batch_events
@@ -159,7 +159,7 @@ class WatchHub:
                     if not w.queue and w.canceled is None:
                         yield _progress(rep, w, readable, closed)
         finally:
-            rep.watchers.discard(w)
+            rep.discard_watcher(w)
 
 
 def _progress(rep: ShardReplica, w: Watcher, readable: Callable[[int], int], closed: Callable[[int], int]) -> WatchBatch:

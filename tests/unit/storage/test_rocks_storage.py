@@ -489,6 +489,39 @@ def test_entries_beyond_the_cache_come_from_rocksdb(opener: Callable[..., Opened
     assert gs.term(50) == 1
 
 
+def test_a_trimmed_cache_keeps_the_last_entry_and_reads_the_rest_back(opener: Callable[..., Opened]) -> None:
+    """A group gone quiet keeps only its last entry in memory (issue #20);
+    the log reads the same, and appending goes on from there."""
+    o = opener(cache_entries=64)
+    o.store.recover()
+    ms = MemoryStorage()
+    lb = o.store.batch()
+    lb.append(1, ents(1, 1, 1, 2, 2, 3))
+    ms.append(ents(1, 1, 1, 2, 2, 3))
+    o.store.commit(lb)
+    gs = o.store.group(1)
+    assert gs.cached_first_index() == 1
+    gs.trim_cache()
+    assert gs.cached_first_index() == 5
+    o.spy.snapshot_gets = 0
+    assert gs.term(5) == 3 and o.spy.snapshot_gets == 0, "the last entry's term is served from memory"
+    assert gs.entries(1, 6) == ms.entries(1, 6)
+    assert [gs.term(i) for i in range(1, 6)] == [1, 1, 2, 2, 3]
+    # appending after it, and overwriting a suffix, still work from the trimmed cache
+    lb = o.store.batch()
+    lb.append(1, ents(6, 3, 3))
+    ms.append(ents(6, 3, 3))
+    o.store.commit(lb)
+    assert gs.cached_first_index() == 5 and gs.entries(1, 8) == ms.entries(1, 8)
+    gs.trim_cache()
+    lb = o.store.batch()
+    lb.append(1, ents(4, 4, 4))
+    ms.append(ents(4, 4, 4))
+    o.store.commit(lb)
+    assert gs.last_index() == 5 and gs.entries(1, 6) == ms.entries(1, 6)
+    assert [gs.term(i) for i in range(1, 6)] == [1, 1, 2, 4, 4]
+
+
 async def test_unsynced_batch_is_invisible_until_its_sync_completes(opener: Callable[..., Opened]) -> None:
     """The view changes only after the sync; reads of older entries (from
     RocksDB) do not see the memtable state of a batch still being synced."""
