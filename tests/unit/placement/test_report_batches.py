@@ -39,7 +39,7 @@ async def until(pred, what: str) -> None:  # type: ignore[no-untyped-def]
     for _ in range(1000):
         if pred():
             return
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # sleep-ok: yields to the event loop once (no time passes); bounded to 1,000 yields
     raise AssertionError(f"never: {what}")
 
 
