@@ -435,8 +435,9 @@ async def trim_malloc(interval_s: float = MALLOC_TRIM_INTERVAL_S) -> None:
     groups electing, messages by the thousand) frees much of what it
     allocated, and glibc keeps it in its arenas: at 300 shards 5 MiB of a
     store's RSS was free memory (flotilla/memtrace.py's dump; issue #20). A
-    call takes a few milliseconds; nothing but the RSS changes. Does nothing
-    without glibc."""
+    call takes a few milliseconds, in a worker thread (ctypes lets go of the
+    GIL), so the event loop goes on serving meanwhile; nothing but the RSS
+    changes. Does nothing without glibc."""
     try:
         trim = ctypes.CDLL("libc.so.6").malloc_trim
     except (OSError, AttributeError):
@@ -444,7 +445,7 @@ async def trim_malloc(interval_s: float = MALLOC_TRIM_INTERVAL_S) -> None:
     trim.argtypes = [ctypes.c_size_t]
     while True:
         await asyncio.sleep(interval_s)
-        trim(0)
+        await asyncio.to_thread(trim, 0)
 
 
 def tune_gc(gen0_threshold: int = GC_GEN0_THRESHOLD) -> None:
