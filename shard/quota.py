@@ -134,7 +134,11 @@ class SpaceQuota:
 
     def deactivate(self, alarm: AlarmType) -> bool:
         """Disarm an alarm (NONE: every alarm, as a convenience for tools);
-        True if one was active."""
+        True if one was active. Disarming NOSPACE here forgets the peers'
+        acknowledged NOSPACE too (a disarm reaches every node at once; a
+        peer still full says so again in its next acknowledgement)."""
+        if alarm in (AlarmType.NONE, AlarmType.NOSPACE):
+            self.acked_nospace.clear()
         if alarm == AlarmType.NONE:
             had = bool(self.alarms)
             self.alarms.clear()
