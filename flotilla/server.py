@@ -65,6 +65,7 @@ from raft.runtime.clock import SystemClock
 from raft.runtime.host import GroupHost, HostConfig
 from raft.transport.faults import wrap_from_env
 from raft.transport.grpc_transport import GrpcTransport
+from router.membership import EMBEDDED_INTERVAL_S
 from shard.agent import AgentConfig, StoreAgent
 from shard.local import LocalStore
 from shard.node import NodeConfig, StoreNode
@@ -334,6 +335,11 @@ async def serve(args: argparse.Namespace) -> None:
         if node is not None and not joining:
             _route_statically(args, address, peers)
         router = await _start_router(args, _router_placement(args, address, peers), 0, local=local)
+        if agent is not None and router.registration is not None:
+            # One heartbeat a second from this process, not two: placement
+            # hears the router with the store (router/membership.py).
+            agent.reporter.routers = (router.member_id,)
+            router.registration.interval_s = max(router.registration.interval_s, EMBEDDED_INTERVAL_S)
     mserver = await metrics.serve(metrics_urls, host=host, transport=transport, node=node, pnode=pnode, router=router)
     info = {"port": port, "pid": os.getpid(), "node_id": args.node_id}
     if router is not None:

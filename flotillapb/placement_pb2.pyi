@@ -179,7 +179,7 @@ class ShardStats(_message.Message):
     def __init__(self, shard_id: _Optional[int] = ..., is_leader: _Optional[bool] = ..., epoch: _Optional[_Union[_store_pb2.ShardEpoch, _Mapping]] = ..., term: _Optional[int] = ..., size_bytes: _Optional[int] = ..., key_count: _Optional[int] = ..., read_rate: _Optional[float] = ..., write_rate: _Optional[float] = ..., descriptor: _Optional[_Union[_store_pb2.ShardDescriptor, _Mapping]] = ..., merge_target: _Optional[int] = ...) -> None: ...
 
 class StoreHeartbeatRequest(_message.Message):
-    __slots__ = ("node_id", "shards", "alarms", "session", "seq", "full", "base_seq", "removed_shards")
+    __slots__ = ("node_id", "shards", "alarms", "session", "seq", "full", "base_seq", "removed_shards", "routers")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     SHARDS_FIELD_NUMBER: _ClassVar[int]
     ALARMS_FIELD_NUMBER: _ClassVar[int]
@@ -188,6 +188,7 @@ class StoreHeartbeatRequest(_message.Message):
     FULL_FIELD_NUMBER: _ClassVar[int]
     BASE_SEQ_FIELD_NUMBER: _ClassVar[int]
     REMOVED_SHARDS_FIELD_NUMBER: _ClassVar[int]
+    ROUTERS_FIELD_NUMBER: _ClassVar[int]
     node_id: int
     shards: _containers.RepeatedCompositeFieldContainer[ShardStats]
     alarms: _containers.RepeatedScalarFieldContainer[_rpc_pb2.AlarmType]
@@ -196,7 +197,8 @@ class StoreHeartbeatRequest(_message.Message):
     full: bool
     base_seq: int
     removed_shards: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, node_id: _Optional[int] = ..., shards: _Optional[_Iterable[_Union[ShardStats, _Mapping]]] = ..., alarms: _Optional[_Iterable[_Union[_rpc_pb2.AlarmType, str]]] = ..., session: _Optional[int] = ..., seq: _Optional[int] = ..., full: _Optional[bool] = ..., base_seq: _Optional[int] = ..., removed_shards: _Optional[_Iterable[int]] = ...) -> None: ...
+    routers: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, node_id: _Optional[int] = ..., shards: _Optional[_Iterable[_Union[ShardStats, _Mapping]]] = ..., alarms: _Optional[_Iterable[_Union[_rpc_pb2.AlarmType, str]]] = ..., session: _Optional[int] = ..., seq: _Optional[int] = ..., full: _Optional[bool] = ..., base_seq: _Optional[int] = ..., removed_shards: _Optional[_Iterable[int]] = ..., routers: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class StoreHeartbeatResponse(_message.Message):
     __slots__ = ("map_version", "state", "steps", "nospace_nodes", "acked_seq")

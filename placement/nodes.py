@@ -64,11 +64,15 @@ class NodeTracker:
         if node is None:
             raise RejectedError(Rejected(RejectCode.NODE_NOT_FOUND, f"node {req.node_id} is not registered: call RegisterNode first"))
         self.heartbeats += 1
-        self.heard[req.node_id] = self.g.clock.monotonic()
+        now = self.g.clock.monotonic()
+        self.heard[req.node_id] = now
         acked, changed = self.table.merge(req)
-        if node.state == NodeState.DOWN:
-            await self.g.propose_ok(SetNodeState(req.node_id, NodeState.UP))
-            log.info("placement node=%d: node %d is up again", self.g.node_id, req.node_id)
+        await self._up_again(req.node_id)
+        for rid in req.routers:  # routers in the sender's process live as long as it does
+            r = state.nodes.get(rid)
+            if r is not None and r.kind == NodeKind.ROUTER:
+                self.heard[rid] = now
+                await self._up_again(rid)
         new = []
         for s in changed:
             if s.is_leader and s.HasField("descriptor"):
@@ -78,6 +82,13 @@ class NodeTracker:
         if new:  # together: they share the reports' batches (placement/reports.py)
             await asyncio.gather(*(self.reports.report(shard) for shard in new))
         return self.g.state.nodes[req.node_id].state, acked
+
+    async def _up_again(self, node_id: int) -> None:
+        """A node marked down but heard again is up."""
+        node = self.g.state.nodes.get(node_id)
+        if node is not None and node.state == NodeState.DOWN:
+            await self.g.propose_ok(SetNodeState(node_id, NodeState.UP))
+            log.info("placement node=%d: node %d is up again", self.g.node_id, node_id)
 
     async def report_shard(self, shard: Shard) -> ReportResult:
         self.g.require_leader()

@@ -4,6 +4,11 @@ heartbeats, so placement's map lists every router that is up and MemberList
 endpoints (clientv3's AutoSyncInterval, `etcdctl --endpoints` discovery)
 stay on routers. A router unheard for placement's --down-after is marked
 down and no longer listed.
+
+A router inside a store process (`flotilla server --store` serving clients)
+is heard with the store's own heartbeats (StoreHeartbeatRequest.routers):
+its own heartbeat goes every EMBEDDED_INTERVAL_S, only so that it registers
+again if placement forgot it.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ from flotillapb import placement_pb2 as ppb
 from rpc.placementclient import PlacementClient, PlacementUnavailable
 
 log = logging.getLogger(__name__)
+
+EMBEDDED_INTERVAL_S = 10.0
 
 
 class Registration:

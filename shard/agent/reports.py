@@ -71,6 +71,9 @@ class Reporter:
         self._retry: set[int] = set()
         """Shards whose report failed or was not taken: checked again next time."""
         self.registered = asyncio.Event()
+        self.routers: tuple[int, ...] = ()
+        """Routers in this process (--router-node-id): each heartbeat names them,
+        and placement hears them with it (their own heartbeats are rare)."""
 
     async def register(self) -> None:
         req = ppb.RegisterNodeRequest(
@@ -161,6 +164,7 @@ class Reporter:
     async def heartbeat_loop(self) -> None:
         while True:
             req = self._request()
+            req.routers.extend(self.routers)
             again = False
             try:
                 resp = await self.client.call("StoreHeartbeat", req)
@@ -189,7 +193,10 @@ class Reporter:
         all of them: an idle node with 1,000 shards does no work per shard."""
         swept = time.monotonic()
         while True:
-            await asyncio.sleep(self.cfg.report_check_interval_s)
+            await asyncio.sleep(self.cfg.report_check_interval_s)  # the changes of one interval go together
+            if not self._retry:
+                # Until a shard changes or the sweep is due: an idle node's loop does not wake.
+                await self.node.changes(timeout_s=max(0.0, REPORT_SWEEP_S - (time.monotonic() - swept)))
             now = time.monotonic()
             changed = self.node.take_changed() | self._retry
             self._retry = set()

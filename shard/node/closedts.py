@@ -108,6 +108,8 @@ class ClosedTimestamps:
         """The same, for the heartbeat's per-shard figures (``StoreNode.take_stats_changed``)."""
         self.generation = 0
         """Counts replicas hosted, forgotten, applying or changing role (``StoreNode.replica_changes``)."""
+        self.changes = asyncio.Event()
+        """Set when ``changed`` gets a shard (``StoreNode.changes``: the agent's report loop waits on it)."""
         raw = state.engine.get(HLC_FLOOR_KEY)
         self._floor = int.from_bytes(raw, "big") if raw is not None else 0
         state.hlc.update(self._floor)
@@ -125,21 +127,24 @@ class ClosedTimestamps:
         state.closed_ts_peek = self.closed_ts
 
     # -- what the node's jobs tell it ---------------------------------------------------
-    def track(self, shard_id: int) -> None:
-        """A replica is hosted here from now on."""
-        self._dirty.add(shard_id)
+    def _touch(self, shard_id: int) -> None:
+        """Something about a replica changed: its owner's readers look at it."""
         self.changed.add(shard_id)
         self.stats_changed.add(shard_id)
         self.generation += 1
+        self.changes.set()
+
+    def track(self, shard_id: int) -> None:
+        """A replica is hosted here from now on."""
+        self._dirty.add(shard_id)
+        self._touch(shard_id)
         rep = self._s.replicas.get(shard_id)
         if rep is not None:
             rep.on_applied = self.applied
             self.applied(shard_id)
 
     def forget(self, shard_id: int) -> None:
-        self.generation += 1
-        self.changed.add(shard_id)
-        self.stats_changed.add(shard_id)  # the heartbeat tells placement it is gone
+        self._touch(shard_id)  # the heartbeat tells placement it is gone
         self.publisher.set_entry(shard_id, None)
         self.receiver.refuse(shard_id, lambda _sid: (0, 0))
         self.receiver.forget(shard_id)
@@ -156,17 +161,13 @@ class ClosedTimestamps:
         change of role, leader or term. Synchronous, before any stamp of the
         new state: a member that moved on stops vouching for the old leader."""
         self._dirty.add(shard_id)
-        self.changed.add(shard_id)
-        self.stats_changed.add(shard_id)
-        self.generation += 1
+        self._touch(shard_id)
         self.receiver.refuse(shard_id, self._s.host.term_and_leader)
 
     def applied(self, shard_id: int) -> None:
         """The replica applied entries (or a snapshot)."""
         self._dirty.add(shard_id)
-        self.changed.add(shard_id)
-        self.stats_changed.add(shard_id)
-        self.generation += 1
+        self._touch(shard_id)
         rep = self._s.replicas.get(shard_id)
         if rep is None:
             return

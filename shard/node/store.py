@@ -227,7 +227,18 @@ class StoreNode:
     def take_changed(self) -> set[int]:
         """The shards whose role, term, leader or applied state changed since the last call."""
         out, self._closed.changed = self._closed.changed, set()
+        self._closed.changes.clear()
         return out
+
+    async def changes(self, timeout_s: float) -> None:
+        """Until take_changed has something to give, or timeout_s passed."""
+        if self._closed.changed:
+            return
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._closed.changes.wait()
+        except TimeoutError:
+            pass
 
     def take_stats_changed(self) -> set[int]:
         """take_changed's twin for a second reader (the heartbeat's per-shard figures)."""

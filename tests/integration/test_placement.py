@@ -34,6 +34,8 @@ class Heartbeater:
     def __init__(self, cluster: PlacementCluster) -> None:
         self.cluster = cluster
         self.alive: set[int] = set()
+        self.routers: dict[int, tuple[int, ...]] = {}
+        """The routers inside a node's process, named in its heartbeats."""
         self.stopped = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
@@ -43,7 +45,8 @@ class Heartbeater:
             for nid in list(self.alive):
                 for pid in self.cluster.live():
                     try:
-                        self.cluster.stub(pid).StoreHeartbeat(ppb.StoreHeartbeatRequest(node_id=nid), timeout=2)
+                        req = ppb.StoreHeartbeatRequest(node_id=nid, routers=self.routers.get(nid, ()))
+                        self.cluster.stub(pid).StoreHeartbeat(req, timeout=2)
                         break
                     except grpc.RpcError:
                         continue
@@ -206,6 +209,25 @@ def test_silent_node_is_marked_down_then_up_again(cluster: PlacementCluster, hea
     with pytest.raises(grpc.RpcError) as err:
         cluster.call("StoreHeartbeat", ppb.StoreHeartbeatRequest(node_id=999))
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_a_router_in_a_store_process_is_heard_with_the_store(cluster: PlacementCluster, heartbeats: Heartbeater) -> None:
+    """A router named in a node's heartbeats (StoreHeartbeatRequest.routers)
+    stays up without heartbeats of its own; a router nobody names, registered
+    at the same time, is marked down; the named one too once it is no longer
+    named, and up again when it is."""
+    leader = cluster.wait_leader()
+    inside = cluster.call("RegisterNode", ppb.RegisterNodeRequest(kind=ppb.ROUTER, address="127.0.0.1:30001")).node_id
+    alone = cluster.call("RegisterNode", ppb.RegisterNodeRequest(kind=ppb.ROUTER, address="127.0.0.1:30002")).node_id
+    heartbeats.routers[101] = (inside,)
+    wait_until(lambda: node_state(cluster.get_map(leader), alone) == ppb.DOWN, timeout=15, what="the unnamed router marked down")
+    assert node_state(cluster.get_map(leader), inside) == ppb.UP, "named in node 101's heartbeats, it is heard with them"
+    del heartbeats.routers[101]
+    wait_until(lambda: node_state(cluster.get_map(leader), inside) == ppb.DOWN, timeout=15, what="the router no longer named marked down")
+    heartbeats.routers[101] = (inside,)
+    heartbeats.alive.add(alone)  # the later tests want every node up (heard from then on)
+    wait_until(lambda: node_state(cluster.get_map(leader), inside) == ppb.UP, timeout=15, what="the router named again up again")
+    wait_until(lambda: node_state(cluster.get_map(leader), alone) == ppb.UP, timeout=15, what="the router heartbeating up again")
 
 
 def leader_status(cluster: PlacementCluster) -> ppb.StatusResponse:
