@@ -33,7 +33,7 @@ from shard.node import StoreNode
 
 log = logging.getLogger(__name__)
 
-DESTROY_SWEEP_S = 10.0
+DESTROY_SWEEP_S = 60.0
 """A destroy pass runs at least this often even if neither the map nor the replicas changed."""
 
 
