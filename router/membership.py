@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 
 import grpc
 import grpc.aio
@@ -25,11 +26,23 @@ from rpc.placementclient import PlacementClient, PlacementUnavailable
 log = logging.getLogger(__name__)
 
 EMBEDDED_INTERVAL_S = 10.0
+REGISTER_RETRY_S = 1.0
+"""Until registered, attempts go at least this often (placement may not be up yet)."""
 
 
 class Registration:
-    def __init__(self, client: PlacementClient, node_id: int, address: str, name: str, *, interval_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        client: PlacementClient,
+        node_id: int,
+        address: str,
+        name: str,
+        *,
+        interval_s: float = 1.0,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         self._client = client
+        self._sleep = sleep
         self.node_id = node_id
         self.address = address
         self.name = name
@@ -55,4 +68,4 @@ class Registration:
                 log.debug("router registration: %s %s", exc.code().name, exc.details())
             except PlacementUnavailable as exc:
                 log.debug("router registration: %s", exc)
-            await asyncio.sleep(self.interval_s)
+            await self._sleep(self.interval_s if registered else min(self.interval_s, REGISTER_RETRY_S))
