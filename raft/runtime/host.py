@@ -220,11 +220,16 @@ class GroupHost(GroupRegistry, ReadyLoop, Ticker, Quiescence, ReadIndex, Snapsho
 
     # -- transport handler -----------------------------------------------------------
     def on_messages(self, from_node: int, messages: list[tuple[int, Message]]) -> None:
-        self._last_heard[from_node] = self._clock.monotonic()
+        now = self._clock.monotonic()
+        self._last_heard[from_node] = now
         for group_id, m in messages:
             if group_id == LIVENESS_GROUP:
                 if m.type == MessageType.HEARTBEAT:
+                    # The answer is a word to that node as good as a ping of
+                    # our own (ticker.py): two nodes that each lead groups of
+                    # the other's do not both ping, one pings and one answers.
                     self._transport.send(from_node, LIVENESS_GROUP, Message(type=MessageType.HEARTBEAT_RESP, to=from_node, from_=self.node_id))
+                    self._last_sent[from_node] = now
                 continue
             if group_id == NODE_MESSAGE_GROUP:
                 if self.on_node_message is not None:

@@ -5,8 +5,8 @@ re-issues ReadIndex requests left unanswered too long.
 Node liveness costs work per peer node, never per group, and nothing at all
 between nodes with no quiet group in common: a node pings each member of a
 quiet group it leads every ``liveness_ticks`` unless it sent that node
-something else meanwhile (the store's side channel, ``send_node_message``),
-and the member answers. A peer silent for an election timeout wakes the
+something else meanwhile (the store's side channel, ``send_node_message``,
+or its answer to that node's ping), and the member answers. A peer silent for an election timeout wakes the
 quiet groups that depend on it (``_watched``): at a follower, the groups it
 leads; at a leader, the groups it is a member of. A stalled loop (a late
 tick) judges no silence until a liveness round passed on time.

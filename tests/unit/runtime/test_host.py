@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from raft.core import ConfState, StateRole
+from raft.core import ConfState, Message, MessageType, StateRole
 from raft.runtime.clock import FakeClock
 from raft.runtime.host import GroupHost, HostConfig
+from raft.runtime.quiescence import LIVENESS_GROUP
 from raft.runtime.registers import RegisterMachine
 from raft.storage import FatalStorageError
 from raft.storage.rocks import RocksLogStore, open_db
@@ -155,6 +156,31 @@ async def test_idle_groups_quiesce_and_wake_on_proposal(tmp_path: Path) -> None:
         assert not c.hosts[lead].is_quiet(3)
         await c.until(lambda: all(c.machines[n][3].get(b"x") == b"1" for n in c.node_ids), what="applied everywhere")
         assert all(c.hosts[lead].is_quiet(g) for g in (1, 2, 4)), "other groups must stay quiet"
+    finally:
+        await c.stop()
+
+
+async def test_answering_a_ping_counts_as_pinging_that_node(tmp_path: Path) -> None:
+    """Two nodes that each lead quiet groups of the other's would both ping
+    every liveness round; the answer to one's ping already tells the other
+    this node is alive, so it stands for this node's own ping that round."""
+    c = Cluster(tmp_path, groups=10, quiesce_ticks=5)
+    await c.start()
+    try:
+        await c.until(c.all_led, what="leaders")
+        await c.until(lambda: all(h.is_quiet(g) for h in c.hosts.values() for g in range(1, 11)), what="all quiet")
+        h = c.hosts[1]
+        peers = sorted(h._ping_to)  # noqa: SLF001 - the nodes it pings
+        assert peers, "node 1 leads a quiet group"
+        period = c.cfg.tick_interval_s * c.cfg.liveness_ticks
+        answered = peers[1:]
+        assert answered, "node 1 pings both other nodes"
+        start = c.clock.monotonic()
+        for n in answered:
+            h.on_messages(n, [(LIVENESS_GROUP, Message(type=MessageType.HEARTBEAT, to=1, from_=n))])
+        assert all(h._last_sent[n] == start for n in answered)  # noqa: SLF001
+        h._liveness(start + period * 0.5)  # noqa: SLF001 - one liveness round, half a period after the answers
+        assert all(h._last_sent[n] == start for n in answered), "a node answered this round is not pinged too"  # noqa: SLF001
     finally:
         await c.stop()
 
