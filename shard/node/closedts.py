@@ -38,6 +38,7 @@ import os
 
 from raft.core import Message, MessageType, ProposalDropped
 from raft.runtime.host import GroupNotFound
+from raft.storage.logstore import FatalStorageError
 from shard import hlc, sidets
 from shard.codec import encode_command
 from shard.node.alarms import SpaceAlarms
@@ -54,7 +55,11 @@ node's HLC is at or above after a restart. Side-channel timestamps are
 acknowledged only below it."""
 FLOOR_AHEAD_MS = 2000
 """How far above an acknowledged timestamp the stored floor is put, so that
-it is written about every other second, not every round."""
+it is written about every other second, not every round. A new floor is
+written in a worker thread (a synced write on the event loop stalled every
+request of the node for the length of an fsync) once a timestamp comes
+within half of this of the stored one; a round or an acknowledgement at a
+timestamp above the stored floor waits for the next one."""
 SLOW_ROUNDS = 5
 """While nobody here or at a peer reads or watches and every shard led here is
 idle, a side-channel round runs every SLOW_ROUNDS closed_ts_interval_s (1 s by
@@ -112,6 +117,12 @@ class ClosedTimestamps:
         """Set when ``changed`` gets a shard (``StoreNode.changes``: the agent's report loop waits on it)."""
         raw = state.engine.get(HLC_FLOOR_KEY)
         self._floor = int.from_bytes(raw, "big") if raw is not None else 0
+        """The stored floor: this node's HLC is above it after a restart too."""
+        self._raising: asyncio.Future[None] | None = None
+        """A higher floor being written (in a worker thread)."""
+        self.persist_floor = _persist
+        """How a floor is stored: (engine, value), synced (tests slow it down)."""
+        self._floor_failed: Exception | None = None
         state.hlc.update(self._floor)
         self.rounds = 0
         self._fast_until = 0.0
@@ -253,6 +264,8 @@ class ClosedTimestamps:
 
     def round(self) -> None:
         """One side-channel round (public for tests)."""
+        if self._floor_failed is not None:
+            raise FatalStorageError("storing the HLC floor failed") from self._floor_failed
         s = self._s
         host = s.host
         for sid in list(self._dirty | self._unpublished):
@@ -279,16 +292,30 @@ class ClosedTimestamps:
         # The same step as the idleness checks above: every proposal stamped
         # before ts is in its shard's log at or below the index published.
         ts = s.stamp()
-        self._ensure_floor(ts)
+        if not self._below_floor(ts):
+            return  # the next round, once the floor is stored above ts
         self.rounds += 1
         for node, msg in self.publisher.next_round(ts).items():
             host.send_node_message(node, Message(type=MessageType.HEARTBEAT, to=node, from_=s.node_id, context=sidets.encode(msg)))
 
-    def _ensure_floor(self, ts: int) -> None:
-        """The HLC is at or above ts after a restart too (before ts is vouched for)."""
-        if ts > self._floor:
-            self._floor = ts + hlc.span(FLOOR_AHEAD_MS)
-            _persist(self._s.engine, self._floor)
+    def _below_floor(self, ts: int) -> bool:
+        """Whether ts is at or below the stored floor (the HLC is above ts
+        after a restart too, so ts may be vouched for). Starts storing a
+        higher one when ts comes within half of FLOOR_AHEAD_MS of it."""
+        if self._floor_failed is not None:
+            return False
+        if self._raising is None and ts + hlc.span(FLOOR_AHEAD_MS // 2) > self._floor:
+            self._raising = asyncio.ensure_future(self._raise_floor(ts + hlc.span(FLOOR_AHEAD_MS)))
+        return ts <= self._floor
+
+    async def _raise_floor(self, value: int) -> None:
+        try:
+            await asyncio.to_thread(self.persist_floor, self._s.engine, value)
+            self._floor = max(self._floor, value)
+        except Exception as exc:  # noqa: BLE001 - a storage failure: the next round raises it (fail-stop)
+            self._floor_failed = exc
+        finally:
+            self._raising = None
 
     def _on_message(self, from_node: int, m: Message) -> None:
         s = self._s
@@ -297,7 +324,8 @@ class ClosedTimestamps:
             if msg.get("k") == "pub":
                 ts = int(msg["ts"])
                 s.hlc.update(ts)
-                self._ensure_floor(ts)
+                if not self._below_floor(ts):
+                    return  # unacknowledged: the publisher's next round, once the floor is stored above ts
                 ack = self.receiver.on_publication(from_node, msg, s.host.term_and_leader)
                 if s.clock.monotonic() < self._used_until:
                     ack["fast"] = 1  # reads or watches here: the publisher's rounds speed up too
