@@ -36,8 +36,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     c = Cluster(
         tmp_path_factory.mktemp("cluster"),
         down_after_s=DOWN_AFTER_S,
-        # Every store serves etcd clients too (a router in its process, as in the playground).
-        store_args=["--snapshot-entries", "20", "--compaction-margin", "5", "--listen-client-urls", "http://127.0.0.1:0"],
+        store_args=["--snapshot-entries", "20", "--compaction-margin", "5"],
     )
     try:
         c.start()
@@ -139,23 +138,6 @@ def test_placement_bootstraps_the_map_and_the_stores_host_it(cluster: Cluster) -
         assert set(leaders) == {1, 2, 3, 4}
     finally:
         watch.close()
-
-
-def test_the_routers_in_the_stores_are_heard_with_their_stores(cluster: Cluster) -> None:
-    """A store's router heartbeats itself every 10 s (router/membership.py),
-    longer than --down-after here: it stays up because each of the store's
-    heartbeats names it. A router that nobody names, registered later, is
-    marked down meanwhile."""
-
-    def routers() -> dict[int, int]:
-        return {n.node_id: n.state for n in cluster.get_map().nodes if n.kind == ppb.ROUTER}
-
-    wait_until(lambda: len(routers()) == 3, timeout=30, what="the stores' three routers registered")
-    alone = cluster.call("RegisterNode", ppb.RegisterNodeRequest(kind=ppb.ROUTER, address="127.0.0.1:30009")).node_id
-    wait_until(lambda: routers().get(alone) == ppb.DOWN, timeout=30, what="the unnamed router marked down")
-    states = routers()
-    del states[alone]
-    assert set(states.values()) == {ppb.UP}, states
 
 
 def test_heartbeats_carry_each_shards_request_rates(cluster: Cluster) -> None:
