@@ -525,13 +525,19 @@ class _Round:
     def leader_transfer(self, src: int, sids: list[int], skip: dict[tuple[int, int], int], leaders: dict[int, int], by_voter: dict[int, dict[int, list[int]]], ceil: int) -> tuple[int, int] | None:
         """(shard, voter): the least loaded live voter (ties: the lowest id)
         of any free shard src leads that leads at least leader_min_spread
-        fewer than src and fewer than the mean rounded up, with the lowest
-        id of the free shards src leads that it is a voter of."""
+        fewer than src and fewer than the mean rounded up, with the free
+        shard src leads that it is a voter of whose leader term is the
+        lowest (then the lowest id)."""
         limit, spread = self.cfg.max_ops_per_node, self.cfg.leader_min_spread
         voters = by_voter.get(src)
         if voters is None:
             voters = by_voter[src] = collections.defaultdict(list)
-            for sid in sids:
+            # The shards whose leadership changed least first (the lowest
+            # term): leadership just handed to src is not what src gives
+            # away when the counts shift again (churn per shard, and the
+            # simulation's no-undo rule).
+            shards = self.st.shards
+            for sid in sorted(sids, key=lambda sid: (s.leader_term if (s := shards.get(sid)) is not None else 0, sid)):
                 for r in self.replicas[sid]:
                     if not r.learner and r.node_id != src:
                         voters[r.node_id].append(sid)

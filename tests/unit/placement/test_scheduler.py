@@ -222,6 +222,18 @@ def test_schedule(nodes, shards, extra, cfg, want) -> None:  # type: ignore[no-u
     assert summary(schedule(st, stats, NOW, cfg)) == want
 
 
+def test_leader_balance_gives_away_the_shard_whose_leadership_changed_least() -> None:
+    """Leaders 3,1,0: node 1 gives one to node 3. Shard 1 (the lowest id)
+    came to node 1 by a transfer (its term is higher): shard 2, led by node 1
+    since it was elected, goes instead, so a transfer never hands back what
+    an earlier one just brought (the 100,000-shard simulation caught
+    leadership going 2 -> 28 and, later in the same event, back)."""
+    st = make_state({1: "", 2: "", 3: ""}, {1: ((1, 2, 3), 1), 2: ((1, 2, 3), 1), 3: ((1, 2, 3), 1), 4: ((1, 2, 3), 2)})
+    assert summary(schedule(st, Stats(last_heard=heard(1, 2, 3)), NOW, CFG)) == [("balance-leader", 1, (TransferLeader(3),))]
+    st.shards[1] = dataclasses.replace(st.shards[1], leader_term=2)
+    assert summary(schedule(st, Stats(last_heard=heard(1, 2, 3)), NOW, CFG)) == [("balance-leader", 2, (TransferLeader(3),))]
+
+
 def test_balancing_converges_without_thrash() -> None:
     """Apply the scheduler's operators round after round: the spread ends
     below the threshold, and no replica moves back."""
