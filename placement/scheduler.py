@@ -24,7 +24,9 @@ proposes operators (placement/operators.py), in priority order:
    receives); a shard with no replica on a receiver yet goes first;
 5. leader balance: the same for leader counts, by leader transfer, only
    from a node above the mean to one below it (when the most loaded node
-   shares no shard with a node far enough below, the next one gives), and
+   shares no shard with a node far enough below, the next one gives; of
+   its shards it gives the one with the lowest leader term, so leadership
+   it just received is not what it passes on), and
    not while a running operator removes a leader's replica. Leaders
    are counted as they will be once running operators are done (a running
    TransferLeader counts for its target, a step removing the leader's
