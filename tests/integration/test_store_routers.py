@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from flotilla.cluster import Cluster, wait_until
+from flotilla.cluster import Cluster, running, wait_until
 from flotillapb import placement_pb2 as ppb
 
 pytestmark = pytest.mark.integration
@@ -22,15 +22,8 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    c = Cluster(tmp_path_factory.mktemp("store-routers"), initial_shards=2, down_after_s=2.0, store_args=["--listen-client-urls", "http://127.0.0.1:0"])
-    try:
-        c.start()
+    with running(Cluster(tmp_path_factory.mktemp("store-routers"), initial_shards=2, down_after_s=2.0, store_args=["--listen-client-urls", "http://127.0.0.1:0"])) as c:
         yield c
-    except BaseException:
-        print(c.logs())
-        raise
-    finally:
-        c.stop()
 
 
 def test_the_routers_in_the_stores_are_heard_with_their_stores(cluster: Cluster) -> None:
