@@ -11,6 +11,7 @@ import random
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -18,26 +19,29 @@ import grpc
 from flotilla.bench.stats import Histogram
 from flotilla.bench.config import PAIRED, STALENESS_METADATA, BenchConfig, KeyGroups, key_of
 
-__all__ = ["worker_main"]
+__all__ = ["Share", "worker_main"]
 
 
-def worker_main(
-    cfg: BenchConfig,
-    proc: int,
-    procs: int,
-    clients: int,
-    conns: int,
-    first_conn: int,
-    total: int,
-    start: Any,
-    results: Any,
-    done_counts: Any,
-    groups: KeyGroups | None = None,
-) -> None:
+@dataclass(frozen=True, slots=True)
+class Share:
+    """One client process's part of the run."""
+
+    proc: int
+    procs: int
+    clients: int
+    """requests it keeps in flight"""
+    conns: int
+    first_conn: int
+    """the index of its first channel among all processes' (channels go round-robin over the endpoints)"""
+    total: int
+    """requests it sends (0: until the duration ends)"""
+
+
+def worker_main(cfg: BenchConfig, share: Share, start: Any, results: Any, done_counts: Any, groups: KeyGroups | None = None) -> None:
     try:
-        asyncio.run(_Worker(cfg, proc, procs, clients, conns, first_conn, total, start, results, done_counts, groups).main())
+        asyncio.run(_Worker(cfg, share, start, results, done_counts, groups).main())
     except BaseException as exc:  # report, then exit non-zero: the parent raises
-        results.put({"kind": "failed", "proc": proc, "error": f"{type(exc).__name__}: {exc}"})
+        results.put({"kind": "failed", "proc": share.proc, "error": f"{type(exc).__name__}: {exc}"})
         raise
 
 
@@ -61,29 +65,17 @@ class _Token(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.StreamStreamClientIn
 
 
 class _Worker:
-    def __init__(
-        self,
-        cfg: BenchConfig,
-        proc: int,
-        procs: int,
-        clients: int,
-        conns: int,
-        first_conn: int,
-        total: int,
-        start: Any,
-        results: Any,
-        done_counts: Any,
-        groups: KeyGroups | None = None,
-    ) -> None:
+    def __init__(self, cfg: BenchConfig, share: Share, start: Any, results: Any, done_counts: Any, groups: KeyGroups | None = None) -> None:
+        proc = share.proc
         self.cfg = cfg
         self.groups = groups
         self.compare_failed = 0
         self.known_revisions: dict[bytes, int] = {}
         """txn-cross, txn-pair: each key's mod revision as this process last saw it (0: absent)"""
         self.proc = proc
-        self.procs = procs
-        self.clients = clients
-        self.remaining = total
+        self.procs = share.procs
+        self.clients = share.clients
+        self.remaining = share.total
         self.start = start
         self.results = results
         self.done_counts = done_counts
@@ -96,8 +88,8 @@ class _Worker:
         self.metadata: tuple[tuple[str, str], ...] | None = (
             ((STALENESS_METADATA, str(cfg.max_staleness_ms)),) if cfg.max_staleness_ms > 0 else None
         )
-        self.conns = conns
-        self.first_conn = first_conn
+        self.conns = share.conns
+        self.first_conn = share.first_conn
         from flotillapb.etcd.etcdserverpb import rpc_pb2
 
         self.pb = rpc_pb2

@@ -51,7 +51,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from flotilla.bench.client import worker_main
+from flotilla.bench.client import Share, worker_main
 from flotilla.bench.config import DEFAULT_SLOTS, PAIRED, STALENESS_METADATA, WORKLOADS, BenchConfig, KeyGroups, key_of
 from flotilla.bench.stats import Histogram, Summary
 
@@ -210,7 +210,7 @@ def run(cfg: BenchConfig, *, progress: bool = False, out: Any = None, on_start: 
     workers = [
         ctx.Process(
             target=worker_main,
-            args=(cfg, i, procs, clients[i], conns[i], first_conn[i], totals[i], start, results, done_counts, groups),
+            args=(cfg, Share(i, procs, clients[i], conns[i], first_conn[i], totals[i]), start, results, done_counts, groups),
             name=f"bench-client-{i}",
             daemon=True,
         )
