@@ -148,9 +148,10 @@ class StoreService(store_pb2_grpc.StoreServicer):
         """Each request of each batch runs concurrently; answers are sent in
         batches of whatever finished since the last one.
 
-        Per request: one task (the request awaits its Raft round) whose end
-        a callback notes, and one copy of its answer, made into the batch
-        that goes out; no queue and no task group. The writer sleeps on one
+        Per request: one task (the request awaits its Raft round) that notes
+        its answer itself (a done callback notes only failures and the
+        stream's end), and one copy of its answer, made into the batch that
+        goes out; no queue and no task group. The writer sleeps on one
         future that the first answer after a write wakes. A handler that
         fails other than with a StoreError (a bug) ends the stream with it."""
         loop = asyncio.get_running_loop()
@@ -163,7 +164,7 @@ class StoreService(store_pb2_grpc.StoreServicer):
             "txn_part": self.TxnPart,
         }
         answers: list[tuple[int, str | None, object]] = []  # (id, kind, answer) finished, not sent yet
-        running: set[asyncio.Task[tuple[int, str | None, object]]] = set()
+        running: set[asyncio.Task[None]] = set()
         failed: list[BaseException] = []
         reading = True
         wake: asyncio.Future[None] | None = None
@@ -172,19 +173,24 @@ class StoreService(store_pb2_grpc.StoreServicer):
             if wake is not None and not wake.done():
                 wake.set_result(None)
 
-        async def one(rid: int, which: str, request: object) -> tuple[int, str | None, object]:
-            return rid, which, await handlers[which](request, context)  # type: ignore[operator]
+        async def one(rid: int, which: str, request: object) -> None:
+            answer = await handlers[which](request, context)  # type: ignore[operator]
+            # Noted in the request's own step, not in its done callback (a
+            # turn of the loop later): the writer is woken before whatever
+            # the Raft round that answered it sends next (readyloop.py).
+            answers.append((rid, which, answer))
+            notify()
 
-        def finished(task: asyncio.Task[tuple[int, str | None, object]]) -> None:
+        def finished(task: asyncio.Task[None]) -> None:
             running.discard(task)
             if task.cancelled():
                 return
             exc = task.exception()
             if exc is not None:
                 failed.append(exc)
-            else:
-                answers.append(task.result())
-            notify()
+                notify()
+            elif not reading and not running:
+                notify()  # the last answer is out or on its way: the writer may end
 
         async def read_all() -> None:
             nonlocal reading

@@ -16,7 +16,7 @@ import random
 from pathlib import Path
 from typing import Any
 
-from raft.core import ConfState, StateRole
+from raft.core import ConfState, MessageType, StateRole
 from raft.runtime.clock import FakeClock
 from raft.runtime.host import GroupHost, HostConfig
 from raft.runtime.registers import RegisterMachine
@@ -108,6 +108,70 @@ async def test_only_syncs_use_the_executor_and_writes_stay_applied(tmp_path: Pat
         # 20 proposals and 20 ReadIndex rounds: empty rounds wrote nothing
         # (at most one apply write and one commit write per proposal round).
         assert len(stores[lead].inline_writes) <= 2 * 20 + 10, stores[lead].inline_writes
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for n in NODES:
+            stores[n].close()
+            dbs[n].close()
+
+
+async def test_a_commit_round_answers_its_proposer_before_it_sends(tmp_path: Path) -> None:
+    """A round with nothing to sync (the leader's commit round) has no sync
+    for its messages to overlap with: its proposers are answered and run
+    first (a client's reply, a Forward batch, leave before the commit index
+    to the followers does: issue #18), then its messages go. A round that
+    appends still sends before its sync (the followers' appends overlap it)."""
+    clock = FakeClock()
+    net = LocalNetwork()
+    cfg = HostConfig(tick_interval_s=TICK, quiesce_ticks=0)
+    hosts: dict[int, GroupHost] = {}
+    stores: dict[int, _CountingStore] = {}
+    dbs: dict[int, Any] = {}
+    for n in NODES:
+        dbs[n] = open_db(tmp_path / f"n{n}")
+        stores[n] = _CountingStore(dbs[n])
+        stores[n].recover()
+        hosts[n] = GroupHost(n, stores[n], net.transport(n), clock=clock, rng=random.Random(n), config=cfg)
+        await hosts[n].create_group(1, RegisterMachine(dbs[n], 1), bootstrap=ConfState(voters=NODES))
+    for a in hosts.values():
+        for b in hosts.values():
+            a.set_peer(b.node_id, b._transport.address)  # noqa: SLF001 - test wiring
+    tasks = [asyncio.create_task(h.run()) for h in hosts.values()]
+    try:
+
+        def leader() -> int | None:
+            return next((n for n, h in hosts.items() if h.status(1).soft_state.role == StateRole.LEADER), None)
+
+        await _until(lambda: leader() is not None and hosts[leader() or 1].status(1).applied >= 2, clock, tasks, "a leader", stores=stores)
+        lead = leader()
+        assert lead is not None
+        host = hosts[lead]
+        events: list[tuple[str, int, int]] = []  # (what, entries, commit)
+        transport = host._transport  # noqa: SLF001 - test wiring
+        send = transport.send
+
+        def recording_send(to: int, group_id: int, m: Any) -> bool:
+            if group_id == 1 and m.type == MessageType.APP:
+                events.append(("append", len(m.entries), m.commit))
+            return send(to, group_id, m)
+
+        transport.send = recording_send  # type: ignore[method-assign]
+        for i in range(5):
+            index = host.status(1).last_index + 1
+            await host.propose(1, b"k=%d" % i)
+            events.append(("answered", 0, index))
+            await _until(
+                lambda: all(h.status(1).hard_state.commit >= index for h in hosts.values()), clock, tasks, "followers learn the commit", stores=stores
+            )
+            answered = events.index(("answered", 0, index))
+            # The entry's append left before the answer (before the leader's
+            # sync); the first append carrying its commit, after the answer.
+            assert any(e[0] == "append" and e[1] > 0 for e in events[:answered]), events
+            first_commit = next(j for j, e in enumerate(events) if e[0] == "append" and e[1] == 0 and e[2] >= index)
+            assert answered < first_commit, events
+            events.clear()
     finally:
         for t in tasks:
             t.cancel()
