@@ -15,6 +15,7 @@ import argparse
 import importlib
 import logging
 import random
+import sys
 from collections.abc import Callable, Sequence
 
 from raft.core import (
@@ -26,6 +27,7 @@ from raft.core import (
     RawNode,
     StateRole,
 )
+from rpc import polling
 
 DEMO_NODE_IDS = (1, 2, 3)
 MAX_TICKS = 1_000
@@ -175,7 +177,14 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+SERVING = frozenset({"server", "raftnode"})
+"""Commands that run a server process: they take rpc/polling.py's gRPC engine."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if next((a for a in argv if not a.startswith("-")), None) in SERVING:
+        polling.use_server_polling()  # before _build_parser imports grpc
     args = _build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
