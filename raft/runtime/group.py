@@ -146,6 +146,8 @@ class HostState:
     _has_work: asyncio.Event
     _round_lock: asyncio.Lock
     """Held by the ready loop for a round; remove_group writes between rounds."""
+    _last_sync_s: float
+    """How long the ready loop's last synced write took (readyloop.py INLINE_SYNC_MAX_S)."""
     _seq: int
     _pending: dict[int, asyncio.Future[object]]
     """Proposals of this node waiting for their result, by sequence number."""

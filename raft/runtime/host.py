@@ -79,6 +79,7 @@ class GroupHost(GroupRegistry, ReadyLoop, Ticker, Quiescence, ReadIndex, Snapsho
         self._has_work = asyncio.Event()
         self._round_lock = asyncio.Lock()
         """Held by the ready loop for a round; remove_group writes between rounds."""
+        self._last_sync_s = 0.0
         self._seq = (clock.wall_ms() & ((1 << 43) - 1)) << 20
         """Proposal sequence numbers (in each entry's envelope) start where no
         earlier process of this node's could have reached: its entries still

@@ -42,7 +42,14 @@ single-client put's p50 fell about a fifth, local and forwarded alike).
 The leader's appends still sync on the executor (their messages to the
 followers are written meanwhile), and so does any larger round: under
 load the loop has other work to do during the fsync (bench put --clients
-256 kept its throughput)."""
+256 kept its throughput). Only while syncs are fast (INLINE_SYNC_MAX_S)."""
+
+INLINE_SYNC_MAX_S = 0.002
+"""...and only while the last synced write took at most this long (its
+round's persist step, hand-offs included): on a disk whose fsync takes
+milliseconds, an inline sync would stop the loop (messages, client
+requests, every other group) for that long, so syncs go back to the
+executor until one is fast again."""
 
 
 class ReadyLoop(HostState):
@@ -84,9 +91,10 @@ class ReadyLoop(HostState):
         synced = lb.must_sync
         sent_first = syncs and any(rd.messages for _, rd in batch)
         small = sum(len(rd.entries) for _, rd in batch) <= INLINE_SYNC_MAX_ENTRIES
-        await self._write(lb, inline_sync=not sent_first and small)
+        await self._write(lb, inline_sync=not sent_first and small and self._last_sync_s <= INLINE_SYNC_MAX_S)
         if synced:
-            self.stats.sync_durations.observe(self._clock.monotonic() - started)
+            self._last_sync_s = self._clock.monotonic() - started
+            self.stats.sync_durations.observe(self._last_sync_s)
         if self.crash_hook is not None:
             self.crash_hook("after_persist")
         for g, rd in batch:

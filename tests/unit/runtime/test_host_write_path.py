@@ -49,6 +49,23 @@ class _CountingStore(RocksLogStore):
         super().commit(lb, sync=sync)
 
 
+class _SlowSyncStore(_CountingStore):
+    """A disk whose fsync takes 10 ms (of the FakeClock's time): a synced
+    write, inline or on the executor, advances the clock."""
+
+    clock: FakeClock
+
+    async def write(self, lb: LogBatch, *, sync: bool | None = None) -> None:
+        if lb.must_sync if sync is None else sync:
+            self.clock.advance(0.010)
+        await super().write(lb, sync=sync)
+
+    def commit(self, lb: LogBatch, *, sync: bool | None = None) -> None:
+        if lb.must_sync if sync is None else sync:
+            self.clock.advance(0.010)
+        super().commit(lb, sync=sync)
+
+
 async def _until(pred: Any, clock: FakeClock, tasks: list[asyncio.Task[None]], what: str, *, stores: Any, timeout_s: float = 30.0) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
@@ -183,6 +200,57 @@ async def test_a_commit_round_answers_its_proposer_before_it_sends(tmp_path: Pat
             first_commit = next(j for j, e in enumerate(events) if e[0] == "append" and e[1] == 0 and e[2] >= index)
             assert answered < first_commit, events
             events.clear()
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for n in NODES:
+            stores[n].close()
+            dbs[n].close()
+
+
+async def test_a_slow_sync_keeps_follower_appends_on_the_executor(tmp_path: Path) -> None:
+    """On a disk whose fsync takes longer than INLINE_SYNC_MAX_S, a
+    follower's append syncs on the executor (the loop keeps serving during
+    the fsync); at most one inline sync per follower finds out how slow."""
+    clock = FakeClock()
+    net = LocalNetwork()
+    cfg = HostConfig(tick_interval_s=TICK, quiesce_ticks=0)
+    hosts: dict[int, GroupHost] = {}
+    stores: dict[int, _SlowSyncStore] = {}
+    machines: dict[int, RegisterMachine] = {}
+    dbs: dict[int, Any] = {}
+    for n in NODES:
+        dbs[n] = open_db(tmp_path / f"n{n}")
+        stores[n] = _SlowSyncStore(dbs[n])
+        stores[n].clock = clock
+        stores[n].recover()
+        hosts[n] = GroupHost(n, stores[n], net.transport(n), clock=clock, rng=random.Random(n), config=cfg)
+        machines[n] = RegisterMachine(dbs[n], 1)
+        await hosts[n].create_group(1, machines[n], bootstrap=ConfState(voters=NODES))
+    for a in hosts.values():
+        for b in hosts.values():
+            a.set_peer(b.node_id, b._transport.address)  # noqa: SLF001 - test wiring
+    tasks = [asyncio.create_task(h.run()) for h in hosts.values()]
+    try:
+
+        def leader() -> int | None:
+            return next((n for n, h in hosts.items() if h.status(1).soft_state.role == StateRole.LEADER), None)
+
+        await _until(lambda: leader() is not None and hosts[leader() or 1].status(1).applied >= 2, clock, tasks, "a leader", stores=stores)
+        lead = leader()
+        assert lead is not None
+        for s in stores.values():
+            s.executor_writes.clear()
+            s.inline_writes.clear()
+        for i in range(10):
+            await hosts[lead].propose(1, b"k=%d" % i)
+        await _until(lambda: all(m.get(b"k") == b"9" for m in machines.values()), clock, tasks, "followers apply", stores=stores)
+        for n, s in stores.items():
+            if n == lead:
+                continue
+            assert sum(s.inline_writes) <= 1, f"node {n}: synced inline on a slow disk: {s.inline_writes}"
+            assert sum(s.executor_writes) >= 9, f"node {n}: executor writes {s.executor_writes}"
     finally:
         for t in tasks:
             t.cancel()
