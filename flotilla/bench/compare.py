@@ -37,6 +37,7 @@ import json
 import os
 import queue
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -234,13 +235,17 @@ def cpu_per_op_ms(cpu: dict[str, float], wall_s: float, idle_per_s: float, ops: 
 
 def start_profilers(pids: dict[str, int], out_dir: Path, duration_s: float) -> list[tuple[str, subprocess.Popen[bytes], Path]]:
     out_dir.mkdir(parents=True, exist_ok=True)
+    # py-spy is installed beside this interpreter (the project's venv), which
+    # need not be on PATH when flotilla is run as .venv/bin/flotilla.
+    beside = Path(sys.executable).parent / "py-spy"
+    py_spy = str(beside) if beside.exists() else (shutil.which("py-spy") or "py-spy")
     procs = []
     for name, pid in pids.items():
         if not (name.startswith("router") or name.startswith("store")):
             continue
         path = out_dir / f"{name}.collapsed.txt"
         p = subprocess.Popen(
-            ["py-spy", "record", "--pid", str(pid), "--duration", str(max(1, int(duration_s))), "--rate", "100",
+            [py_spy, "record", "--pid", str(pid), "--duration", str(max(1, int(duration_s))), "--rate", "100",
              "--format", "raw", "--nonblocking", "--gil", "--output", str(path)],
             stdout=subprocess.DEVNULL,
             stderr=open(out_dir / f"{name}.py-spy.log", "wb"),

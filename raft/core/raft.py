@@ -56,6 +56,14 @@ _AFTER_APPEND_TYPES = frozenset({MT.APP_RESP, MT.VOTE_RESP, MT.PRE_VOTE_RESP})
 _VOTE_RESP_OF = {MT.VOTE: MT.VOTE_RESP, MT.PRE_VOTE: MT.PRE_VOTE_RESP}
 
 
+def _stamped(m: Message, from_: int, term: int) -> Message:
+    """`m` from `from_` at `term`. Positional construction: every message the
+    node sends passes here, and dataclasses.replace costs twice as much."""
+    return Message(
+        m.type, m.to, from_, term, m.log_term, m.index, m.entries, m.commit, m.snapshot, m.reject, m.reject_hint, m.context
+    )
+
+
 class Raft:
     # Slots, not a __dict__: a store hosts thousands of idle groups (issue #20).
     __slots__ = (
@@ -149,21 +157,22 @@ class Raft:
 
     # -- sending ----------------------------------------------------------
     def _send(self, m: Message) -> None:
-        if m.from_ == NONE:
-            m = replace(m, from_=self.id)
-        if m.type in _VOTE_TYPES:
+        t = m.type
+        if t in _VOTE_TYPES:
             if m.term == 0:
-                raise RaftInvariantError(f"term should be set when sending {m.type.name}")
+                raise RaftInvariantError(f"term should be set when sending {t.name}")
+            term = m.term
         else:
             if m.term != 0:
-                raise RaftInvariantError(f"term should not be set when sending {m.type.name} (was {m.term})")
-            if m.type not in (MT.PROP, MT.READ_INDEX):
-                m = replace(m, term=self.term)
-        if m.type in _AFTER_APPEND_TYPES:
+                raise RaftInvariantError(f"term should not be set when sending {t.name} (was {m.term})")
+            term = 0 if t is MT.PROP or t is MT.READ_INDEX else self.term
+        if m.from_ == NONE or term != m.term:
+            m = _stamped(m, m.from_ if m.from_ != NONE else self.id, term)
+        if t in _AFTER_APPEND_TYPES:
             self.msgs_after_append.append(m)
         else:
             if m.to == self.id:
-                raise RaftInvariantError(f"message should not be self-addressed when sending {m.type.name}")
+                raise RaftInvariantError(f"message should not be self-addressed when sending {t.name}")
             self.msgs.append(m)
 
     def _send_append(self, to: int) -> None:
@@ -375,7 +384,8 @@ class Raft:
 
     def _append_entry(self, es: list[Entry]) -> bool:
         li = self.raft_log.last_index()
-        ents = [replace(e, term=self.term, index=li + 1 + i) for i, e in enumerate(es)]
+        term = self.term
+        ents = [Entry(term, li + 1 + i, e.kind, e.data) for i, e in enumerate(es)]
         if not self._increase_uncommitted_size(ents):
             return False
         li = self.raft_log.append(ents)

@@ -51,6 +51,11 @@ __all__ = ["GroupHost", "GroupNotFound", "HostConfig", "HostStats"]
 log = logging.getLogger(__name__)
 
 
+def _time_out(fut: asyncio.Future[object]) -> None:
+    if not fut.done():
+        fut.set_exception(TimeoutError())
+
+
 class GroupHost(GroupRegistry, ReadyLoop, Ticker, Quiescence, ReadIndex, Snapshots):
     """Many Raft groups in one asyncio process. Its parts, one job each, are
     listed in ``raft/runtime/group.py``; this class wires them and takes the
@@ -156,8 +161,14 @@ class GroupHost(GroupRegistry, ReadyLoop, Ticker, Quiescence, ReadIndex, Snapsho
         the outcome is then unknown (it may still commit)."""
         g = self._group(group_id)
         seq = self._next_seq()
-        fut: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[object] = loop.create_future()
         self._pending[seq] = fut
+        # A timer that fails the future, not asyncio.timeout: that one costs
+        # a Timeout object, the current task and a reschedule per call, and
+        # every write passes here (issue #18). The answer sets the future only
+        # while it is not done, so a timed-out future is left alone.
+        expiry = loop.call_at(loop.time() + timeout_s, _time_out, fut)
         try:
             if not g.proposals and g.node.leader_id == 0:
                 raise ProposalDropped(f"group {group_id}: no leader")
@@ -170,9 +181,9 @@ class GroupHost(GroupRegistry, ReadyLoop, Ticker, Quiescence, ReadIndex, Snapsho
             g.proposal_seqs.append(seq)
             self.stats.proposals += 1
             self._mark(group_id)
-            async with asyncio.timeout(timeout_s):
-                return await fut
+            return await fut
         finally:
+            expiry.cancel()
             self._pending.pop(seq, None)
 
     def _flush_proposals(self, g: Group) -> None:

@@ -225,6 +225,31 @@ async def test_a_quiet_leader_cut_off_from_its_members_steps_down(tmp_path: Path
         await c.stop()
 
 
+async def test_a_proposal_that_cannot_commit_times_out_and_the_host_goes_on(tmp_path: Path) -> None:
+    """propose() raises TimeoutError when its entry does not apply in time;
+    when that entry commits later (the leader is reachable again), its answer
+    finds nobody waiting, and the host and the group carry on."""
+    c = Cluster(tmp_path, groups=1)
+    await c.start()
+    try:
+        await c.until(c.all_led, what="leader")
+        lead = c.leader(1)
+        assert lead is not None
+        c.net.isolate(lead)
+        with pytest.raises(TimeoutError):
+            await c.hosts[lead].propose(1, b"late=1", timeout_s=0.3)
+        assert not c.hosts[lead]._pending  # noqa: SLF001 - nothing left waiting
+        c.net.heal()
+        await c.until(lambda: all(c.machines[n][1].get(b"late") == b"1" for n in c.node_ids), what="the late entry applied everywhere")
+        lead = c.leader(1)
+        assert lead is not None
+        await c.hosts[lead].propose(1, b"after=2", timeout_s=10)
+        assert all(not t.done() for t in c.tasks.values())
+    finally:
+        c.net.heal()
+        await c.stop()
+
+
 async def test_concurrent_reads_share_one_read_index(tmp_path: Path) -> None:
     c = Cluster(tmp_path, groups=1)
     await c.start()
