@@ -36,17 +36,19 @@ read through the engine plus the writes staged in the current apply batch
 (``StagedView``), because the runtime writes the batch only after the round.
 Reads must run on the thread that applies, or use ``reader(frozen=True)``.
 
+Snapshots of the state and their restore are in shard/smsnapshots.py
+(mixed in).
+
 Pure: the engine is passed in; no I/O, clocks, threads or asyncio here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from shard import hlc, keys, mvcc, slots, txn2pc
-from shard import snapshot as snap
 from shard.codec import decode_command
 from shard.dedup import DedupTable, Outcome
 from shard.engine import StagedView
@@ -54,6 +56,7 @@ from shard.errors import CodecError, FutureRevision, InvalidCommand, RevisionCom
 from shard.keyindex import KeyIndex
 from shard.meta import ShardMeta
 from shard.reader import ShardReader
+from shard.smsnapshots import ShardSnapshots
 from shard.splitmerge import GroupConf, apply_commit_merge, apply_prepare_merge, apply_split
 from shard.txn import DEFAULT_MAX_TXN_OPS, Executor, check_owned, validate_op
 from shard.types import (
@@ -111,7 +114,7 @@ class Applied:
         return not isinstance(self.outcome, ShardError)
 
 
-class ShardStateMachine:
+class ShardStateMachine(ShardSnapshots):
     __slots__ = ("_dedup", "_engine", "_index", "_lock", "_meta", "_staged", "group_conf", "max_txn_ops", "other_slots", "shard_id")  # thousands per store (issue #20)
 
     def __init__(
@@ -517,104 +520,3 @@ class ShardStateMachine:
         return CompactionResponse(m.revision)
 
     # --- snapshots ---------------------------------------------------------------------
-
-    def snapshot_header(self) -> snap.SnapshotHeader:
-        return snap.SnapshotHeader(self.shard_id, self._meta.applied, self._meta.slot_count, self._meta.ranges)
-
-    def snapshot_chunks(self, chunk_bytes: int = snap.DEFAULT_CHUNK_BYTES) -> Iterator[bytes]:
-        """The snapshot at applied_index() in chunks (read lazily: consume it
-        before the next apply, or pass a pinned engine snapshot to
-        snapshot.iter_chunks instead)."""
-        return snap.iter_chunks(self._staged or self._engine, self.snapshot_header(), chunk_bytes)
-
-    def snapshot(self) -> bytes:
-        return b"".join(self.snapshot_chunks())
-
-    def snapshot_stream(self, chunk_bytes: int = snap.DEFAULT_CHUNK_BYTES) -> tuple[int, Iterator[bytes]]:
-        """(applied index, the snapshot at it in chunks), read lazily from a
-        pinned engine view: later applies do not change what it yields, and
-        no more than a chunk is held at a time. Call it only when everything
-        applied is written to the engine (the runtime does, between rounds)."""
-        return self._meta.applied, snap.iter_chunks(self._engine.snapshot(), self.snapshot_header(), chunk_bytes)
-
-    def restore_chunks(
-        self, chunks: Iterable[bytes], index: int, wb: WriteBatch, batch_bytes: int = snap.DEFAULT_INGEST_BATCH_BYTES
-    ) -> None:
-        """Replace the state by a snapshot read in pieces, with bounded
-        memory: records go to the engine in batches of about batch_bytes
-        (written directly, ahead of wb), and the shard's STATE record, which
-        says what is applied, last, into wb. A crash in between leaves the
-        shard with no state record (applied 0), so the runtime restores
-        again from the log store's snapshot."""
-        self._index.clear()  # the slots' data is replaced; reloaded when next asked
-        dec = snap.StreamDecoder()
-        state_key = keys.state_key(self.shard_id)
-        state_raw: bytes | None = None
-        batch = self._engine.new_batch()
-        staged = 0
-        cleared = False
-        for piece in chunks:
-            records = dec.feed(piece)
-            if dec.header is not None and not cleared:
-                h = dec.header
-                if h.shard_id != self.shard_id:
-                    raise CodecError(f"snapshot of shard {h.shard_id} given to shard {self.shard_id}")
-                if h.applied != index:
-                    raise CodecError(f"snapshot data at {h.applied} does not match metadata index {index}")
-                snap.clear(batch, self.shard_id, self._slots_to_clear(h.ranges))
-                cleared = True
-            for k, v in records:
-                if k == state_key:
-                    state_raw = v
-                    continue
-                batch.put(k, v)
-                staged += len(k) + len(v)
-            if staged >= batch_bytes:
-                self._write_ingest_batch(batch)
-                batch, staged = self._engine.new_batch(), 0
-        header = dec.finish()
-        self._write_ingest_batch(batch)
-        view = self._stage(wb)
-        if state_raw is not None:
-            view.put(state_key, state_raw)
-        self._meta.slot_count = header.slot_count
-        self._meta.ranges = slots.normalize(header.ranges)
-        self._load_state(view)
-        self._meta.applied = index
-        self._meta.slots_dirty = True
-        self._meta.write(view)
-
-    def _slots_to_clear(self, incoming: slots.SlotRanges) -> slots.SlotRanges:
-        """What a snapshot restore clears: every slot the snapshot brings,
-        and every slot this replica held that no other shard hosted here
-        holds. (A replica that missed a split, restored from a snapshot of
-        its shard taken after it, must not wipe the slots the split's new
-        shard already holds on this node, having been created from the map.)"""
-        held = self._meta.ranges
-        if self.other_slots is not None:
-            held = slots.subtract(held, slots.normalize(self.other_slots()))
-        return slots.merge(held, incoming)
-
-    def _write_ingest_batch(self, batch: WriteBatch) -> None:
-        self._engine.write(batch)
-        flush = getattr(self._engine, "flush_memtable", None)
-        if flush is not None:  # keep a big ingest out of memory (RocksDB memtables)
-            flush()
-
-    def restore(self, data: bytes, index: int, wb: WriteBatch) -> None:
-        header, offset = snap.decode_header(data)
-        if header.shard_id != self.shard_id:
-            raise CodecError(f"snapshot of shard {header.shard_id} given to shard {self.shard_id}")
-        if header.applied != index:
-            raise CodecError(f"snapshot data at {header.applied} does not match metadata index {index}")
-        self._index.clear()  # the slots' data is replaced; reloaded when next asked
-        view = self._stage(wb)
-        snap.clear(view, self.shard_id, self._slots_to_clear(header.ranges))
-        snap.ingest(data, view, offset)
-        self._meta.slot_count = header.slot_count
-        self._meta.ranges = slots.normalize(header.ranges)
-        self._load_state(view)
-        self._meta.applied = index
-        self._meta.slots_dirty = True
-        self._meta.write(view)
-

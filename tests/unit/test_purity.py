@@ -37,6 +37,7 @@ FORBIDDEN = frozenset(
 MANDATORY_PACKAGE = "raft/core"
 OPTIONAL_MODULES = (
     "shard/statemachine.py",
+    "shard/smsnapshots.py",
     "shard/dedup.py",
     "shard/meta.py",
     "shard/splitmerge.py",
@@ -76,6 +77,7 @@ OPTIONAL_MODULES = (
     "placement/leases.py",
     "placement/operators.py",
     "placement/scheduler.py",
+    "placement/leaderrules.py",
     "placement/simulation.py",
     "placement/heatmap.py",
     "placement/dashboard.py",
