@@ -12,7 +12,7 @@ forwarded to the leader's node. --routers adds standalone etcd routers
 (`server --router --join <placement>`) after them. The first store listens
 for clients on --client-port (0: any free port); every other client port is
 any free one. The `endpoints:` line names them all (etcd clients balance
-over the endpoints they are given). Each also serves etcd's HTTP/JSON
+over the endpoints they are given), as does playground.json's `endpoints`. Each also serves etcd's HTTP/JSON
 gateway (router/gateway/) on a free port, printed and recorded in
 playground.json under `gateway_urls`. Every process serves Prometheus metrics on a free
 port (`metrics_urls`), and the placement servers the web dashboard there
@@ -166,14 +166,18 @@ def record_gateway_urls(
     tls_dir: Path | None = None,
     metrics_urls: dict[str, str] | None = None,
     dashboard_url: str | None = None,
+    endpoints: list[str] | None = None,
 ) -> None:
     """playground.json's `gateway_urls`: each router's HTTP/JSON gateway, this run's (ports chosen free at each start);
+    `endpoints`: each router's etcd endpoint (host:port), this run's;
     `tls`: the certificates' directory with --tls, else null; `metrics_urls`: each process's
     Prometheus /metrics (and /health, /version) URL by name (p1, s1, r1, ...), this run's;
     `dashboard_url`: the web dashboard on p1's metrics listener (any placement server serves it)."""
     path = data_dir / STATE_FILE
     shape = json.loads(path.read_text())
     shape["gateway_urls"] = urls
+    if endpoints is not None:
+        shape["endpoints"] = endpoints
     if metrics_urls is not None:
         shape["metrics_urls"] = metrics_urls
     if dashboard_url is not None:
@@ -386,7 +390,7 @@ class Playground:
                 print(f"{c.name}: etcd endpoint {ep}, HTTP/JSON gateway {gw}", flush=True)
             # The web dashboard: on every placement server's metrics listener (a follower shows the leader's).
             dashboard_url = f"{metrics_urls['p1']}/dashboard/" if "p1" in metrics_urls else None
-            record_gateway_urls(self.data_dir, gateway_urls, self.tls_dir, metrics_urls, dashboard_url)
+            record_gateway_urls(self.data_dir, gateway_urls, self.tls_dir, metrics_urls, dashboard_url, endpoints)
             print(f"metrics: {', '.join(f'{n} {u}/metrics' for n, u in metrics_urls.items())}", flush=True)
             if dashboard_url is not None:
                 print(f"dashboard: {dashboard_url}", flush=True)

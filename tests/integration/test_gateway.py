@@ -250,6 +250,8 @@ def test_the_playground_serves_the_gateway_prints_it_and_records_it(tmp_path: Pa
         printed = next(line.split()[1] for line in seen if line.startswith("gateway:"))
         recorded = json.loads((tmp_path / "playground.json").read_text())["gateway_urls"]
         assert recorded == printed.split(",") and len(recorded) == 3  # one per store: each serves etcd clients
+        printed_endpoints = next(line.split()[1] for line in seen if line.startswith("endpoints:"))
+        assert json.loads((tmp_path / "playground.json").read_text())["endpoints"] == printed_endpoints.split(",")
         for i, url in enumerate(recorded):
             assert any(line.startswith(f"s{i + 1}: ") and url in line for line in seen)
             curl = Curl(url)
