@@ -241,7 +241,7 @@ class Raft:
                 self._send_append(nid)
 
     def _bcast_heartbeat(self) -> None:
-        ctx = self.read_only.last_pending_request_ctx()
+        ctx = self.read_only.start_round()
         for nid in self.trk.progress:
             if nid != self.id:
                 self._send_heartbeat(nid, ctx)
@@ -654,6 +654,8 @@ class Raft:
                 return
             for rs in self.read_only.advance(m.context):
                 self._respond_read_index(rs.req, rs.index)
+            if self.read_only.queue and not self.read_only.round_in_flight():
+                self._bcast_heartbeat()  # the requests that came during that round
             return
         if t == MT.SNAP_STATUS:
             if pr.state != ProgressState.SNAPSHOT:
@@ -740,9 +742,13 @@ class Raft:
         return self.raft_log.maybe_commit(self.trk.committed(), self.term)
 
     def _send_read_index_response(self, m: Message) -> None:
+        self._queue_read(m)
+        if not self.read_only.round_in_flight():
+            self._bcast_heartbeat()
+
+    def _queue_read(self, m: Message) -> None:
         self.read_only.add_request(self.raft_log.committed, m)
         self.read_only.recv_ack(self.id, m.context)
-        self._bcast_heartbeat()
 
     def _respond_read_index(self, req: Message, index: int) -> None:
         if req.from_ in (NONE, self.id):
@@ -757,7 +763,9 @@ class Raft:
             return
         pending, self.pending_read_index_messages = self.pending_read_index_messages, []
         for m in pending:
-            self._send_read_index_response(m)
+            self._queue_read(m)
+        if not self.read_only.round_in_flight():
+            self._bcast_heartbeat()  # one round for all of them
 
     # -- candidate ------------------------------------------------------------
     def _step_candidate(self, m: Message) -> None:

@@ -154,3 +154,55 @@ def test_single_voter_answers_immediately() -> None:
     assert rd is not None
     assert rd.read_states == (ReadState(index=1, request_ctx=b"solo"),)
     assert rd.messages == ()
+
+
+def _read_beats(rd: object) -> list[bytes]:
+    """The contexts of the heartbeats for reads in a Ready's messages."""
+    return [m.context for m in rd.messages if m.type == MessageType.HEARTBEAT and m.context]  # type: ignore[attr-defined]
+
+
+def test_reads_that_arrive_during_a_round_share_the_next_one() -> None:
+    """One heartbeat round for reads is in flight at a time: requests that
+    arrive meanwhile are not answered by its acknowledgement (it may have
+    been sent before they arrived), and all of them share the next round,
+    which carries the newest one's context."""
+    c = Cluster.new()
+    c.elect(1)
+    c.nodes[1].read_index(b"a")
+    rd = c.handle_ready(1)
+    assert rd is not None and sorted(_read_beats(rd)) == [b"a", b"a"]
+    c.nodes[1].read_index(b"b")
+    c.nodes[2].read_index(b"c")  # a follower's request, forwarded to the leader
+    c.handle_ready(2)
+    while c.queue:  # the heartbeats of round a reach 2 and 3; c reaches the leader
+        c.deliver_one()
+    rd = c.handle_ready(1)
+    assert rd is None or _read_beats(rd) == []  # no round for c while a's is out
+    for n in (2, 3):
+        c.handle_ready(n)  # their answers to round a
+    c.deliver_one()  # 2's answer: a quorum for a
+    rd = c.handle_ready(1)
+    assert rd is not None
+    assert rd.read_states == (ReadState(index=1, request_ctx=b"a"),)  # b waits: it came after round a was sent
+    assert sorted(_read_beats(rd)) == [b"c", b"c"]  # one round for b and c
+    c.stabilize()
+    assert c.read_states[1] == [ReadState(1, b"a"), ReadState(1, b"b")]
+    assert c.read_states[2] == [ReadState(1, b"c")]
+    assert [m.context for m in c.sent if m.type == MessageType.HEARTBEAT and m.context].count(b"b") == 0
+
+
+def test_a_lost_read_round_is_sent_again_by_the_heartbeat_tick() -> None:
+    """The round in flight is lost: requests queued behind it are not stuck,
+    the leader's next heartbeat carries the newest pending context."""
+    c = Cluster.new()
+    c.elect(1)
+    c.drop_types = {MessageType.HEARTBEAT}
+    c.nodes[1].read_index(b"lost")
+    c.stabilize()
+    c.drop_types = set()
+    c.nodes[1].read_index(b"queued")
+    c.stabilize()
+    assert c.read_states[1] == []  # round "lost" still counts as in flight
+    c.tick(1, c.nodes[1].raft.heartbeat_timeout)
+    c.stabilize()
+    assert c.read_states[1] == [ReadState(1, b"lost"), ReadState(1, b"queued")]
