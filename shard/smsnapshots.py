@@ -100,12 +100,7 @@ class ShardSnapshots:
         view = self._stage(wb)
         if state_raw is not None:
             view.put(state_key, state_raw)
-        self._meta.slot_count = header.slot_count
-        self._meta.ranges = slots.normalize(header.ranges)
-        self._load_state(view)
-        self._meta.applied = index
-        self._meta.slots_dirty = True
-        self._meta.write(view)
+        self._adopt(header, index, view)
 
     def _slots_to_clear(self, incoming: slots.SlotRanges) -> slots.SlotRanges:
         """What a snapshot restore clears: every slot the snapshot brings,
@@ -134,10 +129,14 @@ class ShardSnapshots:
         view = self._stage(wb)
         snap.clear(view, self.shard_id, self._slots_to_clear(header.ranges))
         snap.ingest(data, view, offset)
+        self._adopt(header, index, view)
+
+    def _adopt(self, header: snap.SnapshotHeader, index: int, view: StagedView) -> None:
+        """Take on the restored state: the snapshot's slots, the shard's
+        state record as restored into view, applied at index."""
         self._meta.slot_count = header.slot_count
         self._meta.ranges = slots.normalize(header.ranges)
         self._load_state(view)
         self._meta.applied = index
         self._meta.slots_dirty = True
         self._meta.write(view)
-

@@ -86,6 +86,13 @@ class Cluster:
                 best = (st.hard_state.term, n)
         return None if best is None else best[1]
 
+    async def elected(self, gid: int) -> int:
+        """Wait until every group has a leader; group gid's leader."""
+        await self.until(self.all_led, what="leader")
+        lead = self.leader(gid)
+        assert lead is not None
+        return lead
+
     def all_led(self) -> bool:
         return all(self.leader(g) is not None for g in range(1, self.groups + 1))
 
@@ -232,9 +239,7 @@ async def test_a_proposal_that_cannot_commit_times_out_and_the_host_goes_on(tmp_
     c = Cluster(tmp_path, groups=1)
     await c.start()
     try:
-        await c.until(c.all_led, what="leader")
-        lead = c.leader(1)
-        assert lead is not None
+        lead = await c.elected(1)
         c.net.isolate(lead)
         with pytest.raises(TimeoutError):
             await c.hosts[lead].propose(1, b"late=1", timeout_s=0.3)
@@ -254,9 +259,7 @@ async def test_concurrent_reads_share_one_read_index(tmp_path: Path) -> None:
     c = Cluster(tmp_path, groups=1)
     await c.start()
     try:
-        await c.until(c.all_led, what="leader")
-        lead = c.leader(1)
-        assert lead is not None
+        lead = await c.elected(1)
         h = c.hosts[lead]
         await h.propose(1, b"a=1")
         raft = h._groups[1].node.raft  # noqa: SLF001 - counting ReadIndex requests
@@ -315,9 +318,7 @@ async def test_read_index_is_retried_when_its_message_is_lost(tmp_path: Path) ->
     c = Cluster(tmp_path, groups=1)
     await c.start()
     try:
-        await c.until(c.all_led, what="leader")
-        lead = c.leader(1)
-        assert lead is not None
+        lead = await c.elected(1)
         follower = next(n for n in c.node_ids if n != lead)
         await c.hosts[lead].propose(1, b"a=1")
         # The follower's ReadIndex request to the leader is lost.
